@@ -1,0 +1,74 @@
+"""The `faceage` command: one module per subcommand, each thin (parse, call, print).
+
+Each subcommand module defines ``HELP``, ``EPILOG`` (examples), ``add_arguments(parser)``
+and ``run(args) -> int``. Modules are imported lazily so that ``faceage predict``
+never pays for importing the training stack.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from faceage.errors import FaceageError
+
+# name -> module under faceage.cli; the order is the order shown in --help.
+COMMANDS = {
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "train": "train",
+    "prepare": "prepare",
+}
+
+_SUMMARIES = {
+    "predict": "estimate ages of the faces in photos",
+    "evaluate": "score a model on a labelled data set (MAE, CS curve, error by age)",
+    "train": "train an age model from a YAML config",
+    "prepare": "import a data set: detect, align and crop faces, write a manifest",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faceage",
+        description="Estimate ages from face photos with MA-SFV2, offline.",
+        epilog="examples:\n  faceage predict photo.jpg\n  faceage predict -r photos/ --json\n"
+        "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
+        "Run 'faceage COMMAND --help' for the options of one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, module in COMMANDS.items():
+        if wanted is not None and wanted != name:
+            sub.add_parser(name, help=_SUMMARIES.get(name))
+            continue
+        mod = importlib.import_module(f"faceage.cli.{module}")
+        p = sub.add_parser(
+            name,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog=mod.EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except FaceageError as exc:
+        print(f"faceage {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,1 @@
+"""Training data: importers -> manifest -> decoded cache -> augmented batches."""
