@@ -1,0 +1,27 @@
+"""The age head (paper Eqs. 6-10): 101-way classifier, then a 1-neuron regression behind it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_AGES = 101  # ages 0..100; older labels are clamped to 100 for the classifier
+
+
+class AgeHead(nn.Module):
+    """features -> (logits over ages 0..100, regression age)."""
+
+    def __init__(self, in_features: int, num_classes: int = NUM_AGES) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+        self.reg = nn.Linear(num_classes, 1)  # the paper's "LastFC", fed by the 101 logits
+        nn.init.constant_(self.reg.bias, 30.0)  # start near a typical age, not 0
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc(features)
+        return logits, self.reg(logits).squeeze(-1)
+
+
+def dex_expectation(logits: torch.Tensor) -> torch.Tensor:
+    """DEX (Rothe et al.): the expected age sum_i i * softmax(logits)_i."""
+    ages = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    return (logits.softmax(dim=-1) * ages).sum(dim=-1)

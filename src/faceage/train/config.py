@@ -1,0 +1,103 @@
+"""Training configuration: defaults + a YAML file + ``key=value`` overrides, every knob named.
+
+A preset name (``cpu``, ``paper``) or a path to a YAML file selects the base.
+Unknown keys are errors, so a typo cannot silently train the wrong model.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from faceage.errors import ConfigError
+
+DEFAULTS: dict = {
+    "model": {"arch": "ma_sfv2", "width": 0.5, "se_reduction": 4},
+    "data": {
+        "manifest": None,  # CSV (path,age[,subject][,split]); from `faceage prepare` or your own
+        "path": None,  # or a data set folder read by an importer
+        "format": "utkface",  # importer for `path`
+        "split_ratios": {"train": 7, "val": 2},  # used when the manifest has no split column
+        "split_seed": 0,
+        "input_size": 112,
+        "cache_dir": None,  # default: ~/.cache/faceage
+        "limit": None,  # use at most this many images (quick experiments)
+    },
+    "augment": {
+        "flip": 0.5,  # probability of a horizontal flip
+        "rotate": 0.5, "rotate_deg": 15.0,  # probability, max angle
+        "scale": 0.5, "scale_range": [0.9, 1.1],
+        "shift": 0.5, "shift_frac": 0.05,
+        "noise": 0.3, "noise_std": 0.03,  # additive Gaussian noise, on the 0..1 scale
+        "grey": 0.1,  # greyscale (old photos)
+        "jitter": 0.5, "brightness": 0.2, "contrast": 0.2,
+        "blur": 0.1,  # resolution loss (scans, small faces)
+    },
+    "loss": {"reg_weight": 0.1, "label_sigma": 0.0},
+    "optim": {
+        "lr": 0.001, "betas": [0.9, 0.999], "weight_decay": 0.0,
+        "batch_size": 128, "epochs": 80,
+        "schedule": "step", "step_every": 20, "gamma": 0.2,  # or "cosine"
+        "warmup_epochs": 0,
+    },
+    "eval": {"estimate": "dex", "flip_tta": False, "batch_size": 256},
+    "run": {
+        "seed": 0, "device": "auto", "amp": True, "channels_last": True, "compile": False,
+        "threads": None, "save_half": False,
+    },
+}
+
+PRESETS = ("cpu", "paper")
+
+
+def _merge(base: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key!r}; known: {sorted(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key} must be a mapping")
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=0.01`` -> {"optim": {"lr": 0.01}} (values parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. optim.epochs=5)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if source is not None:
+        text = None
+        if str(source) in PRESETS:
+            text = resources.files("faceage.train.presets").joinpath(f"{source}.yaml").read_text()
+        elif Path(source).is_file():
+            text = Path(source).read_text()
+        else:
+            raise ConfigError(f"config {source!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {source}: top level must be a mapping")
+        _merge(cfg, data, "")
+    if isinstance(overrides, dict):
+        _merge(cfg, overrides, "")
+    else:
+        for item in overrides or []:
+            _merge(cfg, parse_override(item), "")
+    if cfg["optim"]["schedule"] not in ("step", "cosine"):
+        raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
+    return cfg
+
+
+def dump_config(cfg: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
