@@ -26,17 +26,13 @@ def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
     if data.get("manifest"):
         manifest = read_manifest(data["manifest"])
         prep = Path(data["manifest"]).parent / "prepare.json"
-        crop = json.loads(prep.read_text()).get("crop") if prep.is_file() else None
+        crop = json.loads(prep.read_text()).get("crop_spec") if prep.is_file() else None
         return manifest.samples, manifest.problems, crop
     if data.get("path"):
-        from faceage.data.importers import IMPORTERS
+        from faceage.data.importers import import_dataset
 
-        if data["format"] not in IMPORTERS:
-            raise ConfigError(f"data.format {data['format']!r} unknown; choose one of {sorted(IMPORTERS)}")
-        samples, problems = IMPORTERS[data["format"]](data["path"])
-        if not samples:
-            raise ManifestError(f"{data['path']}: no usable image for format {data['format']}")
-        return samples, problems, None
+        imported = import_dataset(data["format"], data["path"])
+        return imported.samples, imported.problems, None
     raise ConfigError("set data.manifest (a CSV) or data.path (a data set folder)")
 
 

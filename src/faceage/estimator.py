@@ -1,0 +1,138 @@
+"""The Python API: ``AgeEstimator().predict("photo.jpg")`` -> faces with ages.
+
+Photo -> faces (detect, align, crop as the model's record says) -> backend ->
+age distribution -> :class:`FaceAge`. The model is loaded once; ``predict`` is
+safe to call from several threads.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from faceage.ages import age_interval, combine, softmax
+from faceage.data.cache import square_resize
+from faceage.errors import WeightsError
+from faceage.face.align import CropSpec
+from faceage.imageio import load_image
+
+DEFAULT_MODEL = "default.safetensors"
+
+
+def default_model_path() -> Path:
+    path = Path(str(resources.files("faceage.models").joinpath(DEFAULT_MODEL)))
+    if not path.is_file():
+        raise WeightsError(f"the bundled model {path} is missing; reinstall faceage or pass model=FILE")
+    return path
+
+
+@dataclass(frozen=True)
+class FaceAge:
+    """One face: where it is and how old it looks."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom in input pixels
+    eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
+    age: float  # years, one decimal
+    age_interval: tuple[float, float]  # 80% interval of the predicted distribution
+    score: float  # detector confidence
+    fallback: bool = False  # True: no face found, a centre crop was scored instead
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["box"] = list(self.box)
+        d["eyes"] = [list(e) for e in self.eyes]
+        d["age_interval"] = list(self.age_interval)
+        return d
+
+
+@dataclass(frozen=True)
+class AgeEstimate:
+    """The age model's answer for one aligned crop."""
+
+    age: float
+    age_interval: tuple[float, float]
+    distribution: np.ndarray  # probabilities of ages 0..100
+
+
+class AgeEstimator:
+    """Estimate ages of faces in photos.
+
+    ``model``: a model file (.safetensors or .onnx) or training run folder; the
+    bundled default when omitted. ``backend``: "auto", "torch" or "onnx".
+    ``flip_tta``: also score the mirrored crop and average (slightly more
+    accurate, twice the model cost).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str = "dlib",
+                 device: str = "cpu", flip_tta: bool = False) -> None:
+        from faceage.runtime import load_backend
+
+        self.model_path = Path(model) if model is not None else default_model_path()
+        self.backend = load_backend(self.model_path, backend=backend, device=device)
+        self.record = self.backend.record
+        self.flip_tta = flip_tta
+        self._detector_name = detector
+        self._pipeline = None
+        self._lock = threading.Lock()
+
+    @property
+    def input_size(self) -> int:
+        return self.record.input_size
+
+    @property
+    def pipeline(self):
+        """The face pipeline cropping as the model was trained (built on first use)."""
+        with self._lock:
+            if self._pipeline is None:
+                from faceage.face.pipeline import FacePipeline
+
+                crop = dict(self.record.crop or {})
+                crop["size"] = self.record.input_size
+                self._pipeline = FacePipeline(self._detector_name, spec=CropSpec.from_dict(crop))
+            return self._pipeline
+
+    def run_aligned(self, crops) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs (logits (N, 101), regression (N,)) for aligned crops, resized to the model's input."""
+        size = self.record.input_size
+        if not len(crops):
+            return np.zeros((0, self.record.model.get("num_classes", 101)), np.float32), np.zeros(0, np.float32)
+        batch = np.stack([square_resize(np.asarray(c, dtype=np.uint8), size) for c in crops])
+        logits, reg = self.backend.run(batch)
+        if self.flip_tta:
+            l2, r2 = self.backend.run(np.ascontiguousarray(batch[:, :, ::-1]))
+            logits, reg = (logits + l2) / 2, (reg + r2) / 2
+        return logits, reg
+
+    def predict_aligned(self, crops) -> list[AgeEstimate]:
+        """Ages for already-aligned crops: an (N, H, W, 3) uint8 array or a list of HxWx3 arrays."""
+        logits, reg = self.run_aligned(crops)
+        ages = combine(logits, reg, self.record.estimate)
+        probs = softmax(logits.astype(np.float64))
+        intervals = age_interval(probs)
+        return [
+            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p)
+            for a, (lo, hi), p in zip(ages, intervals, probs)
+        ]
+
+    def predict(self, image, *, largest: bool = False, min_face: int = 0, fallback: bool = False) -> list[FaceAge]:
+        """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first.
+
+        No face gives ``[]``; with ``fallback=True`` a centre crop is scored instead
+        and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`.
+        """
+        img = load_image(image) if not isinstance(image, np.ndarray) else load_image(image, name="array")
+        if self.record.crop is None:  # a model trained on pre-cropped images: use the image whole
+            h, w = img.shape[:2]
+            est = self.predict_aligned([img])[0]
+            return [FaceAge((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), est.age, est.age_interval,
+                            0.0, True)]
+        faces = self.pipeline.faces(img, largest=largest, fallback=fallback, min_face=min_face)
+        ests = self.predict_aligned([f.crop for f in faces])
+        return [
+            FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
+                    e.age, e.age_interval, round(float(f.score), 3), f.fallback)
+            for f, e in zip(faces, ests)
+        ]

@@ -1,0 +1,98 @@
+"""Score a model on labelled images, preprocessed exactly as its record says.
+
+Prepared crops (a manifest written by ``faceage prepare``) are scored as they
+are; raw photos go through the whole pipeline (detect -> align -> estimate),
+and photos where no face is found are counted (``no_face``) and scored on the
+documented fallback, a centre crop.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from faceage.ages import combine
+from faceage.data.manifest import Sample, read_manifest
+from faceage.errors import FaceageError
+from faceage.imageio import load_image
+from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
+
+
+def load_eval_samples(data: str | Path, fmt: str | None) -> tuple[list[Sample], list[str], bool]:
+    """(samples, problems, prealigned). A CSV is a manifest; a folder is read by the ``fmt`` importer."""
+    data = Path(data)
+    if data.is_file() and data.suffix.lower() == ".csv" and fmt in (None, "csv", "manifest"):
+        manifest = read_manifest(data)
+        prealigned = (data.parent / "prepare.json").is_file()
+        return manifest.samples, manifest.problems, prealigned
+    from faceage.data.importers import import_dataset
+
+    if fmt is None:
+        raise FaceageError(f"{data}: a folder needs --format (utkface, fgnet, morph2, afad, csv, folder)")
+    imported = import_dataset(fmt, data)
+    return imported.samples, imported.problems, False
+
+
+def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: int = 64,
+             quiet: bool = False) -> dict:
+    """Per-image predictions and metrics. Unreadable images are reported and skipped."""
+    crops, ages, no_face, problems, paths = [], [], 0, [], []
+    start = time.perf_counter()
+    for s in tqdm(samples, desc="preprocessing" if prealigned else "detect + align", unit="img", disable=quiet):
+        try:
+            img = load_image(s.path)
+        except FaceageError as exc:
+            problems.append(str(exc))
+            continue
+        if prealigned or estimator.record.crop is None:
+            crops.append(img)
+        else:
+            face = estimator.pipeline.faces(img, largest=True, fallback=True)[0]
+            no_face += face.fallback
+            crops.append(face.crop)
+        ages.append(s.age)
+        paths.append(str(s.path))
+    if not crops:
+        raise FaceageError(f"no readable image to evaluate; first problems: {problems[:3]}")
+    logits, reg = [], []
+    for i in range(0, len(crops), batch_size):
+        lg, rg = estimator.run_aligned(crops[i : i + batch_size])
+        logits.append(lg)
+        reg.append(rg)
+    logits, reg = np.concatenate(logits), np.concatenate(reg)
+    true = np.asarray(ages, dtype=np.float64)
+    preds = {how: combine(logits, reg, how) for how in ("dex", "reg", "mean")}
+    how = estimator.record.estimate
+    report = age_metrics(preds[how], true)
+    report.update({
+        "estimate": how,
+        "mae_dex": round(float(np.abs(preds["dex"] - true).mean()), 4),
+        "mae_reg": round(float(np.abs(preds["reg"] - true).mean()), 4),
+        "mae_mean": round(float(np.abs(preds["mean"] - true).mean()), 4),
+        "no_face": int(no_face),
+        "unreadable": len(problems),
+        "problems": problems[:50],
+        "pipeline": ("prealigned crops" if prealigned else "whole image" if estimator.record.crop is None
+                     else "detect + align + estimate"),
+        "seconds": round(time.perf_counter() - start, 1),
+    })
+    report["_pred"], report["_true"], report["_paths"] = preds[how], true, paths
+    return report
+
+
+def write_report(report: dict, out: str | Path, label: str = "model") -> dict:
+    """Write report.json, predictions.csv, cs_curve.png and error_by_age.png; return the JSON part."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pred, true, paths = report.pop("_pred"), report.pop("_true"), report.pop("_paths")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    with open(out / "predictions.csv", "w") as fh:
+        fh.write("path,age,predicted\n")
+        for p, t, a in zip(paths, true, pred):
+            fh.write(f"{p},{int(t)},{a:.2f}\n")
+    plot_cs_curves({label: report["cs"]}, out / "cs_curve.png")
+    plot_error_by_age(pred, true, out / "error_by_age.png")
+    return report

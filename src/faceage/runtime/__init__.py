@@ -1,0 +1,33 @@
+"""Inference backends behind one interface: aligned uint8 crops in, age distributions out.
+
+A backend has ``record`` (the model's preprocessing record) and
+``run(crops) -> (logits, reg)`` for an (N, S, S, 3) uint8 array. The torch
+backend needs PyTorch; the ONNX Runtime backend does not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from faceage.weights import ModelRecord
+
+
+class Backend(Protocol):
+    record: ModelRecord
+    name: str
+
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def load_backend(path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
+    """``backend``: "torch", "onnx", or "auto" (the file's kind decides; torch for safetensors)."""
+    path = Path(path)
+    if backend == "onnx" or (backend == "auto" and path.suffix == ".onnx"):
+        from faceage.runtime.onnx_backend import OnnxBackend
+
+        return OnnxBackend(path)
+    from faceage.runtime.torch_backend import TorchBackend
+
+    return TorchBackend(path, device=device)

@@ -1,0 +1,46 @@
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def synthetic_dataset(root: Path, n: int = 48, size: int = 48, seed: int = 0) -> Path:
+    """Images whose brightness encodes the age, so a tiny model can learn something; returns the CSV."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        age = int(rng.integers(1, 90))
+        img = np.full((size, size, 3), int(40 + 2 * age), np.uint8)
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        name = f"img{i:03d}.png"
+        Image.fromarray(img).save(root / name)
+        rows.append((name, age, f"s{i // 2}"))
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "age", "subject"])
+        w.writerows(rows)
+    return root / "manifest.csv"
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path) -> Path:
+    return synthetic_dataset(tmp_path / "data")
+
+
+def tiny_config(manifest: Path, cache: Path, **over) -> dict:
+    from faceage.train.config import load_config
+
+    cfg = load_config("cpu", {
+        "data": {"manifest": str(manifest), "input_size": 32, "cache_dir": str(cache)},
+        "optim": {"batch_size": 8, "epochs": 3, "warmup_epochs": 0},
+        "run": {"threads": 1},
+    })
+    for key, value in over.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    return cfg

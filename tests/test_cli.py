@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+import pytest
+
+from faceage.cli import COMMANDS, main
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_explains_itself_with_examples(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"faceage {name}" in out
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "faceage", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "predict" in r.stdout
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_unknown_override_is_rejected(capsys):
+    assert main(["train", "--config", "cpu", "optim.nope=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err

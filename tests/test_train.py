@@ -1,0 +1,88 @@
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from faceage.errors import ConfigError, ManifestError
+from faceage.train.config import load_config, parse_override
+from faceage.train.loop import Trainer, train
+
+
+def test_presets_and_overrides():
+    paper = load_config("paper")
+    assert paper["model"] == {"arch": "ma_sfv2", "width": 2.0, "se_reduction": 4}
+    assert paper["data"]["input_size"] == 224 and paper["optim"]["batch_size"] == 128
+    assert paper["optim"]["epochs"] == 80 and paper["optim"]["lr"] == 0.001 and paper["loss"]["reg_weight"] == 0.1
+    cfg = load_config("cpu", ["optim.lr=0.5", "model.width=1.0"])
+    assert cfg["optim"]["lr"] == 0.5 and cfg["model"]["width"] == 1.0
+    assert parse_override("augment.scale_range=[0.8, 1.2]") == {"augment": {"scale_range": [0.8, 1.2]}}
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config("cpu", ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config("no-such-preset")
+
+
+def test_training_writes_run_folder(tiny_manifest, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tiny_manifest, tmp_path / "cache"), out, quiet=True)
+    for name in ("config.yaml", "split.csv", "metrics.csv", "curves.png", "last.pt", "best.safetensors",
+                 "cs_curve.png", "error_by_age.png", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "lr"} <= set(rows[0])
+    assert summary["val"]["n"] > 0 and "5" in summary["val"]["cs"]
+    # no subject straddles train and val
+    split = list(csv.DictReader(open(out / "split.csv")))
+    sides = {}
+    for r in split:
+        sides.setdefault(r["subject"], set()).add(r["split"])
+    assert all(len(v) == 1 for v in sides.values())
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_manifest, tmp_path):
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache")
+    train(cfg, tmp_path / "full", quiet=True)
+    with pytest.raises(KeyboardInterrupt):  # killed in the middle of epoch 2
+        train(cfg, tmp_path / "killed", quiet=True, stop_at_step=5)
+    assert (tmp_path / "killed" / "last.pt").is_file()
+    train(cfg, tmp_path / "killed", resume=True, quiet=True)
+    a = load_file(tmp_path / "full" / "last.safetensors")
+    b = load_file(tmp_path / "killed" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    rows = list(csv.DictReader(open(tmp_path / "killed" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_bad_rows_and_corrupt_images_are_skipped(tiny_manifest, tmp_path, capsys):
+    root = tiny_manifest.parent
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with open(tiny_manifest, "a") as fh:
+        fh.write("missing.png,30,x\nimg000.png,abc,x\nimg001.png,150,x\nbroken.png,40,y\n")
+    trainer = Trainer(tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1}), tmp_path / "run")
+    trainer.fit()
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert "missing.png" in out and "abc" in out and "150" in out
+    assert sum(len(s.ages) for s in trainer.data.values()) == 48  # the broken image was left out
+
+
+def test_manifest_without_usable_rows_is_a_clear_error(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,age\nnope.jpg,30\n")
+    with pytest.raises(ManifestError, match="no usable row"):
+        train(tiny_config(bad, tmp_path / "cache"), tmp_path / "run", quiet=True)
+
+
+def test_best_weights_record_travels(tiny_manifest, tmp_path):
+    from faceage.weights import read_record
+
+    train(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "run", quiet=True)
+    rec = read_record(tmp_path / "run")
+    assert rec.input_size == 32 and rec.model["arch"] == "ma_sfv2"
+    assert rec.training["n_train"] + rec.training["n_val"] == 48
+    assert json.loads(rec.to_json())["format"] == 1
