@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from faceage.errors import FaceageError
@@ -18,6 +19,9 @@ COMMANDS = {
     "evaluate": "evaluate",
     "train": "train",
     "prepare": "prepare",
+    "experiment": "experiment",
+    "export": "export",
+    "serve": "serve",
 }
 
 _SUMMARIES = {
@@ -25,6 +29,9 @@ _SUMMARIES = {
     "evaluate": "score a model on a labelled data set (MAE, CS curve, error by age)",
     "train": "train an age model from a YAML config",
     "prepare": "import a data set: detect, align and crop faces, write a manifest",
+    "experiment": "research protocols: split, ablation, leave-one-person-out, compare",
+    "export": "export a model to ONNX (fp32 or int8) for inference without PyTorch",
+    "serve": "REST API and web page for age estimation",
 }
 
 
@@ -40,6 +47,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module in COMMANDS.items():
+        if importlib.util.find_spec(f"faceage.cli.{module}") is None:
+            continue  # a subcommand whose module is not in this build
         if wanted is not None and wanted != name:
             sub.add_parser(name, help=_SUMMARIES.get(name))
             continue
