@@ -1,0 +1,260 @@
+"""Export an age model to ONNX (fp32, or int8 with ONNX Runtime quantization).
+
+The exported graph takes what the runtime already has, **uint8 aligned crops in
+NHWC layout** (input ``crops``, shape ``(N, S, S, 3)``, any N), and does the
+float conversion, the 0..1 scaling and the per-channel normalisation of the
+model record inside the graph. So inference needs neither PyTorch nor any
+preprocessing beyond cropping. Outputs: ``logits`` (N, 101) and ``reg`` (N,).
+
+The model record (architecture, input size, mean/std, crop geometry, estimate)
+is stored as JSON in the ONNX ``metadata_props`` under the key ``faceage``, so
+an .onnx file is as self-describing as a .safetensors one;
+:func:`read_onnx_record` reads it back without torch.
+
+int8: ``int8="dynamic"`` quantizes weights only (activations quantized on the
+fly, MatMul/Gemm only here: ORT's dynamic ConvInteger is slow on CPU);
+``int8="static"`` writes a QDQ model whose activation ranges come from
+calibration crops (real aligned faces: pass a (N, S, S, 3) uint8 array).
+
+This module needs torch + onnx (the ``train`` extra); reading and running the
+result does not (see :mod:`faceage.runtime.onnx_backend`).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from faceage.errors import FaceageError, WeightsError
+from faceage.weights import ModelRecord
+
+META_KEY = "faceage"
+INPUT_NAME = "crops"
+OUTPUT_NAMES = ("logits", "reg")
+INT8_MODES = (None, "dynamic", "static")
+
+
+class ExportError(FaceageError):
+    pass
+
+
+def _wrapped(model, record: ModelRecord):
+    """The network behind an in-graph uint8 NHWC -> normalised float NCHW step."""
+    import torch
+    from torch import nn
+
+    class UInt8Input(nn.Module):
+        def __init__(self, net, mean, std):
+            super().__init__()
+            self.net = net
+            std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+            mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+            # (x/255 - mean)/std == x * scale + shift : one Mul and one Add in the graph
+            self.register_buffer("scale", 1.0 / (255.0 * std_t))
+            self.register_buffer("shift", -mean_t / std_t)
+
+        def forward(self, crops):
+            x = crops.permute(0, 3, 1, 2).to(torch.float32)
+            return self.net(x * self.scale + self.shift)
+
+    return UInt8Input(model, record.mean, record.std).eval()
+
+
+def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    props = {p.key: p.value for p in m.metadata_props}
+    props[META_KEY] = record.to_json()
+    props.update(extra or {})
+    del m.metadata_props[:]
+    for k, v in props.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, str(v)
+    m.producer_name = "faceage"
+    onnx.save(m, str(path))
+
+
+def read_onnx_record(path: str | Path) -> ModelRecord:
+    """The faceage record in an .onnx file's metadata (onnxruntime only, no torch/onnx)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: model file not found")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a loadable ONNX model ({exc})") from exc
+    meta = sess.get_modelmeta().custom_metadata_map
+    if META_KEY not in meta:
+        raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
+    return ModelRecord.from_json(meta[META_KEY], source=str(path))
+
+
+def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17) -> Path:
+    """Write ``model`` (an AgeNet in eval mode) as an fp32 ONNX file with uint8 NHWC input."""
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    s = record.input_size
+    wrapped = _wrapped(model, record)
+    dummy = torch.zeros(2, s, s, 3, dtype=torch.uint8)
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapped, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "reg": {0: "batch"}},
+            opset_version=opset, dynamo=False, do_constant_folding=True,
+        )
+    _set_metadata(tmp, record, {"faceage.precision": "fp32", "faceage.input": "uint8 NHWC crops, normalised in-graph"})
+    tmp.replace(out)
+    return out
+
+
+class CropReader:
+    """onnxruntime CalibrationDataReader over uint8 crops, ``batch`` at a time."""
+
+    def __init__(self, crops: np.ndarray, batch: int = 16) -> None:
+        self.crops, self.batch, self.i = crops, batch, 0
+
+    def get_next(self):
+        if self.i >= len(self.crops):
+            return None
+        b = self.crops[self.i : self.i + self.batch]
+        self.i += self.batch
+        return {INPUT_NAME: np.ascontiguousarray(b, dtype=np.uint8)}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def quantize(fp32_path: str | Path, out: str | Path, mode: str, calibration: np.ndarray | None = None) -> Path:
+    """int8 copy of an exported fp32 model. ``mode``: "dynamic" or "static" (needs ``calibration`` crops)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, out = Path(fp32_path), Path(out)
+    record = read_onnx_record(fp32_path)
+    with tempfile.TemporaryDirectory() as td:
+        pre = Path(td) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        tmp = out.with_name(out.name + ".tmp")
+        if mode == "dynamic":
+            # weights int8; Conv stays fp32 (ORT's ConvInteger is slower than fp32 Conv on CPU)
+            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        elif mode == "static":
+            if calibration is None or len(calibration) == 0:
+                raise ExportError("static int8 needs calibration crops (real aligned faces)")
+            cal = np.asarray(calibration, dtype=np.uint8)
+            if cal.shape[1:] != (record.input_size, record.input_size, 3):
+                raise ExportError(f"calibration crops are {cal.shape[1:]}, model expects "
+                                  f"({record.input_size}, {record.input_size}, 3)")
+            quantize_static(
+                str(pre), str(tmp), CropReader(cal), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                # the head's last layers decide the age to a fraction of a year: keep them float
+                nodes_to_exclude=_head_nodes(pre),
+            )
+        else:
+            raise ExportError(f"unknown int8 mode {mode!r}; choose dynamic or static")
+    _set_metadata(tmp, record, {"faceage.precision": f"int8-{mode}",
+                                "faceage.input": "uint8 NHWC crops, normalised in-graph"})
+    tmp.replace(out)
+    return out
+
+
+def _head_nodes(path: Path) -> list[str]:
+    """Names of the Gemm/MatMul nodes of the age head (the last ones before the outputs)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    return [n.name for n in m.graph.node if n.op_type in ("Gemm", "MatMul")]
+
+
+def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(crops (N, size, size, 3) uint8, ages or None) from a manifest CSV or a folder of aligned crops.
+
+    Up to ``limit`` images, an evenly spaced (deterministic) subset when there are more;
+    manifest rows marked ``fallback`` (no face was found) are skipped unless ``fallback``."""
+    from faceage.data.cache import square_resize
+    from faceage.imageio import load_image
+
+    source = Path(source)
+    ages = None
+    if source.is_dir():
+        exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
+    elif source.is_file():
+        from faceage.data.manifest import read_manifest
+
+        samples = [s for s in read_manifest(source).samples if fallback or not s.fallback]
+        paths, ages = [Path(s.path) for s in samples], [s.age for s in samples]
+    else:
+        raise ExportError(f"{source}: calibration manifest or folder not found")
+    if not paths:
+        raise ExportError(f"{source}: no images")
+    if len(paths) > limit:
+        idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+        paths = [paths[i] for i in idx]
+        ages = [ages[i] for i in idx] if ages is not None else None
+    crops = np.stack([square_resize(load_image(p), size) for p in paths])
+    return crops, (np.asarray(ages, np.float64) if ages is not None else None)
+
+
+def load_calibration(source: str | Path, size: int, limit: int = 256) -> np.ndarray:
+    """Calibration crops (real aligned faces) from a manifest CSV or a folder, resized to ``size``."""
+    return load_crops(source, size, limit)[0]
+
+
+@dataclass
+class Parity:
+    n: int
+    max_age_diff: float
+    mean_age_diff: float
+    max_logit_diff: float
+    max_reg_diff: float
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def parity(model_path: str | Path, onnx_path: str | Path, crops: np.ndarray) -> Parity:
+    """Compare ONNX Runtime (``onnx_path``) with the torch backend (``model_path``) on the same crops."""
+    from faceage.ages import combine
+    from faceage.runtime.onnx_backend import OnnxBackend
+    from faceage.runtime.torch_backend import TorchBackend
+
+    crops = np.ascontiguousarray(crops, dtype=np.uint8)
+    tb, ob = TorchBackend(model_path), OnnxBackend(onnx_path)
+    lt, rt = tb.run(crops)
+    lo, ro = ob.run(crops)
+    at = combine(lt, rt, tb.record.estimate)
+    ao = combine(lo, ro, tb.record.estimate)
+    d = np.abs(at - ao)
+    return Parity(len(crops), float(d.max()), float(d.mean()), float(np.abs(lt - lo).max()),
+                  float(np.abs(rt - ro).max()))
+
+
+def export_onnx(model_path: str | Path, out: str | Path, *, int8: str | None = None,
+                calibration: np.ndarray | None = None, opset: int = 17) -> Path:
+    """Export a faceage model (file or run folder) to ONNX at ``out``.
+
+    ``int8``: None (fp32), "dynamic" or "static" (``calibration``: uint8 crops
+    (N, S, S, 3) of real aligned faces at the model's input size)."""
+    from faceage.weights import load_model
+
+    if int8 not in INT8_MODES:
+        raise ExportError(f"unknown int8 mode {int8!r}; choose dynamic or static")
+    model, record = load_model(model_path)
+    out = Path(out)
+    if int8 is None:
+        return export_fp32(model, record, out, opset=opset)
+    with tempfile.TemporaryDirectory() as td:
+        fp32 = export_fp32(model, record, Path(td) / "fp32.onnx", opset=opset)
+        return quantize(fp32, out, int8, calibration)
