@@ -1,0 +1,314 @@
+"""``faceage experiment lopo``: leave-one-person-out cross-validation (FG-NET: 82 folds).
+
+Fold *k* holds out every image of subject *k*; a seeded ``val_frac`` share of the
+other subjects picks the best epoch, the rest train. With ``init`` (a model
+file, e.g. one trained on UTKFace) each fold starts from its weights and
+fine-tunes; the network and input size then come from the model's record, and
+the data's crop geometry (``prepare.json``) must match the record's.
+
+The paper's figure is the MAE over all images (every image is scored by the
+fold that held it out); the mean of the per-fold MAEs is reported beside it.
+
+Layout of ``OUT``::
+
+    data/fold-SUBJECT.csv (+ prepare.json)  each fold's train/val/test rows
+    folds/SUBJECT/fold.json                 the fold's predictions (= fold finished)
+    report/                                 report.md, report.json, folds.csv, predictions.csv, PNGs
+
+Rerunning the same command skips finished folds and resumes an interrupted one
+from its last epoch; ``jobs`` > 1 runs folds in parallel processes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from faceage.data.manifest import Sample, read_manifest, write_manifest
+from faceage.errors import ConfigError, FaceageError
+from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
+from faceage.train.loop import Trainer
+
+CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
+HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
+
+
+@dataclass
+class InitTrainer(Trainer):
+    """The training loop, starting from the weights of a model file (fine-tuning)."""
+
+    init_weights: Path | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.init_weights is not None:
+            load_weights_into(self.model, self.init_weights)
+            self.record.training["init"] = str(self.init_weights)
+
+
+def load_weights_into(model, path: str | Path) -> None:
+    from safetensors.torch import load_file
+
+    from faceage.weights import resolve_model_path
+
+    state = load_file(str(resolve_model_path(path)))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+
+
+def check_crop(record_crop: dict | None, data_crop: dict | None) -> list[str]:
+    """Differences between the model's crop geometry and the data's ([] = they match)."""
+    if record_crop is None and data_crop is None:
+        return []
+    if record_crop is None or data_crop is None:
+        return [f"model crop {record_crop} vs data crop {data_crop}"]
+    return [f"{k}: model {record_crop.get(k)} vs data {data_crop.get(k)}" for k in CROP_KEYS
+            if abs(float(record_crop.get(k, 0)) - float(data_crop.get(k, 0))) > 1e-6]
+
+
+def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]:
+    """The config every fold trains with (network and input size from ``init``'s record), and that record."""
+    cfg = copy.deepcopy(base)
+    if init is None:
+        return cfg, None
+    from faceage.weights import read_record
+
+    record = read_record(init)
+    spec = dict(record.model)
+    if spec.pop("num_classes", 101) != 101:
+        raise ConfigError(f"{init}: a {record.model.get('num_classes')}-class model cannot be fine-tuned here")
+    for key, value in spec.items():
+        if key not in cfg["model"]:
+            raise ConfigError(f"{init}: record key model.{key} unknown to the training config")
+        cfg["model"][key] = value
+    cfg["data"]["input_size"] = int(record.input_size)
+    cfg["eval"]["estimate"] = record.estimate
+    return cfg, {"path": str(init), "model": record.model, "input_size": record.input_size, "crop": record.crop,
+                 "training": record.training}
+
+
+def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, prepare_json: Path | None) -> list[str]:
+    """Write OUT/data/fold-SUBJECT.csv for every subject; return the subjects in order."""
+    import random
+
+    subjects = sorted({s.subject for s in samples})
+    ddir = out / "data"
+    ddir.mkdir(parents=True, exist_ok=True)
+    if prepare_json is not None and prepare_json.is_file():
+        shutil.copy2(prepare_json, ddir / "prepare.json")
+    for i, subj in enumerate(subjects):
+        path = ddir / f"fold-{subj}.csv"
+        others = [t for t in subjects if t != subj]
+        random.Random(seed * 100003 + i).shuffle(others)
+        n_val = max(1, round(val_frac * len(others)))
+        val = set(others[:n_val])
+        rows = [replace(s, split="test" if s.subject == subj else "val" if s.subject in val else "train")
+                for s in samples]
+        if not path.is_file():
+            write_manifest(rows, path)
+    return subjects
+
+
+def run_fold(cfg: dict, out: Path, subject: str, init: str | None, weights: str, keep_models: bool,
+             stop_at_step: int | None = None) -> dict:
+    """Train (resume/skip) one fold and score its held-out subject; returns fold.json's content."""
+    from faceage.experiments.ablation import evaluate_split
+
+    fdir = out / "folds" / subject
+    done = fdir / "fold.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["manifest"] = str(out / "data" / f"fold-{subject}.csv")
+    cfg["data"]["limit"] = None
+    run_dir = fdir / "run"
+    if not (run_dir / "summary.json").is_file():
+        trainer = InitTrainer(cfg, run_dir, quiet=True, stop_at_step=stop_at_step,
+                              init_weights=Path(init) if init else None)
+        trainer.fit(resume=(run_dir / "last.pt").is_file())
+    test = evaluate_split(run_dir, "test", weights=weights, cfg=cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = {"subject": subject, "n": test["n"], "mae": test["mae"], "pred": test["pred"], "true": test["true"],
+              "paths": test["paths"], "best_val_mae": summary["best_val_mae"],
+              "best_epoch": summary["record"]["training"].get("best_epoch"), "weights": weights,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    tmp = done.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(done)
+    if not keep_models:
+        for name in HEAVY_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    return result
+
+
+def _run_fold_job(job: tuple) -> dict:  # top level: picklable for worker processes
+    return run_fold(*job)
+
+
+def zero_shot(init: str | Path, samples: list[Sample], cfg: dict) -> dict:
+    """The starting model on every image, without any fine-tuning (a reference for the LOPO figure)."""
+    import torch
+
+    from faceage.data.cache import build_cache
+    from faceage.metrics import age_metrics
+    from faceage.nets.model import estimate_age
+    from faceage.train.loop import predict_arrays
+    from faceage.weights import load_model
+
+    cache = build_cache(samples, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
+    ages = np.array([samples[i].age for i in cache.index], dtype=np.float64)
+    model, record = load_model(init)
+    logits, reg = predict_arrays(model, np.asarray(cache.images), record, torch.device("cpu"))
+    pred = estimate_age(torch.from_numpy(logits), torch.from_numpy(reg), record.estimate).numpy()
+    return age_metrics(pred, ages)
+
+
+def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = None, init: str | Path | None = None,
+             val_frac: float = 0.1, seed: int = 0, jobs: int = 1, weights: str = "best.safetensors",
+             keep_models: bool = False, max_folds: int | None = None, allow_crop_mismatch: bool = False,
+             command: str | None = None, stop_at_step: int | None = None) -> dict:
+    """Run (or finish) every fold; write OUT/report. ``max_folds``: only the first folds (quick checks)."""
+    from faceage.experiments.ablation import load_any
+    from faceage.experiments.report import command_line
+    from faceage.train.data import cached_splits
+
+    out = Path(out)
+    command = command if command is not None else command_line()
+    samples, prepared = load_any(data, fmt)
+    missing = sum(1 for s in samples if not s.subject)
+    if missing:
+        raise ConfigError(f"{data}: {missing} rows without a subject id; leave-one-person-out needs one per row")
+    subjects_all = sorted({s.subject for s in samples})
+    if len(subjects_all) < 3:
+        raise ConfigError(f"{data}: {len(subjects_all)} subjects; leave-one-person-out needs at least 3")
+    if not prepared:
+        print(f"note: {data} is not a prepared manifest; its images are used whole (no face alignment)")
+    prep = Path(data).parent / "prepare.json" if prepared else None
+    data_crop = json.loads(prep.read_text()).get("crop_spec") if prep else None
+    cfg, init_info = fold_config(base, init)
+    if init_info is not None:
+        diffs = check_crop(init_info["crop"], data_crop)
+        if diffs and not allow_crop_mismatch:
+            raise ConfigError(f"crop geometry of {data} differs from the model {init}: {'; '.join(diffs)} "
+                              "(prepare the data with the model's crop, or pass --allow-crop-mismatch)")
+        init_info["crop_check"] = diffs or "match"
+    subjects = make_folds(samples, out, val_frac, seed, prep)
+    if max_folds:
+        subjects = subjects[:max_folds]
+    state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
+             "weights": weights, "subjects": subjects_all, "command": command,
+             "fingerprint": data_fingerprint(samples), "data_crop": data_crop}
+    (out / "lopo.json").write_text(json.dumps(state, indent=2, default=str))
+    # decode the images once, before any fold (every fold's manifest lists the same rows in the same order)
+    first = read_manifest(out / "data" / f"fold-{subjects[0]}.csv").samples
+    cached_splits(first, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
+    if init is not None and not (out / "zero_shot.json").is_file():
+        (out / "zero_shot.json").write_text(json.dumps(zero_shot(init, first, cfg)))
+    todo = [s for s in subjects if not (out / "folds" / s / "fold.json").is_file()]
+    print(f"lopo: {len(subjects)} folds, {len(subjects) - len(todo)} already done, {len(todo)} to run"
+          f"{f' in {jobs} processes' if jobs > 1 and todo else ''}", flush=True)
+    jobs_args = [(cfg, out, s, str(init) if init else None, weights, keep_models, stop_at_step) for s in todo]
+    t0 = time.perf_counter()
+    finished = 0
+
+    def note(res: dict) -> None:
+        nonlocal finished
+        finished += 1
+        eta = (time.perf_counter() - t0) / finished * (len(todo) - finished)
+        print(f"[{finished}/{len(todo)}] subject {res['subject']}: {res['n']} images, MAE {res['mae']:.2f} "
+              f"({res['seconds']:.0f}s, ~{eta / 60:.0f} min left)", flush=True)
+
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_fold_job, j) for j in jobs_args]
+            for fut in as_completed(futures):
+                note(fut.result())
+    else:
+        for j in jobs_args:
+            note(run_fold(*j))
+    return write_lopo_report(out, subjects=subjects)
+
+
+def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report_dir: str | Path | None = None) -> dict:
+    from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
+
+    out = Path(out)
+    rdir = Path(report_dir) if report_dir else out / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    state = json.loads((out / "lopo.json").read_text())
+    subjects = subjects or state["subjects"]
+    folds = [json.loads((out / "folds" / s / "fold.json").read_text()) for s in subjects
+             if (out / "folds" / s / "fold.json").is_file()]
+    if not folds:
+        raise FaceageError(f"{out}: no finished fold")
+    pred = np.concatenate([f["pred"] for f in folds])
+    true = np.concatenate([f["true"] for f in folds])
+    overall = age_metrics(pred, true)
+    fold_maes = [f["mae"] for f in folds]
+    per_fold = {"mean": round(statistics.fmean(fold_maes), 4),
+                "std": round(statistics.stdev(fold_maes), 4) if len(fold_maes) > 1 else None}
+    zs = json.loads((out / "zero_shot.json").read_text()) if (out / "zero_shot.json").is_file() else None
+    curves = {"LOPO fine-tuned" if state.get("init") else "LOPO": overall["cs"]}
+    if zs:
+        curves["starting model, no fine-tuning"] = zs["cs"]
+    plot_cs_curves(curves, rdir / "cs_curve.png", "FG-NET leave-one-person-out CS" if len(state["subjects"]) == 82
+                   else "Leave-one-person-out CS")
+    plot_error_by_age(pred, true, rdir / "error_by_age.png")
+    with open(rdir / "folds.csv", "w") as fh:
+        fh.write("subject,n,mae,best_val_mae,best_epoch,seconds\n")
+        for f in folds:
+            fh.write(f"{f['subject']},{f['n']},{f['mae']:.4f},{f['best_val_mae']:.4f},{f['best_epoch']},{f['seconds']}\n")
+    with open(rdir / "predictions.csv", "w") as fh:
+        fh.write("subject,file,age,predicted\n")
+        for f in folds:
+            for p, t, a in zip(f["paths"], f["true"], f["pred"]):
+                fh.write(f"{f['subject']},{p},{t},{a:.2f}\n")
+    cfg = state["base_config"]
+    init = state.get("init")
+    body = [
+        f"{len(folds)} of {len(state['subjects'])} folds finished ({len(true)} images scored, each by the fold "
+        f"that held its subject out).",
+        "",
+        md_table(["measure", "value"], [
+            ["MAE over all images (paper's figure)", overall["mae"]],
+            ["mean of per-fold MAE", per_fold["mean"]],
+            ["std of per-fold MAE", per_fold["std"] if per_fold["std"] is not None else float("nan")],
+            ["CS(5)", overall["cs"]["5"]],
+            ["starting model without fine-tuning, MAE", zs["mae"] if zs else "-"],
+            ["paper (MA-SFV2, FG-NET LOPO)", 3.81],
+        ]),
+        "",
+        (f"Each fold fine-tunes `{init['path']}` ({init['model'].get('arch')} {init['model'].get('width')}x, "
+         f"{init['input_size']} px; crop check: {init.get('crop_check')}) for {cfg['optim']['epochs']} epochs at "
+         f"lr {cfg['optim']['lr']} ({cfg['optim']['schedule']}), batch {cfg['optim']['batch_size']}; "
+         if init else f"Each fold trains {cfg['model']['arch']} {cfg['model']['width']}x from scratch for "
+         f"{cfg['optim']['epochs']} epochs; ")
+        + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']}).",
+        "",
+        "## MAE by age decade",
+        "",
+        md_table(["ages", "images", "MAE"], [[k, v["n"], v["mae"]] for k, v in overall["mae_by_decade"].items()]),
+        "",
+        "## Per fold",
+        "",
+        md_table(["subject", "images", "MAE", "best val MAE", "best epoch"],
+                 [[f["subject"], f["n"], f["mae"], f["best_val_mae"], f["best_epoch"]] for f in folds]),
+        "",
+        "`folds.csv` and `predictions.csv` hold the same numbers and every prediction.",
+    ]
+    results = {"mae": overall["mae"], "per_fold_mae": per_fold, "overall": overall, "zero_shot": zs,
+               "folds": [{k: f[k] for k in ("subject", "n", "mae", "best_val_mae", "best_epoch", "seconds")}
+                         for f in folds],
+               "n_folds_done": len(folds), "n_folds": len(state["subjects"]), "init": init}
+    prov = provenance(state.get("command"), cfg, data={"manifest": state["fingerprint"]})
+    prov["data_source"] = state["data"]
+    return write_report(rdir, "Leave-one-person-out", "\n".join(body), results, prov,
+                        ["cs_curve.png", "error_by_age.png"])
