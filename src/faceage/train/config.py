@@ -44,8 +44,15 @@ DEFAULTS: dict = {
     },
     "eval": {"estimate": "dex", "flip_tta": False, "batch_size": 256},
     "run": {
-        "seed": 0, "device": "auto", "amp": True, "channels_last": True, "compile": False,
+        "seed": 0, "device": "auto",
+        "amp": True,  # GPU mixed precision: true = bf16 where supported, else fp16 + GradScaler; or "bf16"/"fp16"
+        "channels_last": True, "compile": False,
         "threads": None, "save_half": False,
+        # GPU fast path and distributed training (docs/training.md)
+        "gpu_cache": False,  # hold the decoded uint8 train images on the GPU; augment there in batches
+        "prefetch": None,  # batches prepared ahead by background threads (None: 4 on a GPU, 0 on a CPU)
+        "pin_memory": True,  # page-locked host batches + non-blocking copies (GPU, without gpu_cache)
+        "sync_bn": True,  # under DDP: BatchNorm statistics over the global batch (SyncBatchNorm)
     },
 }
 
@@ -96,6 +103,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
             _merge(cfg, parse_override(item), "")
     if cfg["optim"]["schedule"] not in ("step", "cosine"):
         raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
+    if cfg["run"]["amp"] not in (True, False, "bf16", "fp16"):
+        raise ConfigError(f"run.amp must be true, false, 'bf16' or 'fp16', not {cfg['run']['amp']!r}")
     return cfg
 
 

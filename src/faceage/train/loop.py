@@ -3,6 +3,14 @@
 Every epoch ends with an atomic checkpoint (model, optimiser, schedule, random
 state), so ``--resume`` continues a killed run exactly where its last epoch
 ended and reaches the same weights as an uninterrupted run.
+
+Launched by ``torchrun`` the same loop runs DistributedDataParallel (see
+``faceage.train.distributed`` and docs/training.md): every rank draws the same
+seeded permutation and takes its contiguous share of each global batch
+(``optim.batch_size`` is the global batch), so the data order is a single
+process's; only rank 0 writes files. Each batch is augmented with its own
+generator seeded by (seed, epoch, step, rank), so batches can be prepared ahead by
+background threads (``run.prefetch``) and resuming needs no augmentation state.
 """
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ import json
 import math
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +30,10 @@ from tqdm import tqdm
 
 from faceage.data.augment import augment, normalize
 from faceage.data.manifest import write_manifest
+from faceage.errors import ConfigError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
 from faceage.nets.model import AgeNet, ModelSpec, count_params, estimate_age
+from faceage.train import distributed as ddp
 from faceage.train.config import dump_config
 from faceage.train.data import cached_splits, load_samples, with_splits
 from faceage.train.loss import age_loss
@@ -34,6 +46,23 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
+    """The autocast dtype for ``run.amp`` on ``device``: bf16 where the GPU has it, else fp16; None = fp32."""
+    if device.type != "cuda" or not amp:
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """A well-mixed 63-bit seed for one batch's augmentation."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, epoch, step, rank]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def lr_factor(epoch: int, optim: dict) -> float:
@@ -58,7 +87,8 @@ def predict_arrays(
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
         x = normalize(x, record.mean, record.std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        dtype = amp_dtype(device)
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits, reg = model(x)
             if flip_tta:
                 l2, r2 = model(x.flip(-1))
@@ -74,6 +104,7 @@ class Trainer:
     out: Path
     quiet: bool = False
     stop_at_step: int | None = None  # raise KeyboardInterrupt there (tests of resume)
+    data: dict | None = None  # {"train": SplitData, "val": SplitData} to use instead of cfg["data"] (benchmarks)
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -82,23 +113,43 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, run = self.cfg, self.cfg["run"]
-        self.out.mkdir(parents=True, exist_ok=True)
         if run["threads"]:
             torch.set_num_threads(int(run["threads"]))
+        self.dist = ddp.setup(run["device"])
+        self.is_main = self.dist.is_main
+        if not self.is_main:
+            self.quiet = True
+        # every rank writes (if at all) where rank 0 does, even if its default name differs
+        self.out = Path(ddp.broadcast_object(str(self.out), self.dist))
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(run["seed"])
-        self.device = pick_device(run["device"])
-        samples, problems, crop = load_samples(cfg["data"])
-        for p in problems[:20]:
-            self.log(f"skipped row: {p}")
-        if len(problems) > 20:
-            self.log(f"... and {len(problems) - 20} more skipped rows")
-        samples = with_splits(samples, cfg["data"])
-        write_manifest(samples, self.out / "split.csv")
+        self.device = self.dist.device
         size = int(cfg["data"]["input_size"])
-        self.data = cached_splits(samples, size, cfg["data"]["cache_dir"], quiet=self.quiet)
-        self.model = AgeNet(ModelSpec(**cfg["model"])).to(self.device)
+        crop = None
+        if self.data is None:
+            samples, problems, crop = load_samples(cfg["data"])
+            for p in problems[:20]:
+                self.log(f"skipped row: {p}")
+            if len(problems) > 20:
+                self.log(f"... and {len(problems) - 20} more skipped rows")
+            samples = with_splits(samples, cfg["data"])
+            if self.is_main:
+                write_manifest(samples, self.out / "split.csv")
+            with ddp.rank0_first(self.dist):  # one process decodes the cache, the others reuse it
+                self.data = cached_splits(samples, size, cfg["data"]["cache_dir"], quiet=self.quiet)
+        self.global_batch = int(cfg["optim"]["batch_size"])
+        if self.global_batch % self.dist.world_size:
+            raise ConfigError(f"optim.batch_size {self.global_batch} (the global batch) must be divisible by "
+                              f"the number of processes, {self.dist.world_size}")
+        self.model = AgeNet(ModelSpec(**cfg["model"]))
+        if self.dist.enabled and run["sync_bn"]:
+            self.model = ddp.convert_sync_batchnorm(self.model, self.device)
+        self.model = self.model.to(self.device)
         if run["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = amp_dtype(self.device, run["amp"])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         opt = cfg["optim"]
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
@@ -115,17 +166,49 @@ class Trainer:
                 "params": count_params(self.model),
             },
         )
-        self.step_model = torch.compile(self.model) if run["compile"] else self.model
-        self.gen = torch.Generator().manual_seed(run["seed"])
+        if self.dist.enabled:
+            self.record.training["world_size"] = self.dist.world_size
+        self.step_model = self.model  # wrapped for DDP / torch.compile by build_step_model()
+        self.gen = torch.Generator().manual_seed(run["seed"])  # the sampler: same on every rank
         self.epoch = 0
         self.best = float("inf")
         self.history: list[dict] = []
-        dump_config(cfg, self.out / "config.yaml")
+        self._train_images = None
+        if self.is_main:
+            dump_config(cfg, self.out / "config.yaml")
+
+    def build_step_model(self) -> None:
+        """Wrap the model for training: DistributedDataParallel under torchrun, then torch.compile."""
+        model = self.model
+        if self.dist.enabled:
+            # DDP broadcasts rank 0's weights and buffers, so every rank starts identical
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.step_model = torch.compile(model) if self.cfg["run"]["compile"] else model
+
+    def _prepare_train_images(self):
+        """The train images as a tensor on the device (``run.gpu_cache``), or None to gather from host memory."""
+        if self._train_images is not None or not self.cfg["run"]["gpu_cache"]:
+            return self._train_images
+        images = np.asarray(self.data["train"].images)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if images.nbytes > 0.5 * free:
+                self.log(f"run.gpu_cache: the train cache ({images.nbytes / 2**30:.1f} GiB) is more than half "
+                         f"the free GPU memory ({free / 2**30:.1f} GiB); keeping it in host memory")
+                self.cfg["run"]["gpu_cache"] = False
+                return None
+        self._train_images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        self._train_ages = torch.from_numpy(self.data["train"].ages).to(self.device)
+        return self._train_images
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """Rank 0 only. The plain model's state dict: no ``module.``/``_orig_mod.`` prefixes."""
+        if not self.is_main:
+            return
         state = {
-            "model": self.model.state_dict(),
+            "model": ddp.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "best": self.best,
@@ -133,87 +216,168 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
         }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         tmp = self.out / "last.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.out / "last.pt")
 
     def load_checkpoint(self) -> bool:
-        path = self.out / "last.pt"
-        if not path.is_file():
+        """Rank 0 reads ``last.pt`` and sends it to the other ranks (no shared file system needed)."""
+        state = None
+        if self.is_main:
+            path = self.out / "last.pt"
+            if path.is_file():
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        state = ddp.broadcast_object(state, self.dist)
+        if state is None:
             return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
+        ddp.unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
         self.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self._write_metrics()  # drop rows of an epoch that ended after its checkpoint
         self.log(f"resumed {self.out} after epoch {self.epoch}")
         return True
 
     def _write_metrics(self) -> None:
+        if not self.is_main:
+            return
         with open(self.out / "metrics.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(self.history)
 
     # -- one epoch --------------------------------------------------------------------------------
+    def _batch(self, perm: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of global batch ``step``: uint8 -> device -> augmented, normalised float."""
+        cfg, dev, info = self.cfg, self.device, self.dist
+        per = self.global_batch // info.world_size
+        idx = perm[step * self.global_batch + info.rank * per : step * self.global_batch + (info.rank + 1) * per]
+        images = self._prepare_train_images()
+        if images is not None:  # uint8 cache already on the device: gather there
+            idx_dev = idx.to(dev, non_blocking=True)
+            x, y = images[idx_dev], self._train_ages[idx_dev]
+        else:
+            train = self.data["train"]
+            x = torch.from_numpy(train.images[idx.numpy()])
+            y = torch.from_numpy(train.ages[idx.numpy()])
+            if dev.type == "cuda" and cfg["run"]["pin_memory"]:
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        g = torch.Generator().manual_seed(batch_seed(cfg["run"]["seed"], self.epoch, step, info.rank))
+        x = augment(x.permute(0, 3, 1, 2), cfg["augment"], self.record.mean, self.record.std, g)
+        if cfg["run"]["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _batches(self, perm: torch.Tensor, steps: int):
+        """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
+        ahead = self.cfg["run"]["prefetch"]
+        if ahead is None:
+            ahead = 4 if self.device.type == "cuda" else 0
+        ahead = int(ahead)
+        if ahead <= 0:
+            for step in range(steps):
+                yield (step, *self._batch(perm, step))
+            return
+
+        def init():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+
+        with ThreadPoolExecutor(ahead, thread_name_prefix="faceage-batch", initializer=init) as pool:
+            queue: deque = deque()
+            nxt = 0
+            try:
+                for step in range(steps):
+                    while nxt < steps and len(queue) <= ahead:
+                        queue.append(pool.submit(self._batch, perm, nxt))
+                        nxt += 1
+                    yield (step, *queue.popleft().result())
+            finally:
+                for fut in queue:
+                    fut.cancel()
+
     def train_epoch(self) -> tuple[float, float]:
         cfg, dev = self.cfg, self.device
         train = self.data["train"]
-        bs = int(cfg["optim"]["batch_size"])
+        bs = self.global_batch
         lr = cfg["optim"]["lr"] * lr_factor(self.epoch, cfg["optim"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        perm = torch.randperm(len(train.ages), generator=self.gen)
+        perm = torch.randperm(len(train.ages), generator=self.gen)  # the same on every rank
         steps = len(perm) // bs  # drop the ragged last batch: BatchNorm dislikes tiny batches
-        ages = torch.from_numpy(train.ages)
-        use_amp = dev.type == "cuda" and cfg["run"]["amp"]
+        dtype = self.amp_dtype
         self.step_model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}/{cfg['optim']['epochs']}", unit="batch",
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        seen = 0
+        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg['optim']['epochs']}", unit="batch",
                    disable=self.quiet, dynamic_ncols=True)
         start = time.perf_counter()
-        for step in bar:
+        for step, x, y in self._batches(perm, steps):
             if self.stop_at_step is not None and self.epoch * steps + step >= self.stop_at_step:
                 raise KeyboardInterrupt("stopped on request")
-            idx = perm[step * bs : (step + 1) * bs]
-            x = torch.from_numpy(train.images[idx.numpy()]).permute(0, 3, 1, 2).to(dev, non_blocking=True)
-            y = ages[idx].to(dev, non_blocking=True)
-            x = augment(x, cfg["augment"], self.record.mean, self.record.std, self.gen)
-            if cfg["run"]["channels_last"]:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits, reg = self.step_model(x)
             loss = age_loss(logits.float(), reg.float(), y, cfg["loss"]["reg_weight"], cfg["loss"]["label_sigma"])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.detach().double() * len(y)
+            seen += len(y)
+            bar.update()
+            if not self.quiet and (step % 20 == 0 or step == steps - 1):  # .item() waits for the GPU
+                bar.set_postfix(loss=f"{total.item() / seen:.3f}",
+                                img_s=f"{seen * self.dist.world_size / (time.perf_counter() - start):.0f}")
         bar.close()
-        return total / max(seen, 1), lr
+        total_all, seen_all = ddp.all_reduce_sum([total.item(), float(seen)], self.dist)
+        return total_all / max(seen_all, 1), lr
 
     def validate(self) -> dict:
+        """Validation metrics over the whole split: each rank predicts its share, the shares are gathered."""
         val = self.data["val"]
-        logits, reg = predict_arrays(self.model, val.images, self.record, self.device,
-                                     self.cfg["eval"]["batch_size"], self.cfg["eval"]["flip_tta"])
-        lt, rt, yt = torch.from_numpy(logits), torch.from_numpy(reg), torch.from_numpy(val.ages)
+        n = len(val.ages)
+        lo, hi = ddp.shard_range(n, self.dist)
+        model = ddp.unwrap(self.model)
+        if hi > lo:
+            logits, reg = predict_arrays(model, val.images[lo:hi], self.record, self.device,
+                                         self.cfg["eval"]["batch_size"], self.cfg["eval"]["flip_tta"])
+            lt, rt = torch.from_numpy(logits), torch.from_numpy(reg)
+        else:
+            lt, rt = torch.zeros((0, ModelSpec(**self.cfg["model"]).num_classes)), torch.zeros(0)
+        lt, rt = ddp.gather_rows(lt, n, self.dist), ddp.gather_rows(rt, n, self.dist)
+        yt = torch.from_numpy(val.ages)
         loss = age_loss(lt, rt, yt, self.cfg["loss"]["reg_weight"], self.cfg["loss"]["label_sigma"]).item()
         maes = {how: float((estimate_age(lt, rt, how) - yt).abs().mean()) for how in ("dex", "reg", "mean")}
         return {"val_loss": loss, **{f"val_mae_{k}": v for k, v in maes.items()}}
 
     # -- the whole run ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
-        self.setup()
-        if resume:
-            self.load_checkpoint()
+        try:
+            self.setup()
+            if resume:
+                self.load_checkpoint()
+            self.build_step_model()
+            return self._fit()
+        finally:
+            if hasattr(self, "dist"):
+                ddp.cleanup(self.dist)
+
+    def _fit(self) -> dict:
         epochs = int(self.cfg["optim"]["epochs"])
         key = f"val_mae_{self.cfg['eval']['estimate']}"
         n = len(self.data["train"].ages)
+        where = f"device {self.device}"
+        if self.dist.enabled:
+            where = f"{self.dist.world_size} processes ({self.dist.backend}, {self.device.type})"
         self.log(f"training {self.record.model} on {n} images, validating on {len(self.data['val'].ages)}, "
-                 f"device {self.device}, {self.record.training['params']:,} parameters -> {self.out}")
+                 f"{where}, {self.record.training['params']:,} parameters -> {self.out}")
+        half = self.cfg["run"]["save_half"]
         while self.epoch < epochs:
             t0 = time.perf_counter()
             train_loss, lr = self.train_epoch()
@@ -222,20 +386,23 @@ class Trainer:
             self.epoch += 1
             self.history.append(row)
             self.record.training.update({"epochs": self.epoch, "val_mae": row[key]})
-            if row[key] < self.best:
+            if row[key] < self.best:  # the same decision on every rank: metrics are over the gathered split
                 self.best = row[key]
                 self.record.training["best_epoch"] = self.epoch
-                save_model(self.model, self.record, self.out / "best.safetensors", half=self.cfg["run"]["save_half"])
-            save_model(self.model, self.record, self.out / "last.safetensors", half=self.cfg["run"]["save_half"])
-            self.save_checkpoint()
-            self._write_metrics()
-            plot_curves(self.history, self.out / "curves.png")
+                if self.is_main:
+                    save_model(self.model, self.record, self.out / "best.safetensors", half=half)
+            if self.is_main:
+                save_model(self.model, self.record, self.out / "last.safetensors", half=half)
+                self.save_checkpoint()
+                self._write_metrics()
+                plot_curves(self.history, self.out / "curves.png")
             self.log(f"epoch {self.epoch}: train loss {train_loss:.3f}  val loss {row['val_loss']:.3f}  "
                      f"val MAE dex {row['val_mae_dex']:.2f} reg {row['val_mae_reg']:.2f}  ({row['seconds']:.0f}s)")
-        return self.finish()
+        summary = self.finish() if self.is_main else None
+        return ddp.broadcast_object(summary, self.dist)
 
     def finish(self) -> dict:
-        """Score the best weights on the validation split; write the summary and plots."""
+        """Score the best weights on the validation split; write the summary and plots (rank 0)."""
         from faceage.weights import load_model
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
