@@ -166,7 +166,7 @@ def zero_shot(init: str | Path, samples: list[Sample], cfg: dict) -> dict:
     cache = build_cache(samples, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
     ages = np.array([samples[i].age for i in cache.index], dtype=np.float64)
     model, record = load_model(init)
-    logits, reg = predict_arrays(model, np.asarray(cache.images), record, torch.device("cpu"))
+    logits, reg = predict_arrays(model, np.array(cache.images), record, torch.device("cpu"))
     pred = estimate_age(torch.from_numpy(logits), torch.from_numpy(reg), record.estimate).numpy()
     return age_metrics(pred, ages)
 
