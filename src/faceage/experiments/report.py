@@ -56,11 +56,11 @@ def code_version() -> dict:
 
 def _row_name(s: Sample) -> str:
     # file names, not absolute paths: the same data set fingerprints the same on any machine
-    return Path(s.source).name if s.source else Path(s.path).name
+    return Path(s.path).name + (f"<{Path(s.source).name}" if s.source else "")
 
 
 def data_fingerprint(samples: list[Sample]) -> dict:
-    """SHA-256 over the sorted rows (file name, age, subject, split), and the row count."""
+    """SHA-256 over the sorted rows (file name[<source file name], age, subject, split), and the row count."""
     rows = sorted(f"{_row_name(s)},{s.age},{s.subject or ''},{s.split or ''}" for s in samples)
     h = hashlib.sha256("\n".join(rows).encode())
     return {"rows": len(rows), "sha256": h.hexdigest()}
