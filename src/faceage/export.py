@@ -22,6 +22,7 @@ result does not (see :mod:`faceage.runtime.onnx_backend`).
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17)
     wrapped = _wrapped(model, record)
     dummy = torch.zeros(2, s, s, 3, dtype=torch.uint8)
     tmp = out.with_name(out.name + ".tmp")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
         torch.onnx.export(
             wrapped, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
             dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "reg": {0: "batch"}},
