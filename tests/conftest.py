@@ -44,3 +44,25 @@ def tiny_config(manifest: Path, cache: Path, **over) -> dict:
         section, name = key.split(".")
         cfg[section][name] = value
     return cfg
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """An untrained 0.5x MA-SFV2 with the default crop record: for behaviour, not accuracy."""
+    import torch
+
+    from faceage.face.align import CropSpec
+    from faceage.nets.model import ModelSpec, create_model
+    from faceage.weights import ModelRecord, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "small.safetensors"
+    record = ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict())
+    return save_model(create_model("ma_sfv2", 0.5).eval(), record, path)
+
+
+def fgnet_images(n: int = 3) -> list[Path]:
+    folder = SHARED_DATA / "fgnet" / "images"
+    if not folder.is_dir():
+        pytest.skip("shared FG-NET data not available")
+    return sorted(folder.iterdir())[:n]

@@ -1,0 +1,110 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import fgnet_images
+from faceage.cli import main
+from faceage.errors import ImageError
+from faceage.estimator import AgeEstimator, FaceAge
+
+
+@pytest.fixture(scope="module")
+def estimator(small_model):
+    return AgeEstimator(small_model)
+
+
+def test_predict_real_photo_returns_typed_faces(estimator):
+    path = fgnet_images(1)[0]
+    faces = estimator.predict(path)
+    assert len(faces) >= 1 and isinstance(faces[0], FaceAge)
+    f = faces[0]
+    w, h = Image.open(path).size
+    left, top, right, bottom = f.box
+    assert 0 <= left < right <= w + 5 and 0 <= top < bottom <= h + 5
+    (lx, ly), (rx, ry) = f.eyes
+    assert left <= lx < rx <= right and top <= ly <= bottom
+    assert 0 <= f.age_interval[0] <= f.age <= f.age_interval[1] <= 100
+    assert round(f.age, 1) == f.age
+    assert set(f.to_dict()) == {"box", "eyes", "age", "age_interval", "score", "fallback"}
+
+
+def test_inputs_path_pil_array_agree(estimator):
+    path = fgnet_images(1)[0]
+    a = estimator.predict(path)[0].age
+    b = estimator.predict(Image.open(path))[0].age
+    c = estimator.predict(np.asarray(Image.open(path).convert("RGB")))[0].age
+    assert a == b == c
+
+
+def test_no_face_is_empty_or_fallback(estimator):
+    grey = np.full((200, 200, 3), 128, np.uint8)
+    assert estimator.predict(grey) == []
+    faces = estimator.predict(grey, fallback=True)
+    assert len(faces) == 1 and faces[0].fallback and faces[0].box == (0, 0, 200, 200)
+
+
+def test_bad_file_is_a_clear_error(estimator, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    with pytest.raises(ImageError, match="notes.jpg"):
+        estimator.predict(bad)
+
+
+def test_predict_aligned_batches(estimator):
+    crops = np.random.default_rng(0).integers(0, 255, (5, 112, 112, 3), dtype=np.uint8)
+    batch = estimator.predict_aligned(crops)
+    single = [estimator.predict_aligned(crops[i : i + 1])[0] for i in range(5)]
+    assert [round(e.age, 1) for e in batch] == [round(e.age, 1) for e in single]
+    assert batch[0].distribution.shape == (101,) and abs(batch[0].distribution.sum() - 1) < 1e-6
+    assert estimator.predict_aligned([]) == []
+    other_size = estimator.predict_aligned([crops[0][:80, :80]])  # resized to the model's input
+    assert len(other_size) == 1
+
+
+def test_thread_safe_concurrent_predict(estimator):
+    paths = fgnet_images(3)
+    expected = {p: [f.age for f in estimator.predict(p)] for p in paths}
+    results, errors = [], []
+
+    def work(p):
+        try:
+            results.append((p, [f.age for f in estimator.predict(p)]))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in paths * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 9
+    assert all(ages == expected[p] for p, ages in results)
+
+
+def test_cli_json_schema_and_errors(small_model, tmp_path, capsys):
+    photo = fgnet_images(1)[0]
+    (tmp_path / "in").mkdir()
+    Image.open(photo).save(tmp_path / "in" / "face.png")
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "in" / "blank.webp")
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xffjunk")
+    code = main(["predict", str(tmp_path / "in"), "--json", "--model", str(small_model),
+                 "--annotate", str(tmp_path / "ann")])
+    assert code == 1  # one file could not be read
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {line["path"].rsplit("/", 1)[-1]: line for line in lines}
+    assert set(by_name) == {"face.png", "blank.webp", "broken.jpg"}
+    assert by_name["blank.webp"]["faces"] == []
+    assert "error" in by_name["broken.jpg"] and "broken.jpg" in by_name["broken.jpg"]["error"]
+    face = by_name["face.png"]["faces"][0]
+    assert len(face["box"]) == 4 and len(face["eyes"]) == 2 and len(face["age_interval"]) == 2
+    assert (tmp_path / "ann" / "face.png").is_file()
+
+
+def test_cli_text_output(small_model, capsys):
+    photo = fgnet_images(1)[0]
+    assert main(["predict", str(photo), "--model", str(small_model), "--largest"]) == 0
+    out = capsys.readouterr().out
+    assert str(photo) in out and "age" in out and "80% interval" in out
