@@ -394,6 +394,12 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(jsonable_encoder(exc.detail))
+        if exc.status_code == 404:
+            detail = f"{detail}: no such path {request.url.path[:200]}; the API is described at /docs"
+        elif exc.status_code == 405:
+            allowed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+            detail = f"{detail}: {request.method} is not allowed on {request.url.path[:200]}" + (
+                f"; use {allowed}" if allowed else "")
         return JSONResponse({"detail": detail, "code": f"http_{exc.status_code}"}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -1,0 +1,506 @@
+"""faceage serve: the REST API's behaviour, bad input, OpenAPI property tests and a decode-path fuzz.
+
+Uses its own small untrained model (ages are meaningless; behaviour is what is tested).
+FG-NET photos from ../shared/data make the happy path find a real face; without them
+those tests skip and synthetic images cover the rest.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import httpx  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from conftest import SHARED_DATA  # noqa: E402
+
+FGNET = SHARED_DATA / "fgnet" / "images"
+MAX_UPLOAD = 512 * 1024
+MAX_PIXELS = 4_000_000
+FACE_KEYS = {"box", "eyes", "age", "age_interval", "score", "fallback"}
+
+
+def tiny_model(path: Path) -> Path:
+    from faceage.face.align import CropSpec
+    from faceage.nets.model import ModelSpec, create_model
+    from faceage.weights import ModelRecord, save_model
+
+    return save_model(create_model("ma_sfv2", 0.5),
+                      ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict()), path)
+
+
+def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def fgnet_photo() -> Path:
+    if not FGNET.is_dir():
+        pytest.skip("FG-NET photos (../shared/data/fgnet) not available")
+    return sorted(FGNET.glob("*.JPG"))[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("serve-model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def app(model_file):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    from faceage.serve.app import create_app
+
+    yield create_app(model_file, max_upload=MAX_UPLOAD, max_pixels=MAX_PIXELS, concurrency=2)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def assert_error(r, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert isinstance(body["detail"], str) and len(body["detail"]) > 10, body
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+# ------------------------------------------------------------------------------------ happy path
+def test_estimate_fgnet_multipart_and_raw_match_the_python_api(client, app):
+    photo = fgnet_photo()
+    data = photo.read_bytes()
+    r1 = client.post("/v1/estimate", files={"file": (photo.name, data, "image/jpeg")})
+    r2 = client.post("/v1/estimate", content=data, headers={"Content-Type": "image/jpeg"})
+    assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
+    b1, b2 = r1.json(), r2.json()
+    assert set(b1) == {"faces", "width", "height", "model", "elapsed_ms"}
+    assert (b1["width"], b1["height"]) == Image.open(photo).size
+    assert b1["model"] == "tiny.safetensors" and b1["elapsed_ms"] > 0
+    assert len(b1["faces"]) >= 1
+    expected = [f.to_dict() for f in app.state.estimator.predict(photo)]
+    assert b1["faces"] == b2["faces"] == expected  # same schema and values as FaceAge.to_dict / predict --json
+    face = b1["faces"][0]
+    assert set(face) == FACE_KEYS
+    assert 0 <= face["age"] <= 100 and face["age_interval"][0] <= face["age"] <= face["age_interval"][1]
+    assert face["fallback"] is False
+
+
+def test_query_options_largest_min_face_fallback(client):
+    data = fgnet_photo().read_bytes()
+    assert len(client.post("/v1/estimate?largest=true", content=data).json()["faces"]) == 1
+    assert client.post("/v1/estimate?min_face=100000", content=data).json()["faces"] == []
+    flat = encode(np.full((40, 40, 3), 128, np.uint8))
+    faces = client.post("/v1/estimate?fallback=true", content=flat).json()["faces"]
+    assert len(faces) == 1 and faces[0]["fallback"] is True and set(faces[0]) == FACE_KEYS
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_no_face_is_200_with_empty_faces(client, fmt):
+    img = np.random.default_rng(1).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    r = client.post("/v1/estimate", files={"file": (f"x.{fmt.lower()}", encode(img, fmt), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert r.json()["faces"] == [] and (r.json()["width"], r.json()["height"]) == (50, 30)
+
+
+def test_exif_rotation_and_odd_modes_are_accepted(client):
+    img = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: the decoded image is 20 wide, 40 high
+    r = client.post("/v1/estimate", content=encode(img, "JPEG", exif=exif))
+    assert r.status_code == 200 and (r.json()["width"], r.json()["height"]) == (20, 40)
+    for mode in ("L", "LA", "RGBA", "P", "I;16"):
+        r = client.post("/v1/estimate", content=encode(Image.new(mode, (24, 24)), "PNG"))
+        assert r.status_code == 200, (mode, r.text)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def _truncated_jpeg() -> bytes:
+    data = encode(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8), "JPEG")
+    return data[: len(data) // 2]
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(encode(np.zeros((32, 32, 3), np.uint8), "PNG"))
+    data[60:80] = b"\xff" * 20  # inside the IDAT stream: bad zlib data / CRC
+    return bytes(data)
+
+
+BAD_BODIES = [
+    ("empty", b"", "image/jpeg", 400, "empty_body"),
+    ("text", b"hello, this is not an image", "image/jpeg", 422, "not_an_image"),
+    ("text-content-type", b"hello", "text/plain", 415, "unsupported_type"),
+    ("json-content-type", b'{"image": "x"}', "application/json", 415, "unsupported_type"),
+    ("random", bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8)), None, 422, "not_an_image"),
+    ("truncated-jpeg", _truncated_jpeg(), "image/jpeg", 422, "corrupt_image"),
+    ("corrupt-png", _corrupt_png(), "image/png", 422, "corrupt_image"),
+    ("jpeg-header-only", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg", 422, "corrupt_image"),
+    ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "application/pdf", 415, "unsupported_type"),
+    ("svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml", 415,
+     "unsupported_type"),
+    ("heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64, "image/heic", 415, "unsupported_type"),
+    ("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/postscript", 415,
+     "unsupported_type"),
+]
+
+
+@pytest.mark.parametrize("name,body,ctype,status,code", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_raw_bodies_get_clear_4xx(client, name, body, ctype, status, code):
+    headers = {"Content-Type": ctype} if ctype else {}
+    assert_error(client.post("/v1/estimate", content=body, headers=headers), status, code)
+
+
+@pytest.mark.parametrize("name,body,ctype,status,code", BAD_BODIES[:2] + BAD_BODIES[5:8], ids=lambda v: str(v)[:12])
+def test_bad_files_in_multipart_get_clear_4xx(client, name, body, ctype, status, code):
+    r = client.post("/v1/estimate", files={"file": ("upload", body, ctype)})
+    assert_error(r, status, code)
+
+
+def test_over_the_upload_limit_is_413_by_content_length(client):
+    body = assert_error(client.post("/v1/estimate", content=b"\0" * (MAX_UPLOAD + 1)), 413, "too_large")
+    assert "limit" in body["detail"]
+    r = client.post("/v1/estimate", files={"file": ("big.jpg", b"\0" * (MAX_UPLOAD + 1), "image/jpeg")})
+    assert_error(r, 413, "too_large")
+
+
+def test_over_the_upload_limit_is_413_while_streaming(client, app):
+    """No Content-Length (chunked): the stream is cut off once it passes the limit, not read to the end."""
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        for _ in range(64):  # would be 4 MB in all
+            sent += 64 * 1024
+            yield b"\0" * (64 * 1024)
+
+    r = client.post("/v1/estimate", content=chunks())
+    assert_error(r, 413, "too_large")
+
+
+def test_too_many_pixels_is_413_before_decoding(client):
+    data = encode(Image.new("L", (2500, 2000)), "PNG")  # 5 Mpx > 4 Mpx, a few KB on the wire
+    assert len(data) < MAX_UPLOAD
+    body = assert_error(client.post("/v1/estimate", content=data), 413, "too_many_pixels")
+    assert "pixels" in body["detail"]
+
+
+def test_bad_multipart(client):
+    r = client.post("/v1/estimate", content=b"garbage", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert_error(r, 400, "bad_multipart")
+    r = client.post("/v1/estimate", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
+    assert_error(r, 400, "bad_multipart")
+    r = client.post("/v1/estimate", data={"file": "not a file"})  # url-encoded form: the text is no image
+    assert r.status_code in (415, 422)
+    r = client.post("/v1/estimate", files={"note": (None, "just text")})
+    assert_error(r, 400, "no_file")
+
+
+def test_multipart_takes_field_file_or_the_first_file(client):
+    data = encode(np.zeros((20, 30, 3), np.uint8), "PNG")
+    r = client.post("/v1/estimate", files={"picture": ("a.png", data, "image/png")})
+    assert r.status_code == 200 and r.json()["width"] == 30
+
+
+@pytest.mark.parametrize("query", ["largest=maybe", "min_face=-1", "min_face=abc", "fallback=2", "min_face=1e999"])
+def test_bad_query_options_are_422(client, query):
+    data = encode(np.zeros((10, 10, 3), np.uint8))
+    assert_error(client.post(f"/v1/estimate?{query}", content=data), 422, "bad_parameter")
+
+
+def test_bad_content_length_header_is_400(app):
+    """A raw socket request with a nonsense Content-Length against a real server."""
+    with running_server(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/estimate HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+            reply = s.recv(4096)
+        assert reply.split(b" ")[1].startswith(b"4"), reply
+
+
+def test_unknown_paths_and_methods_are_json_4xx(client):
+    assert_error(client.get("/nope"), 404)
+    assert_error(client.get("/v1/estimate"), 405)
+    assert_error(client.put("/healthz"), 405)
+
+
+# ------------------------------------------------------------------------------------ other endpoints
+def test_healthz_model_docs_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok", "model": "tiny.safetensors"}
+    m = client.get("/v1/model").json()
+    assert m["arch"] == "ma_sfv2_0.5x" and m["input_size"] == 112 and m["backend"] == "torch"
+    assert len(m["sha256"]) == 64 and m["limits"]["max_upload_bytes"] == MAX_UPLOAD
+    assert m["limits"]["max_pixels"] == MAX_PIXELS and m["limits"]["concurrency"] == 2
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/estimate", "/healthz", "/v1/model"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/estimate"]["post"]["requestBody"]["content"]
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_page_has_no_external_assets(client):
+    import re
+
+    html = client.get("/").text
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/app.js" in refs and "/static/style.css" in refs
+    assert all(ref.startswith("/") for ref in refs), refs
+    for ref in ("/static/app.js", "/static/style.css"):
+        r = client.get(ref)
+        assert r.status_code == 200
+        assert "http://" not in r.text and "https://" not in r.text and "//cdn" not in r.text
+
+
+# ------------------------------------------------------------------------------------ concurrency
+def test_inference_is_off_the_event_loop_and_bounded(app):
+    """Slow estimates run in worker threads, at most `concurrency` at once; the event loop stays free."""
+    est = app.state.estimator
+    original = est.predict
+    active = peak = 0
+    lock = threading.Lock()
+
+    def slow_predict(*a, **kw):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.3)
+        with lock:
+            active -= 1
+        return original(*a, **kw)
+
+    data = encode(np.zeros((10, 10, 3), np.uint8))
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            posts = [asyncio.create_task(c.post("/v1/estimate", content=data)) for _ in range(5)]
+            await asyncio.sleep(0.1)
+            t0 = time.perf_counter()
+            health = await c.get("/healthz")
+            health_s = time.perf_counter() - t0
+            return await asyncio.gather(*posts), health, health_s
+
+    est.predict = slow_predict
+    try:
+        t0 = time.perf_counter()
+        results, health, health_s = asyncio.run(scenario())
+        total = time.perf_counter() - t0
+    finally:
+        est.predict = original
+    assert all(r.status_code == 200 for r in results)
+    assert health.status_code == 200 and health_s < 0.25  # answered while estimates were sleeping
+    assert peak == 2  # concurrency=2
+    assert total >= 0.85  # 5 requests, 2 at a time, 0.3 s each: 3 rounds
+
+
+# ------------------------------------------------------------------------------------ real server + CLI
+class running_server:
+    """uvicorn serving ``app`` on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_streaming_limit_and_keepalive(app):
+    """Over a real socket: an oversized chunked upload is answered 413 without being read to the end."""
+    with running_server(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        def chunks():
+            for _ in range(400):  # 26 MB if it were all read
+                yield b"\0" * (64 * 1024)
+
+        try:
+            r = c.post("/v1/estimate", content=chunks())
+            assert_error(r, 413, "too_large")
+        except httpx.TransportError:  # the server may close before the client finishes writing
+            pass
+        r = c.post("/v1/estimate", content=b"\0" * (MAX_UPLOAD + 10))
+        assert_error(r, 413, "too_large")
+        ok = c.post("/v1/estimate", files={"file": ("a.png", encode(np.zeros((20, 20, 3), np.uint8)), "image/png")})
+        assert ok.status_code == 200 and ok.json()["faces"] == []
+
+
+def test_cli_help_has_examples():
+    from faceage.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--help"])
+    assert e.value.code == 0
+    from faceage.cli import serve
+
+    assert "examples:" in serve.EPILOG and "faceage serve" in serve.EPILOG
+
+
+def test_cli_bad_model_is_a_clear_error(capsys, tmp_path):
+    from faceage.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_serve_runs(model_file):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faceage", "serve", "--model", str(model_file), "--port", str(port), "--threads", "1",
+         "--max-upload-mb", "0.25", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.time() < deadline, "faceage serve did not come up"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/model").json()["limits"]["max_upload_bytes"] == 262144
+        r = httpx.post(f"{base}/v1/estimate", content=encode(np.zeros((16, 16, 3), np.uint8)))
+        assert r.status_code == 200 and r.json()["faces"] == []
+        assert httpx.post(f"{base}/v1/estimate", content=b"\0" * 300_000).status_code == 413
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------ property tests
+def _seeds() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    seeds = [encode(img, f) for f in ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")]
+    seeds += [encode(Image.fromarray(img).convert("L"), "PNG"), encode(img, "JPEG", progressive=True),
+              encode(Image.fromarray(img).convert("RGBA"), "WEBP", lossless=True)]
+    return seeds
+
+
+SEEDS = _seeds()
+
+
+@st.composite
+def mutated_images(draw):
+    """A valid small image's bytes with bit flips, byte overwrites, cuts, inserted runs or spliced headers."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "byte", "cut", "insert", "dup", "header"]))
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "byte" and data:
+            data[pos] = draw(st.sampled_from([0, 0xFF, 0x7F, 0x80, draw(st.integers(0, 255))]))
+        elif op == "cut":
+            data = data[:pos]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=64))
+        elif op == "dup":
+            data[pos:pos] = data[pos: pos + draw(st.integers(1, 256))]
+        elif op == "header":  # large dimensions in a PNG IHDR / anywhere: bomb-like headers
+            data[pos: pos + 4] = draw(st.sampled_from([b"\x7f\xff\xff\xff", b"\x00\x00\xff\xff", b"\xff\xff\xff\xff"]))
+    return bytes(data)
+
+
+FUZZ_INPUT = st.one_of(st.binary(max_size=512), mutated_images())
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=FUZZ_INPUT, content_type=st.sampled_from([None, "image/jpeg", "application/octet-stream", "text/plain"]))
+def test_fuzz_decode_path_raises_only_client_errors(data, content_type):
+    from faceage.serve.app import ApiError, decode_image
+
+    try:
+        img = decode_image(data, max_pixels=MAX_PIXELS, content_type=content_type)
+    except ApiError as exc:
+        assert 400 <= exc.status < 500 and exc.message and exc.code
+    else:
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.size > 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=FUZZ_INPUT, multipart=st.booleans())
+def test_fuzz_estimate_never_5xx(client, data, multipart):
+    if multipart:
+        r = client.post("/v1/estimate", files={"file": ("fuzz", data, "application/octet-stream")})
+    else:
+        r = client.post("/v1/estimate", content=data)
+    assert r.status_code < 500, r.text
+    body = r.json()
+    assert ("faces" in body) if r.status_code == 200 else ("detail" in body and "code" in body)
+
+
+def test_openapi_schema_property(app):
+    """schemathesis: cases generated from the OpenAPI schema (bounded): no 5xx, documented codes and bodies."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
+                                     status_code_conformance)
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    seen = []
+
+    for op in schema.get_all_operations():
+        operation = op.ok()
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @given(case=operation.as_strategy())
+        def run_case(case):
+            case.call_and_validate(checks=checks)
+            seen.append(operation.label)
+
+        run_case()
+    assert {"POST /v1/estimate", "GET /healthz", "GET /v1/model"} <= set(seen)
