@@ -1,0 +1,131 @@
+"""The web page in a real browser: headless Chromium (Playwright driving /usr/bin/chromium)
+against uvicorn on a free loopback port. Upload a FG-NET photo, read the age back from the page.
+
+Skips only where no Chromium is installed (``apt-get install -y chromium``) or the
+Playwright package is missing. Set FACEAGE_SERVE_SCREENSHOT=path.png to also save a
+screenshot of the page with the annotated photo.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi")
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from test_serve import FGNET, running_server, tiny_model  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    for cand in (os.environ.get("FACEAGE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    from faceage.serve.app import create_app
+
+    model = os.environ.get("FACEAGE_SERVE_MODEL") or tiny_model(tmp_path_factory.mktemp("browser") / "tiny.safetensors")
+    app = create_app(model, concurrency=1)
+    with running_server(app) as base:
+        yield base, app
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("no Chromium installed (apt-get install -y chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1200, "height": 760})
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            external: list[str] = []
+            pg.on("request", lambda r: external.append(r.url) if not r.url.startswith((server[0], "blob:", "data:"))
+                  else None)
+            pg.errors, pg.external = errors, external
+            yield pg
+        finally:
+            browser.close()
+
+
+def fgnet_photo():
+    if not FGNET.is_dir():
+        pytest.skip("FG-NET photos (../shared/data/fgnet) not available")
+    return sorted(FGNET.glob("*.JPG"))[0]
+
+
+def test_upload_fgnet_photo_shows_age(server, page):
+    base, app = server
+    photo = fgnet_photo()
+    page.goto(f"{base}/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('ma_sfv2')")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#faces li[data-age]", timeout=60_000)
+
+    label = page.inner_text("#faces li .age")
+    m = re.fullmatch(r"(\d+(?:\.\d)?) years", label.strip())
+    assert m, label
+    shown = float(m.group(1))
+    expected = app.state.estimator.predict(photo)
+    assert expected and shown == pytest.approx(expected[0].age, abs=0.05)
+    assert float(page.get_attribute("#faces li", "data-age")) == pytest.approx(shown)
+    assert "80% interval" in page.inner_text("#faces li")
+    assert '"faces"' in page.inner_text("#json") and '"age_interval"' in page.inner_text("#json")
+    assert "1 face" in page.inner_text("#status")
+
+    # the canvas holds the photo at full size with the box drawn in green on its left edge
+    w, h = page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    from PIL import Image
+
+    assert (w, h) == Image.open(photo).size
+    left, top, right, bottom = expected[0].box
+    rgb = page.evaluate(
+        "([x, y]) => Array.from(document.getElementById('canvas').getContext('2d').getImageData(x, y, 1, 1).data)",
+        [left, (top + bottom) // 2])
+    assert rgb[1] > 180 and rgb[0] < 100 and rgb[2] < 140, rgb  # rgb(40, 220, 90)
+
+    shot = os.environ.get("FACEAGE_SERVE_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    assert not page.errors, page.errors
+    assert not page.external, page.external  # no CDN or other outside requests
+
+
+def test_drop_a_photo_and_error_message(server, page):
+    base, _ = server
+    photo = fgnet_photo()
+    page.goto(f"{base}/")
+    drop = """([b64, name, type]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, { type }));
+        document.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }"""
+    page.evaluate(drop, [base64.b64encode(photo.read_bytes()).decode(), photo.name, "image/jpeg"])
+    page.wait_for_selector("#faces li[data-age]", timeout=60_000)
+    assert re.search(r"\d+\.\d years", page.inner_text("#faces li .age"))
+
+    page.evaluate(drop, [base64.b64encode(b"this is not a photo").decode(), "notes.jpg", "image/jpeg"])
+    page.wait_for_selector("#status.error", timeout=30_000)
+    status = page.inner_text("#status")
+    assert "Error 422" in status and "not a recognised image" in status
+    assert page.locator("#faces li").count() == 0
