@@ -40,41 +40,49 @@ def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator)
     """Augment a (N, 3, S, S) uint8 batch and return it normalised.
 
     All random draws come from ``g`` (a CPU generator), so a run is reproducible
-    and resumable on any device.
+    and resumable on any device. Each transform touches only the images drawn
+    for it, which keeps augmentation cheap next to the network on a small CPU.
     """
     n, device = batch_uint8.shape[0], batch_uint8.device
     x = batch_uint8.float().div_(255.0)
 
-    # one affine warp: flip, rotation, scale, shift
-    flip = torch.where(_chance(cfg["flip"], n, g, device), -1.0, 1.0)
-    angle = _uniform(-1, 1, n, g, device) * math.radians(cfg["rotate_deg"]) * _chance(cfg["rotate"], n, g, device)
+    # geometry: flip by indexing, rotation/scale/shift as one affine warp of the drawn images
+    flip = _chance(cfg["flip"], n, g, device)
+    x[flip] = x[flip].flip(-1)
+    rot = _chance(cfg["rotate"], n, g, device)
+    angle = _uniform(-1, 1, n, g, device) * math.radians(cfg["rotate_deg"]) * rot
     lo, hi = cfg["scale_range"]
-    scale = torch.where(_chance(cfg["scale"], n, g, device), _uniform(lo, hi, n, g, device), 1.0)
-    shift = _uniform(-1, 1, 2 * n, g, device).view(n, 2) * 2 * cfg["shift_frac"]
-    shift = shift * _chance(cfg["shift"], n, g, device)[:, None]
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    zoom = _chance(cfg["scale"], n, g, device)
+    scale = torch.where(zoom, _uniform(lo, hi, n, g, device), 1.0)
+    move = _chance(cfg["shift"], n, g, device)
+    shift = _uniform(-1, 1, 2 * n, g, device).view(n, 2) * 2 * cfg["shift_frac"] * move[:, None]
+    warp = rot | zoom | move
+    if warp.any():
+        cos, sin = torch.cos(angle[warp]) / scale[warp], torch.sin(angle[warp]) / scale[warp]
+        sx, sy = shift[warp, 0], shift[warp, 1]
+        theta = torch.stack([torch.stack([cos, -sin, sx], 1), torch.stack([sin, cos, sy], 1)], 1)
+        part = x[warp]
+        grid = F.affine_grid(theta, list(part.shape), align_corners=False)
+        x[warp] = F.grid_sample(part, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     # photometric: greyscale, brightness/contrast, resolution loss, noise
     grey = _chance(cfg["grey"], n, g, device)
     if grey.any():
-        lum = (x * GREY.to(device).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
-        x = torch.where(grey.view(n, 1, 1, 1), lum, x)
-    jitter = _chance(cfg["jitter"], n, g, device).view(n, 1, 1, 1)
+        x[grey] = (x[grey] * GREY.to(device).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    jitter = _chance(cfg["jitter"], n, g, device)
     b = _uniform(-cfg["brightness"], cfg["brightness"], n, g, device).view(n, 1, 1, 1)
     c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g, device).view(n, 1, 1, 1)
-    mean_px = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = torch.where(jitter, (x - mean_px) * c + mean_px + b, x)
+    if jitter.any():
+        part = x[jitter]
+        mean_px = part.mean(dim=(1, 2, 3), keepdim=True)
+        x[jitter] = (part - mean_px) * c[jitter] + mean_px + b[jitter]
     blur = _chance(cfg["blur"], n, g, device)
     if blur.any():
         size = x.shape[-1]
-        small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
-        x = torch.where(blur.view(n, 1, 1, 1), F.interpolate(small, size=size, mode="bilinear", align_corners=False), x)
-    noise = _chance(cfg["noise"], n, g, device).view(n, 1, 1, 1)
-    eps = torch.randn(x.shape, generator=g).to(device) * cfg["noise_std"]
-    x = (x + eps * noise).clamp_(0, 1)
-    return standardize(x, mean, std)
+        small = F.interpolate(x[blur], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+        x[blur] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    noise = _chance(cfg["noise"], n, g, device)
+    if noise.any():
+        k = int(noise.sum())
+        x[noise] += torch.randn((k, *x.shape[1:]), generator=g).to(device) * cfg["noise_std"]
+    return standardize(x.clamp_(0, 1), mean, std)
