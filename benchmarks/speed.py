@@ -300,8 +300,8 @@ def accuracy(args, files: dict, record) -> dict | None:
 
     if not args.val_manifest or not Path(args.val_manifest).is_file():
         return None
-    crops, ages = load_crops(args.val_manifest, record.input_size, limit=args.val_n)
-    out = {"manifest": str(args.val_manifest), "n": int(len(crops))}
+    crops, ages = load_crops(args.val_manifest, record.input_size, limit=args.val_n, split=args.val_split)
+    out = {"manifest": str(args.val_manifest), "split": args.val_split, "n": int(len(crops))}
     ref = None
     for name in ("onnx-fp32", "onnx-int8-static", "onnx-int8-dynamic"):
         be = OnnxBackend(files[name], threads=1)
@@ -383,6 +383,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--val-manifest", default=str(ROOT / "work" / "utkface-128" / "manifest.csv"),
                     help="prepared crops for the int8 MAE check (skipped if missing)")
+    ap.add_argument("--val-split", default=None, help="only rows of this split (e.g. val of a run's split.csv)")
     ap.add_argument("--val-n", type=int, default=500)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "speed"))
     ap.add_argument("--workdir", default=None, help="where the exported ONNX files go (default: a temp folder)")

@@ -20,13 +20,19 @@ from faceage.face.align import CropSpec
 from faceage.imageio import load_image
 
 DEFAULT_MODEL = "default.safetensors"
+DEFAULT_ONNX = "default.onnx"  # the same model exported by `faceage export`: runs on ONNX Runtime, no PyTorch
 
 
-def default_model_path() -> Path:
-    path = Path(str(resources.files("faceage.models").joinpath(DEFAULT_MODEL)))
-    if not path.is_file():
-        raise WeightsError(f"the bundled model {path} is missing; reinstall faceage or pass model=FILE")
-    return path
+def default_model_path(backend: str = "auto") -> Path:
+    """The bundled model: its ONNX form unless ``backend="torch"`` (ONNX Runtime is faster on CPU and needs no torch)."""
+    names = (DEFAULT_MODEL, DEFAULT_ONNX) if backend == "torch" else (DEFAULT_ONNX, DEFAULT_MODEL)
+    base = resources.files("faceage.models")
+    for name in names:
+        path = Path(str(base.joinpath(name)))
+        if path.is_file():
+            return path
+    raise WeightsError(f"the bundled model {Path(str(base.joinpath(DEFAULT_MODEL)))} is missing; "
+                       "reinstall faceage or pass model=FILE")
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class AgeEstimator:
                  device: str = "cpu", flip_tta: bool = False) -> None:
         from faceage.runtime import load_backend
 
-        self.model_path = Path(model) if model is not None else default_model_path()
+        self.model_path = Path(model) if model is not None else default_model_path(backend)
         self.backend = load_backend(self.model_path, backend=backend, device=device)
         self.record = self.backend.record
         self.flip_tta = flip_tta

@@ -178,12 +178,13 @@ def _head_nodes(path: Path) -> list[str]:
     return [n.name for n in m.graph.node if n.op_type in ("Gemm", "MatMul")]
 
 
-def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: bool = False
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: bool = False,
+               split: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(crops (N, size, size, 3) uint8, ages or None) from a manifest CSV or a folder of aligned crops.
 
     Up to ``limit`` images, an evenly spaced (deterministic) subset when there are more;
-    manifest rows marked ``fallback`` (no face was found) are skipped unless ``fallback``."""
+    manifest rows marked ``fallback`` (no face was found) are skipped unless ``fallback``;
+    ``split``: only manifest rows of that split (e.g. "val" of a run's split.csv)."""
     from faceage.data.cache import square_resize
     from faceage.imageio import load_image
 
@@ -195,7 +196,8 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
     elif source.is_file():
         from faceage.data.manifest import read_manifest
 
-        samples = [s for s in read_manifest(source).samples if fallback or not s.fallback]
+        samples = [s for s in read_manifest(source).samples
+                   if (fallback or not s.fallback) and (split is None or s.split == split)]
         paths, ages = [Path(s.path) for s in samples], [s.age for s in samples]
     else:
         raise ExportError(f"{source}: calibration manifest or folder not found")
