@@ -18,14 +18,14 @@ def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     x = batch_uint8
     if x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)
-    return standardize(x.float().div_(255.0), mean, std)
+    return standardize(x.float(), mean, std, scale=255.0)
 
 
-def standardize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """(x - mean) / std per channel, for a (N, 3, H, W) float batch on the 0..1 scale."""
+def standardize(x: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
+    """(x / scale - mean) / std per channel, in place, for a (N, 3, H, W) float batch."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
+    return x.mul_(1 / (s * scale)).sub_(m / s)
 
 
 def _chance(p: float, n: int, g: torch.Generator, device) -> torch.Tensor:
@@ -36,53 +36,56 @@ def _uniform(lo: float, hi: float, n: int, g: torch.Generator, device) -> torch.
     return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device)
 
 
+def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.affine_grid`` for square images, by broadcasting (its batched matmul is slow on CPU)."""
+    coords = (torch.arange(size, dtype=theta.dtype, device=theta.device) * 2 + 1) / size - 1
+    xs, ys = coords.view(1, 1, size), coords.view(1, size, 1)
+    t = theta.view(-1, 6, 1, 1)
+    grid = torch.empty(theta.shape[0], size, size, 2, dtype=theta.dtype, device=theta.device)
+    torch.add(t[:, 0] * xs + t[:, 2], t[:, 1] * ys, out=grid[..., 0])
+    torch.add(t[:, 3] * xs + t[:, 5], t[:, 4] * ys, out=grid[..., 1])
+    return grid
+
+
 def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator) -> torch.Tensor:
     """Augment a (N, 3, S, S) uint8 batch and return it normalised.
 
     All random draws come from ``g`` (a CPU generator), so a run is reproducible
-    and resumable on any device. Each transform touches only the images drawn
-    for it, which keeps augmentation cheap next to the network on a small CPU.
+    and resumable on any device. Geometry is one warp of the whole batch; the
+    photometric changes are per-image scalars or touch only the images drawn for
+    them, which keeps augmentation cheap next to the network on a small CPU.
     """
     n, device = batch_uint8.shape[0], batch_uint8.device
-    x = batch_uint8.float().div_(255.0)
+    size = batch_uint8.shape[-1]
+    x = batch_uint8.float()
 
-    # geometry: flip by indexing, rotation/scale/shift as one affine warp of the drawn images
-    flip = _chance(cfg["flip"], n, g, device)
-    x[flip] = x[flip].flip(-1)
-    rot = _chance(cfg["rotate"], n, g, device)
-    angle = _uniform(-1, 1, n, g, device) * math.radians(cfg["rotate_deg"]) * rot
+    # geometry: flip, rotation, scale and shift as one affine warp
+    flip = torch.where(_chance(cfg["flip"], n, g, device), -1.0, 1.0)
+    angle = _uniform(-1, 1, n, g, device) * math.radians(cfg["rotate_deg"]) * _chance(cfg["rotate"], n, g, device)
     lo, hi = cfg["scale_range"]
-    zoom = _chance(cfg["scale"], n, g, device)
-    scale = torch.where(zoom, _uniform(lo, hi, n, g, device), 1.0)
-    move = _chance(cfg["shift"], n, g, device)
-    shift = _uniform(-1, 1, 2 * n, g, device).view(n, 2) * 2 * cfg["shift_frac"] * move[:, None]
-    warp = rot | zoom | move
-    if warp.any():
-        cos, sin = torch.cos(angle[warp]) / scale[warp], torch.sin(angle[warp]) / scale[warp]
-        sx, sy = shift[warp, 0], shift[warp, 1]
-        theta = torch.stack([torch.stack([cos, -sin, sx], 1), torch.stack([sin, cos, sy], 1)], 1)
-        part = x[warp]
-        grid = F.affine_grid(theta, list(part.shape), align_corners=False)
-        x[warp] = F.grid_sample(part, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    scale = torch.where(_chance(cfg["scale"], n, g, device), _uniform(lo, hi, n, g, device), 1.0)
+    shift = _uniform(-1, 1, 2 * n, g, device).view(n, 2) * 2 * cfg["shift_frac"]
+    shift = shift * _chance(cfg["shift"], n, g, device)[:, None]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([cos * flip, -sin, shift[:, 0], sin * flip, cos, shift[:, 1]], 1)
+    x = F.grid_sample(x, _affine_grid(theta, size), mode="bilinear", padding_mode="border", align_corners=False)
 
-    # photometric: greyscale, brightness/contrast, resolution loss, noise
+    # photometric: greyscale, brightness/contrast, resolution loss, noise (on the 0..255 scale)
     grey = _chance(cfg["grey"], n, g, device)
     if grey.any():
         x[grey] = (x[grey] * GREY.to(device).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    jitter = _chance(cfg["jitter"], n, g, device)
-    b = _uniform(-cfg["brightness"], cfg["brightness"], n, g, device).view(n, 1, 1, 1)
-    c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g, device).view(n, 1, 1, 1)
-    if jitter.any():
-        part = x[jitter]
-        mean_px = part.mean(dim=(1, 2, 3), keepdim=True)
-        x[jitter] = (part - mean_px) * c[jitter] + mean_px + b[jitter]
+    jitter = _chance(cfg["jitter"], n, g, device).float()
+    b = _uniform(-cfg["brightness"], cfg["brightness"], n, g, device) * 255 * jitter
+    c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g, device) * jitter
+    # (x - m) * c + m + b with m the image mean, as one pass: x * c + (m * (1 - c) + b)
+    m = x.mean(dim=(1, 2, 3))
+    x = torch.addcmul((m * (1 - c) + b).view(n, 1, 1, 1), x, c.view(n, 1, 1, 1))
     blur = _chance(cfg["blur"], n, g, device)
     if blur.any():
-        size = x.shape[-1]
         small = F.interpolate(x[blur], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
         x[blur] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
     noise = _chance(cfg["noise"], n, g, device)
     if noise.any():
         k = int(noise.sum())
-        x[noise] += torch.randn((k, *x.shape[1:]), generator=g).to(device) * cfg["noise_std"]
-    return standardize(x.clamp_(0, 1), mean, std)
+        x[noise] += torch.randn((k, *x.shape[1:]), generator=g).to(device) * (cfg["noise_std"] * 255)
+    return standardize(x.clamp_(0, 255), mean, std, scale=255.0)

@@ -1,0 +1,35 @@
+"""Parameters and multiply-adds of every model variant and input size (the README's table).
+
+    python benchmarks/model_table.py
+"""
+from __future__ import annotations
+
+from _common import markdown_table, write_results
+
+from faceage.nets.model import ARCHS, count_macs, count_params, create_model
+from faceage.nets.shufflenetv2 import STAGE_CHANNELS
+
+SIZES = (112, 160, 224)
+
+
+def main() -> None:
+    rows, data = [], []
+    for arch in ARCHS:
+        for width in STAGE_CHANNELS:
+            model = create_model(arch, width)
+            params = count_params(model)
+            macs = {s: count_macs(model, s) for s in SIZES}
+            data.append({"arch": arch, "width": width, "params": params, "macs": macs,
+                         "fp32_mb": round(params * 4 / 1e6, 2)})
+            rows.append([f"{arch} {width:g}x", f"{params:,}", f"{params * 4 / 1e6:.2f}"]
+                        + [f"{macs[s] / 1e6:.1f}" for s in SIZES])
+    header = ["model", "parameters", "fp32 MB"] + [f"MMACs @{s}px" for s in SIZES]
+    table = markdown_table(header, rows) + (
+        "\n\nParameters include the 101-way age head and its regression neuron. Multiply-adds are those of "
+        "convolutions and matrix products (PyTorch's FLOP counter / 2); the attention's element-wise gating is "
+        "not counted.")
+    write_results("model_table", {"sizes": SIZES, "models": data}, table)
+
+
+if __name__ == "__main__":
+    main()
