@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -181,12 +182,16 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         from torch.distributed.nn import functional as dnn
 
         c = x.shape[1]
-        count = torch.tensor([x.numel() / c], dtype=torch.float64)
-        dist.all_reduce(count)
-        n = float(count.item())
-        mean = dnn.all_reduce(x.sum(dim=(0, 2, 3))) / n
+        # the loop gives every rank an equal share, so the global count needs no communication;
+        # one all-reduce of [sum x, sum x^2] (in float64) gives the mean and the biased variance
+        n = float(x.numel() // c * dist.get_world_size())
+        xd = x.double()
+        with warnings.catch_warnings():  # its deprecation notice points to a private API
+            warnings.simplefilter("ignore", FutureWarning)
+            sums = dnn.all_reduce(torch.cat([xd.sum(dim=(0, 2, 3)), (xd * xd).sum(dim=(0, 2, 3))]))
+        mean = (sums[:c] / n).to(x.dtype)
+        var = (sums[c:] / n - (sums[:c] / n) ** 2).clamp_min(0).to(x.dtype)
         d = x - mean.view(1, c, 1, 1)
-        var = dnn.all_reduce((d * d).sum(dim=(0, 2, 3))) / n
         y = d * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
