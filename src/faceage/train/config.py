@@ -50,7 +50,7 @@ DEFAULTS: dict = {
         "threads": None, "save_half": False,
         # GPU fast path and distributed training (docs/training.md)
         "gpu_cache": False,  # hold the decoded uint8 train images on the GPU; augment there in batches
-        "prefetch": None,  # batches prepared ahead by background threads (None: 4 on a GPU, 0 on a CPU)
+        "prefetch": None,  # batches prepared ahead by background threads (None: up to 8 on a GPU, 0 on a CPU)
         "pin_memory": True,  # page-locked host batches + non-blocking copies (GPU, without gpu_cache)
         "sync_bn": True,  # under DDP: BatchNorm statistics over the global batch (SyncBatchNorm)
     },

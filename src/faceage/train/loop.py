@@ -277,8 +277,9 @@ class Trainer:
     def _batches(self, perm: torch.Tensor, steps: int):
         """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
         ahead = self.cfg["run"]["prefetch"]
-        if ahead is None:
-            ahead = 4 if self.device.type == "cuda" else 0
+        if ahead is None:  # on a GPU: enough CPU threads to draw the augmentation's random numbers in time
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            ahead = max(2, min(8, (os.cpu_count() or 2) // local)) if self.device.type == "cuda" else 0
         ahead = int(ahead)
         if ahead <= 0:
             for step in range(steps):
