@@ -210,6 +210,26 @@ def test_too_many_pixels_is_413_before_decoding(client):
     assert "pixels" in body["detail"]
 
 
+def test_cpu_bomb_headers_are_rejected_fast():
+    """Inputs that would cost Pillow seconds of Python-level work per MB are refused up front."""
+    import struct
+    import zlib
+
+    from faceage.serve.app import ApiError, decode_image
+
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * (2 * 1024 * 1024)  # garbage where markers should be
+    chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    png = encode(np.zeros((4, 4, 3), np.uint8), "PNG")
+    png = png[:33] + chunk * 30_000 + png[33:]  # 30,000 empty chunks
+    for data in (jpeg, png):
+        t0 = time.perf_counter()
+        with pytest.raises(ApiError) as e:
+            decode_image(data)
+        assert e.value.status == 422 and time.perf_counter() - t0 < 0.5
+    photo = encode(np.zeros((8, 8, 3), np.uint8), "JPEG", exif=Image.Exif())
+    assert decode_image(photo).shape == (8, 8, 3)
+
+
 def test_bad_multipart(client):
     r = client.post("/v1/estimate", content=b"garbage", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
     assert_error(r, 400, "bad_multipart")

@@ -176,6 +176,54 @@ def _non_image_content_type(content_type: str | None) -> bool:
     return bool(ct) and ct.startswith(_NON_IMAGE_TYPES)
 
 
+#: bytes of non-marker garbage tolerated in a JPEG header; Pillow skips garbage one byte at a time in Python
+#: (about 0.5 s per MB), so a 10 MB "JPEG" of zeros would cost seconds of CPU per request
+JPEG_GARBAGE_LIMIT = 256 * 1024
+
+
+def _jpeg_header_garbage(data: bytes) -> int:
+    """Bytes Pillow would have to skip one by one while looking for JPEG markers before the scan data."""
+    pos, n, garbage = 2, len(data), 0
+    while pos < n and garbage <= JPEG_GARBAGE_LIMIT:
+        if data[pos] != 0xFF:
+            nxt = data.find(b"\xff", pos)
+            garbage += (n if nxt < 0 else nxt) - pos
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        if pos + 1 >= n:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker in (0xDA, 0xD9):  # start of scan / end of image: the header is over
+            break
+        elif marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+        else:
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            pos += 2 + max(length, 2)
+    return garbage
+
+
+#: PNG chunks tolerated in one file; Pillow handles each chunk in Python, so millions of empty chunks
+#: (12 bytes each) would cost tens of seconds of CPU; real files have a few to a few thousand
+PNG_CHUNK_LIMIT = 20_000
+
+
+def _png_chunk_count(data: bytes) -> int:
+    """Number of chunks in a PNG, counting no further than just past :data:`PNG_CHUNK_LIMIT`."""
+    pos, n, count = 8, len(data), 0
+    while pos + 8 <= n and count <= PNG_CHUNK_LIMIT:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        count += 1
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + length
+    return count
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, content_type: str | None = None,
                  name: str = "upload") -> np.ndarray:
     """Decode uploaded bytes to an ``HxWx3`` uint8 RGB array, or raise :class:`ApiError` (4xx).
@@ -186,6 +234,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, content_t
     if not data:
         raise ApiError(400, "empty_body",
                        f"{name}: the body is empty (0 bytes); send the photo's bytes ({SUPPORTED_TEXT})")
+    if data[:2] == b"\xff\xd8" and _jpeg_header_garbage(data) > JPEG_GARBAGE_LIMIT:
+        raise ApiError(422, "corrupt_image", f"{name}: the JPEG header is corrupt (over {JPEG_GARBAGE_LIMIT:,} "
+                       "bytes of garbage between markers); re-export or re-send the file")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and _png_chunk_count(data) > PNG_CHUNK_LIMIT:
+        raise ApiError(422, "corrupt_image", f"{name}: the PNG has over {PNG_CHUNK_LIMIT:,} chunks; "
+                       "re-export it with a normal encoder")
     try:
         img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
