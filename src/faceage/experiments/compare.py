@@ -7,11 +7,10 @@ crops are still compared on the same images.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from faceage.errors import FaceageError
-from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
+from faceage.experiments.report import md_table, provenance, write_report
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
