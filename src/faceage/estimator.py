@@ -68,12 +68,13 @@ class AgeEstimator:
 
     ``model``: a model file (.safetensors or .onnx) or training run folder; the
     bundled default when omitted. ``backend``: "auto", "torch" or "onnx".
-    ``flip_tta``: also score the mirrored crop and average (slightly more
-    accurate, twice the model cost).
+    ``flip_tta``: also score the mirrored crop and average (on by default: it
+    lowers the default model's validation MAE from 5.38 to 5.21 for twice the
+    age-model cost, which is small next to face detection).
     """
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str = "dlib",
-                 device: str = "cpu", flip_tta: bool = False) -> None:
+                 device: str = "cpu", flip_tta: bool = True) -> None:
         from faceage.runtime import load_backend
 
         self.model_path = Path(model) if model is not None else default_model_path(backend)

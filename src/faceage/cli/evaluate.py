@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model file or training run folder (default: bundled model)")
     p.add_argument("--split", default=None, help="only rows of this split (e.g. val, test)")
     p.add_argument("--estimate", choices=("dex", "reg", "mean"), default=None, help="override the model's estimate")
-    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored crop")
+    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
+                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--out", default=None, help="report folder (default runs/eval-<time>)")
     p.add_argument("--json", action="store_true", help="print only the JSON report")

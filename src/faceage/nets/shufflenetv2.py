@@ -27,9 +27,13 @@ STAGE_CHANNELS = {
 }
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+def shuffle_index(channels: int, groups: int = 2) -> torch.Tensor:
+    """Channel order after a shuffle: (g, c/g) -> (c/g, g), as one constant gather.
+
+    Equivalent to torchvision's view/transpose/reshape, but exports to ONNX as a
+    single Gather instead of a chain of shape computations.
+    """
+    return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
 
 
 def conv_bn(inp: int, oup: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
@@ -64,6 +68,7 @@ class InvertedResidual(nn.Module):
             conv_bn(half, half, 1),
         )
         self.attention = MixedAttention(half, se_reduction) if attention else None
+        self.register_buffer("shuffle", shuffle_index(oup), persistent=False)
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch2(x)
@@ -79,7 +84,7 @@ class InvertedResidual(nn.Module):
             out = torch.cat((x1, self._branch(x2)), dim=1)
         else:
             out = torch.cat((self.branch1(x), self._branch(x)), dim=1)
-        return channel_shuffle(out, 2)
+        return out.index_select(1, self.shuffle)
 
 
 class ShuffleNetV2(nn.Module):
