@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from faceage.errors import FaceageError
@@ -47,8 +46,6 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module in COMMANDS.items():
-        if importlib.util.find_spec(f"faceage.cli.{module}") is None:
-            continue  # a subcommand whose module is not in this build
         if wanted is not None and wanted != name:
             sub.add_parser(name, help=_SUMMARIES.get(name))
             continue
