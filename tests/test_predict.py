@@ -108,3 +108,46 @@ def test_cli_text_output(small_model, capsys):
     assert main(["predict", str(photo), "--model", str(small_model), "--largest"]) == 0
     out = capsys.readouterr().out
     assert str(photo) in out and "age" in out and "80% interval" in out
+
+
+def test_predict_aligned_single_crop_and_bad_dtype(estimator):
+    crop = np.random.default_rng(1).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    assert estimator.predict_aligned(crop)[0].age == estimator.predict_aligned(crop[None])[0].age
+    grey = estimator.predict_aligned([crop[:, :, 0]])  # greyscale crops are expanded to RGB
+    assert len(grey) == 1
+    with pytest.raises(ImageError):
+        estimator.predict_aligned([crop.astype(np.float32) / 255])  # never silently cast to uint8
+
+
+def test_unknown_backend_is_a_clear_error(small_model):
+    from faceage.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="unknown backend"):
+        AgeEstimator(small_model, backend="onnxx")
+
+
+def test_annotate_never_overwrites(small_model, tmp_path):
+    photo = fgnet_images(1)[0]
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.open(photo).save(tmp_path / sub / "face.png")
+    assert main(["predict", "-r", str(tmp_path), "--model", str(small_model), "--annotate", str(tmp_path / "a")]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["face-1.png", "face-2.png", "face.png"]  # the input a/face.png is left alone
+
+
+def test_bundled_model_predicts_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    photo = fgnet_images(1)[0]
+    code = (
+        "import sys, json\n"
+        "from faceage.cli import main\n"
+        f"rc = main(['predict', {str(photo)!r}, '--json'])\n"
+        "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    face = json.loads(r.stdout.splitlines()[-1])["faces"][0]
+    assert 0 < face["age"] < 100

@@ -32,6 +32,8 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
 
 def combine(logits: np.ndarray, reg: np.ndarray, how: str = "dex") -> np.ndarray:
     """The reported age: DEX expectation, regression, or their mean (as the model record says)."""
+    if how not in ("dex", "reg", "mean"):
+        raise ValueError(f"unknown estimate {how!r}; choose dex, reg or mean")
     if how == "reg":
         return reg.astype(np.float64)
     dex = expected_age(softmax(logits.astype(np.float64)))

@@ -104,9 +104,11 @@ class AgeEstimator:
     def run_aligned(self, crops) -> tuple[np.ndarray, np.ndarray]:
         """Raw outputs (logits (N, 101), regression (N,)) for aligned crops, resized to the model's input."""
         size = self.record.input_size
+        if isinstance(crops, np.ndarray) and crops.ndim in (2, 3):
+            crops = crops[None]  # one crop, not a batch of rows
         if not len(crops):
             return np.zeros((0, self.record.model.get("num_classes", 101)), np.float32), np.zeros(0, np.float32)
-        batch = np.stack([square_resize(np.asarray(c, dtype=np.uint8), size) for c in crops])
+        batch = np.stack([square_resize(load_image(np.asarray(c), name="crop"), size) for c in crops])
         logits, reg = self.backend.run(batch)
         if self.flip_tta:
             l2, r2 = self.backend.run(np.ascontiguousarray(batch[:, :, ::-1]))
@@ -114,7 +116,8 @@ class AgeEstimator:
         return logits, reg
 
     def predict_aligned(self, crops) -> list[AgeEstimate]:
-        """Ages for already-aligned crops: an (N, H, W, 3) uint8 array or a list of HxWx3 arrays."""
+        """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
+        arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
         logits, reg = self.run_aligned(crops)
         ages = combine(logits, reg, self.record.estimate)
         probs = softmax(logits.astype(np.float64))

@@ -7,6 +7,7 @@ documented fallback, a centre crop.
 """
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faceage.ages import combine
+from faceage.data.cache import square_resize
 from faceage.data.manifest import Sample, read_manifest
 from faceage.errors import FaceageError
 from faceage.imageio import load_image
@@ -48,7 +50,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
             problems.append(str(exc))
             continue
         if prealigned or estimator.record.crop is None:
-            crops.append(img)
+            crops.append(square_resize(img, estimator.input_size))
         else:
             face = estimator.pipeline.faces(img, largest=True, fallback=True)[0]
             no_face += face.fallback
@@ -89,10 +91,10 @@ def write_report(report: dict, out: str | Path, label: str = "model") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pred, true, paths = report.pop("_pred"), report.pop("_true"), report.pop("_paths")
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    with open(out / "predictions.csv", "w") as fh:
-        fh.write("path,age,predicted\n")
-        for p, t, a in zip(paths, true, pred):
-            fh.write(f"{p},{int(t)},{a:.2f}\n")
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "age", "predicted"])
+        writer.writerows((p, int(t), f"{a:.2f}") for p, t, a in zip(paths, true, pred))
     plot_cs_curves({label: report["cs"]}, out / "cs_curve.png")
     plot_error_by_age(pred, true, out / "error_by_age.png")
     return report

@@ -211,11 +211,6 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
     return crops, (np.asarray(ages, np.float64) if ages is not None else None)
 
 
-def load_calibration(source: str | Path, size: int, limit: int = 256) -> np.ndarray:
-    """Calibration crops (real aligned faces) from a manifest CSV or a folder, resized to ``size``."""
-    return load_crops(source, size, limit)[0]
-
-
 @dataclass
 class Parity:
     n: int

@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from faceage.errors import FaceageError
     from faceage.export import export_onnx, load_crops, parity
     from faceage.weights import read_record, resolve_model_path
 
@@ -46,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = None
     if args.int8 == "static":
         if not args.calibration:
-            print("faceage export: error: --int8 static needs --calibration MANIFEST_OR_FOLDER")
-            return 2
+            raise FaceageError("--int8 static needs --calibration MANIFEST_OR_FOLDER (aligned face crops)")
         pool = load_crops(args.calibration, size, limit=2 * args.calibration_size)[0]
         calibration, held_out = pool[0::2], pool[1::2]  # calibrate on half, check parity on the other half
     out = export_onnx(model_path, args.out, int8=args.int8, calibration=calibration, opset=args.opset)

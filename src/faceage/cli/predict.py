@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
     est = AgeEstimator(args.model, flip_tta=args.flip_tta)
     failed = 0
+    taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
     bar = tqdm(files, unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
     for path in bar:
         try:
@@ -68,8 +69,17 @@ def run(args: argparse.Namespace) -> int:
         if args.annotate:
             from faceage.annotate import annotate
 
-            Path(args.annotate).mkdir(parents=True, exist_ok=True)
-            annotate(image, faces).save(Path(args.annotate) / f"{path.stem}.png")
+            annotate(image, faces).save(annotated_path(Path(args.annotate), path, taken))
     if failed:
         print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def annotated_path(folder: Path, source: Path, taken: set[Path]) -> Path:
+    """DIR/NAME.png, numbered when the name is taken (by an input or an earlier output)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out, n = folder / f"{source.stem}.png", 1
+    while out.resolve() in taken:
+        out, n = folder / f"{source.stem}-{n}.png", n + 1
+    taken.add(out.resolve())
+    return out

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest accepted image in pixels (default 50,000,000; decompression-bomb guard)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="requests decoded/estimated at once per worker (default: CPU count, at most 4)")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads per worker (default: PyTorch's)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads per worker, ONNX Runtime or PyTorch (default: all cores)")
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
     if args.workers == 1:
         if args.threads:
-            _set_threads(args.threads)
+            serve_app.set_threads(args.threads)
         app = serve_app.create_app(**options)  # load the model once, before accepting connections
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     else:
@@ -82,11 +82,3 @@ def run(args: argparse.Namespace) -> int:
                     workers=args.workers, log_level=args.log_level)
     return 0
 
-
-def _set_threads(n: int) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(int(n))
-    except ImportError:
-        pass

@@ -175,7 +175,8 @@ def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "bes
     from faceage.metrics import age_metrics
     from faceage.nets.model import estimate_age
     from faceage.train.data import cached_splits
-    from faceage.train.loop import pick_device, predict_arrays
+    from faceage.train.distributed import pick_device
+    from faceage.train.loop import predict_arrays
     from faceage.weights import load_model
 
     run_dir = Path(run_dir)

@@ -11,7 +11,10 @@ from typing import Protocol
 
 import numpy as np
 
+from faceage.errors import WeightsError
 from faceage.weights import ModelRecord
+
+BACKENDS = ("auto", "torch", "onnx")
 
 
 class Backend(Protocol):
@@ -24,10 +27,17 @@ class Backend(Protocol):
 def load_backend(path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
     """``backend``: "torch", "onnx", or "auto" (the file's kind decides; torch for safetensors)."""
     path = Path(path)
+    if backend not in BACKENDS:
+        raise WeightsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "onnx" or (backend == "auto" and path.suffix == ".onnx"):
         from faceage.runtime.onnx_backend import OnnxBackend
 
         return OnnxBackend(path)
-    from faceage.runtime.torch_backend import TorchBackend
-
+    try:
+        from faceage.runtime.torch_backend import TorchBackend
+    except ImportError as exc:
+        raise WeightsError(
+            f"{path}: this model needs PyTorch ({exc}); install it (pip install 'faceage[train]') or export the "
+            f"model for ONNX Runtime: faceage export {path} --format onnx --out model.onnx"
+        ) from exc
     return TorchBackend(path, device=device)

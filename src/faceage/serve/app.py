@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -410,7 +411,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     summary["limits"] = {"max_upload_bytes": max_upload, "max_pixels": max_pixels, "concurrency": concurrency,
                          "detector_cnn": bool(detector_cnn)}
     if warmup:  # load the detector and run the network once, so the first request is not slow
-        est.predict(np.full((32, 32, 3), 127, np.uint8))
+        est.predict(np.full((32, 32, 3), 127, np.uint8), fallback=True)
 
     limiter = anyio.CapacityLimiter(concurrency)
 
@@ -525,12 +526,14 @@ class _SecurityHeaders:
 def app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes (``--workers N``): options come from $FACEAGE_SERVE_OPTIONS."""
     options = json.loads(os.environ.get(ENV_OPTIONS) or "{}")
-    threads = options.pop("threads", None)
-    if threads:
-        try:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        except ImportError:
-            pass
+    set_threads(options.pop("threads", None))
     return create_app(**options)
+
+
+def set_threads(n: int | None) -> None:
+    """Inference threads per worker, for ONNX Runtime (``FACEAGE_THREADS``) and PyTorch if loaded."""
+    if not n:
+        return
+    os.environ["FACEAGE_THREADS"] = str(int(n))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(n))

@@ -42,12 +42,6 @@ from faceage.weights import ModelRecord, save_model
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
     """The autocast dtype for ``run.amp`` on ``device``: bf16 where the GPU has it, else fp16; None = fp32."""
     if device.type != "cuda" or not amp:
