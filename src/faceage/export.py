@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.errors import FaceageError, WeightsError
+from faceage.errors import FaceageError
 from faceage.weights import ModelRecord
 
 META_KEY = "faceage"
@@ -80,19 +80,9 @@ def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) ->
 
 def read_onnx_record(path: str | Path) -> ModelRecord:
     """The faceage record in an .onnx file's metadata (onnxruntime only, no torch/onnx)."""
-    import onnxruntime as ort
+    from faceage.runtime.onnx_backend import OnnxBackend
 
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: model file not found")
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a loadable ONNX model ({exc})") from exc
-    meta = sess.get_modelmeta().custom_metadata_map
-    if META_KEY not in meta:
-        raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
-    return ModelRecord.from_json(meta[META_KEY], source=str(path))
+    return OnnxBackend(path, threads=1).record
 
 
 def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17) -> Path:
@@ -191,8 +181,9 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
     source = Path(source)
     ages = None
     if source.is_dir():
-        exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
+        from faceage.imageio import IMAGE_SUFFIXES
+
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     elif source.is_file():
         from faceage.data.manifest import read_manifest
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from faceage.data.importers import import_dataset
 from faceage.data.manifest import Sample, write_manifest
-from faceage.errors import FaceageError, ImageError, ManifestError
+from faceage.errors import FaceageError, ImageError
 from faceage.face.align import CropSpec
 
 RESULTS = "results.jsonl"

@@ -18,7 +18,7 @@ Geometry (``S`` = ``size``, ``F = S / (1 + 2 * margin)`` = the face part of the 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 from PIL import Image
