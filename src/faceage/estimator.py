@@ -133,7 +133,7 @@ class AgeEstimator:
         No face gives ``[]``; with ``fallback=True`` a centre crop is scored instead
         and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`.
         """
-        img = load_image(image) if not isinstance(image, np.ndarray) else load_image(image, name="array")
+        img = load_image(image)
         if self.record.crop is None:  # a model trained on pre-cropped images: use the image whole
             h, w = img.shape[:2]
             est = self.predict_aligned([img])[0]
