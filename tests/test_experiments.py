@@ -200,7 +200,7 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
 
 
 def test_lopo_refuses_crop_mismatch(tmp_path):
-    from faceage.experiments.lopo import check_crop
+    from faceage.train.loop import crop_differences as check_crop
 
     assert check_crop({"size": 128, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0},
                       {"size": 112, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0}) == []

@@ -13,7 +13,7 @@ from faceage.train.loop import Trainer, train
 
 def test_presets_and_overrides():
     paper = load_config("paper")
-    assert paper["model"] == {"arch": "ma_sfv2", "width": 2.0, "se_reduction": 4}
+    assert paper["model"] == {"arch": "ma_sfv2", "width": 2.0, "se_reduction": 4, "init": None}
     assert paper["data"]["input_size"] == 224 and paper["optim"]["batch_size"] == 128
     assert paper["optim"]["epochs"] == 80 and paper["optim"]["lr"] == 0.001 and paper["loss"]["reg_weight"] == 0.1
     cfg = load_config("cpu", ["optim.lr=0.5", "model.width=1.0"])
@@ -86,3 +86,23 @@ def test_best_weights_record_travels(tiny_manifest, tmp_path):
     assert rec.input_size == 32 and rec.model["arch"] == "ma_sfv2"
     assert rec.training["n_train"] + rec.training["n_val"] == 48
     assert json.loads(rec.to_json())["format"] == 1
+
+
+def test_model_init_starts_from_a_model_file(tiny_manifest, tmp_path):
+    """model.init: a second run starts from the first run's weights; a different network is refused."""
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1})
+    train(cfg, tmp_path / "first", quiet=True)
+    start = tmp_path / "first" / "best.safetensors"
+    trainer = Trainer(tiny_config(tiny_manifest, tmp_path / "cache", **{"model.init": str(start)}), tmp_path / "two")
+    trainer.setup()
+    weights = load_file(start)
+    state = trainer.model.state_dict()
+    for k, v in weights.items():
+        torch.testing.assert_close(state[k], v, rtol=0, atol=0, msg=k)
+    assert trainer.record.training["init"] == str(start)
+    fresh = Trainer(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "fresh")
+    fresh.setup()
+    assert any(not torch.equal(fresh.model.state_dict()[k], v) for k, v in weights.items())
+    wider = tiny_config(tiny_manifest, tmp_path / "cache", **{"model.init": str(start), "model.width": 1.0})
+    with pytest.raises(ConfigError, match="model.init .* set model"):
+        Trainer(wider, tmp_path / "three").setup()

@@ -26,7 +26,7 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -35,42 +35,9 @@ import numpy as np
 from faceage.data.manifest import Sample, read_manifest, write_manifest
 from faceage.errors import ConfigError, FaceageError
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
-from faceage.train.loop import Trainer
+from faceage.train.loop import Trainer, crop_differences
 
-CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
 HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
-
-
-@dataclass
-class InitTrainer(Trainer):
-    """The training loop, starting from the weights of a model file (fine-tuning)."""
-
-    init_weights: Path | None = None
-
-    def setup(self) -> None:
-        super().setup()
-        if self.init_weights is not None:
-            load_weights_into(self.model, self.init_weights)
-            self.record.training["init"] = str(self.init_weights)
-
-
-def load_weights_into(model, path: str | Path) -> None:
-    from safetensors.torch import load_file
-
-    from faceage.weights import resolve_model_path
-
-    state = load_file(str(resolve_model_path(path)))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-
-
-def check_crop(record_crop: dict | None, data_crop: dict | None) -> list[str]:
-    """Differences between the model's crop geometry and the data's ([] = they match)."""
-    if record_crop is None and data_crop is None:
-        return []
-    if record_crop is None or data_crop is None:
-        return [f"model crop {record_crop} vs data crop {data_crop}"]
-    return [f"{k}: model {record_crop.get(k)} vs data {data_crop.get(k)}" for k in CROP_KEYS
-            if abs(float(record_crop.get(k, 0)) - float(data_crop.get(k, 0))) > 1e-6]
 
 
 def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]:
@@ -90,6 +57,7 @@ def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]
         cfg["model"][key] = value
     cfg["data"]["input_size"] = int(record.input_size)
     cfg["eval"]["estimate"] = record.estimate
+    cfg["model"]["init"] = str(init)
     return cfg, {"path": str(init), "model": record.model, "input_size": record.input_size, "crop": record.crop,
                  "training": record.training}
 
@@ -116,7 +84,7 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
     return subjects
 
 
-def run_fold(cfg: dict, out: Path, subject: str, init: str | None, weights: str, keep_models: bool,
+def run_fold(cfg: dict, out: Path, subject: str, weights: str, keep_models: bool,
              stop_at_step: int | None = None) -> dict:
     """Train (resume/skip) one fold and score its held-out subject; returns fold.json's content."""
     from faceage.experiments.ablation import evaluate_split
@@ -131,8 +99,7 @@ def run_fold(cfg: dict, out: Path, subject: str, init: str | None, weights: str,
     cfg["data"]["limit"] = None
     run_dir = fdir / "run"
     if not (run_dir / "summary.json").is_file():
-        trainer = InitTrainer(cfg, run_dir, quiet=True, stop_at_step=stop_at_step,
-                              init_weights=Path(init) if init else None)
+        trainer = Trainer(cfg, run_dir, quiet=True, stop_at_step=stop_at_step)
         trainer.fit(resume=(run_dir / "last.pt").is_file())
     test = evaluate_split(run_dir, "test", weights=weights, cfg=cfg)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -195,7 +162,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     data_crop = json.loads(prep.read_text()).get("crop_spec") if prep else None
     cfg, init_info = fold_config(base, init)
     if init_info is not None:
-        diffs = check_crop(init_info["crop"], data_crop)
+        diffs = crop_differences(init_info["crop"], data_crop)
         if diffs and not allow_crop_mismatch:
             raise ConfigError(f"crop geometry of {data} differs from the model {init}: {'; '.join(diffs)} "
                               "(prepare the data with the model's crop, or pass --allow-crop-mismatch)")
@@ -215,7 +182,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     todo = [s for s in subjects if not (out / "folds" / s / "fold.json").is_file()]
     print(f"lopo: {len(subjects)} folds, {len(subjects) - len(todo)} already done, {len(todo)} to run"
           f"{f' in {jobs} processes' if jobs > 1 and todo else ''}", flush=True)
-    jobs_args = [(cfg, out, s, str(init) if init else None, weights, keep_models, stop_at_step) for s in todo]
+    jobs_args = [(cfg, out, s, weights, keep_models, stop_at_step) for s in todo]
     t0 = time.perf_counter()
     finished = 0
 

@@ -14,7 +14,10 @@ import yaml
 from faceage.errors import ConfigError
 
 DEFAULTS: dict = {
-    "model": {"arch": "ma_sfv2", "width": 0.5, "se_reduction": 4},
+    "model": {
+        "arch": "ma_sfv2", "width": 0.5, "se_reduction": 4,
+        "init": None,  # start from this model file's weights (fine-tuning, a longer schedule); same network
+    },
     "data": {
         "manifest": None,  # CSV (path,age[,subject][,split]); from `faceage prepare` or your own
         "path": None,  # or a data set folder read by an importer

@@ -70,6 +70,39 @@ def lr_factor(epoch: int, optim: dict) -> float:
     return optim["gamma"] ** (epoch // optim["step_every"])
 
 
+def model_spec(cfg: dict) -> ModelSpec:
+    return ModelSpec(**{k: v for k, v in cfg["model"].items() if k != "init"})
+
+
+CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
+
+
+def crop_differences(record_crop: dict | None, data_crop: dict | None) -> list[str]:
+    """Differences between a model's crop geometry and the data's ([] = they match)."""
+    if record_crop is None and data_crop is None:
+        return []
+    if record_crop is None or data_crop is None:
+        return [f"model crop {record_crop} vs data crop {data_crop}"]
+    return [f"{k}: model {record_crop.get(k)} vs data {data_crop.get(k)}" for k in CROP_KEYS
+            if abs(float(record_crop.get(k, 0)) - float(data_crop.get(k, 0))) > 1e-6]
+
+
+def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
+    """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
+    from safetensors.torch import load_file
+
+    from faceage.weights import read_record, resolve_model_path
+
+    path = resolve_model_path(path)
+    record = read_record(path)
+    if record.model != spec.to_dict() or int(record.input_size) != size:
+        raise ConfigError(f"model.init {path}: it is {record.model} at {record.input_size} px, the config asks "
+                          f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
+    state = load_file(str(path))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return record.crop
+
+
 @torch.no_grad()
 def predict_arrays(
     model: torch.nn.Module, images: np.ndarray, record: ModelRecord, device: torch.device,
@@ -136,7 +169,13 @@ class Trainer:
         if self.global_batch % self.dist.world_size:
             raise ConfigError(f"optim.batch_size {self.global_batch} (the global batch) must be divisible by "
                               f"the number of processes, {self.dist.world_size}")
-        self.model = AgeNet(ModelSpec(**cfg["model"]))
+        spec = model_spec(cfg)
+        self.model = AgeNet(spec)
+        init = cfg["model"]["init"]
+        if init:
+            init_crop = load_init_weights(self.model, spec, size, init)
+            for diff in crop_differences(init_crop, crop) if crop is not None else []:
+                self.log(f"warning: model.init {init} was trained on other crops than this data's: {diff}")
         if self.dist.enabled and run["sync_bn"]:
             self.model = ddp.convert_sync_batchnorm(self.model, self.device)
         self.model = self.model.to(self.device)
@@ -149,7 +188,7 @@ class Trainer:
             self.model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
         )
         self.record = ModelRecord(
-            model=ModelSpec(**cfg["model"]).to_dict(),
+            model=spec.to_dict(),
             input_size=size,
             crop=crop,
             estimate=cfg["eval"]["estimate"],
@@ -160,6 +199,8 @@ class Trainer:
                 "params": count_params(self.model),
             },
         )
+        if init:
+            self.record.training["init"] = str(init)
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
         self.step_model = self.model  # wrapped for DDP / torch.compile by build_step_model()
@@ -344,7 +385,7 @@ class Trainer:
                                          self.cfg["eval"]["batch_size"], self.cfg["eval"]["flip_tta"])
             lt, rt = torch.from_numpy(logits), torch.from_numpy(reg)
         else:
-            lt, rt = torch.zeros((0, ModelSpec(**self.cfg["model"]).num_classes)), torch.zeros(0)
+            lt, rt = torch.zeros((0, model_spec(self.cfg).num_classes)), torch.zeros(0)
         lt, rt = ddp.gather_rows(lt, n, self.dist), ddp.gather_rows(rt, n, self.dist)
         yt = torch.from_numpy(val.ages)
         loss = age_loss(lt, rt, yt, self.cfg["loss"]["reg_weight"], self.cfg["loss"]["label_sigma"]).item()
