@@ -23,6 +23,9 @@ def test_presets_and_overrides():
         load_config("cpu", ["optim.lrr=0.1"])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("no-such-preset")
+    assert load_config("paper", ["run.compile=reduce-overhead"])["run"]["compile"] == "reduce-overhead"
+    with pytest.raises(ConfigError, match="run.compile must be"):
+        load_config("paper", ["run.compile=fast"])
 
 
 def test_training_writes_run_folder(tiny_manifest, tmp_path):

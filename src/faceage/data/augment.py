@@ -28,12 +28,22 @@ def standardize(x: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
     return x.mul_(1 / (s * scale)).sub_(m / s)
 
 
-def _chance(p: float, n: int, g: torch.Generator, device) -> torch.Tensor:
-    return (torch.rand(n, generator=g) < p).to(device)
+def _chance(p: float, n: int, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g) < p
 
 
-def _uniform(lo: float, hi: float, n: int, g: torch.Generator, device) -> torch.Tensor:
-    return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device)
+def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def _on(device, *tensors: torch.Tensor):
+    """Per-image parameters (drawn and computed on the CPU) to the batch's device without a sync."""
+    return [t.to(device, non_blocking=True) for t in tensors]
+
+
+def _rows(mask: torch.Tensor, device) -> torch.Tensor | None:
+    """Indices of the images a CPU mask selects, or None: a boolean mask on a GPU would wait for it."""
+    return mask.nonzero().squeeze(1).to(device, non_blocking=True) if mask.any() else None
 
 
 def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,34 +70,35 @@ def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator)
     x = batch_uint8.float()
 
     # geometry: flip, rotation, scale and shift as one affine warp
-    flip = torch.where(_chance(cfg["flip"], n, g, device), -1.0, 1.0)
-    angle = _uniform(-1, 1, n, g, device) * math.radians(cfg["rotate_deg"]) * _chance(cfg["rotate"], n, g, device)
+    flip = torch.where(_chance(cfg["flip"], n, g), -1.0, 1.0)
+    angle = _uniform(-1, 1, n, g) * math.radians(cfg["rotate_deg"]) * _chance(cfg["rotate"], n, g)
     lo, hi = cfg["scale_range"]
-    scale = torch.where(_chance(cfg["scale"], n, g, device), _uniform(lo, hi, n, g, device), 1.0)
-    shift = _uniform(-1, 1, 2 * n, g, device).view(n, 2) * 2 * cfg["shift_frac"]
-    shift = shift * _chance(cfg["shift"], n, g, device)[:, None]
+    scale = torch.where(_chance(cfg["scale"], n, g), _uniform(lo, hi, n, g), 1.0)
+    shift = _uniform(-1, 1, 2 * n, g).view(n, 2) * 2 * cfg["shift_frac"]
+    shift = shift * _chance(cfg["shift"], n, g)[:, None]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([cos * flip, -sin, shift[:, 0], sin * flip, cos, shift[:, 1]], 1)
+    (theta,) = _on(device, theta)
     x = F.grid_sample(x, _affine_grid(theta, size), mode="bilinear", padding_mode="border", align_corners=False)
 
     # photometric: greyscale, brightness/contrast, resolution loss, noise (on the 0..255 scale)
-    grey = _chance(cfg["grey"], n, g, device)
-    if grey.any():
+    grey = _rows(_chance(cfg["grey"], n, g), device)
+    if grey is not None:
         x[grey] = (x[grey] * GREY.to(device).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    jitter = _chance(cfg["jitter"], n, g, device).float()
-    b = _uniform(-cfg["brightness"], cfg["brightness"], n, g, device) * 255 * jitter
-    c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g, device) * jitter
+    jitter = _chance(cfg["jitter"], n, g).float()
+    b = _uniform(-cfg["brightness"], cfg["brightness"], n, g) * 255 * jitter
+    c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g) * jitter
+    b, c = _on(device, b, c)
     # (x - m) * c + m + b with m the image mean, as one pass: x * c + (m * (1 - c) + b)
     m = x.mean(dim=(1, 2, 3))
     x = torch.addcmul((m * (1 - c) + b).view(n, 1, 1, 1), x, c.view(n, 1, 1, 1))
-    blur = _chance(cfg["blur"], n, g, device)
-    if blur.any():
+    blur = _rows(_chance(cfg["blur"], n, g), device)
+    if blur is not None:
         small = F.interpolate(x[blur], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
         x[blur] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
-    noise = _chance(cfg["noise"], n, g, device)
+    noise = _rows(_chance(cfg["noise"], n, g), device)
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=g))
-    if noise.any():  # drawn where the batch lives, from a generator seeded by ``g``
-        k = int(noise.sum())
+    if noise is not None:  # drawn where the batch lives, from a generator seeded by ``g``
         dg = torch.Generator(device).manual_seed(noise_seed)
-        x[noise] += torch.randn((k, *x.shape[1:]), generator=dg, device=device) * (cfg["noise_std"] * 255)
+        x[noise] += torch.randn((len(noise), *x.shape[1:]), generator=dg, device=device) * (cfg["noise_std"] * 255)
     return standardize(x.clamp_(0, 255), mean, std, scale=255.0)

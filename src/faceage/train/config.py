@@ -49,7 +49,8 @@ DEFAULTS: dict = {
     "run": {
         "seed": 0, "device": "auto",
         "amp": True,  # GPU mixed precision: true = bf16 where supported, else fp16 + GradScaler; or "bf16"/"fp16"
-        "channels_last": True, "compile": False,
+        "channels_last": True,
+        "compile": False,  # true (torch.compile's default mode) or a mode name from COMPILE_MODES
         "threads": None, "save_half": False,
         # GPU fast path and distributed training (docs/training.md)
         "gpu_cache": False,  # hold the decoded uint8 train images on the GPU; augment there in batches
@@ -60,6 +61,8 @@ DEFAULTS: dict = {
 }
 
 PRESETS = ("cpu", "paper")
+# "reduce-overhead" replays CUDA graphs: for small networks whose steps are bound by kernel launches
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _merge(base: dict, update: dict, where: str) -> None:
@@ -106,6 +109,9 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
             _merge(cfg, parse_override(item), "")
     if cfg["optim"]["schedule"] not in ("step", "cosine"):
         raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
+    if cfg["run"]["compile"] not in (True, False, *COMPILE_MODES):
+        raise ConfigError(f"run.compile must be true, false or one of {', '.join(COMPILE_MODES)}, "
+                          f"not {cfg['run']['compile']!r}")
     if cfg["run"]["amp"] not in (True, False, "bf16", "fp16"):
         raise ConfigError(f"run.amp must be true, false, 'bf16' or 'fp16', not {cfg['run']['amp']!r}")
     return cfg

@@ -219,7 +219,8 @@ class Trainer:
             # DDP broadcasts rank 0's weights and buffers, so every rank starts identical
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.step_model = torch.compile(model) if self.cfg["run"]["compile"] else model
+        mode = self.cfg["run"]["compile"]
+        self.step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
 
     def _prepare_train_images(self):
         """The train images as a tensor on the device (``run.gpu_cache``), or None to gather from host memory."""
