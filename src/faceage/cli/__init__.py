@@ -34,6 +34,13 @@ _SUMMARIES = {
 }
 
 
+def add_tta_argument(p: argparse.ArgumentParser) -> None:
+    """``--tta``: the test-time views averaged per face (faceage.views), shared by predict/evaluate/serve."""
+    p.add_argument("--tta", choices=("full", "flip", "none"), default="full",
+                   help="views of each face averaged: full = mirrored x zoom 1.0/0.9/1.1 (default, most "
+                        "accurate), flip = face + mirror image (3x fewer network runs), none = the face only")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceage",

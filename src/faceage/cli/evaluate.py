@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from faceage.cli import add_tta_argument
+
 HELP = "score a model on labelled images: MAE (DEX and regression), CS(0..10), MAE by decade"
 EPILOG = """examples:
   faceage evaluate --data ../shared/data/fgnet --format fgnet          # raw photos: detect, align, estimate
@@ -24,8 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model file or training run folder (default: bundled model)")
     p.add_argument("--split", default=None, help="only rows of this split (e.g. val, test)")
     p.add_argument("--estimate", choices=("dex", "reg", "mean"), default=None, help="override the model's estimate")
-    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
-                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
+    add_tta_argument(p)
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--out", default=None, help="report folder (default runs/eval-<time>)")
     p.add_argument("--json", action="store_true", help="print only the JSON report")
@@ -40,12 +41,13 @@ def run(args: argparse.Namespace) -> int:
         samples = [s for s in samples if s.split == args.split]
     if args.limit:
         samples = samples[: args.limit]
-    est = AgeEstimator(args.model, flip_tta=args.flip_tta)
+    est = AgeEstimator(args.model, tta=args.tta)
     if args.estimate:
         est.record.estimate = args.estimate
     report = evaluate(est, samples, prealigned=prealigned, quiet=args.json)
     report["skipped_rows"] = len(problems)
     report["model"] = str(est.model_path)
+    report["tta"] = est.tta
     report["data"] = str(args.data)
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     report = write_report(report, out, label=Path(str(est.model_path)).stem)

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from faceage.cli import add_tta_argument
+
 HELP = "estimate the ages of the faces in photos (files, folders, globs)"
 EPILOG = """examples:
   faceage predict photo.jpg
@@ -28,8 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
     p.add_argument("--annotate", metavar="DIR", default=None, help="write copies with boxes and ages drawn")
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
-    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
-                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
+    add_tta_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     files = list(iter_images(args.paths, recursive=args.recursive))
     if not files:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    est = AgeEstimator(args.model, flip_tta=args.flip_tta)
+    est = AgeEstimator(args.model, tta=args.tta)
     failed = 0
     taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
     bar = tqdm(files, unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from faceage.cli import add_tta_argument
+
 HELP = "serve age estimation over HTTP: a REST API and a web page"
 EPILOG = """examples:
   faceage serve                                  # http://127.0.0.1:8000/ (page), /docs (API)
@@ -36,8 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
-    p.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
-                   help="score the face only, not also its mirror image (faster, slightly less accurate)")
+    add_tta_argument(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "max_upload": int(args.max_upload_mb * serve_app.MB),
         "concurrency": args.concurrency,
         "detector_cnn": args.cnn,
-        "flip_tta": args.flip_tta,
+        "tta": args.tta,
     }
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels

@@ -378,20 +378,21 @@ def model_summary(est, name: str) -> dict[str, Any]:
         "crop": rec.crop,
         "spec": spec,
         "training": rec.training,
-        "flip_tta": bool(est.flip_tta),
+        "tta": est.tta,
         "faceage_version": faceage.__version__,
     }
 
 
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
-               flip_tta: bool = True, warmup: bool = True) -> FastAPI:
+               tta: str = "full", warmup: bool = True) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
     ready :class:`~faceage.estimator.AgeEstimator`. The model is loaded here, once.
 
     ``max_upload``: largest accepted upload in bytes; ``max_pixels``: largest accepted image
     in pixels; ``concurrency``: decodes + inferences running at once (default: CPU count,
-    at most 4); ``detector_cnn``: allow dlib's slow CNN pass on photos where HOG finds no face.
+    at most 4); ``detector_cnn``: allow dlib's slow CNN pass on photos where HOG finds no face;
+    ``tta``: test-time views per face (see :class:`~faceage.estimator.AgeEstimator`).
     """
     from faceage.estimator import AgeEstimator
 
@@ -400,7 +401,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     else:
         _register_serve_detector()
         est = AgeEstimator(model, backend=backend, detector="dlib" if detector_cnn else SERVE_DETECTOR,
-                           flip_tta=flip_tta)
+                           tta=tta)
     mp = Path(est.model_path)
     name = mp.name if mp.is_file() else mp.name or str(mp)
     concurrency = int(concurrency or max(1, min(4, os.cpu_count() or 1)))

@@ -1,0 +1,64 @@
+"""Test-time views: the numpy zoom against torch's grid_sample, and their use in AgeEstimator."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from faceage.estimator import AgeEstimator
+from faceage.views import TTA, average_views, make_views, zoom
+
+
+def _reference_zoom(batch: np.ndarray, factor: float) -> np.ndarray:
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    theta = torch.tensor([[factor, 0, 0], [0, factor, 0]], dtype=torch.float32).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return y.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1, 0.5, 1.7])
+def test_zoom_matches_grid_sample(factor):
+    batch = np.random.default_rng(0).integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    out = zoom(batch, factor)
+    assert out.dtype == np.uint8 and out.shape == batch.shape
+    assert np.abs(out.astype(np.float32) - _reference_zoom(batch, factor)).max() <= 0.5 + 1e-3  # rounding only
+
+
+def test_zoom_keeps_the_centre_and_magnifies():
+    img = np.zeros((1, 20, 20, 3), np.uint8)
+    img[:, 8:12, 8:12] = 255  # a 4-px square in the middle
+    assert (zoom(img, 0.5)[0, :, :, 0] > 127).sum() == 64  # twice as wide: 8 x 8
+    assert zoom(img, 1.0) is img
+
+
+def test_views_order_and_average():
+    batch = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    views = make_views(batch, "full")
+    assert views.shape == (len(TTA["full"]) * 2, 16, 16, 3)
+    np.testing.assert_array_equal(views[:2], batch)
+    np.testing.assert_array_equal(views[2:4], batch[:, :, ::-1])
+    assert make_views(batch, "none") is batch
+    logits = np.arange(12 * 3, dtype=np.float32).reshape(12, 3)
+    reg = np.arange(12, dtype=np.float32)
+    lg, rg = average_views(logits, reg, "full")
+    np.testing.assert_allclose(rg, [5.0, 6.0])  # mean of rows 0,2,..,10 and 1,3,..,11
+    np.testing.assert_allclose(lg[0], logits[0::2].mean(0))
+    with pytest.raises(ValueError, match="tta must be one of"):
+        make_views(batch, "all")
+
+
+def test_estimator_tta(small_model):
+    crops = np.random.default_rng(2).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    outs = {}
+    for tta in TTA:
+        est = AgeEstimator(small_model, backend="torch", tta=tta)
+        outs[tta] = est.run_aligned(crops)
+        assert outs[tta][0].shape == (3, 101) and outs[tta][1].shape == (3,)
+    one = AgeEstimator(small_model, backend="torch", tta="none")
+    l1, r1 = one.run_aligned(crops)
+    l2, r2 = one.run_aligned(np.ascontiguousarray(crops[:, :, ::-1]))
+    np.testing.assert_allclose(outs["flip"][0], (l1 + l2) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs["flip"][1], (r1 + r2) / 2, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outs["full"][0], outs["flip"][0])
+    with pytest.raises(ValueError, match="tta must be one of"):
+        AgeEstimator(small_model, backend="torch", tta="mirror")
