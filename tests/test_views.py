@@ -35,13 +35,14 @@ def test_views_order_and_average():
     batch = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     views = make_views(batch, "full")
     assert views.shape == (len(TTA["full"]) * 2, 16, 16, 3)
-    np.testing.assert_array_equal(views[:2], batch)
-    np.testing.assert_array_equal(views[2:4], batch[:, :, ::-1])
+    np.testing.assert_array_equal(views[:2], zoom(batch, 0.95))
+    np.testing.assert_array_equal(views[2:4], zoom(batch, 0.95)[:, :, ::-1])
+    np.testing.assert_array_equal(make_views(batch, "flip")[2:], batch[:, :, ::-1])
     assert make_views(batch, "none") is batch
-    logits = np.arange(12 * 3, dtype=np.float32).reshape(12, 3)
-    reg = np.arange(12, dtype=np.float32)
+    logits = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    reg = np.arange(8, dtype=np.float32)
     lg, rg = average_views(logits, reg, "full")
-    np.testing.assert_allclose(rg, [5.0, 6.0])  # mean of rows 0,2,..,10 and 1,3,..,11
+    np.testing.assert_allclose(rg, [3.0, 4.0])  # mean of rows 0,2,4,6 and 1,3,5,7
     np.testing.assert_allclose(lg[0], logits[0::2].mean(0))
     with pytest.raises(ValueError, match="tta must be one of"):
         make_views(batch, "all")

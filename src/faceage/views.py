@@ -2,9 +2,11 @@
 
 The model is trained on flipped and rescaled (0.9-1.1) faces, so scoring a crop in several of
 those views and averaging the logits is a cheap ensemble. On the bundled model's UTKFace
-validation split: one view 5.33 MAE, ``flip`` 5.17, ``full`` (flip x zoom 1.0, 0.9, 1.1) 5.05,
-for 1, 2 and 6 runs of a ~1 ms network (small next to face detection). Pure numpy: the ONNX
-path needs no PyTorch.
+validation split (MAE): one view 5.38, ``flip`` 5.21, ``zoomflip`` (zoom 0.95 as is + zoom 1.05
+mirrored, the default: as cheap as ``flip``) 5.13, ``full`` (zoom 0.95 and 1.05, each as is and
+mirrored; twice the network runs) 5.10. Views that differ in zoom and mirror beat the plain
+mirror pair; six views (flip x zoom 1.0/0.9/1.1) scored no better than ``full``. Pure numpy:
+the ONNX path needs no PyTorch.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import numpy as np
 TTA: dict[str, tuple[tuple[float, bool], ...]] = {
     "none": ((1.0, False),),
     "flip": ((1.0, False), (1.0, True)),
-    "full": tuple((zoom, mirror) for zoom in (1.0, 0.9, 1.1) for mirror in (False, True)),
+    "zoomflip": ((0.95, False), (1.05, True)),
+    "full": tuple((zoom, mirror) for zoom in (0.95, 1.05) for mirror in (False, True)),
 }
 
 
@@ -39,19 +42,22 @@ def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
         return batch
     y0, y1, wy = _axis(batch.shape[1], factor)
     x0, x1, wx = _axis(batch.shape[2], factor)
-    b = batch.astype(np.float32)
-    rows = b[:, y0] * (1 - wy)[None, :, None, None] + b[:, y1] * wy[None, :, None, None]
-    out = rows[:, :, x0] * (1 - wx)[None, None, :, None] + rows[:, :, x1] * wx[None, None, :, None]
+    rows = np.take(batch, y0, axis=1).astype(np.float32)
+    rows += (np.take(batch, y1, axis=1) - rows) * wy[None, :, None, None]
+    out = np.take(rows, x0, axis=2)
+    out += (np.take(rows, x1, axis=2) - out) * wx[None, None, :, None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def make_views(batch: np.ndarray, tta: str) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (V * N, S, S, 3): view after view, each a whole batch."""
-    out = []
+    out, zoomed = [], {}
     for factor, mirror in TTA[check_tta(tta)]:
-        v = zoom(batch, factor)
+        if factor not in zoomed:
+            zoomed[factor] = zoom(batch, factor)
+        v = zoomed[factor]
         out.append(v[:, :, ::-1] if mirror else v)
-    return np.ascontiguousarray(np.concatenate(out)) if len(out) > 1 else batch
+    return np.concatenate(out) if len(out) > 1 else batch
 
 
 def average_views(logits: np.ndarray, reg: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:

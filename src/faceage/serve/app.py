@@ -385,7 +385,7 @@ def model_summary(est, name: str) -> dict[str, Any]:
 
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
-               tta: str = "full", warmup: bool = True) -> FastAPI:
+               tta: str = "zoomflip", warmup: bool = True) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
     ready :class:`~faceage.estimator.AgeEstimator`. The model is loaded here, once.
 
