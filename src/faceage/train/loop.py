@@ -89,17 +89,13 @@ def crop_differences(record_crop: dict | None, data_crop: dict | None) -> list[s
 
 def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
     """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
-    from safetensors.torch import load_file
+    from faceage.weights import load_model
 
-    from faceage.weights import read_record, resolve_model_path
-
-    path = resolve_model_path(path)
-    record = read_record(path)
+    source, record = load_model(path)
     if record.model != spec.to_dict() or int(record.input_size) != size:
         raise ConfigError(f"model.init {path}: it is {record.model} at {record.input_size} px, the config asks "
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
-    state = load_file(str(path))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    model.load_state_dict(source.state_dict(), strict=True)
     return record.crop
 
 
