@@ -199,6 +199,38 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     assert doc["results"]["mae"] == r["mae"]
 
 
+def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path):
+    from faceage.experiments.lopo import run_lopo
+
+    m = _rewrite(synthetic_dataset(tmp_path / "d", n=12, size=24), lambda i: f"p{i // 4}")  # 3 subjects
+    extra = synthetic_dataset(tmp_path / "x", n=60, size=24, seed=1)
+    rows = list(csv.DictReader(open(extra)))
+    with open(extra, "w", newline="") as fh:  # a split column: the last 20 rows are validation rows
+        w = csv.writer(fh)
+        w.writerow(["path", "age", "split"])
+        w.writerows([r["path"], r["age"], "train" if i < 40 else "val"] for i, r in enumerate(rows))
+    eligible = {Path(r["path"]).name: int(r["age"]) for r in rows[:40] if int(r["age"]) >= 20}
+    want = sum(min(2, n) for n in Counter(a // 10 for a in eligible.values()).values())
+    out = tmp_path / "lopo"
+    doc = run_lopo(tiny_config(m, tmp_path / "cache", **{"optim.epochs": 1}), m, out, val_frac=0.34,
+                   extra_train=extra, extra_per_decade=2, extra_min_age=20, command="faceage experiment lopo (test)")
+    picked = None
+    for subj in ("p0", "p1", "p2"):
+        fold = read_manifest(out / "data" / f"fold-{subj}.csv").samples
+        added = [s for s in fold if not s.subject]
+        assert {s.split for s in added} == {"train"} and len(added) == want
+        assert all(Path(s.path).name in eligible for s in added)
+        assert max(Counter(s.age // 10 for s in added).values()) <= 2
+        assert {s.split for s in fold if s.subject == subj} == {"test"}
+        names = sorted(Path(s.path).name for s in added)
+        assert picked in (None, names)  # the same rows in every fold
+        picked = names
+    r = doc["results"]
+    assert r["overall"]["n"] == 12 and sum(f["n"] for f in r["folds"]) == 12  # only the subjects' images are scored
+    assert json.loads((out / "lopo.json").read_text())["extra_train"]["rows"] == want
+    assert f"{want} rows of" in (out / "report/report.md").read_text()
+
+
 def test_lopo_refuses_crop_mismatch(tmp_path):
     from faceage.train.loop import crop_differences as check_crop
 

@@ -75,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="score the fold's best-validation (default) or last weights")
     lp.add_argument("--keep-models", action="store_true", help="keep each fold's weights and checkpoint")
     lp.add_argument("--folds", type=int, default=None, help="only the first N folds (quick checks)")
+    lp.add_argument("--extra-train", metavar="MANIFEST", default=None,
+                    help="another prepared manifest whose training rows join every fold's training split")
+    lp.add_argument("--extra-per-decade", type=int, default=None, metavar="N",
+                    help="at most N --extra-train rows per age decade (seeded; default all)")
+    lp.add_argument("--extra-min-age", type=int, default=0, metavar="AGE",
+                    help="only --extra-train rows of this age or older (default 0)")
     lp.add_argument("--allow-crop-mismatch", action="store_true",
                     help="fine-tune even if the data's crop geometry differs from the model's")
     lp.add_argument("--report-only", action="store_true", help="rewrite the report from the finished folds")
@@ -149,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
             doc = run_lopo(base, args.data, args.out, fmt=args.format, init=args.init, val_frac=args.val_frac,
                            seed=args.seed, jobs=args.jobs, weights=f"{args.weights}.safetensors",
                            keep_models=args.keep_models, max_folds=args.folds,
-                           allow_crop_mismatch=args.allow_crop_mismatch, command=command)
+                           allow_crop_mismatch=args.allow_crop_mismatch, command=command,
+                           extra_train=args.extra_train, extra_per_decade=args.extra_per_decade,
+                           extra_min_age=args.extra_min_age)
         r = doc["results"]
         print(f"LOPO: MAE over all images {r['mae']:.3f}, mean per-fold MAE {r['per_fold_mae']['mean']:.3f} "
               f"({r['n_folds_done']}/{r['n_folds']} folds)")

@@ -6,6 +6,11 @@ file, e.g. one trained on UTKFace) each fold starts from its weights and
 fine-tunes; the network and input size then come from the model's record, and
 the data's crop geometry (``prepare.json``) must match the record's.
 
+With ``extra_train`` (another prepared manifest, e.g. UTKFace crops) a seeded,
+age-balanced subset of its training rows joins every fold's training split: a
+small data set of children and teenagers (FG-NET) otherwise pulls a fine-tuned
+model's adult ages towards its own mean. The held-out subject is never in it.
+
 The paper's figure is the MAE over all images (every image is scored by the
 fold that held it out); the mean of the per-fold MAEs is reported beside it.
 
@@ -62,8 +67,31 @@ def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]
                  "training": record.training}
 
 
-def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, prepare_json: Path | None) -> list[str]:
-    """Write OUT/data/fold-SUBJECT.csv for every subject; return the subjects in order."""
+def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed: int) -> list[Sample]:
+    """Extra training rows: the train split (all rows if there is none), ages >= ``min_age``,
+    at most ``per_decade`` per age decade (a seeded draw), relabelled split=train without a subject."""
+    import random
+
+    rows = [s for s in samples if s.split == "train"] or [s for s in samples if not s.split]
+    rows = [s for s in rows if s.age >= min_age]
+    if per_decade is not None:
+        random.Random(seed).shuffle(rows)
+        taken: dict[int, int] = {}
+        keep = []
+        for s in rows:
+            d = s.age // 10
+            if taken.get(d, 0) < per_decade:
+                taken[d] = taken.get(d, 0) + 1
+                keep.append(s)
+        rows = sorted(keep, key=lambda s: str(s.path))
+    if not rows:
+        raise ConfigError(f"no extra training rows left (split=train or unsplit, age >= {min_age})")
+    return [replace(s, subject=None, split="train") for s in rows]
+
+
+def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, prepare_json: Path | None,
+               extra: list[Sample] = ()) -> list[str]:
+    """Write OUT/data/fold-SUBJECT.csv for every subject (+ the extra training rows); return the subjects."""
     import random
 
     subjects = sorted({s.subject for s in samples})
@@ -78,7 +106,7 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
         n_val = max(1, round(val_frac * len(others)))
         val = set(others[:n_val])
         rows = [replace(s, split="test" if s.subject == subj else "val" if s.subject in val else "train")
-                for s in samples]
+                for s in samples] + list(extra)
         if not path.is_file():
             write_manifest(rows, path)
     return subjects
@@ -141,8 +169,10 @@ def zero_shot(init: str | Path, samples: list[Sample], cfg: dict) -> dict:
 def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = None, init: str | Path | None = None,
              val_frac: float = 0.1, seed: int = 0, jobs: int = 1, weights: str = "best.safetensors",
              keep_models: bool = False, max_folds: int | None = None, allow_crop_mismatch: bool = False,
-             command: str | None = None, stop_at_step: int | None = None) -> dict:
-    """Run (or finish) every fold; write OUT/report. ``max_folds``: only the first folds (quick checks)."""
+             command: str | None = None, stop_at_step: int | None = None, extra_train: str | Path | None = None,
+             extra_per_decade: int | None = None, extra_min_age: int = 0) -> dict:
+    """Run (or finish) every fold; write OUT/report. ``max_folds``: only the first folds (quick checks);
+    ``extra_*``: add another prepared data set's rows to every fold's training split (see the module doc)."""
     from faceage.experiments.ablation import load_any
     from faceage.experiments.report import command_line
     from faceage.train.data import cached_splits
@@ -167,18 +197,30 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
             raise ConfigError(f"crop geometry of {data} differs from the model {init}: {'; '.join(diffs)} "
                               "(prepare the data with the model's crop, or pass --allow-crop-mismatch)")
         init_info["crop_check"] = diffs or "match"
-    subjects = make_folds(samples, out, val_frac, seed, prep)
+    extra, extra_info = [], None
+    if extra_train is not None:
+        extra_samples, extra_prepared = load_any(extra_train)
+        extra_prep = Path(extra_train).parent / "prepare.json"
+        extra_crop = json.loads(extra_prep.read_text()).get("crop_spec") if extra_prepared else None
+        diffs = crop_differences(data_crop, extra_crop)
+        if diffs and not allow_crop_mismatch:
+            raise ConfigError(f"crop geometry of --extra-train {extra_train} differs from {data}: {'; '.join(diffs)}"
+                              " (prepare both with the same crop, or pass --allow-crop-mismatch)")
+        extra = pick_extra(extra_samples, extra_per_decade, extra_min_age, seed)
+        extra_info = {"data": str(extra_train), "rows": len(extra), "per_decade": extra_per_decade,
+                      "min_age": extra_min_age, "fingerprint": data_fingerprint(extra), "crop_check": diffs or "match"}
+    subjects = make_folds(samples, out, val_frac, seed, prep, extra)
     if max_folds:
         subjects = subjects[:max_folds]
     state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
              "weights": weights, "subjects": subjects_all, "command": command,
-             "fingerprint": data_fingerprint(samples), "data_crop": data_crop}
+             "fingerprint": data_fingerprint(samples), "data_crop": data_crop, "extra_train": extra_info}
     (out / "lopo.json").write_text(json.dumps(state, indent=2, default=str))
     # decode the images once, before any fold (every fold's manifest lists the same rows in the same order)
     first = read_manifest(out / "data" / f"fold-{subjects[0]}.csv").samples
     cached_splits(first, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
     if init is not None and not (out / "zero_shot.json").is_file():
-        (out / "zero_shot.json").write_text(json.dumps(zero_shot(init, first, cfg)))
+        (out / "zero_shot.json").write_text(json.dumps(zero_shot(init, samples, cfg)))
     todo = [s for s in subjects if not (out / "folds" / s / "fold.json").is_file()]
     print(f"lopo: {len(subjects)} folds, {len(subjects) - len(todo)} already done, {len(todo)} to run"
           f"{f' in {jobs} processes' if jobs > 1 and todo else ''}", flush=True)
@@ -258,7 +300,10 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
          f"lr {cfg['optim']['lr']} ({cfg['optim']['schedule']}), batch {cfg['optim']['batch_size']}; "
          if init else f"Each fold trains {cfg['model']['arch']} {cfg['model']['width']}x from scratch for "
          f"{cfg['optim']['epochs']} epochs; ")
-        + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']}).",
+        + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']})."
+        + (f" Every fold's training split also holds {extra['rows']} rows of `{extra['data']}` (its training rows, "
+           f"ages >= {extra['min_age']}, at most {extra['per_decade']} per age decade; crop check: "
+           f"{extra['crop_check']}); they are never scored." if (extra := state.get("extra_train")) else ""),
         "",
         "## MAE by age decade",
         "",
