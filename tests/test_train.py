@@ -109,3 +109,22 @@ def test_model_init_starts_from_a_model_file(tiny_manifest, tmp_path):
     wider = tiny_config(tiny_manifest, tmp_path / "cache", **{"model.init": str(start), "model.width": 1.0})
     with pytest.raises(ConfigError, match="model.init .* set model"):
         Trainer(wider, tmp_path / "three").setup()
+
+
+def test_backbone_lr_scale_slows_the_backbone_not_the_head(tiny_manifest, tmp_path):
+    """optim.backbone_lr_scale: two parameter groups, the backbone's lr scaled; 0 is refused."""
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1, "optim.lr": 0.002,
+                                                            "optim.backbone_lr_scale": 0.25})
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    trainer.setup()
+    head = {id(p) for p in trainer.model.head.parameters()}
+    groups = trainer.optimizer.param_groups
+    assert [{id(p) for p in g["params"]} == head for g in groups] == [False, True]
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
+    trainer.train_epoch()
+    assert [g["lr"] for g in groups] == pytest.approx([0.0005, 0.002])
+    plain = Trainer(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "one")
+    plain.setup()
+    assert len(plain.optimizer.param_groups) == 1  # checkpoints of earlier runs still resume
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        load_config("cpu", ["optim.backbone_lr_scale=0"])

@@ -44,6 +44,7 @@ DEFAULTS: dict = {
         "batch_size": 128, "epochs": 80,
         "schedule": "step", "step_every": 20, "gamma": 0.2,  # or "cosine"
         "warmup_epochs": 0,
+        "backbone_lr_scale": 1.0,  # fine-tuning: the backbone learns at lr x this, the age head at lr
     },
     "eval": {"estimate": "dex", "flip_tta": False, "batch_size": 256},
     "run": {
@@ -109,6 +110,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
             _merge(cfg, parse_override(item), "")
     if cfg["optim"]["schedule"] not in ("step", "cosine"):
         raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
+    if not float(cfg["optim"]["backbone_lr_scale"]) > 0:
+        raise ConfigError(f"optim.backbone_lr_scale must be > 0, not {cfg['optim']['backbone_lr_scale']!r}")
     if cfg["run"]["compile"] not in (True, False, *COMPILE_MODES):
         raise ConfigError(f"run.compile must be true, false or one of {', '.join(COMPILE_MODES)}, "
                           f"not {cfg['run']['compile']!r}")

@@ -87,6 +87,15 @@ def crop_differences(record_crop: dict | None, data_crop: dict | None) -> list[s
             if abs(float(record_crop.get(k, 0)) - float(data_crop.get(k, 0))) > 1e-6]
 
 
+def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
+    """One group (scale 1), or the backbone at ``backbone_scale`` and the age head at 1 (fine-tuning)."""
+    if backbone_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if not n.startswith("head.")], "lr_scale": backbone_scale},
+            {"params": [p for n, p in named if n.startswith("head.")], "lr_scale": 1.0}]
+
+
 def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
     """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
     from faceage.weights import load_model
@@ -181,7 +190,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         opt = cfg["optim"]
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+            param_groups(self.model, float(opt["backbone_lr_scale"])), lr=opt["lr"], betas=tuple(opt["betas"]),
+            weight_decay=opt["weight_decay"],
         )
         self.record = ModelRecord(
             model=spec.to_dict(),
@@ -341,7 +351,7 @@ class Trainer:
         bs = self.global_batch
         lr = cfg["optim"]["lr"] * lr_factor(self.epoch, cfg["optim"])
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         perm = torch.randperm(len(train.ages), generator=self.gen)  # the same on every rank
         steps = len(perm) // bs  # drop the ragged last batch: BatchNorm dislikes tiny batches
         dtype = self.amp_dtype
