@@ -171,7 +171,7 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     cache = tmp_path / "cache"
     start = tmp_path / "start"
     train(tiny_config(m, cache, **{"optim.epochs": 1}), start, quiet=True)
-    base = tiny_config(m, cache, **{"optim.epochs": 2, "optim.lr": 0.0005})
+    base = tiny_config(m, cache, **{"optim.epochs": 2, "optim.lr": 0.0005, "optim.backbone_lr_scale": 0.5})
     out = tmp_path / "lopo"
     kw = dict(init=start / "best.safetensors", val_frac=0.25, command="faceage experiment lopo (test)")
     run_lopo(base, m, out, max_folds=2, **kw)
@@ -195,6 +195,7 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     r = rep["results"]
     assert r["n_folds_done"] == 5 and r["overall"]["n"] == 30 and len(r["folds"]) == 5
     assert r["init"]["crop_check"] == "match"
+    assert "; backbone at lr x 0.5)" in (out / "report/report.md").read_text()
     assert len(list(csv.DictReader(open(out / "report/predictions.csv")))) == 30
     assert doc["results"]["mae"] == r["mae"]
 

@@ -246,6 +246,11 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     return write_lopo_report(out, subjects=subjects)
 
 
+def _backbone_note(cfg: dict) -> str:
+    scale = float(cfg["optim"].get("backbone_lr_scale", 1.0))
+    return f"; backbone at lr x {scale:g}" if scale != 1.0 else ""
+
+
 def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report_dir: str | Path | None = None) -> dict:
     from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
 
@@ -297,7 +302,8 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
         "",
         (f"Each fold fine-tunes `{init['path']}` ({init['model'].get('arch')} {init['model'].get('width')}x, "
          f"{init['input_size']} px; crop check: {init.get('crop_check')}) for {cfg['optim']['epochs']} epochs at "
-         f"lr {cfg['optim']['lr']} ({cfg['optim']['schedule']}), batch {cfg['optim']['batch_size']}; "
+         f"lr {cfg['optim']['lr']} ({cfg['optim']['schedule']}"
+         f"{_backbone_note(cfg)}), batch {cfg['optim']['batch_size']}; "
          if init else f"Each fold trains {cfg['model']['arch']} {cfg['model']['width']}x from scratch for "
          f"{cfg['optim']['epochs']} epochs; ")
         + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']})."
