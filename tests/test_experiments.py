@@ -198,6 +198,11 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     assert "; backbone at lr x 0.5)" in (out / "report/report.md").read_text()
     assert len(list(csv.DictReader(open(out / "report/predictions.csv")))) == 30
     assert doc["results"]["mae"] == r["mae"]
+    from faceage.cli import main
+
+    assert main(["experiment", "lopo", str(m), "--out", str(out), "--report-only", "--folds", "2"]) == 0
+    part = json.loads((out / "report-first2/report.json").read_text())["results"]
+    assert part["n_folds_done"] == 2 and part["overall"]["n"] == 12 and "report-first2" in capsys.readouterr().out
 
 
 def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path):

@@ -9,7 +9,8 @@ CS_LEVELS = tuple(range(11))
 
 
 def age_metrics(pred, true) -> dict:
-    """n, MAE, CS(e) for e = 0..10 (share with |error| <= e years), MAE per decade."""
+    """n, MAE, CS(e) for e = 0..10 (share with |error| <= e years), MAE and bias (mean of
+    predicted - true: regression to the mean shows as + for the young, - for the old) per decade."""
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     err = np.abs(pred - true)
@@ -17,7 +18,8 @@ def age_metrics(pred, true) -> dict:
     for lo in range(0, int(true.max(initial=0)) + 1, 10):
         mask = (true >= lo) & (true < lo + 10)
         if mask.any():
-            by_decade[f"{lo}-{lo + 9}"] = {"n": int(mask.sum()), "mae": round(float(err[mask].mean()), 3)}
+            by_decade[f"{lo}-{lo + 9}"] = {"n": int(mask.sum()), "mae": round(float(err[mask].mean()), 3),
+                                           "bias": round(float((pred - true)[mask].mean()), 3)}
     return {
         "n": int(err.size),
         "mae": round(float(err.mean()), 4) if err.size else float("nan"),

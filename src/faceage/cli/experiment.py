@@ -74,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lp.add_argument("--weights", choices=("best", "last"), default="best",
                     help="score the fold's best-validation (default) or last weights")
     lp.add_argument("--keep-models", action="store_true", help="keep each fold's weights and checkpoint")
-    lp.add_argument("--folds", type=int, default=None, help="only the first N folds (quick checks)")
+    lp.add_argument("--folds", type=int, default=None,
+                    help="only the first N folds (quick checks); with --report-only: a report of the first N "
+                    "finished folds in OUT/report-firstN")
     lp.add_argument("--extra-train", metavar="MANIFEST", default=None,
                     help="another prepared manifest whose training rows join every fold's training split")
     lp.add_argument("--extra-per-decade", type=int, default=None, metavar="N",
@@ -144,9 +146,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     if args.experiment == "lopo":
-        from faceage.experiments.lopo import run_lopo, write_lopo_report
+        from faceage.experiments.lopo import first_subjects, run_lopo, write_lopo_report
 
-        if args.report_only:
+        where = f"{args.out}/report"
+        if args.report_only and args.folds:  # the first N folds alone: compare runs on the same subjects
+            where = f"{args.out}/report-first{args.folds}"
+            doc = write_lopo_report(args.out, subjects=first_subjects(args.out, args.folds), report_dir=where)
+        elif args.report_only:
             doc = write_lopo_report(args.out)
         else:
             base = load_config(args.config, args.overrides)
@@ -161,6 +167,6 @@ def run(args: argparse.Namespace) -> int:
         r = doc["results"]
         print(f"LOPO: MAE over all images {r['mae']:.3f}, mean per-fold MAE {r['per_fold_mae']['mean']:.3f} "
               f"({r['n_folds_done']}/{r['n_folds']} folds)")
-        print(f"report: {args.out}/report/report.md")
+        print(f"report: {where}/report.md")
         return 0
     return 2

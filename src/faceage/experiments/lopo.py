@@ -246,6 +246,11 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     return write_lopo_report(out, subjects=subjects)
 
 
+def first_subjects(out: str | Path, n: int) -> list[str]:
+    """The first ``n`` subjects of a LOPO folder, in fold order."""
+    return json.loads((Path(out) / "lopo.json").read_text())["subjects"][:n]
+
+
 def _backbone_note(cfg: dict) -> str:
     scale = float(cfg["optim"].get("backbone_lr_scale", 1.0))
     return f"; backbone at lr x {scale:g}" if scale != 1.0 else ""
@@ -313,7 +318,8 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
         "",
         "## MAE by age decade",
         "",
-        md_table(["ages", "images", "MAE"], [[k, v["n"], v["mae"]] for k, v in overall["mae_by_decade"].items()]),
+        md_table(["ages", "images", "MAE", "bias (predicted - true)"],
+                 [[k, v["n"], v["mae"], v["bias"]] for k, v in overall["mae_by_decade"].items()]),
         "",
         "## Per fold",
         "",
