@@ -301,7 +301,7 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
             ["mean of per-fold MAE", per_fold["mean"]],
             ["std of per-fold MAE", per_fold["std"] if per_fold["std"] is not None else float("nan")],
             ["CS(5)", overall["cs"]["5"]],
-            ["starting model without fine-tuning, MAE", zs["mae"] if zs else "-"],
+            [f"starting model without fine-tuning, MAE ({zs['n'] if zs else 'all'} images)", zs["mae"] if zs else "-"],
             ["paper (MA-SFV2, FG-NET LOPO)", 3.81],
         ]),
         "",
