@@ -36,7 +36,10 @@ def main() -> None:
         tile = tile.resize((round(tile.width * HEIGHT / tile.height), HEIGHT), Image.BILINEAR)
         canvas = Image.new("RGB", (tile.width, HEIGHT + CAPTION), "white")
         canvas.paste(tile, (0, 0))
-        age = int(re.match(r"\d+A(\d+)", name).group(1))
+        found = re.search(r"\d+A(\d+)", Path(name).name, re.IGNORECASE)
+        if found is None:
+            raise SystemExit(f"{name}: not an FG-NET file name (SUBJECTaAGE.JPG, e.g. 009A05.JPG)")
+        age = int(found.group(1))
         said = f"{faces[0].age:.0f}" if faces else "no face"
         ImageDraw.Draw(canvas).text((6, HEIGHT + 3), f"true {age}, predicted {said}", fill="black", font=font)
         tiles.append(canvas)

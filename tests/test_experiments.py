@@ -10,6 +10,7 @@ import yaml
 
 from conftest import synthetic_dataset, tiny_config
 from faceage.data.manifest import read_manifest
+from faceage.errors import ConfigError
 from faceage.data.split import group_keys
 
 PROVENANCE_KEYS = {"command", "code", "config", "data", "date"}
@@ -203,6 +204,8 @@ def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     assert main(["experiment", "lopo", str(m), "--out", str(out), "--report-only", "--folds", "2"]) == 0
     part = json.loads((out / "report-first2/report.json").read_text())["results"]
     assert part["n_folds_done"] == 2 and part["overall"]["n"] == 12 and "report-first2" in capsys.readouterr().out
+    assert part["zero_shot"] is None  # it covers all 30 images: not beside 2 folds
+    assert "The first 2 of 5 folds only" in (out / "report-first2/report.md").read_text()
 
 
 def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path):
@@ -235,6 +238,12 @@ def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path)
     assert r["overall"]["n"] == 12 and sum(f["n"] for f in r["folds"]) == 12  # only the subjects' images are scored
     assert json.loads((out / "lopo.json").read_text())["extra_train"]["rows"] == want
     assert f"{want} rows of" in (out / "report/report.md").read_text()
+    with pytest.raises(ConfigError, match="other settings .*extra_train"):  # the folds were made with other rows
+        run_lopo(tiny_config(m, tmp_path / "cache", **{"optim.epochs": 1}), m, out, val_frac=0.34,
+                 extra_train=extra, extra_per_decade=3, extra_min_age=20)
+    from faceage.cli import main
+
+    assert main(["experiment", "lopo", str(m), "--out", str(tmp_path / "x"), "--extra-min-age", "20"]) != 0
 
 
 def test_lopo_refuses_crop_mismatch(tmp_path):

@@ -126,5 +126,13 @@ def test_backbone_lr_scale_slows_the_backbone_not_the_head(tiny_manifest, tmp_pa
     plain = Trainer(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "one")
     plain.setup()
     assert len(plain.optimizer.param_groups) == 1  # checkpoints of earlier runs still resume
-    with pytest.raises(ConfigError, match="backbone_lr_scale"):
-        load_config("cpu", ["optim.backbone_lr_scale=0"])
+    for bad in ("0", "abc", "null"):
+        with pytest.raises(ConfigError, match="backbone_lr_scale"):
+            load_config("cpu", [f"optim.backbone_lr_scale={bad}"])
+    trainer.save_checkpoint()  # resuming with another scale would silently keep the old one: refused
+    for other in (1.0, 0.5):
+        again = Trainer(tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.backbone_lr_scale": other}),
+                        tmp_path / "run", quiet=True)
+        again.setup()
+        with pytest.raises(ConfigError, match="backbone_lr_scale=0.25"):
+            again.load_checkpoint()

@@ -101,6 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceage.errors import ConfigError
     from faceage.experiments.report import command_line
 
     command = command_line()
@@ -148,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     if args.experiment == "lopo":
         from faceage.experiments.lopo import first_subjects, run_lopo, write_lopo_report
 
+        if args.folds is not None and args.folds < 1:
+            raise ConfigError(f"--folds {args.folds}: give a number of folds >= 1")
+        if (args.extra_per_decade is not None or args.extra_min_age) and not args.extra_train:
+            raise ConfigError("--extra-per-decade and --extra-min-age choose rows of --extra-train MANIFEST; give it")
         where = f"{args.out}/report"
         if args.report_only and args.folds:  # the first N folds alone: compare runs on the same subjects
             where = f"{args.out}/report-first{args.folds}"

@@ -30,6 +30,7 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
@@ -68,7 +69,7 @@ def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]
 
 
 def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed: int) -> list[Sample]:
-    """Extra training rows: the train split (all rows if there is none), ages >= ``min_age``,
+    """Extra training rows: the train split (the rows without a split if none is marked train), ages >= ``min_age``,
     at most ``per_decade`` per age decade (a seeded draw), relabelled split=train without a subject."""
     import random
 
@@ -90,7 +91,7 @@ def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed
 
 
 def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, prepare_json: Path | None,
-               extra: list[Sample] = ()) -> list[str]:
+               extra: Sequence[Sample] = ()) -> list[str]:
     """Write OUT/data/fold-SUBJECT.csv for every subject (+ the extra training rows); return the subjects."""
     import random
 
@@ -110,6 +111,28 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
         if not path.is_file():
             write_manifest(rows, path)
     return subjects
+
+
+def _experiment_key(state: dict) -> dict:
+    """What must not change when an interrupted experiment is resumed (threads, cache folder may)."""
+    cfg = json.loads(json.dumps(state["base_config"], default=str))
+    flat = {f"{section}.{k}": v for section, values in cfg.items() if section != "run" for k, v in values.items()}
+    flat.pop("data.cache_dir", None)
+    flat["run.seed"] = cfg["run"].get("seed")
+    return {**flat, "init": (state.get("init") or {}).get("path"),
+            "val_frac": state["val_frac"], "seed": state["seed"], "weights": state["weights"],
+            "data": state["fingerprint"], "extra_train": (state.get("extra_train") or {}).get("fingerprint")}
+
+
+def check_same_experiment(path: Path, state: dict) -> None:
+    """Refuse to continue OUT with other settings: its folds and report would mix two experiments."""
+    if not path.is_file():
+        return
+    old, new = _experiment_key(json.loads(path.read_text())), _experiment_key(state)
+    diffs = [k for k in new if k in old and old[k] != new[k]]  # keys newer versions added do not count
+    if diffs:
+        raise ConfigError(f"{path.parent} holds a leave-one-person-out run with other settings ({', '.join(diffs)} "
+                          "differ); rerun with the same command to resume, or choose a new --out")
 
 
 def run_fold(cfg: dict, out: Path, subject: str, weights: str, keep_models: bool,
@@ -215,6 +238,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
              "weights": weights, "subjects": subjects_all, "command": command,
              "fingerprint": data_fingerprint(samples), "data_crop": data_crop, "extra_train": extra_info}
+    check_same_experiment(out / "lopo.json", state)
     (out / "lopo.json").write_text(json.dumps(state, indent=2, default=str))
     # decode the images once, before any fold (every fold's manifest lists the same rows in the same order)
     first = read_manifest(out / "data" / f"fold-{subjects[0]}.csv").samples
@@ -251,6 +275,10 @@ def first_subjects(out: str | Path, n: int) -> list[str]:
     return json.loads((Path(out) / "lopo.json").read_text())["subjects"][:n]
 
 
+def _per_decade(extra: dict) -> str:
+    return f", at most {extra['per_decade']} per age decade" if extra.get("per_decade") is not None else ""
+
+
 def _backbone_note(cfg: dict) -> str:
     scale = float(cfg["optim"].get("backbone_lr_scale", 1.0))
     return f"; backbone at lr x {scale:g}" if scale != 1.0 else ""
@@ -274,7 +302,10 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
     fold_maes = [f["mae"] for f in folds]
     per_fold = {"mean": round(statistics.fmean(fold_maes), 4),
                 "std": round(statistics.stdev(fold_maes), 4) if len(fold_maes) > 1 else None}
-    zs = json.loads((out / "zero_shot.json").read_text()) if (out / "zero_shot.json").is_file() else None
+    n_all = len(state["subjects"])
+    # the zero-shot figure covers every image: beside a part of the folds it would not compare like with like
+    zs = json.loads((out / "zero_shot.json").read_text()) \
+        if (out / "zero_shot.json").is_file() and len(folds) == n_all else None
     curves = {"LOPO fine-tuned" if state.get("init") else "LOPO": overall["cs"]}
     if zs:
         curves["starting model, no fine-tuning"] = zs["cs"]
@@ -293,15 +324,17 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
     cfg = state["base_config"]
     init = state.get("init")
     body = [
-        f"{len(folds)} of {len(state['subjects'])} folds finished ({len(true)} images scored, each by the fold "
-        f"that held its subject out).",
+        (f"The first {len(subjects)} of {n_all} folds only: " if len(subjects) < n_all else "")
+        + f"{len(folds)} of {len(subjects)} folds finished ({len(true)} images scored, each by the fold "
+        f"that held its subject out)" + ("; the starting model's zero-shot MAE is given once all folds are done."
+                                         if len(folds) < n_all else "."),
         "",
         md_table(["measure", "value"], [
             ["MAE over all images (paper's figure)", overall["mae"]],
             ["mean of per-fold MAE", per_fold["mean"]],
             ["std of per-fold MAE", per_fold["std"] if per_fold["std"] is not None else float("nan")],
             ["CS(5)", overall["cs"]["5"]],
-            [f"starting model without fine-tuning, MAE ({zs['n'] if zs else 'all'} images)", zs["mae"] if zs else "-"],
+            ["starting model without fine-tuning, MAE (same images)", zs["mae"] if zs else "-"],
             ["paper (MA-SFV2, FG-NET LOPO)", 3.81],
         ]),
         "",
@@ -313,7 +346,7 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
          f"{cfg['optim']['epochs']} epochs; ")
         + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']})."
         + (f" Every fold's training split also holds {extra['rows']} rows of `{extra['data']}` (its training rows, "
-           f"ages >= {extra['min_age']}, at most {extra['per_decade']} per age decade; crop check: "
+           f"ages >= {extra['min_age']}{_per_decade(extra)}; crop check: "
            f"{extra['crop_check']}); they are never scored." if (extra := state.get("extra_train")) else ""),
         "",
         "## MAE by age decade",

@@ -110,8 +110,9 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
             _merge(cfg, parse_override(item), "")
     if cfg["optim"]["schedule"] not in ("step", "cosine"):
         raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
-    if not float(cfg["optim"]["backbone_lr_scale"]) > 0:
-        raise ConfigError(f"optim.backbone_lr_scale must be > 0, not {cfg['optim']['backbone_lr_scale']!r}")
+    scale = cfg["optim"]["backbone_lr_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(f"optim.backbone_lr_scale must be a number > 0, not {scale!r}")
     if cfg["run"]["compile"] not in (True, False, *COMPILE_MODES):
         raise ConfigError(f"run.compile must be true, false or one of {', '.join(COMPILE_MODES)}, "
                           f"not {cfg['run']['compile']!r}")

@@ -274,6 +274,11 @@ class Trainer:
         state = ddp.broadcast_object(state, self.dist)
         if state is None:
             return False
+        saved = [g.get("lr_scale", 1.0) for g in state["optimizer"]["param_groups"]]
+        wanted = [g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
+        if saved != wanted:
+            raise ConfigError(f"{self.out / 'last.pt'} was trained with optim.backbone_lr_scale={saved[0]:g}, the "
+                              f"config says {wanted[0]:g}; resume with the same value or start a new run folder")
         ddp.unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
