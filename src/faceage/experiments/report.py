@@ -46,7 +46,9 @@ def code_version() -> dict:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            # code and configs only: reports written into docs/ must not mark their own code "dirty"
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                    ":/src", ":/configs", ":/pyproject.toml"], cwd=here,
                                    capture_output=True, text=True, timeout=10)
             info["git_dirty"] = bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
