@@ -57,7 +57,7 @@ def make_views(batch: np.ndarray, tta: str) -> np.ndarray:
             zoomed[factor] = zoom(batch, factor)
         v = zoomed[factor]
         out.append(v[:, :, ::-1] if mirror else v)
-    return np.concatenate(out) if len(out) > 1 else batch
+    return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 def average_views(logits: np.ndarray, reg: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:

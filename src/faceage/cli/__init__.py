@@ -36,7 +36,9 @@ _SUMMARIES = {
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
     """``--tta``: the test-time views averaged per face (faceage.views), shared by predict/evaluate/serve."""
-    p.add_argument("--tta", choices=("zoomflip", "full", "flip", "none"), default="zoomflip",
+    from faceage.views import TTA
+
+    p.add_argument("--tta", choices=tuple(TTA), default="zoomflip",
                    help="views of each face averaged: zoomflip = zoom 0.95 + mirrored zoom 1.05 (default), "
                         "full = zoom 0.95 and 1.05 each as is and mirrored (a little more accurate, twice "
                         "the network runs), flip = face + mirror image, none = the face only")

@@ -8,6 +8,7 @@ skipped; a manifest without a single usable row is an error.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -128,3 +129,8 @@ def with_splits(samples: list[Sample], assignment: dict[Path, str]) -> list[Samp
     """Return samples with ``split`` set from ``assignment`` (path -> split name)."""
     return [replace(s, split=assignment.get(s.path, s.split)) for s in samples]
 
+
+def prepared_crop(manifest: str | Path) -> dict | None:
+    """The crop geometry a manifest from `faceage prepare` was made with (its prepare.json); None otherwise."""
+    prep = Path(manifest).parent / "prepare.json"
+    return json.loads(prep.read_text()).get("crop_spec") if Path(manifest).is_file() and prep.is_file() else None

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.data.manifest import Sample, read_manifest, write_manifest
+from faceage.data.manifest import Sample, prepared_crop, read_manifest, write_manifest
 from faceage.errors import ConfigError, FaceageError
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
 from faceage.train.loop import Trainer, crop_differences
@@ -111,6 +111,14 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
         if not path.is_file():
             write_manifest(rows, path)
     return subjects
+
+
+def _crop_check(first: dict | None, second: dict | None, allow: bool, problem: str, advice: str) -> list[str] | str:
+    """"match", or the differences between two crop geometries (an error unless ``allow``)."""
+    diffs = crop_differences(first, second)
+    if diffs and not allow:
+        raise ConfigError(f"{problem}: {'; '.join(diffs)} ({advice}, or pass --allow-crop-mismatch)")
+    return diffs or "match"
 
 
 def _experiment_key(state: dict) -> dict:
@@ -212,33 +220,28 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     if not prepared:
         print(f"note: {data} is not a prepared manifest; its images are used whole (no face alignment)")
     prep = Path(data).parent / "prepare.json" if prepared else None
-    data_crop = json.loads(prep.read_text()).get("crop_spec") if prep else None
+    data_crop = prepared_crop(data)
     cfg, init_info = fold_config(base, init)
     if init_info is not None:
-        diffs = crop_differences(init_info["crop"], data_crop)
-        if diffs and not allow_crop_mismatch:
-            raise ConfigError(f"crop geometry of {data} differs from the model {init}: {'; '.join(diffs)} "
-                              "(prepare the data with the model's crop, or pass --allow-crop-mismatch)")
-        init_info["crop_check"] = diffs or "match"
+        init_info["crop_check"] = _crop_check(init_info["crop"], data_crop, allow_crop_mismatch,
+                                              f"crop geometry of {data} differs from the model {init}",
+                                              "prepare the data with the model's crop")
     extra, extra_info = [], None
     if extra_train is not None:
-        extra_samples, extra_prepared = load_any(extra_train)
-        extra_prep = Path(extra_train).parent / "prepare.json"
-        extra_crop = json.loads(extra_prep.read_text()).get("crop_spec") if extra_prepared else None
-        diffs = crop_differences(data_crop, extra_crop)
-        if diffs and not allow_crop_mismatch:
-            raise ConfigError(f"crop geometry of --extra-train {extra_train} differs from {data}: {'; '.join(diffs)}"
-                              " (prepare both with the same crop, or pass --allow-crop-mismatch)")
+        extra_samples, _ = load_any(extra_train)
+        check = _crop_check(data_crop, prepared_crop(extra_train), allow_crop_mismatch,
+                            f"crop geometry of --extra-train {extra_train} differs from {data}",
+                            "prepare both with the same crop")
         extra = pick_extra(extra_samples, extra_per_decade, extra_min_age, seed)
         extra_info = {"data": str(extra_train), "rows": len(extra), "per_decade": extra_per_decade,
-                      "min_age": extra_min_age, "fingerprint": data_fingerprint(extra), "crop_check": diffs or "match"}
-    subjects = make_folds(samples, out, val_frac, seed, prep, extra)
-    if max_folds:
-        subjects = subjects[:max_folds]
+                      "min_age": extra_min_age, "fingerprint": data_fingerprint(extra), "crop_check": check}
     state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
              "weights": weights, "subjects": subjects_all, "command": command,
              "fingerprint": data_fingerprint(samples), "data_crop": data_crop, "extra_train": extra_info}
-    check_same_experiment(out / "lopo.json", state)
+    check_same_experiment(out / "lopo.json", state)  # before any file of OUT is written
+    subjects = make_folds(samples, out, val_frac, seed, prep, extra)
+    if max_folds:
+        subjects = subjects[:max_folds]
     (out / "lopo.json").write_text(json.dumps(state, indent=2, default=str))
     # decode the images once, before any fold (every fold's manifest lists the same rows in the same order)
     first = read_manifest(out / "data" / f"fold-{subjects[0]}.csv").samples

@@ -1,15 +1,13 @@
 """From a config's ``data`` section to cached train/val arrays."""
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from faceage.data.cache import build_cache
-from faceage.data.manifest import Sample, read_manifest
+from faceage.data.manifest import Sample, prepared_crop, read_manifest
 from faceage.data.split import assign_splits
 from faceage.errors import ConfigError, ManifestError
 
@@ -25,9 +23,7 @@ def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
     """Samples, problems, and the crop spec they were prepared with (None if not known)."""
     if data.get("manifest"):
         manifest = read_manifest(data["manifest"])
-        prep = Path(data["manifest"]).parent / "prepare.json"
-        crop = json.loads(prep.read_text()).get("crop_spec") if prep.is_file() else None
-        return manifest.samples, manifest.problems, crop
+        return manifest.samples, manifest.problems, prepared_crop(data["manifest"])
     if data.get("path"):
         from faceage.data.importers import import_dataset
 
