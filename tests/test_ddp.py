@@ -86,12 +86,12 @@ def runs(tmp_path_factory):
 def _logits(run):
     import numpy as np
 
-    from faceage.train.loop import predict_arrays
-    from faceage.weights import load_model
+    from faceage.runtime.torch_backend import TorchBackend
+    from faceage.scoring import score
 
     images = np.load(next((run.parent / "cache").glob("*.npy")))
-    model, record = load_model(run / "last.safetensors")
-    return predict_arrays(model, images, record, torch.device("cpu"))
+    scores = score(TorchBackend(run / "last.safetensors"), images, "none")
+    return scores.logits, scores.reg
 
 
 @pytest.mark.slow  # the 2-process spawn takes ~50 s on 2 shared CPU cores

@@ -189,13 +189,12 @@ def test_prediction_without_torch(exported, tmp_path):
         except ImportError:
             pass
         from faceage import AgeEstimator
-        from faceage.ages import combine
         est = AgeEstimator(model={str(exported['fp32'])!r})
-        logits, reg = est.run_aligned(np.load({str(tmp_path / 'crops.npy')!r}))
+        ages = est.score_aligned(np.load({str(tmp_path / 'crops.npy')!r})).age
         faces = est.predict(np.load({str(tmp_path / 'photo.npy')!r}), fallback=True)
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
         print(json.dumps({{"backend": est.backend.name,
-                          "ages": combine(logits, reg, est.record.estimate).tolist(),
+                          "ages": ages.tolist(),
                           "faces": [f.to_dict() for f in faces]}}))
     """)
     env = {"PYTHONPATH": f"{tmp_path / 'block'}:{SRC}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
@@ -206,8 +205,7 @@ def test_prediction_without_torch(exported, tmp_path):
     assert got["backend"] == "onnx"
 
     ref = AgeEstimator(model=exported["st"], backend="torch")
-    logits, reg = ref.run_aligned(crops)
-    want = combine(logits, reg, ref.record.estimate)
+    want = ref.score_aligned(crops).age
     assert np.abs(np.asarray(got["ages"]) - want).max() <= PARITY_YEARS
     ref_faces = [f.to_dict() for f in ref.predict(photo, fallback=True)]
     assert len(got["faces"]) == len(ref_faces) == 1

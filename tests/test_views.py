@@ -53,11 +53,12 @@ def test_estimator_tta(small_model):
     outs = {}
     for tta in TTA:
         est = AgeEstimator(small_model, backend="torch", tta=tta)
-        outs[tta] = est.run_aligned(crops)
+        sc = est.score_aligned(crops)
+        outs[tta] = sc.logits, sc.reg
         assert outs[tta][0].shape == (3, 101) and outs[tta][1].shape == (3,)
     one = AgeEstimator(small_model, backend="torch", tta="none")
-    l1, r1 = one.run_aligned(crops)
-    l2, r2 = one.run_aligned(np.ascontiguousarray(crops[:, :, ::-1]))
+    a, b = one.score_aligned(crops), one.score_aligned(np.ascontiguousarray(crops[:, :, ::-1]))
+    (l1, r1), (l2, r2) = (a.logits, a.reg), (b.logits, b.reg)
     np.testing.assert_allclose(outs["flip"][0], (l1 + l2) / 2, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outs["flip"][1], (r1 + r2) / 2, rtol=1e-5, atol=1e-5)
     assert not np.allclose(outs["full"][0], outs["flip"][0])

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.ages import age_interval, combine, softmax
-from faceage.data.cache import square_resize
+from faceage.preprocess import input_batch
+from faceage.scoring import score
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.imageio import load_image
-from faceage.views import average_views, check_tta, make_views
+from faceage.views import check_tta
 
 DEFAULT_MODEL = "default.safetensors"
 DEFAULT_ONNX = "default.onnx"  # the same model exported by `faceage export`: runs on ONNX Runtime, no PyTorch
@@ -98,32 +98,26 @@ class AgeEstimator:
             if self._pipeline is None:
                 from faceage.face.pipeline import FacePipeline
 
-                crop = dict(self.record.crop or {})
-                crop["size"] = self.record.input_size
-                self._pipeline = FacePipeline(self._detector_name, spec=CropSpec.from_dict(crop))
+                self._pipeline = FacePipeline(self._detector_name, spec=CropSpec.from_dict(self.record.crop or {}))
             return self._pipeline
 
-    def run_aligned(self, crops) -> tuple[np.ndarray, np.ndarray]:
-        """Raw outputs (logits (N, 101), regression (N,)) for aligned crops, resized to the model's input."""
-        size = self.record.input_size
+    def score_aligned(self, crops):
+        """:class:`faceage.scoring.Scores` for aligned crops (made with the record's crop spec, or
+        network-input sized), resized to the model's input by the one preprocessing path."""
         if isinstance(crops, np.ndarray) and crops.ndim in (2, 3):
             crops = crops[None]  # one crop, not a batch of rows
-        if not len(crops):
-            return np.zeros((0, self.record.model.get("num_classes", 101)), np.float32), np.zeros(0, np.float32)
-        batch = np.stack([square_resize(load_image(np.asarray(c), name="crop"), size) for c in crops])
-        logits, reg = self.backend.run(make_views(batch, self.tta))
-        return average_views(logits, reg, self.tta)
+        checked = [load_image(np.asarray(c), name="crop") for c in crops]
+        batch = input_batch(checked, self.record.input_size) if checked else np.zeros(
+            (0, self.input_size, self.input_size, 3), np.uint8)
+        return score(self.backend, batch, self.tta)
 
     def predict_aligned(self, crops) -> list[AgeEstimate]:
         """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
         arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
-        logits, reg = self.run_aligned(crops)
-        ages = combine(logits, reg, self.record.estimate)
-        probs = softmax(logits.astype(np.float64))
-        intervals = age_interval(probs)
+        scores = self.score_aligned(crops)
         return [
             AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p)
-            for a, (lo, hi), p in zip(ages, intervals, probs)
+            for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
         ]
 
     def predict(self, image, *, largest: bool = False, min_face: int = 0, fallback: bool = False) -> list[FaceAge]:

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from faceage.ages import combine
-from faceage.data.cache import square_resize
+from faceage.preprocess import resize_crop
 from faceage.data.manifest import Sample, read_manifest
 from faceage.errors import FaceageError
 from faceage.imageio import load_image
@@ -50,7 +49,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
             problems.append(str(exc))
             continue
         if prealigned or estimator.record.crop is None:
-            crops.append(square_resize(img, estimator.input_size))
+            crops.append(resize_crop(img, estimator.input_size))
         else:
             face = estimator.pipeline.faces(img, largest=True, fallback=True)[0]
             no_face += face.fallback
@@ -59,18 +58,14 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
         paths.append(str(s.path))
     if not crops:
         raise FaceageError(f"no readable image to evaluate; first problems: {problems[:3]}")
-    logits, reg = [], []
-    for i in range(0, len(crops), batch_size):
-        lg, rg = estimator.run_aligned(crops[i : i + batch_size])
-        logits.append(lg)
-        reg.append(rg)
-    logits, reg = np.concatenate(logits), np.concatenate(reg)
+    scores = estimator.score_aligned(crops)
     true = np.asarray(ages, dtype=np.float64)
-    preds = {how: combine(logits, reg, how) for how in ("dex", "reg", "mean")}
+    preds = {how: scores.ages(how) for how in ("dex", "reg", "mean")}
     how = estimator.record.estimate
     report = age_metrics(preds[how], true)
     report.update({
         "estimate": how,
+        "tta": estimator.tta,
         "mae_dex": round(float(np.abs(preds["dex"] - true).mean()), 4),
         "mae_reg": round(float(np.abs(preds["reg"] - true).mean()), 4),
         "mae_mean": round(float(np.abs(preds["mean"] - true).mean()), 4),

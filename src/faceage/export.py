@@ -175,7 +175,7 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
     Up to ``limit`` images, an evenly spaced (deterministic) subset when there are more;
     manifest rows marked ``fallback`` (no face was found) are skipped unless ``fallback``;
     ``split``: only manifest rows of that split (e.g. "val" of a run's split.csv)."""
-    from faceage.data.cache import square_resize
+    from faceage.preprocess import resize_crop
     from faceage.imageio import load_image
 
     source = Path(source)
@@ -198,7 +198,7 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
         idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
         paths = [paths[i] for i in idx]
         ages = [ages[i] for i in idx] if ages is not None else None
-    crops = np.stack([square_resize(load_image(p), size) for p in paths])
+    crops = np.stack([resize_crop(load_image(p), size) for p in paths])
     return crops, (np.asarray(ages, np.float64) if ages is not None else None)
 
 

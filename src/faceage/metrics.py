@@ -81,8 +81,11 @@ def plot_curves(rows: list[dict], path: str | Path) -> Path:
     ax1.plot(ep, [float(r["val_loss"]) for r in rows], label="validation")
     ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax1.legend()
-    for key, label in (("val_mae_dex", "DEX expectation"), ("val_mae_reg", "regression")):
-        ax2.plot(ep, [float(r[key]) for r in rows], label=label)
+    pooled = {"val_mae_dex": "DEX expectation", "val_mae_reg": "regression"}
+    per_set = {k: f"{k[len('val_mae_'):]} (estimate)" for k in rows[0] if k.startswith("val_mae_")
+               and k not in ("val_mae_dex", "val_mae_reg", "val_mae_mean") and rows[0][k] not in (None, "")}
+    for key, label in {**pooled, **per_set}.items():
+        ax2.plot(ep, [float(r[key]) for r in rows], label=label, ls="--" if key in per_set else "-")
     ax2.set(xlabel="epoch", ylabel="MAE (years)", title="Validation MAE")
     ax2.legend()
     for ax in (ax1, ax2):

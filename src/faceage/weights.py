@@ -29,6 +29,9 @@ class ModelRecord:
     crop: dict | None = None  # CropSpec of the face aligner; None = images are used whole (pre-cropped)
     estimate: str = "dex"
     training: dict = field(default_factory=dict)
+    # softmax temperature for the age interval, calibrated on validation data so that the 80%
+    # interval holds about 80% of true ages (1.0: the distribution as the network gives it)
+    interval_temperature: float = 1.0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -41,6 +44,7 @@ class ModelRecord:
                 "crop": self.crop,
                 "estimate": self.estimate,
                 "training": self.training,
+                "interval_temperature": self.interval_temperature,
             },
             sort_keys=True,
         )
@@ -59,6 +63,7 @@ class ModelRecord:
                 crop=data.get("crop"),
                 estimate=str(data.get("estimate", "dex")),
                 training=dict(data.get("training") or {}),
+                interval_temperature=float(data.get("interval_temperature", 1.0)),
             )
         except WeightsError:
             raise

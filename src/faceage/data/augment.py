@@ -5,12 +5,19 @@ costs little next to the network even on a CPU, and runs on the GPU there.
 """
 from __future__ import annotations
 
+import io
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from faceage.preprocess import normalization
 
 GREY = torch.tensor([0.299, 0.587, 0.114])
+# rows: output R, G, B from input R, G, B (the common sepia matrix)
+SEPIA = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
 
 
 def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
@@ -18,14 +25,15 @@ def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     x = batch_uint8
     if x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)
-    return standardize(x.float(), mean, std, scale=255.0)
+    return standardize(x.float(), mean, std)
 
 
-def standardize(x: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
-    """(x / scale - mean) / std per channel, in place, for a (N, 3, H, W) float batch."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return x.mul_(1 / (s * scale)).sub_(m / s)
+def standardize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """A (N, 3, H, W) float batch on the 0..255 scale, normalised in place with
+    :func:`faceage.preprocess.normalization`'s constants (the ones inference and export use)."""
+    scale, shift = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+                    for v in normalization(mean, std))
+    return x.mul_(scale).add_(shift)
 
 
 def _chance(p: float, n: int, g: torch.Generator) -> torch.Tensor:
@@ -101,4 +109,54 @@ def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator)
     if noise is not None:  # drawn where the batch lives, from a generator seeded by ``g``
         dg = torch.Generator(device).manual_seed(noise_seed)
         x[noise] += torch.randn((len(noise), *x.shape[1:]), generator=dg, device=device) * (cfg["noise_std"] * 255)
-    return standardize(x.clamp_(0, 255), mean, std, scale=255.0)
+    if cfg["old_photo"] > 0:  # drawn last, so configs without it augment exactly as before
+        x = _old_photo(x.clamp_(0, 255), cfg, n, g)
+    return standardize(x.clamp_(0, 255), mean, std)
+
+
+def _old_photo(x: torch.Tensor, cfg: dict, n: int, g: torch.Generator) -> torch.Tensor:
+    """Scanned-print look for the rows drawn: a sepia tint, faded contrast lifted towards paper white,
+    a resolution loss of ``old_photo_scale`` (one factor per batch) and film grain."""
+    device, size = x.device, x.shape[-1]
+    pick = _chance(cfg["old_photo"], n, g)
+    rows = _rows(pick, device)
+    k = int(pick.sum())
+    tint = _uniform(0.3, 1.0, k, g) * _chance(0.6, k, g)  # sepia strength (0: none)
+    fade = _uniform(0.55, 0.9, k, g)  # contrast kept
+    lift = _uniform(0.0, 45.0, k, g)  # towards white
+    lo, hi = cfg["old_photo_scale"]
+    factor = float(_uniform(lo, hi, 1, g))
+    grain = _uniform(0.01, 0.05, k, g) * 255
+    grain_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    if rows is None:
+        return x
+    tint, fade, lift, grain = _on(device, tint, fade, lift, grain)
+    y = x[rows]
+    sep = torch.einsum("oc,nchw->nohw", SEPIA.to(device), y).clamp_(0, 255)
+    y = torch.lerp(y, sep, tint.view(-1, 1, 1, 1))
+    m = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - m) * fade.view(-1, 1, 1, 1) + m + lift.view(-1, 1, 1, 1) * (1 - m / 255)
+    small = F.interpolate(y, scale_factor=factor, mode="bilinear", align_corners=False, antialias=True)
+    y = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    dg = torch.Generator(device).manual_seed(grain_seed)
+    y += torch.randn((k, 1, size, size), generator=dg, device=device) * grain.view(-1, 1, 1, 1)
+    x[rows] = y
+    return x
+
+
+def jpeg(images: np.ndarray, cfg: dict, g: torch.Generator) -> np.ndarray:
+    """JPEG-compress the drawn rows of an (N, H, W, 3) uint8 host batch at a quality from
+    ``jpeg_quality`` (as photos are before they are cropped); other rows are returned untouched."""
+    n = images.shape[0]
+    pick = _chance(cfg["jpeg"], n, g)
+    lo, hi = cfg["jpeg_quality"]
+    quality = torch.randint(int(lo), int(hi) + 1, (n,), generator=g)
+    if not pick.any():
+        return images
+    out = np.array(images)
+    for i in pick.nonzero().flatten().tolist():
+        buf = io.BytesIO()
+        Image.fromarray(out[i]).save(buf, format="JPEG", quality=int(quality[i]))
+        buf.seek(0)
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return out

@@ -1,4 +1,5 @@
-"""A decoded uint8 image cache at the training resolution.
+"""A decoded uint8 image cache at the training resolution (the network input, made by
+:func:`faceage.preprocess.resize_crop`, the function inference uses).
 
 Decoding JPEGs every step starves a small CPU, so each data set is decoded once
 into an (N, S, S, 3) uint8 array on disk, keyed by the files' contents and S,
@@ -16,27 +17,15 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from faceage.data.manifest import Sample
 from faceage.errors import FaceageError, ManifestError
+from faceage.preprocess import resize_crop
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("FACEAGE_CACHE", Path.home() / ".cache" / "faceage"))
-
-
-def square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square if needed, then resize to size x size."""
-    h, w = image.shape[:2]
-    if h != w:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = image[top : top + side, left : left + side]
-    if image.shape[0] != size:
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return image
 
 
 def _decode(job: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
@@ -44,7 +33,7 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
 
     path, size = job
     try:
-        return square_resize(load_image(path), size), None
+        return resize_crop(load_image(path), size), None
     except FaceageError as exc:
         return None, str(exc)
     except OSError as exc:

@@ -1,7 +1,7 @@
 """The manifest: one CSV row per labelled image, the hand-off between importers and training.
 
 Columns: ``path,age`` required; ``subject``, ``split``, ``source``, ``detector``,
-``fallback`` optional. Paths are relative to the CSV's folder so a prepared data
+``fallback``, ``dataset`` optional. Paths are relative to the CSV's folder so a prepared data
 set can be moved as a whole. Bad rows are reported with their row number and
 skipped; a manifest without a single usable row is an error.
 """
@@ -29,6 +29,7 @@ class Sample:
     source: str | None = None
     detector: str | None = None
     fallback: bool = False
+    dataset: str | None = None  # which data set the row belongs to, when several are trained together
 
 
 COLUMNS = tuple(f.name for f in fields(Sample))
@@ -95,6 +96,7 @@ def read_manifest(csv_path: str | os.PathLike, *, check_files: bool = True) -> M
                     source=(row.get("source") or None),
                     detector=(row.get("detector") or None),
                     fallback=(row.get("fallback") or "").strip().lower() in {"1", "true", "yes"},
+                    dataset=(row.get("dataset") or None),
                 )
             )
     if not samples:
@@ -119,7 +121,8 @@ def write_manifest(samples: list[Sample], csv_path: str | os.PathLike) -> Path:
             except ValueError:  # other drive on Windows
                 rel = str(p)
             writer.writerow(
-                [rel, s.age, s.subject or "", s.split or "", s.source or "", s.detector or "", int(s.fallback)]
+                [rel, s.age, s.subject or "", s.split or "", s.source or "", s.detector or "", int(s.fallback),
+                 s.dataset or ""]
             )
     os.replace(tmp, csv_path)
     return csv_path

@@ -170,14 +170,11 @@ def variant_config(base: dict, variant: str, manifest: str | Path, seed: int) ->
 def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "best.safetensors",
                    cfg: dict | None = None) -> dict:
     """Score a finished run's weights on one split of its split.csv (the cached arrays, as in training)."""
-    import torch
-
     from faceage.metrics import age_metrics
-    from faceage.nets.model import estimate_age
+    from faceage.runtime.torch_backend import TorchBackend
+    from faceage.scoring import score
     from faceage.train.data import cached_splits
     from faceage.train.distributed import pick_device
-    from faceage.train.loop import predict_arrays
-    from faceage.weights import load_model
 
     run_dir = Path(run_dir)
     if cfg is None:
@@ -189,12 +186,11 @@ def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "bes
     if split not in data:
         raise FaceageError(f"{run_dir}: no {split!r} rows in split.csv")
     device = pick_device(cfg["run"]["device"])
-    model, record = load_model(run_dir / weights, device=str(device))
     part = data[split]
-    logits, reg = predict_arrays(model, part.images, record, device, flip_tta=cfg["eval"]["flip_tta"])
-    pred = estimate_age(torch.from_numpy(logits), torch.from_numpy(reg), record.estimate).numpy()
+    pred = score(TorchBackend(run_dir / weights, device=str(device)), part.images, cfg["eval"]["tta"]).age
     report = age_metrics(pred, part.ages)
     report["split"] = split
+    report["tta"] = cfg["eval"]["tta"]
     report["pred"] = [round(float(p), 3) for p in pred]
     report["true"] = [int(a) for a in part.ages]
     report["paths"] = [Path(s.source or s.path).name for s in part.samples]

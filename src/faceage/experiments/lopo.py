@@ -41,7 +41,8 @@ import numpy as np
 from faceage.data.manifest import Sample, prepared_crop, read_manifest, write_manifest
 from faceage.errors import ConfigError, FaceageError
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
-from faceage.train.loop import Trainer, crop_differences
+from faceage.train.data import crop_differences
+from faceage.train.loop import Trainer
 
 HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
 
@@ -181,20 +182,15 @@ def _run_fold_job(job: tuple) -> dict:  # top level: picklable for worker proces
 
 def zero_shot(init: str | Path, samples: list[Sample], cfg: dict) -> dict:
     """The starting model on every image, without any fine-tuning (a reference for the LOPO figure)."""
-    import torch
-
     from faceage.data.cache import build_cache
     from faceage.metrics import age_metrics
-    from faceage.nets.model import estimate_age
-    from faceage.train.loop import predict_arrays
-    from faceage.weights import load_model
+    from faceage.runtime.torch_backend import TorchBackend
+    from faceage.scoring import score
 
     cache = build_cache(samples, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
     ages = np.array([samples[i].age for i in cache.index], dtype=np.float64)
-    model, record = load_model(init)
-    logits, reg = predict_arrays(model, np.array(cache.images), record, torch.device("cpu"))
-    pred = estimate_age(torch.from_numpy(logits), torch.from_numpy(reg), record.estimate).numpy()
-    return age_metrics(pred, ages)
+    pred = score(TorchBackend(init), np.array(cache.images), cfg["eval"]["tta"]).age
+    return {**age_metrics(pred, ages), "tta": cfg["eval"]["tta"]}
 
 
 def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = None, init: str | Path | None = None,

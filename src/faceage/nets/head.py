@@ -20,8 +20,3 @@ class AgeHead(nn.Module):
         logits = self.fc(features)
         return logits, self.reg(logits).squeeze(-1)
 
-
-def dex_expectation(logits: torch.Tensor) -> torch.Tensor:
-    """DEX (Rothe et al.): the expected age sum_i i * softmax(logits)_i."""
-    ages = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
-    return (logits.softmax(dim=-1) * ages).sum(dim=-1)

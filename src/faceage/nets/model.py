@@ -6,11 +6,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from faceage.nets.head import NUM_AGES, AgeHead, dex_expectation
+from faceage.nets.head import NUM_AGES, AgeHead
 from faceage.nets.shufflenetv2 import STAGE_CHANNELS, STAGE_REPEATS, ShuffleNetV2
 
 ARCHS = {"sfv2": False, "ma_sfv2": True}  # name -> uses mixed attention
-ESTIMATES = ("dex", "reg", "mean")
 
 
 @dataclass(frozen=True)
@@ -53,17 +52,6 @@ class AgeNet(nn.Module):
 
 def create_model(arch: str = "ma_sfv2", width: float = 0.5, **kwargs) -> AgeNet:
     return AgeNet(ModelSpec(arch=arch, width=width, **kwargs))
-
-
-def estimate_age(logits: torch.Tensor, reg: torch.Tensor, how: str = "dex") -> torch.Tensor:
-    """The reported age: DEX expectation, the regression output, or their mean."""
-    if how == "dex":
-        return dex_expectation(logits)
-    if how == "reg":
-        return reg
-    if how == "mean":
-        return 0.5 * (dex_expectation(logits) + reg)
-    raise ValueError(f"unknown estimate {how!r}; choose one of {ESTIMATES}")
 
 
 def count_params(model: nn.Module) -> int:

@@ -20,6 +20,13 @@ DEFAULTS: dict = {
     },
     "data": {
         "manifest": None,  # CSV (path,age[,subject][,split]); from `faceage prepare` or your own
+        "datasets": None,  # or several: {name: manifest CSV}; each split on its own, scored on its own
+        # sampling (docs/training.md): each dataset's share of an epoch ({name: share}; None = by size), and
+        # within a dataset each age bin drawn in proportion to count ** (1 - age_balance): 0 = as the data
+        # come, 1 = every age bin equally often
+        "mix": None,
+        "age_balance": 0.0,
+        "age_bin": 5,  # years per age bin for age_balance
         "path": None,  # or a data set folder read by an importer
         "format": "utkface",  # importer for `path`
         "split_ratios": {"train": 7, "val": 2},  # used when the manifest has no split column
@@ -37,6 +44,9 @@ DEFAULTS: dict = {
         "grey": 0.1,  # greyscale (old photos)
         "jitter": 0.5, "brightness": 0.2, "contrast": 0.2,
         "blur": 0.1,  # resolution loss (scans, small faces)
+        "old_photo": 0.0,  # scanned-print look: sepia, faded contrast, resolution loss, grain
+        "old_photo_scale": [0.2, 0.5],  # resolution kept by old_photo's resolution loss
+        "jpeg": 0.0, "jpeg_quality": [15, 60],  # JPEG compression of the crop, quality range
     },
     "loss": {"reg_weight": 0.1, "label_sigma": 0.0},
     "optim": {
@@ -46,7 +56,8 @@ DEFAULTS: dict = {
         "warmup_epochs": 0,
         "backbone_lr_scale": 1.0,  # fine-tuning: the backbone learns at lr x this, the age head at lr
     },
-    "eval": {"estimate": "dex", "flip_tta": False, "batch_size": 256},
+    # tta: the test-time views validation scores with (faceage.views.TTA), as predict and evaluate do
+    "eval": {"estimate": "dex", "tta": "zoomflip", "batch_size": 256},
     "run": {
         "seed": 0, "device": "auto",
         "amp": True,  # GPU mixed precision: true = bf16 where supported, else fp16 + GradScaler; or "bf16"/"fp16"
@@ -118,6 +129,22 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
                           f"not {cfg['run']['compile']!r}")
     if cfg["run"]["amp"] not in (True, False, "bf16", "fp16"):
         raise ConfigError(f"run.amp must be true, false, 'bf16' or 'fp16', not {cfg['run']['amp']!r}")
+    from faceage.views import TTA
+
+    if cfg["eval"]["tta"] not in TTA:
+        raise ConfigError(f"eval.tta must be one of {', '.join(TTA)}, not {cfg['eval']['tta']!r}")
+    data = cfg["data"]
+    if data["datasets"] is not None and not (isinstance(data["datasets"], dict) and data["datasets"]):
+        raise ConfigError(f"data.datasets must be a mapping {{name: manifest CSV}}, not {data['datasets']!r}")
+    if data["mix"] is not None and not (isinstance(data["mix"], dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data["mix"].values())
+            and sum(data["mix"].values()) > 0):
+        raise ConfigError(f"data.mix must be a mapping {{data set name: share >= 0}}, not {data['mix']!r}")
+    ab = data["age_balance"]
+    if isinstance(ab, bool) or not isinstance(ab, (int, float)) or not 0 <= ab <= 1:
+        raise ConfigError(f"data.age_balance must be a number in 0..1, not {ab!r}")
+    if isinstance(data["age_bin"], bool) or not isinstance(data["age_bin"], int) or data["age_bin"] < 1:
+        raise ConfigError(f"data.age_bin must be a whole number of years >= 1, not {data['age_bin']!r}")
     return cfg
 
 

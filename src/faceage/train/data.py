@@ -1,4 +1,4 @@
-"""From a config's ``data`` section to cached train/val arrays."""
+"""From a config's ``data`` section to cached train/val arrays, and how an epoch samples them."""
 from __future__ import annotations
 
 import random
@@ -11,6 +11,8 @@ from faceage.data.manifest import Sample, prepared_crop, read_manifest
 from faceage.data.split import assign_splits
 from faceage.errors import ConfigError, ManifestError
 
+CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
+
 
 @dataclass
 class SplitData:
@@ -18,9 +20,42 @@ class SplitData:
     ages: np.ndarray  # (n,) int64
     samples: list[Sample]
 
+    @property
+    def datasets(self) -> np.ndarray:
+        """(n,) data set name per row ("data" where a single manifest has none)."""
+        return np.array([s.dataset or "data" for s in self.samples])
+
+
+def crop_differences(a: dict | None, b: dict | None, names=("model", "data")) -> list[str]:
+    """Differences between two crop geometries ([] = they match)."""
+    if a is None and b is None:
+        return []
+    if a is None or b is None:
+        return [f"{names[0]} crop {a} vs {names[1]} crop {b}"]
+    return [f"{k}: {names[0]} {a.get(k)} vs {names[1]} {b.get(k)}" for k in CROP_KEYS
+            if abs(float(a.get(k, 0)) - float(b.get(k, 0))) > 1e-6]
+
 
 def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
-    """Samples, problems, and the crop spec they were prepared with (None if not known)."""
+    """Samples, problems, and the crop spec they were prepared with (None if not known).
+
+    With ``data.datasets`` each named manifest is split on its own (seeded, duplicate-aware) and
+    its rows are tagged with its name; all of them must be cropped with the same geometry."""
+    if data.get("datasets"):
+        if data.get("manifest") or data.get("path"):
+            raise ConfigError("set data.datasets or data.manifest/data.path, not both")
+        samples, problems, crop, first = [], [], None, None
+        for name, manifest in data["datasets"].items():
+            m = read_manifest(manifest)
+            this = prepared_crop(manifest)
+            if first is None:
+                first, crop = name, this
+            elif diff := crop_differences(crop, this, (first, name)):
+                raise ConfigError(f"data.datasets: {name} ({manifest}) is cropped unlike {first}: {'; '.join(diff)}; "
+                                  "prepare every data set with the same --size/--eye-distance/--eye-y/--margin")
+            samples += [replace(s, dataset=str(name)) for s in with_splits(m.samples, data)]
+            problems += m.problems
+        return samples, problems, crop
     if data.get("manifest"):
         manifest = read_manifest(data["manifest"])
         return manifest.samples, manifest.problems, prepared_crop(data["manifest"])
@@ -29,7 +64,7 @@ def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
 
         imported = import_dataset(data["format"], data["path"])
         return imported.samples, imported.problems, None
-    raise ConfigError("set data.manifest (a CSV) or data.path (a data set folder)")
+    raise ConfigError("set data.manifest (a CSV), data.datasets ({name: CSV}) or data.path (a data set folder)")
 
 
 def with_splits(samples: list[Sample], data: dict) -> list[Sample]:
@@ -61,3 +96,33 @@ def cached_splits(samples: list[Sample], size: int, cache_dir, quiet: bool = Fal
         if name not in out:
             raise ManifestError(f"no usable image in the {name!r} split")
     return out
+
+
+def sampling_weights(ages: np.ndarray, datasets: np.ndarray, mix: dict | None, age_balance: float,
+                     age_bin: int) -> np.ndarray:
+    """Per-row probabilities of being drawn for an epoch (they sum to 1).
+
+    Each data set gets its ``mix`` share (by size when None); inside it, an age bin of ``age_bin``
+    years with ``c`` rows is drawn in proportion to ``c ** (1 - age_balance)``: 0 keeps the data's
+    own age mix, 1 draws every bin equally often (children and the old as often as the crowded
+    20s), values between soften the pull to the middle ages."""
+    names = sorted(set(datasets.tolist()))
+    if mix is not None:
+        unknown = set(mix) - set(names)
+        if unknown:
+            raise ConfigError(f"data.mix names {sorted(unknown)}, not among the data sets {names}")
+        missing = set(names) - set(mix)
+        if missing:
+            raise ConfigError(f"data.mix gives no share for {sorted(missing)}")
+    shares = {n: float(mix[n]) if mix is not None else float((datasets == n).sum()) for n in names}
+    total = sum(shares.values())
+    w = np.zeros(len(ages), np.float64)
+    bins = np.asarray(ages) // int(age_bin)
+    for n in names:
+        rows = datasets == n
+        b = bins[rows]
+        counts = np.bincount(b)
+        per_bin = counts.astype(np.float64) ** (1.0 - age_balance)  # the bin's mass
+        wr = per_bin[b] / counts[b]  # shared among its rows
+        w[rows] = wr / wr.sum() * shares[n] / total
+    return w / w.sum()

@@ -28,18 +28,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from faceage.data.augment import augment, normalize
+from faceage.data.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
 from faceage.errors import ConfigError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
-from faceage.nets.model import AgeNet, ModelSpec, count_params, estimate_age
+from faceage.nets.model import AgeNet, ModelSpec, count_params
 from faceage.train import distributed as ddp
 from faceage.train.config import dump_config
-from faceage.train.data import cached_splits, load_samples, with_splits
+from faceage.train.data import cached_splits, crop_differences, load_samples, sampling_weights, with_splits
 from faceage.train.loss import age_loss
 from faceage.weights import ModelRecord, save_model
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
+INTERVAL_COVERAGE = 0.8
 
 
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
@@ -74,19 +75,6 @@ def model_spec(cfg: dict) -> ModelSpec:
     return ModelSpec(**{k: v for k, v in cfg["model"].items() if k != "init"})
 
 
-CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
-
-
-def crop_differences(record_crop: dict | None, data_crop: dict | None) -> list[str]:
-    """Differences between a model's crop geometry and the data's ([] = they match)."""
-    if record_crop is None and data_crop is None:
-        return []
-    if record_crop is None or data_crop is None:
-        return [f"model crop {record_crop} vs data crop {data_crop}"]
-    return [f"{k}: model {record_crop.get(k)} vs data {data_crop.get(k)}" for k in CROP_KEYS
-            if abs(float(record_crop.get(k, 0)) - float(data_crop.get(k, 0))) > 1e-6]
-
-
 def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
     """One group (scale 1), or the backbone at ``backbone_scale`` and the age head at 1 (fine-tuning)."""
     if backbone_scale == 1.0:
@@ -106,28 +94,6 @@ def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: 
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
     model.load_state_dict(source.state_dict(), strict=True)
     return record.crop
-
-
-@torch.no_grad()
-def predict_arrays(
-    model: torch.nn.Module, images: np.ndarray, record: ModelRecord, device: torch.device,
-    batch_size: int = 256, flip_tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, regression) for an (n, S, S, 3) uint8 array, in batches."""
-    model.eval()
-    logits_out, reg_out = [], []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
-        x = normalize(x, record.mean, record.std)
-        dtype = amp_dtype(device)
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits, reg = model(x)
-            if flip_tta:
-                l2, r2 = model(x.flip(-1))
-                logits, reg = (logits + l2) / 2, (reg + r2) / 2
-        logits_out.append(logits.float().cpu())
-        reg_out.append(reg.float().cpu())
-    return torch.cat(logits_out).numpy(), torch.cat(reg_out).numpy()
 
 
 @dataclass
@@ -193,13 +159,17 @@ class Trainer:
             param_groups(self.model, float(opt["backbone_lr_scale"])), lr=opt["lr"], betas=tuple(opt["betas"]),
             weight_decay=opt["weight_decay"],
         )
+        self.datasets = sorted(set(self.data["val"].datasets.tolist()))
+        # per-data-set validation MAE (the record's estimate) next to the pooled figures
+        self.metric_fields = METRIC_FIELDS[:-1] + tuple(
+            f"val_mae_{d}" for d in self.datasets if len(self.datasets) > 1) + METRIC_FIELDS[-1:]
         self.record = ModelRecord(
             model=spec.to_dict(),
             input_size=size,
             crop=crop,
             estimate=cfg["eval"]["estimate"],
             training={
-                "data": str(cfg["data"]["manifest"] or cfg["data"]["path"]),
+                "data": str(cfg["data"]["datasets"] or cfg["data"]["manifest"] or cfg["data"]["path"]),
                 "n_train": len(self.data["train"].ages),
                 "n_val": len(self.data["val"].ages),
                 "params": count_params(self.model),
@@ -294,7 +264,7 @@ class Trainer:
         if not self.is_main:
             return
         with open(self.out / "metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, METRIC_FIELDS)
+            writer = csv.DictWriter(fh, self.metric_fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.history)
 
@@ -308,9 +278,13 @@ class Trainer:
         if images is not None:  # uint8 cache already on the device: gather there
             idx_dev = idx.to(dev, non_blocking=True)
             x, y = images[idx_dev], self._train_ages[idx_dev]
+            if cfg["augment"]["jpeg"] > 0:  # JPEG coding runs on the host
+                x = torch.from_numpy(jpeg(x.cpu().numpy(), cfg["augment"], self._jpeg_gen(step))).to(dev)
         else:
             train = self.data["train"]
             x = torch.from_numpy(train.images[idx.numpy()])
+            if cfg["augment"]["jpeg"] > 0:
+                x = torch.from_numpy(jpeg(x.numpy(), cfg["augment"], self._jpeg_gen(step)))
             y = torch.from_numpy(train.ages[idx.numpy()])
             if dev.type == "cuda" and cfg["run"]["pin_memory"]:
                 x, y = x.pin_memory(), y.pin_memory()
@@ -320,6 +294,21 @@ class Trainer:
         if cfg["run"]["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+    def _jpeg_gen(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(batch_seed(self.cfg["run"]["seed"] + 7919, self.epoch, step,
+                                                        self.dist.rank))
+
+    def epoch_order(self) -> torch.Tensor:
+        """This epoch's rows: a permutation, or (with data.mix / data.age_balance) rows drawn with
+        replacement by :func:`faceage.train.data.sampling_weights`; the same on every rank."""
+        train, data = self.data["train"], self.cfg["data"]
+        if data["mix"] is None and not data["age_balance"]:
+            return torch.randperm(len(train.ages), generator=self.gen)
+        if getattr(self, "_weights", None) is None:
+            self._weights = torch.from_numpy(sampling_weights(
+                train.ages, train.datasets, data["mix"], float(data["age_balance"]), int(data["age_bin"])))
+        return torch.multinomial(self._weights, len(train.ages), replacement=True, generator=self.gen)
 
     def _batches(self, perm: torch.Tensor, steps: int):
         """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
@@ -357,7 +346,7 @@ class Trainer:
         lr = cfg["optim"]["lr"] * lr_factor(self.epoch, cfg["optim"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        perm = torch.randperm(len(train.ages), generator=self.gen)  # the same on every rank
+        perm = self.epoch_order()
         steps = len(perm) // bs  # drop the ragged last batch: BatchNorm dislikes tiny batches
         dtype = self.amp_dtype
         self.step_model.train()
@@ -386,23 +375,32 @@ class Trainer:
         total_all, seen_all = ddp.all_reduce_sum([total.item(), float(seen)], self.dist)
         return total_all / max(seen_all, 1), lr
 
-    def validate(self) -> dict:
-        """Validation metrics over the whole split: each rank predicts its share, the shares are gathered."""
+    def score_val(self, model: torch.nn.Module, record: ModelRecord):
+        """The validation split scored by :func:`faceage.scoring.score` (the path predict uses), each
+        rank its share, gathered: (Scores, true ages)."""
+        from faceage.runtime.torch_backend import TorchBackend
+        from faceage.scoring import Scores, score
+
         val = self.data["val"]
         n = len(val.ages)
         lo, hi = ddp.shard_range(n, self.dist)
-        model = ddp.unwrap(self.model)
-        if hi > lo:
-            logits, reg = predict_arrays(model, val.images[lo:hi], self.record, self.device,
-                                         self.cfg["eval"]["batch_size"], self.cfg["eval"]["flip_tta"])
-            lt, rt = torch.from_numpy(logits), torch.from_numpy(reg)
-        else:
-            lt, rt = torch.zeros((0, model_spec(self.cfg).num_classes)), torch.zeros(0)
-        lt, rt = ddp.gather_rows(lt, n, self.dist), ddp.gather_rows(rt, n, self.dist)
-        yt = torch.from_numpy(val.ages)
-        loss = age_loss(lt, rt, yt, self.cfg["loss"]["reg_weight"], self.cfg["loss"]["label_sigma"]).item()
-        maes = {how: float((estimate_age(lt, rt, how) - yt).abs().mean()) for how in ("dex", "reg", "mean")}
-        return {"val_loss": loss, **{f"val_mae_{k}": v for k, v in maes.items()}}
+        backend = TorchBackend.from_model(model, record, self.device)
+        part = score(backend, val.images[lo:hi], self.cfg["eval"]["tta"], batch_size=self.cfg["eval"]["batch_size"])
+        lt = ddp.gather_rows(torch.from_numpy(part.logits), n, self.dist)
+        rt = ddp.gather_rows(torch.from_numpy(part.reg), n, self.dist)
+        return Scores(lt.numpy(), rt.numpy(), record.estimate, record.interval_temperature), val.ages
+
+    def validate(self) -> dict:
+        """Validation loss and MAE (pooled, per estimate, and per data set)."""
+        scores, ages = self.score_val(ddp.unwrap(self.model), self.record)
+        loss = age_loss(torch.from_numpy(scores.logits), torch.from_numpy(scores.reg), torch.from_numpy(ages),
+                        self.cfg["loss"]["reg_weight"], self.cfg["loss"]["label_sigma"]).item()
+        row = {"val_loss": loss, **{f"val_mae_{how}": float(np.abs(scores.ages(how) - ages).mean())
+                                    for how in ("dex", "reg", "mean")}}
+        if len(self.datasets) > 1:
+            err, names = np.abs(scores.age - ages), self.data["val"].datasets
+            row.update({f"val_mae_{d}": float(err[names == d].mean()) for d in self.datasets})
+        return row
 
     # -- the whole run ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -450,23 +448,55 @@ class Trainer:
         return ddp.broadcast_object(summary, self.dist)
 
     def finish(self) -> dict:
-        """Score the best weights on the validation split; write the summary and plots (rank 0)."""
+        """Score the best weights on the validation split, calibrate their age interval there, and
+        write the summary and plots (rank 0)."""
         from faceage.weights import load_model
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
-        val = self.data["val"]
-        logits, reg = predict_arrays(model, val.images, record, self.device, flip_tta=self.cfg["eval"]["flip_tta"])
-        pred = estimate_age(torch.from_numpy(logits), torch.from_numpy(reg), record.estimate).numpy()
-        report = age_metrics(pred, val.ages)
-        report["mae_reg"] = round(float(np.abs(reg - val.ages).mean()), 4)
-        plot_cs_curves({record.model["arch"]: report["cs"]}, self.out / "cs_curve.png", "Validation CS")
-        plot_error_by_age(pred, val.ages, self.out / "error_by_age.png")
+        scores, ages = self.score_val(model, record)
+        record.interval_temperature = calibrate_interval(scores, ages, INTERVAL_COVERAGE)
+        save_model(model, record, self.out / "best.safetensors", half=self.cfg["run"]["save_half"])
+        scores.interval_temperature = record.interval_temperature
+        pred = scores.age
+        report = age_metrics(pred, ages)
+        report["mae_reg"] = round(float(np.abs(scores.reg - ages).mean()), 4)
+        report["tta"] = self.cfg["eval"]["tta"]
+        report["interval_coverage"] = interval_coverage(scores, ages)
+        names = self.data["val"].datasets
+        if len(self.datasets) > 1:
+            report["by_dataset"] = {d: {**age_metrics(pred[names == d], ages[names == d]),
+                                        "interval_coverage": interval_coverage(scores, ages, names == d)}
+                                    for d in self.datasets}
+        curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model["arch"]: report["cs"]}
+        plot_cs_curves(curves, self.out / "cs_curve.png", "Validation CS")
+        plot_error_by_age(pred, ages, self.out / "error_by_age.png")
         summary = {"run": str(self.out), "epochs": self.epoch, "best_val_mae": self.best,
                    "val": report, "record": json.loads(record.to_json())}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.log(f"done: best validation MAE {self.best:.3f} (epoch {record.training.get('best_epoch')}), "
-                 f"CS(5) {report['cs']['5']:.3f}; weights {self.out / 'best.safetensors'}")
+        per = "".join(f", {d} {v['mae']:.3f}" for d, v in report.get("by_dataset", {}).items())
+        self.log(f"done: best validation MAE {self.best:.3f} (epoch {record.training.get('best_epoch')}){per}, "
+                 f"CS(5) {report['cs']['5']:.3f}, 80% interval holds {report['interval_coverage']:.3f} "
+                 f"(temperature {record.interval_temperature:.3f}); weights {self.out / 'best.safetensors'}")
         return summary
+
+
+def interval_coverage(scores, ages: np.ndarray, rows=None, coverage: float = INTERVAL_COVERAGE) -> float:
+    """Share of true ages inside the predicted ``coverage`` interval."""
+    iv = scores.interval(coverage)
+    rows = np.ones(len(ages), bool) if rows is None else rows
+    inside = (ages >= iv[:, 0]) & (ages <= iv[:, 1])
+    return round(float(inside[rows].mean()), 4)
+
+
+def calibrate_interval(scores, ages: np.ndarray, coverage: float = INTERVAL_COVERAGE) -> float:
+    """The softmax temperature whose ``coverage`` interval holds that share of ``ages`` (grid search)."""
+    best, best_gap = 1.0, float("inf")
+    for t in np.round(np.arange(0.5, 4.001, 0.05), 3):
+        scores.interval_temperature = float(t)
+        gap = abs(interval_coverage(scores, ages, coverage=coverage) - coverage)
+        if gap < best_gap - 1e-9:
+            best, best_gap = float(t), gap
+    return best
 
 
 def train(cfg: dict, out: str | Path, resume: bool = False, quiet: bool = False,

@@ -1,0 +1,56 @@
+"""The one scoring path: network-input crops -> test-time views -> backend -> ages.
+
+Training validation, every experiment, ``evaluate``, ``compare``, ``predict`` and ``serve``
+score through :func:`score`, so a number in a report and an age from ``predict`` come from
+the same views, the same view averaging and the same age estimate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceage.ages import age_interval, combine, softmax
+from faceage.views import average_views, make_views
+
+
+@dataclass
+class Scores:
+    """Per-crop outputs, views averaged."""
+
+    logits: np.ndarray  # (N, 101)
+    reg: np.ndarray  # (N,)
+    estimate: str  # how ``age`` is made from them (the model record's estimate)
+    interval_temperature: float = 1.0
+
+    @property
+    def age(self) -> np.ndarray:
+        return combine(self.logits, self.reg, self.estimate)
+
+    def ages(self, how: str) -> np.ndarray:
+        return combine(self.logits, self.reg, how)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The predicted age distribution (ages 0..100)."""
+        return softmax(self.logits.astype(np.float64))
+
+    def interval(self, coverage: float = 0.8) -> np.ndarray:
+        """(N, 2) central interval, from the distribution sharpened or widened by the record's
+        calibrated temperature (so that about ``coverage`` of true ages fall inside)."""
+        return age_interval(softmax(self.logits.astype(np.float64) / self.interval_temperature), coverage)
+
+
+def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Scores:
+    """Score (N, S, S, 3) uint8 network-input crops (see :mod:`faceage.preprocess`) in batches."""
+    record = backend.record
+    n_classes = int(record.model.get("num_classes", 101))
+    logits, reg = [np.zeros((0, n_classes), np.float32)], [np.zeros(0, np.float32)]
+    for i in range(0, len(crops), batch_size):
+        batch = np.ascontiguousarray(crops[i : i + batch_size])
+        lg, rg = backend.run(make_views(batch, tta))
+        lg, rg = average_views(lg, rg, tta)
+        logits.append(lg)
+        reg.append(rg)
+    return Scores(np.concatenate(logits), np.concatenate(reg), record.estimate,
+                  float(getattr(record, "interval_temperature", 1.0)))
