@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from faceage.errors import FaceageError
+from faceage.preprocess import normalization
 from faceage.weights import ModelRecord
 
 META_KEY = "faceage"
@@ -50,11 +51,10 @@ def _wrapped(model, record: ModelRecord):
         def __init__(self, net, mean, std):
             super().__init__()
             self.net = net
-            std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-            mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-            # (x/255 - mean)/std == x * scale + shift : one Mul and one Add in the graph
-            self.register_buffer("scale", 1.0 / (255.0 * std_t))
-            self.register_buffer("shift", -mean_t / std_t)
+            # x * scale + shift (faceage.preprocess.normalization): one Mul and one Add in the graph
+            scale, shift = normalization(mean, std)
+            self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1))
+            self.register_buffer("shift", torch.from_numpy(shift).view(1, 3, 1, 1))
 
         def forward(self, crops):
             x = crops.permute(0, 3, 1, 2).to(torch.float32)

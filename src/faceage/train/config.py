@@ -6,12 +6,15 @@ Unknown keys are errors, so a typo cannot silently train the wrong model.
 from __future__ import annotations
 
 import copy
+import difflib
+import math
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from faceage.errors import ConfigError
+from faceage.views import TTA
 
 DEFAULTS: dict = {
     "model": {
@@ -80,7 +83,9 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def _merge(base: dict, update: dict, where: str) -> None:
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"unknown config key {where}{key!r}; known: {sorted(base)}")
+            near = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f"did you mean {where}{near[0]}? " if near else ""
+            raise ConfigError(f"unknown config key {where}{key!r}; {hint}known: {sorted(base)}")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {where}{key} must be a mapping")
@@ -119,33 +124,106 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
     else:
         for item in overrides or []:
             _merge(cfg, parse_override(item), "")
-    if cfg["optim"]["schedule"] not in ("step", "cosine"):
-        raise ConfigError(f"optim.schedule must be 'step' or 'cosine', not {cfg['optim']['schedule']!r}")
-    scale = cfg["optim"]["backbone_lr_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"optim.backbone_lr_scale must be a number > 0, not {scale!r}")
-    if cfg["run"]["compile"] not in (True, False, *COMPILE_MODES):
-        raise ConfigError(f"run.compile must be true, false or one of {', '.join(COMPILE_MODES)}, "
-                          f"not {cfg['run']['compile']!r}")
-    if cfg["run"]["amp"] not in (True, False, "bf16", "fp16"):
-        raise ConfigError(f"run.amp must be true, false, 'bf16' or 'fp16', not {cfg['run']['amp']!r}")
-    from faceage.views import TTA
-
-    if cfg["eval"]["tta"] not in TTA:
-        raise ConfigError(f"eval.tta must be one of {', '.join(TTA)}, not {cfg['eval']['tta']!r}")
-    data = cfg["data"]
-    if data["datasets"] is not None and not (isinstance(data["datasets"], dict) and data["datasets"]):
-        raise ConfigError(f"data.datasets must be a mapping {{name: manifest CSV}}, not {data['datasets']!r}")
-    if data["mix"] is not None and not (isinstance(data["mix"], dict) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data["mix"].values())
-            and sum(data["mix"].values()) > 0):
-        raise ConfigError(f"data.mix must be a mapping {{data set name: share >= 0}}, not {data['mix']!r}")
-    ab = data["age_balance"]
-    if isinstance(ab, bool) or not isinstance(ab, (int, float)) or not 0 <= ab <= 1:
-        raise ConfigError(f"data.age_balance must be a number in 0..1, not {ab!r}")
-    if isinstance(data["age_bin"], bool) or not isinstance(data["age_bin"], int) or data["age_bin"] < 1:
-        raise ConfigError(f"data.age_bin must be a whole number of years >= 1, not {data['age_bin']!r}")
+    check_config(cfg)
     return cfg
+
+
+# -- value checks: every key's type and range, checked at load, before any work ---------------------
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, above: bool = False,
+            optional: bool = False):
+    """A number (an int where ``integer``) in [lo, hi] (or > lo where ``above``); None allowed if ``optional``."""
+    def check(v):
+        if v is None and optional:
+            return None
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type or not math.isfinite(v):
+            return f"must be {'a whole number' if integer else 'a number'}{' or null' if optional else ''}"
+        if lo is not None and (v <= lo if above else v < lo) or hi is not None and v > hi:
+            lo_s = f"> {lo:g}" if above else f">= {lo:g}" if lo is not None else ""
+            return f"must be {lo_s}{' and ' if lo_s and hi is not None else ''}{f'<= {hi:g}' if hi is not None else ''}"
+        return None
+    return check
+
+
+def _choice(*options, optional: bool = False):
+    def check(v):
+        if (v is None and optional) or v in options:
+            return None
+        near = difflib.get_close_matches(str(v), [str(o) for o in options], n=1)
+        return f"must be one of {', '.join(map(str, options))}" + (f" (did you mean {near[0]}?)" if near else "")
+    return check
+
+
+def _pair(lo: float, hi: float, integer: bool = False):
+    one = _number(lo, hi, integer=integer)
+
+    def check(v):
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or any(one(x) for x in v) or v[0] > v[1]:
+            return f"must be a pair [low, high] with {lo:g} <= low <= high <= {hi:g}"
+        return None
+    return check
+
+
+def _text(optional: bool = True):
+    def check(v):
+        return None if (v is None and optional) or isinstance(v, str) and v else "must be a path or name (text)"
+    return check
+
+
+def _mapping(values):
+    def check(v):
+        if v is None:
+            return None
+        if not isinstance(v, dict) or not v:
+            return "must be a non-empty mapping {name: value} or null"
+        bad = [k for k, x in v.items() if values(x)]
+        return f"has bad values for {bad}: each {values(v[bad[0]])}" if bad else None
+    return check
+
+
+PROB = _number(0, 1)
+SCHEMA = {
+    "model": {"arch": _choice("sfv2", "ma_sfv2"), "width": _choice(0.5, 1.0, 1.5, 2.0),
+              "se_reduction": _number(1, 64, integer=True), "init": _text()},
+    "data": {"manifest": _text(), "datasets": _mapping(_text(optional=False)), "mix": _mapping(_number(0)),
+             "age_balance": PROB, "age_bin": _number(1, 100, integer=True), "path": _text(), "format": _text(False),
+             "split_ratios": _mapping(_number(0)), "split_seed": _number(0, integer=True),
+             "input_size": _number(16, 1024, integer=True), "cache_dir": _text(),
+             "limit": _number(1, integer=True, optional=True)},
+    "augment": {"flip": PROB, "rotate": PROB, "rotate_deg": _number(0, 180), "scale": PROB,
+                "scale_range": _pair(0.1, 10), "shift": PROB, "shift_frac": _number(0, 0.5), "noise": PROB,
+                "noise_std": _number(0, 1), "grey": PROB, "jitter": PROB, "brightness": _number(0, 1),
+                "contrast": _number(0, 1), "blur": PROB, "old_photo": PROB, "old_photo_scale": _pair(0.05, 1),
+                "jpeg": PROB, "jpeg_quality": _pair(1, 100, integer=True)},
+    "loss": {"reg_weight": _number(0), "label_sigma": _number(0, 50)},
+    "optim": {"lr": _number(0, 10, above=True), "betas": _pair(0, 0.99999), "weight_decay": _number(0),
+              "batch_size": _number(1, integer=True), "epochs": _number(1, integer=True),
+              "schedule": _choice("step", "cosine"), "step_every": _number(1, integer=True),
+              "gamma": _number(0, 1, above=True), "warmup_epochs": _number(0, integer=True),
+              "backbone_lr_scale": _number(0, above=True)},
+    "eval": {"estimate": _choice("dex", "reg", "mean"), "tta": _choice(*TTA), "batch_size": _number(1, integer=True)},
+    "run": {"seed": _number(0, integer=True), "device": _text(False), "amp": _choice(True, False, "bf16", "fp16"),
+            "channels_last": _choice(True, False), "compile": _choice(True, False, *COMPILE_MODES),
+            "threads": _number(1, 256, integer=True, optional=True), "save_half": _choice(True, False),
+            "gpu_cache": _choice(True, False), "prefetch": _number(0, 64, integer=True, optional=True),
+            "pin_memory": _choice(True, False), "sync_bn": _choice(True, False)},
+}
+
+
+def check_config(cfg: dict) -> None:
+    """Every value against :data:`SCHEMA`; the first bad one raises ConfigError naming the key."""
+    for section, checks in SCHEMA.items():
+        for key, check in checks.items():
+            problem = check(cfg[section][key])
+            if problem:
+                raise ConfigError(f"config {section}.{key} = {cfg[section][key]!r}: {problem}")
+    if cfg["data"]["datasets"] and (cfg["data"]["manifest"] or cfg["data"]["path"]):
+        raise ConfigError("set data.datasets or data.manifest/data.path, not both")
+    if cfg["optim"]["warmup_epochs"] >= cfg["optim"]["epochs"] > 1:
+        raise ConfigError(f"config optim.warmup_epochs = {cfg['optim']['warmup_epochs']}: must be below "
+                          f"optim.epochs ({cfg['optim']['epochs']})")
 
 
 def dump_config(cfg: dict, path: Path) -> None:

@@ -1,0 +1,49 @@
+"""The bundled model's outputs pinned on committed public-domain photos (runs on a fresh clone).
+
+Regenerate tests/data/golden.json with ``python scripts/golden.py`` only for an intended change of
+the model or the face front end, and say so in the commit."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceage import AgeEstimator
+from faceage.estimator import default_model_path
+from faceage.export import parity
+from faceage.imageio import load_image
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = json.loads((DATA / "golden.json").read_text())
+BOX_PX, AGE_YEARS = 2, 0.1
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_bundled_model_matches_golden_outputs(backend):
+    import hashlib
+
+    digest = hashlib.sha256(default_model_path(backend).read_bytes()).hexdigest()[:16]
+    assert digest == GOLDEN["model"][backend], "the bundled model changed: run python scripts/golden.py"
+    est = AgeEstimator(backend=backend)
+    for name, want in GOLDEN["faces"][backend].items():
+        got = est.predict(DATA / name)
+        assert len(got) == len(want), name
+        for g, w in zip(got, want):
+            assert np.abs(np.subtract(g.box, w["box"])).max() <= BOX_PX, (name, g.box, w["box"])
+            assert abs(g.age - w["age"]) <= AGE_YEARS, (name, g.age, w["age"])
+
+
+def test_golden_photos_hold_the_faces_their_readme_lists():
+    faces = GOLDEN["faces"]["onnx"]
+    assert [len(faces[n]) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")] == [1, 1, 3]
+    assert 35 <= faces["obama.jpg"][0]["age"] <= 60  # 47 at the time of the portrait
+
+
+def test_bundled_onnx_and_safetensors_are_the_same_model():
+    est = AgeEstimator(backend="onnx")
+    crops = np.stack([f.crop for name in ("obama.jpg", "obama_and_biden.jpg")
+                      for f in est.pipeline.faces(load_image(DATA / name))])
+    from faceage.preprocess import input_batch
+
+    p = parity(default_model_path("torch"), default_model_path("onnx"), input_batch(crops, est.input_size))
+    assert p.n == 4 and p.max_age_diff < 0.05 and p.max_logit_diff < 1e-3, p
