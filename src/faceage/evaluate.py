@@ -19,6 +19,7 @@ from faceage.preprocess import resize_crop
 from faceage.data.manifest import Sample, read_manifest
 from faceage.errors import FaceageError
 from faceage.imageio import load_image
+from faceage.scoring import interval_coverage
 from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
 
 
@@ -62,7 +63,9 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
     true = np.asarray(ages, dtype=np.float64)
     preds = {how: scores.ages(how) for how in ("dex", "reg", "mean")}
     how = estimator.record.estimate
+    interval = scores.interval()
     report = age_metrics(preds[how], true)
+    report["interval_coverage"] = interval_coverage(scores, true)
     report.update({
         "estimate": how,
         "tta": estimator.tta,
@@ -76,7 +79,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
                      else "detect + align + estimate"),
         "seconds": round(time.perf_counter() - start, 1),
     })
-    report["_pred"], report["_true"], report["_paths"] = preds[how], true, paths
+    report["_pred"], report["_true"], report["_paths"], report["_interval"] = preds[how], true, paths, interval
     return report
 
 
@@ -84,12 +87,13 @@ def write_report(report: dict, out: str | Path, label: str = "model") -> dict:
     """Write report.json, predictions.csv, cs_curve.png and error_by_age.png; return the JSON part."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pred, true, paths = report.pop("_pred"), report.pop("_true"), report.pop("_paths")
+    pred, true, paths, interval = (report.pop(k) for k in ("_pred", "_true", "_paths", "_interval"))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "age", "predicted"])
-        writer.writerows((p, int(t), f"{a:.2f}") for p, t, a in zip(paths, true, pred))
+        writer.writerow(["path", "age", "predicted", "interval_low", "interval_high"])
+        writer.writerows((p, int(t), f"{a:.2f}", f"{lo:.1f}", f"{hi:.1f}")
+                         for p, t, a, (lo, hi) in zip(paths, true, pred, interval))
     plot_cs_curves({label: report["cs"]}, out / "cs_curve.png")
     plot_error_by_age(pred, true, out / "error_by_age.png")
     return report

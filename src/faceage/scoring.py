@@ -6,7 +6,7 @@ the same views, the same view averaging and the same age estimate.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,3 +54,22 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         reg.append(rg)
     return Scores(np.concatenate(logits), np.concatenate(reg), record.estimate,
                   float(getattr(record, "interval_temperature", 1.0)))
+
+
+def interval_coverage(scores: Scores, ages: np.ndarray, rows: np.ndarray | None = None, coverage: float = 0.8) -> float:
+    """Share of true ages inside the predicted ``coverage`` interval."""
+    iv = scores.interval(coverage)
+    rows = np.ones(len(ages), bool) if rows is None else rows
+    inside = (ages >= iv[:, 0]) & (ages <= iv[:, 1])
+    return round(float(inside[rows].mean()), 4)
+
+
+def calibrate_interval(scores: Scores, ages: np.ndarray, coverage: float = 0.8) -> float:
+    """The softmax temperature whose ``coverage`` interval holds that share of ``ages`` (grid search)."""
+    best, best_gap = 1.0, float("inf")
+    for t in np.round(np.arange(0.5, 4.001, 0.05), 3):
+        trial = replace(scores, interval_temperature=float(t))
+        gap = abs(interval_coverage(trial, ages, coverage=coverage) - coverage)
+        if gap < best_gap - 1e-9:
+            best, best_gap = float(t), gap
+    return best

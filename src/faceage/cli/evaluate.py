@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"MAE {report['mae']:.3f} ({report['estimate']})   DEX {report['mae_dex']:.3f}   "
           f"regression {report['mae_reg']:.3f}   mean {report['mae_mean']:.3f}")
     print("CS(e): " + "  ".join(f"{e}:{100 * v:.1f}%" for e, v in report["cs"].items()))
-    print("MAE by decade: " + "  ".join(f"{k}: {v['mae']:.2f} (n={v['n']})" for k, v in report["mae_by_decade"].items()))
+    print("MAE (bias) by decade: " + "  ".join(f"{k}: {v['mae']:.2f} ({v['bias']:+.2f}, n={v['n']})"
+                                             for k, v in report["mae_by_decade"].items()))
+    print(f"80% interval holds the true age for {100 * report['interval_coverage']:.1f}% of images")
     print(f"report: {out}/report.json, plots: {out}/cs_curve.png, {out}/error_by_age.png")
     return 0

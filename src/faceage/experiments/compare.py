@@ -55,7 +55,7 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
         record = read_record(path)
         est = AgeEstimator(path, backend=backend)
         rep = evaluate(est, samples, prealigned=prealigned, quiet=quiet)
-        p, t, ps = rep.pop("_pred"), rep.pop("_true"), rep.pop("_paths")
+        p, t, ps, _ = (rep.pop(k) for k in ("_pred", "_true", "_paths", "_interval"))
         if paths is None:
             paths, true = ps, t
         elif ps != paths:  # a model could not read an image another one did: compare on the common ones
@@ -67,7 +67,7 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
                         "input_size": record.input_size, "crop": record.crop, "n": rep["n"], "mae": rep["mae"],
                         "mae_dex": rep["mae_dex"], "mae_reg": rep["mae_reg"], "cs": rep["cs"],
                         "mae_by_decade": rep["mae_by_decade"], "no_face": rep["no_face"],
-                        "pipeline": rep["pipeline"], "training": record.training}
+                        "pipeline": rep["pipeline"], "tta": est.tta, "training": record.training}
         rows.append([label, f"{spec.get('arch')} {spec.get('width')}x", record.input_size, rep["n"], rep["mae"],
                      rep["mae_dex"], rep["mae_reg"], rep["cs"]["5"], rep["cs"]["10"], rep["no_face"]])
         if not quiet:

@@ -128,8 +128,11 @@ def write_report(out: str | Path, title: str, body: str, results: dict, prov: di
     md = [f"# {title}", "", body.strip(), ""]
     for img in images:
         md += [f"![{Path(img).stem}]({img})", ""]
+    config = prov.get("config") or {}
+    views = (config.get("eval") or {}).get("tta") if isinstance(config, dict) else None
     md += ["## Provenance", "", "```bash", prov.get("command", ""), "```", "",
-           f"- code: faceage {version}", f"- data: {fp or 'n/a'}", f"- date: {prov.get('date', '')}",
+           f"- code: faceage {version}",
+           *([f"- test-time views (eval.tta): {views}"] if views else []), f"- data: {fp or 'n/a'}", f"- date: {prov.get('date', '')}",
            "- config: see `report.json` (`provenance.config`)", ""]
     (out / "report.md").write_text("\n".join(md))
     return doc

@@ -40,7 +40,6 @@ from faceage.train.loss import age_loss
 from faceage.weights import ModelRecord, save_model
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
-INTERVAL_COVERAGE = 0.8
 
 
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
@@ -450,11 +449,12 @@ class Trainer:
     def finish(self) -> dict:
         """Score the best weights on the validation split, calibrate their age interval there, and
         write the summary and plots (rank 0)."""
+        from faceage.scoring import calibrate_interval, interval_coverage
         from faceage.weights import load_model
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
         scores, ages = self.score_val(model, record)
-        record.interval_temperature = calibrate_interval(scores, ages, INTERVAL_COVERAGE)
+        record.interval_temperature = calibrate_interval(scores, ages)
         save_model(model, record, self.out / "best.safetensors", half=self.cfg["run"]["save_half"])
         scores.interval_temperature = record.interval_temperature
         pred = scores.age
@@ -478,25 +478,6 @@ class Trainer:
                  f"CS(5) {report['cs']['5']:.3f}, 80% interval holds {report['interval_coverage']:.3f} "
                  f"(temperature {record.interval_temperature:.3f}); weights {self.out / 'best.safetensors'}")
         return summary
-
-
-def interval_coverage(scores, ages: np.ndarray, rows=None, coverage: float = INTERVAL_COVERAGE) -> float:
-    """Share of true ages inside the predicted ``coverage`` interval."""
-    iv = scores.interval(coverage)
-    rows = np.ones(len(ages), bool) if rows is None else rows
-    inside = (ages >= iv[:, 0]) & (ages <= iv[:, 1])
-    return round(float(inside[rows].mean()), 4)
-
-
-def calibrate_interval(scores, ages: np.ndarray, coverage: float = INTERVAL_COVERAGE) -> float:
-    """The softmax temperature whose ``coverage`` interval holds that share of ``ages`` (grid search)."""
-    best, best_gap = 1.0, float("inf")
-    for t in np.round(np.arange(0.5, 4.001, 0.05), 3):
-        scores.interval_temperature = float(t)
-        gap = abs(interval_coverage(scores, ages, coverage=coverage) - coverage)
-        if gap < best_gap - 1e-9:
-            best, best_gap = float(t), gap
-    return best
 
 
 def train(cfg: dict, out: str | Path, resume: bool = False, quiet: bool = False,

@@ -1,0 +1,103 @@
+"""The numbers in docs/model_card.md, for one or more models side by side.
+
+Validation sets: each data set of a training config (its seeded split, rebuilt exactly as training
+made it), scored on the prepared crops; FG-NET through the whole pipeline on the raw photos (detect,
+align, estimate; never trained on). Per set: MAE, CS(5), bias and MAE by decade, 80% interval
+coverage; UTKFace also by gender and race (from its file names). Writes OUT/numbers.json, one
+report folder per model and set (report.json, predictions.csv, plots) and prints Markdown tables.
+
+    python scripts/model_card_numbers.py --config configs/default-model-v2.yaml \
+        v1=docs/runs/default-model/best.safetensors v2=src/faceage/models/default.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from faceage import AgeEstimator
+from faceage.data.importers import import_dataset
+from faceage.evaluate import evaluate, write_report
+from faceage.metrics import age_metrics
+from faceage.train.config import load_config
+from faceage.train.data import load_samples
+
+UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
+GENDER = {"0": "men", "1": "women"}
+RACE = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "other"}
+
+
+def utk_groups(paths: list[str]) -> dict[str, np.ndarray]:
+    """Row masks for UTKFace's gender and race labels, read from the original file names."""
+    labels = [UTK_NAME.match(Path(p).name) for p in paths]
+    out = {}
+    for key, names, idx in (("gender", GENDER, 2), ("race", RACE, 3)):
+        for code, name in names.items():
+            out[f"{key}: {name}"] = np.array([m is not None and m.group(idx) == code for m in labels])
+    return out
+
+
+def score_set(est: AgeEstimator, samples, prealigned: bool, out: Path, label: str) -> dict:
+    rep = evaluate(est, samples, prealigned=prealigned, quiet=True)
+    pred, true = rep["_pred"], rep["_true"]
+    sources = {str(s.path): str(s.source or s.path) for s in samples}
+    groups = utk_groups([sources.get(p, p) for p in rep["_paths"]]) if "utkface" in label else {}
+    rep["groups"] = {g: {k: v for k, v in age_metrics(pred[m], true[m]).items() if k != "cs"}
+                     for g, m in groups.items() if m.any()}
+    return write_report(rep, out, label=label)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", metavar="LABEL=MODEL")
+    ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
+    ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
+    ap.add_argument("--tta", default="zoomflip")
+    ap.add_argument("--out", default="docs/model-card")
+    a = ap.parse_args()
+    cfg = load_config(a.config)
+    samples, _, _ = load_samples(cfg["data"])
+    sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
+            for name in cfg["data"]["datasets"]}
+    sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
+    numbers = {}
+    for spec in a.models:
+        label, path = spec.split("=", 1)
+        est = AgeEstimator(path, tta=a.tta)
+        numbers[label] = {"model": path, "tta": a.tta}
+        for name, (rows, prealigned) in sets.items():
+            rep = score_set(est, rows, prealigned, Path(a.out) / label / name, name)
+            numbers[label][name] = rep
+            print(f"{label} {name}: n {rep['n']} MAE {rep['mae']:.3f} CS5 {rep['cs']['5']:.3f} "
+                  f"interval {rep['interval_coverage']:.3f} no face {rep['no_face']}", flush=True)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "numbers.json").write_text(json.dumps(numbers, indent=1))
+    labels = list(numbers)
+    print("\n| set | " + " | ".join(f"{m} MAE (CS5, 80% interval holds)" for m in labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for name in sets:
+        print(f"| {name} ({numbers[labels[0]][name]['n']}) | " + " | ".join(
+            f"{numbers[m][name]['mae']:.2f} ({numbers[m][name]['cs']['5']:.3f}, "
+            f"{numbers[m][name]['interval_coverage']:.2f})" for m in labels) + " |")
+    for name in sets:
+        print(f"\n{name}: MAE / bias by decade\n| decade | n | " + " | ".join(labels) + " |")
+        print("|---|---|" + "---|" * len(labels))
+        for dec, v in numbers[labels[0]][name]["mae_by_decade"].items():
+            print(f"| {dec} | {v['n']} | " + " | ".join(
+                f"{numbers[m][name]['mae_by_decade'][dec]['mae']:.2f} / "
+                f"{numbers[m][name]['mae_by_decade'][dec]['bias']:+.2f}" for m in labels) + " |")
+    groups = numbers[labels[0]].get("utkface", {}).get("groups", {})
+    if groups:
+        print("\nUTKFace validation by group (MAE / bias)\n| group | n | " + " | ".join(labels) + " |")
+        print("|---|---|" + "---|" * len(labels))
+        for g, v in groups.items():
+            print(f"| {g} | {v['n']} | " + " | ".join(
+                f"{numbers[m]['utkface']['groups'][g]['mae']:.2f} / {numbers[m]['utkface']['groups'][g]['bias']:+.2f}"
+                for m in labels) + " |")
+
+
+if __name__ == "__main__":
+    main()
