@@ -160,7 +160,7 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     import numpy as np
 
     from conftest import synthetic_dataset
-    from faceage.train.data import sampling_weights
+    from faceage.train.data import prior_correction, sampling_weights
 
     a, b = synthetic_dataset(tmp_path / "a", n=40), synthetic_dataset(tmp_path / "b", n=24, seed=1)
     cfg = tiny_config(a, tmp_path / "cache", **{"data.manifest": None})
@@ -172,6 +172,9 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     assert {"val_mae_alpha", "val_mae_beta"} <= set(rows[0])
     assert set(summary["val"]["by_dataset"]) == {"alpha", "beta"}
     assert 0.5 <= summary["record"]["interval_temperature"] <= 4.0
+    strength = summary["record"]["training"]["prior_correction"]["strength"]
+    assert (summary["record"]["logit_bias"] is None) == (strength == 0)
+    assert strength == 0 or len(summary["record"]["logit_bias"]) == 101
     split = list(csv.DictReader(open(out / "split.csv")))
     assert {r["dataset"] for r in split} == {"alpha", "beta"}
     for name in ("alpha", "beta"):
@@ -187,6 +190,11 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     assert np.allclose(flat, 1 / len(ages))
     with pytest.raises(ConfigError, match="data.mix"):
         sampling_weights(ages, sets, {"x": 1}, 0.0, 10)
+    # the prior correction undoes the drawn prior: none for uniform draws, + for ages drawn too rarely
+    assert np.allclose(prior_correction(ages, flat), 0, atol=1e-5)
+    delta = prior_correction(ages, w)
+    # x's 30s: 7 of 12 rows, drawn at 37.5%: put back (+); y's 60s: 2 of 12 rows, drawn at 25%: (-)
+    assert delta.shape == (101,) and delta[33] > 0 > delta[60]
 
 
 def test_training_learns_a_learnable_task(tmp_path):

@@ -16,7 +16,7 @@ from faceage.views import average_views, make_views
 
 @dataclass
 class Scores:
-    """Per-crop outputs, views averaged."""
+    """Per-crop outputs, views averaged, the record's logit bias added."""
 
     logits: np.ndarray  # (N, 101)
     reg: np.ndarray  # (N,)
@@ -52,8 +52,10 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         lg, rg = average_views(lg, rg, tta)
         logits.append(lg)
         reg.append(rg)
-    return Scores(np.concatenate(logits), np.concatenate(reg), record.estimate,
-                  float(getattr(record, "interval_temperature", 1.0)))
+    logits = np.concatenate(logits)
+    if record.logit_bias is not None:  # the record's prior correction (faceage.train.data.prior_correction)
+        logits = logits + np.asarray(record.logit_bias, np.float32)
+    return Scores(logits, np.concatenate(reg), record.estimate, float(record.interval_temperature))
 
 
 def interval_coverage(scores: Scores, ages: np.ndarray, rows: np.ndarray | None = None, coverage: float = 0.8) -> float:

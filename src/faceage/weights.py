@@ -32,6 +32,9 @@ class ModelRecord:
     # softmax temperature for the age interval, calibrated on validation data so that the 80%
     # interval holds about 80% of true ages (1.0: the distribution as the network gives it)
     interval_temperature: float = 1.0
+    # added to the logits before anything is read off them: the age prior of the (balanced) training
+    # sample exchanged for the data's own, with the strength chosen on validation data; None: nothing
+    logit_bias: tuple[float, ...] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -45,6 +48,7 @@ class ModelRecord:
                 "estimate": self.estimate,
                 "training": self.training,
                 "interval_temperature": self.interval_temperature,
+                "logit_bias": None if self.logit_bias is None else [round(float(v), 6) for v in self.logit_bias],
             },
             sort_keys=True,
         )
@@ -64,6 +68,7 @@ class ModelRecord:
                 estimate=str(data.get("estimate", "dex")),
                 training=dict(data.get("training") or {}),
                 interval_temperature=float(data.get("interval_temperature", 1.0)),
+                logit_bias=None if data.get("logit_bias") is None else tuple(float(v) for v in data["logit_bias"]),
             )
         except WeightsError:
             raise

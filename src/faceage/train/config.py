@@ -86,7 +86,9 @@ def _merge(base: dict, update: dict, where: str) -> None:
             near = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f"did you mean {where}{near[0]}? " if near else ""
             raise ConfigError(f"unknown config key {where}{key!r}; {hint}known: {sorted(base)}")
-        if isinstance(base[key], dict):
+        if isinstance(base[key], dict) and value is None:
+            base[key] = None  # an optional mapping switched off (data.mix=null); check_config says if not allowed
+        elif isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {where}{key} must be a mapping")
             _merge(base[key], value, f"{where}{key}.")
@@ -172,10 +174,10 @@ def _text(optional: bool = True):
     return check
 
 
-def _mapping(values):
+def _mapping(values, optional: bool = True):
     def check(v):
         if v is None:
-            return None
+            return None if optional else "must be a mapping {name: value}"
         if not isinstance(v, dict) or not v:
             return "must be a non-empty mapping {name: value} or null"
         bad = [k for k, x in v.items() if values(x)]
@@ -189,7 +191,7 @@ SCHEMA = {
               "se_reduction": _number(1, 64, integer=True), "init": _text()},
     "data": {"manifest": _text(), "datasets": _mapping(_text(optional=False)), "mix": _mapping(_number(0)),
              "age_balance": PROB, "age_bin": _number(1, 100, integer=True), "path": _text(), "format": _text(False),
-             "split_ratios": _mapping(_number(0)), "split_seed": _number(0, integer=True),
+             "split_ratios": _mapping(_number(0), optional=False), "split_seed": _number(0, integer=True),
              "input_size": _number(16, 1024, integer=True), "cache_dir": _text(),
              "limit": _number(1, integer=True, optional=True)},
     "augment": {"flip": PROB, "rotate": PROB, "rotate_deg": _number(0, 180), "scale": PROB,

@@ -35,10 +35,13 @@ from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error
 from faceage.nets.model import AgeNet, ModelSpec, count_params
 from faceage.train import distributed as ddp
 from faceage.train.config import dump_config
-from faceage.train.data import cached_splits, crop_differences, load_samples, sampling_weights, with_splits
+from faceage.train.data import (
+    cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
+)
 from faceage.train.loss import age_loss
 from faceage.weights import ModelRecord, save_model
 
+PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
 
 
@@ -298,16 +301,23 @@ class Trainer:
         return torch.Generator().manual_seed(batch_seed(self.cfg["run"]["seed"] + 7919, self.epoch, step,
                                                         self.dist.rank))
 
-    def epoch_order(self) -> torch.Tensor:
-        """This epoch's rows: a permutation, or (with data.mix / data.age_balance) rows drawn with
-        replacement by :func:`faceage.train.data.sampling_weights`; the same on every rank."""
+    def draw_weights(self) -> torch.Tensor | None:
+        """Per-row draw probabilities under data.mix / data.age_balance; None = a plain permutation."""
         train, data = self.data["train"], self.cfg["data"]
         if data["mix"] is None and not data["age_balance"]:
-            return torch.randperm(len(train.ages), generator=self.gen)
+            return None
         if getattr(self, "_weights", None) is None:
             self._weights = torch.from_numpy(sampling_weights(
                 train.ages, train.datasets, data["mix"], float(data["age_balance"]), int(data["age_bin"])))
-        return torch.multinomial(self._weights, len(train.ages), replacement=True, generator=self.gen)
+        return self._weights
+
+    def epoch_order(self) -> torch.Tensor:
+        """This epoch's rows: a permutation, or rows drawn with replacement by :meth:`draw_weights`;
+        the same on every rank."""
+        n, weights = len(self.data["train"].ages), self.draw_weights()
+        if weights is None:
+            return torch.randperm(n, generator=self.gen)
+        return torch.multinomial(weights, n, replacement=True, generator=self.gen)
 
     def _batches(self, perm: torch.Tensor, steps: int):
         """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
@@ -447,13 +457,27 @@ class Trainer:
         return ddp.broadcast_object(summary, self.dist)
 
     def finish(self) -> dict:
-        """Score the best weights on the validation split, calibrate their age interval there, and
-        write the summary and plots (rank 0)."""
+        """Score the best weights on the validation split, put back the data's age prior after weighted
+        sampling and calibrate the age interval there (both stored in the record), and write the
+        summary and plots (rank 0)."""
+        from dataclasses import replace
+
         from faceage.scoring import calibrate_interval, interval_coverage
         from faceage.weights import load_model
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
+        record.logit_bias, record.interval_temperature = None, 1.0  # measured afresh (also on a re-run)
         scores, ages = self.score_val(model, record)
+        weights = self.draw_weights()
+        if weights is not None:
+            delta = prior_correction(self.data["train"].ages, weights.numpy())
+            trials = {t: replace(scores, logits=scores.logits + t * delta) for t in PRIOR_STRENGTHS}
+            maes = {t: round(float(np.abs(s.age - ages).mean()), 4) for t, s in trials.items()}
+            strength = min(maes, key=maes.get)
+            scores = trials[strength]
+            record.logit_bias = tuple(float(v) for v in strength * delta) if strength else None
+            record.training["prior_correction"] = {"strength": strength, "val_mae_by_strength": maes}
+            self.log(f"age prior put back at strength {strength} (validation MAE by strength: {maes})")
         record.interval_temperature = calibrate_interval(scores, ages)
         save_model(model, record, self.out / "best.safetensors", half=self.cfg["run"]["save_half"])
         scores.interval_temperature = record.interval_temperature
@@ -474,7 +498,8 @@ class Trainer:
                    "val": report, "record": json.loads(record.to_json())}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         per = "".join(f", {d} {v['mae']:.3f}" for d, v in report.get("by_dataset", {}).items())
-        self.log(f"done: best validation MAE {self.best:.3f} (epoch {record.training.get('best_epoch')}){per}, "
+        self.log(f"done: validation MAE {report['mae']:.3f}{per} (best epoch {record.training.get('best_epoch')}: "
+                 f"{self.best:.3f} before the prior correction), "
                  f"CS(5) {report['cs']['5']:.3f}, 80% interval holds {report['interval_coverage']:.3f} "
                  f"(temperature {record.interval_temperature:.3f}); weights {self.out / 'best.safetensors'}")
         return summary
