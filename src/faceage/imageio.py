@@ -175,7 +175,7 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
     """Like :func:`load_image`, but a JPEG file or bytes is decoded at the smallest DCT
     scale (1/2, 1/4 or 1/8: Pillow's draft mode) whose longest side is still at least
     ``min_side``: face detection on a 12 MP photo needs a fraction of its pixels, and
-    decoding at 1/4 costs a fraction of a full decode.
+    decoding at 1/4 costs a fraction of a full decode. A JPEG is opened once.
 
     Returns the RGB array (EXIF orientation applied) and the full-resolution
     ``(width, height)`` it stands for. Other formats and inputs decode in full; anything
@@ -187,9 +187,10 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
             fh = open(src, "rb") if isinstance(src, (str, os.PathLike)) else io.BytesIO(bytes(src))
             with fh, Image.open(fh) as img:
                 w, h = img.size
-                k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
-                if img.format == "JPEG" and k > 1 and not (max_pixels and w * h > max_pixels):
-                    img.draft("RGB", (w // k, h // k))
+                if img.format == "JPEG" and not (max_pixels and w * h > max_pixels):
+                    k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
+                    if k > 1:
+                        img.draft("RGB", (w // k, h // k))
                     arr = _from_pil(img, label, 0, opened_here=True)
                     return arr, ((w, h) if arr.shape[1] == img.size[0] else (h, w))
         except ImageError:

