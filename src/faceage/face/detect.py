@@ -311,7 +311,7 @@ class DlibDetector:
         fast = HOG_WINDOW / (self.fast_face * short) if self.fast_face > 0 else 1.0
         if small and fast <= 0.85:  # worth a pass of its own
             found = self._hog(img, 0, "hog-fast", scale=fast)
-            if small and self._close_up(found, short):
+            if self._close_up(found, short):
                 return found
         found = _nms(found + self._hog(img, 0, "hog"))
         if (small and not self._close_up(found, short)) or (not found and self.recover):
