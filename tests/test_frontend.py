@@ -125,22 +125,28 @@ def test_close_up_ends_the_search_on_small_images_only():
 
 # ------------------------------------------------------------------ large JPEGs, reduced-scale decode
 
-def big_jpeg(tmp_path: Path, name: str = "obama_and_biden.jpg", width: int = 4200, exif: int = 0) -> Path:
-    with Image.open(DATA / name) as im:
-        big = im.convert("RGB").resize((width, round(im.height * width / im.width)), Image.BICUBIC)
-    kw = {"quality": 92}
-    if exif:
-        big = big.transpose(Image.Transpose.ROTATE_90)  # stored rotated; EXIF 6 turns it back
-        e = Image.Exif()
-        e[0x0112] = exif
-        kw["exif"] = e.tobytes()
-    path = tmp_path / f"big{exif}.jpg"
-    big.save(path, **kw)
-    return path
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> dict[int, Path]:
+    """obama_and_biden.jpg upscaled to 4200 x 2998 (12.6 MP) JPEGs: {0: upright, 6: stored
+    rotated with EXIF orientation 6, which turns it back}."""
+    with Image.open(DATA / "obama_and_biden.jpg") as im:
+        img = im.convert("RGB").resize((4200, 2998), Image.BICUBIC)
+    folder = tmp_path_factory.mktemp("big")
+    e = Image.Exif()
+    e[0x0112] = 6
+    img.save(folder / "big0.jpg", quality=92)
+    img.transpose(Image.Transpose.ROTATE_90).save(folder / "big6.jpg", quality=92, exif=e.tobytes())
+    return {0: folder / "big0.jpg", 6: folder / "big6.jpg"}
 
 
-def test_load_image_scaled_decodes_jpeg_at_reduced_scale(tmp_path):
-    path = big_jpeg(tmp_path)  # 4200 x 2998
+def as_png(path: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_load_image_scaled_decodes_jpeg_at_reduced_scale(big):
+    path = big[0]
     arr, full = load_image_scaled(path, 1000)
     assert full == (4200, 2998)
     assert arr.shape == (750, 1050, 3)  # 1/4: the smallest scale with a long side >= 1000
@@ -148,18 +154,16 @@ def test_load_image_scaled_decodes_jpeg_at_reduced_scale(tmp_path):
     assert np.abs(arr.astype(np.int16) - ref).mean() < 4
     arr2, full2 = load_image_scaled(path.read_bytes(), 2000)  # bytes too; 1/2
     assert full2 == full and arr2.shape == (1499, 2100, 3)
-    png = tmp_path / "big.png"
-    Image.open(path).save(png)
-    arr3, full3 = load_image_scaled(png, 1000)  # other formats: in full
+    arr3, full3 = load_image_scaled(as_png(path), 1000)  # other formats: in full
     assert full3 == full and arr3.shape == (2998, 4200, 3)
 
 
-def test_load_image_scaled_honours_exif_and_fails_like_load_image(tmp_path):
-    path = big_jpeg(tmp_path, exif=6)
+def test_load_image_scaled_honours_exif_and_fails_like_load_image(big, tmp_path):
+    path = big[6]
     arr, full = load_image_scaled(path, 1000)
     assert full == (4200, 2998) and arr.shape == (750, 1050, 3)  # upright
     bad = tmp_path / "cut.jpg"
-    bad.write_bytes(big_jpeg(tmp_path).read_bytes()[:20000])
+    bad.write_bytes(big[0].read_bytes()[:20000])
     with pytest.raises(ImageError, match="cut.jpg"):
         load_image_scaled(bad, 1000)
     with pytest.raises(ImageError, match="over the limit"):
@@ -169,10 +173,10 @@ def test_load_image_scaled_honours_exif_and_fails_like_load_image(tmp_path):
 
 
 @pytest.mark.parametrize("exif", [0, 6])
-def test_large_jpeg_faces_match_full_decode(tmp_path, exif):
+def test_large_jpeg_faces_match_full_decode(big, exif):
     """Path (reduced decode, boxes mapped back) and full array give the same faces; the
     child's small face is cropped from a sharper decode than detection used."""
-    path = big_jpeg(tmp_path, exif=exif)
+    path = big[exif]
     pipe = FacePipeline(spec=CropSpec(size=128))
     full = load_image(path)
     from_path = pipe.faces(path)
@@ -186,8 +190,8 @@ def test_large_jpeg_faces_match_full_decode(tmp_path, exif):
         assert np.abs(a.crop.astype(np.int16) - ref.astype(np.int16)).mean() < 3
 
 
-def test_crop_source_is_sharp_enough(tmp_path):
-    path = big_jpeg(tmp_path)
+def test_crop_source_is_sharp_enough(big):
+    path = big[0]
     pipe = FacePipeline(spec=CropSpec(size=128))
     dec = pipe._decode(path)
     assert dec.factor[0] == pytest.approx(4, rel=0.01)
@@ -213,7 +217,6 @@ def test_thin_images_give_no_face_in_a_subprocess(w, h):
         f"img = np.random.default_rng(0).integers(0, 255, ({h}, {w}, 3), dtype=np.uint8)\n"
         "det = DlibDetector(cnn=True)\n"
         "assert det.detect(img) == []\n"
-        "assert det.detect(img[:, :, 0]) == []\n"
         "for up in (0, 1):\n"
         "    assert det._cnn(img, up) == [] or min(img.shape[:2]) * 2 ** up >= 80\n"
         "print('ok')\n"
@@ -290,12 +293,10 @@ def test_cli_detector_flags(small_model, tmp_path, capsys):
     assert main(["predict", str(photo), "--model", str(small_model), "--detector-option", "bogus=1"]) != 0
 
 
-def test_bytes_input_decodes_reduced_too(tmp_path):
-    path = big_jpeg(tmp_path)
+def test_bytes_input_decodes_reduced_too(big):
+    path = big[0]
     pipe = FacePipeline()
     a = [f.box for f in pipe.faces(path.read_bytes())]
     b = [f.box for f in pipe.faces(path)]
     assert a == b and len(a) == 3
-    buf = io.BytesIO()
-    Image.open(path).save(buf, "PNG")
-    assert len(pipe.faces(buf.getvalue())) == 3
+    assert len(pipe.faces(as_png(path))) == 3
