@@ -74,6 +74,19 @@ def _av():
     return av
 
 
+def container_format(head: bytes) -> str | None:
+    """FFmpeg demuxer for a file starting with ``head`` if it is MP4/MOV, Matroska/WebM or AVI, else None.
+    Untrusted uploads are opened with this demuxer only (never FFmpeg's probing over all formats,
+    some of which, like HLS playlists, open other files)."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
 def camera_source(index: int) -> tuple[str, str]:
     """FFmpeg input name and format of camera number ``index`` on this platform."""
     if sys.platform.startswith("linux"):
@@ -84,14 +97,15 @@ def camera_source(index: int) -> tuple[str, str]:
 
 
 class VideoReader:
-    """Decode frames of a file (``start``..``end`` seconds) or a camera (``camera=N``).
+    """Decode frames of a file (path or binary file object; ``start``..``end`` seconds) or a
+    camera (``camera=N``).
 
-    ``threads``: decoder threads (0: FFmpeg's choice). Problems met while decoding are
+    ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed). Problems met while decoding are
     kept in :attr:`problems` as well as warned about.
     """
 
-    def __init__(self, source: str | Path | None = None, *, camera: int | None = None, start: float = 0.0,
-                 end: float | None = None, threads: int = 0) -> None:
+    def __init__(self, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
+                 threads: int = 0, format: str | None = None) -> None:
         av = _av()
         if (source is None) == (camera is None):
             raise ValueError("give a video file or a camera number, not both")
@@ -108,11 +122,12 @@ class VideoReader:
                 raise VideoError(f"{self.name} could not be opened ({exc}); check that the camera is connected "
                                  "and not in use, or pass a video file instead") from None
         else:
-            self.name = str(source)
-            if isinstance(source, (str, Path)) and not Path(source).is_file():
+            path = isinstance(source, (str, Path))
+            self.name = str(source) if path else getattr(source, "name", "upload")
+            if path and not Path(source).is_file():
                 raise VideoError(f"{source}: no such video file")
             try:
-                self._container = av.open(str(source) if isinstance(source, Path) else source)
+                self._container = av.open(str(source) if path else source, format=format)
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 raise VideoError(f"{self.name}: not a readable video ({exc}); expected "
                                  f"{', '.join(VIDEO_SUFFIXES)}") from None
@@ -181,28 +196,26 @@ class VideoReader:
                 yield frame
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._first is None:
-            return
+        """Frames in order; the file is closed at the end (or when the loop is left)."""
         fps = self.info.fps or 25.0
-        index, prev_time, frames = None, None, self._frames
-        pending = [self._first]
-        while True:
-            frame = pending.pop() if pending else next(frames, None)
-            if frame is None:
-                return
-            t = frame.time
-            if t is None:  # no time stamp: one average frame after the previous one
-                t = 0.0 if prev_time is None else prev_time + 1.0 / fps
-            if t < self.start - 0.5 / fps:
-                continue
-            if self.end is not None and t >= self.end:
-                return
-            index = int(round(t * fps)) if index is None else index + 1
-            prev_time = t
-            image = frame.to_ndarray(format="rgb24")
-            if self.rotation:
-                image = np.ascontiguousarray(np.rot90(image, k=self.rotation // 90))
-            yield Frame(index, float(t), image)
+        index, prev_time, frame = None, None, self._first
+        try:
+            while frame is not None:
+                t = frame.time
+                if t is None:  # no time stamp: one average frame after the previous one
+                    t = 0.0 if prev_time is None else prev_time + 1.0 / fps
+                if self.end is not None and t >= self.end:
+                    return
+                if t >= self.start - 0.5 / fps:
+                    index = int(round(t * fps)) if index is None else index + 1
+                    prev_time = t
+                    image = frame.to_ndarray(format="rgb24")
+                    if self.rotation:
+                        image = np.ascontiguousarray(np.rot90(image, k=self.rotation // 90))
+                    yield Frame(index, float(t), image)
+                frame = next(self._frames, None)
+        finally:
+            self.close()
 
     def close(self) -> None:
         self._container.close()

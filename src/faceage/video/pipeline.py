@@ -16,13 +16,14 @@ hidden (not detected) for more than ``max_gap`` seconds comes back as a new trac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from faceage.errors import FaceageError
 from faceage.video.fusion import Fusion, frame_weight
-from faceage.video.io import Frame
+from faceage.video.io import Frame, VideoReader
 from faceage.video.track import Tracker
 
 Box = tuple[int, int, int, int]
@@ -105,7 +106,8 @@ def _round(v: float) -> float:
 class VideoAnalysis:
     """Iterate for per-frame results (:class:`FrameResult`); :attr:`tracks` once done (or to finish).
 
-    ``frames``: :class:`~faceage.video.io.Frame` objects in order (e.g. a VideoReader).
+    ``frames``: :class:`~faceage.video.io.Frame` objects in order (e.g. a VideoReader, whose
+    ``info`` and ``problems`` are passed on).
     """
 
     def __init__(self, estimator, frames: Iterable[Frame], *, every: int = 5, detect_side: int = 800,
@@ -126,6 +128,11 @@ class VideoAnalysis:
         self._tracker = Tracker(max_gap=max_gap)
         self._fusion, self._min_track = fusion, int(min_track)
         Fusion(fusion)  # an unknown method fails here, not at the first face
+        self.info = getattr(frames, "info", None)
+        self.problems: list[str] = getattr(frames, "problems", [])
+        self.settings = {"every": self._every, "detect_side": int(detect_side), "min_track": self._min_track,
+                         "max_gap": float(max_gap), "fusion": fusion, "tta": estimator.tta,
+                         "model": Path(estimator.model_path).name}
         self._tracks: dict[int, _Track] = {}
         self._next_id = 1
         self._iterating = False
@@ -208,3 +215,15 @@ class VideoAnalysis:
             out.append(Track(t.id, _round(s.age[0]), (_round(lo), _round(hi)), frames, times, boxes, detected,
                              ages, weights))
         return sorted(out, key=lambda t: t.id)
+
+
+def analyse_video(estimator, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
+                  threads: int = 0, format: str | None = None, **options) -> VideoAnalysis:
+    """:class:`VideoAnalysis` of a video file (path or binary file object) or of ``camera=N``;
+    ``options`` go to :class:`VideoAnalysis` (every, detect_side, min_track, fusion, max_gap)."""
+    reader = VideoReader(source, camera=camera, start=start, end=end, threads=threads, format=format)
+    try:
+        return VideoAnalysis(estimator, reader, **options)
+    except Exception:
+        reader.close()
+        raise
