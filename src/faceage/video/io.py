@@ -39,6 +39,10 @@ class VideoError(FaceageError, ValueError):
     """A video (or camera) could not be opened, decoded or written."""
 
 
+class VideoLimitError(VideoError):
+    """A video is larger than the reader was allowed to decode."""
+
+
 class VideoWarning(UserWarning):
     """Part of a video was unreadable and skipped; the rest is processed."""
 
@@ -100,12 +104,13 @@ class VideoReader:
     """Decode frames of a file (path or binary file object; ``start``..``end`` seconds) or a
     camera (``camera=N``).
 
-    ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed). Problems met while decoding are
+    ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed);
+    ``max_pixels``: refuse (:class:`VideoLimitError`) frames declared larger, before decoding any. Problems met while decoding are
     kept in :attr:`problems` as well as warned about.
     """
 
     def __init__(self, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
-                 threads: int = 0, format: str | None = None) -> None:
+                 threads: int = 0, format: str | None = None, max_pixels: int | None = None) -> None:
         av = _av()
         if (source is None) == (camera is None):
             raise ValueError("give a video file or a camera number, not both")
@@ -135,6 +140,11 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.name}: the file has no video stream")
         self._stream = vs = self._container.streams.video[0]
+        declared = vs.codec_context.width * vs.codec_context.height
+        if max_pixels and (declared > max_pixels or declared == 0):
+            self._container.close()
+            raise VideoLimitError(f"{self.name}: frames of {vs.codec_context.width}x{vs.codec_context.height} are "
+                                  f"over the limit of {max_pixels:,} pixels; downscale the video")
         vs.codec_context.thread_count = int(threads)
         if threads:
             vs.thread_type = "AUTO"

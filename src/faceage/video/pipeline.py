@@ -218,10 +218,12 @@ class VideoAnalysis:
 
 
 def analyse_video(estimator, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
-                  threads: int = 0, format: str | None = None, **options) -> VideoAnalysis:
+                  threads: int = 0, format: str | None = None, max_pixels: int | None = None,
+                  **options) -> VideoAnalysis:
     """:class:`VideoAnalysis` of a video file (path or binary file object) or of ``camera=N``;
     ``options`` go to :class:`VideoAnalysis` (every, detect_side, min_track, fusion, max_gap)."""
-    reader = VideoReader(source, camera=camera, start=start, end=end, threads=threads, format=format)
+    reader = VideoReader(source, camera=camera, start=start, end=end, threads=threads, format=format,
+                         max_pixels=max_pixels)
     try:
         return VideoAnalysis(estimator, reader, **options)
     except Exception:
