@@ -115,6 +115,46 @@ def make_test_video(out: str | Path, *, width: int = 1280, height: int = 720, fr
     return truth
 
 
+def _iou(a, b) -> float:
+    lt = np.maximum(a[:2], b[:2])
+    rb = np.minimum(a[2:], b[2:])
+    inter = float(np.prod(np.clip(rb - lt, 0, None)))
+    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_tracks(tracks, truth: dict, min_iou: float = 0.3) -> dict:
+    """Which person each track follows, from its detected frames: {track id: [person of each detected frame]}
+    (None where no person's true box overlaps the track's box by ``min_iou``)."""
+    out = {}
+    for t in tracks:
+        people = []
+        for f, box, det in zip(t.frames, t.boxes, t.detected):
+            if not det:
+                continue
+            ious = [_iou(np.asarray(box, float), np.asarray(p["boxes"][f], float)) for p in truth["people"]]
+            best = int(np.argmax(ious))
+            people.append(best if ious[best] >= min_iou else None)
+        out[t.id] = people
+    return out
+
+
+def age_errors(tracks, truth: dict) -> list[dict]:
+    """Per track: its person, the fused age's error and the mean error of its per-frame ages."""
+    rows = []
+    for t in tracks:
+        people = [p for p in match_tracks([t], truth)[t.id] if p is not None]
+        if not people:
+            continue
+        person = max(set(people), key=people.count)
+        age = truth["people"][person]["age"]
+        frame_ages = np.asarray(t.scored_ages)
+        rows.append({"track": t.id, "person": person, "true_age": age, "fused_age": t.age,
+                     "fused_error": abs(t.age - age), "mean_frame_error": float(np.abs(frame_ages - age).mean()),
+                     "frames_scored": int(frame_ages.size)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
