@@ -205,13 +205,17 @@ def estimator():
     return AgeEstimator()
 
 
-@pytest.fixture(scope="module")
-def small_clip(tmp_path_factory) -> Path:
+def fgnet_clip(tmp_path_factory, width: int, height: int, frames: int) -> Path:
     if not FGNET.is_dir():
         pytest.skip("FG-NET photos (../shared/data/fgnet) not available")
-    path = tmp_path_factory.mktemp("clip") / "faces.mp4"
-    mtv.make_test_video(path, width=640, height=360, frames=75)
+    path = tmp_path_factory.mktemp("clip") / f"faces{height}.mp4"
+    mtv.make_test_video(path, width=width, height=height, frames=frames)
     return path
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory) -> Path:
+    return fgnet_clip(tmp_path_factory, 640, 360, 75)
 
 
 def truth_of(path: Path) -> dict:
@@ -339,11 +343,7 @@ def test_server_route_limits(estimator, tmp_path):
 # ----------------------------------------------------------------------------- the 720p clip (slow)
 @pytest.fixture(scope="module")
 def hd_clip(tmp_path_factory) -> Path:
-    if not FGNET.is_dir():
-        pytest.skip("FG-NET photos (../shared/data/fgnet) not available")
-    path = tmp_path_factory.mktemp("hd") / "faces720.mp4"
-    mtv.make_test_video(path, width=1280, height=720, frames=300)
-    return path
+    return fgnet_clip(tmp_path_factory, 1280, 720, 300)
 
 
 @pytest.mark.slow
