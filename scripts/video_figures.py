@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("docs/img"))
-    ap.add_argument("--gif-width", type=int, default=400)
+    ap.add_argument("--gif-width", type=int, default=320)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -31,11 +31,11 @@ def main() -> None:
         truth = make_test_video(clip, width=1280, height=720, frames=300)
         strip, gif = [], []
         for r in AgeEstimator().predict_video(clip, every=args.every):
-            if r.index in STRIP_FRAMES or r.index % 3 == 0:
+            if r.index in STRIP_FRAMES or r.index % 4 == 0:
                 img = Image.fromarray(draw_tracks(r.image, r.faces))
                 if r.index in STRIP_FRAMES:
                     strip.append((r.index, r.time, img.resize((480, 270), Image.LANCZOS)))
-                if r.index % 3 == 0:
+                if r.index % 4 == 0:
                     gif.append(img.resize((args.gif_width, args.gif_width * 9 // 16), Image.LANCZOS))
     font = ImageFont.load_default(size=15)
     caption = 24
@@ -47,8 +47,8 @@ def main() -> None:
     ages = ", ".join(f"{p['file']} age {p['age']}" for p in truth["people"])
     draw.text((6, 274 + caption), f"true ages (FG-NET): {ages}", fill="black", font=font)
     sheet.save(args.out / "video_strip.png", optimize=True)
-    frames = [g.quantize(colors=128, method=Image.Quantize.MEDIANCUT) for g in gif]
-    frames[0].save(args.out / "video.gif", save_all=True, append_images=frames[1:], duration=120, loop=0,
+    frames = [g.quantize(colors=96, method=Image.Quantize.MEDIANCUT) for g in gif]
+    frames[0].save(args.out / "video.gif", save_all=True, append_images=frames[1:], duration=160, loop=0,
                    optimize=True)
     print(f"wrote {args.out / 'video_strip.png'} and {args.out / 'video.gif'}")
 
