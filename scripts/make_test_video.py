@@ -104,7 +104,8 @@ def make_test_video(out: str | Path, *, width: int = 1280, height: int = 720, fr
                 box = face_box * size  # the face box turned with the head: its centre moves, its size stays
                 dx, dy = (box[0] + box[2]) / 2 - size / 2, (box[1] + box[3]) / 2 - size / 2
                 a = math.radians(tilt)
-                fx, fy = x0 + size / 2 + dx * math.cos(a) + dy * math.sin(a), y0 + size / 2 - dx * math.sin(a) + dy * math.cos(a)
+                fx = x0 + size / 2 + dx * math.cos(a) + dy * math.sin(a)
+                fy = y0 + size / 2 - dx * math.sin(a) + dy * math.cos(a)
                 half_w, half_h = (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
                 truth["people"][p]["boxes"].append([round(float(v), 1) for v in
                                                     (fx - half_w, fy - half_h, fx + half_w, fy + half_h)])

@@ -105,8 +105,8 @@ class VideoReader:
     camera (``camera=N``).
 
     ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed);
-    ``max_pixels``: refuse (:class:`VideoLimitError`) frames declared larger, before decoding any. Problems met while decoding are
-    kept in :attr:`problems` as well as warned about.
+    ``max_pixels``: refuse (:class:`VideoLimitError`) frames declared larger, before decoding any.
+    Problems met while decoding are kept in :attr:`problems` as well as warned about.
     """
 
     def __init__(self, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
@@ -168,7 +168,7 @@ class VideoReader:
                               vs.codec_context.name, bool(self._container.streams.audio))
 
     def _peek(self):
-        """The first decodable frame (at or after ``start``), kept to read size and rotation."""
+        """The first decodable frame (after seeking to ``start``), kept to read size and rotation."""
         self._frames = self._decode()
         return next(self._frames, None)
 

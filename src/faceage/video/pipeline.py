@@ -40,10 +40,6 @@ class TrackedFace:
     age: float  # the track's fused age so far
     age_interval: tuple[float, float]  # its 80% interval
 
-    def to_dict(self) -> dict:
-        return {"track": self.track, "box": list(self.box), "detected": self.detected, "frame_age": self.frame_age,
-                "age": self.age, "age_interval": list(self.age_interval)}
-
 
 @dataclass(frozen=True)
 class FrameResult:

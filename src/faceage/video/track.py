@@ -5,8 +5,10 @@ box at the new frame with a constant-velocity model, and detections are matched
 to the predictions by the Hungarian algorithm on ``1 - IoU``, pairs below
 ``min_iou`` being left unmatched. Unmatched detections start tracks; a track
 unmatched for more than ``max_gap`` seconds ends (a face hidden for longer gets
-a new id). Times, not frame numbers, so variable frame rates move boxes right. Why not a library: norfair (the maintained pure-Python tracker) pins
-numpy < 2, and supervision's ByteTrack pulls in OpenCV; this needs only scipy.
+a new id). Times, not frame numbers, so variable frame rates move boxes right.
+
+Why not a library: norfair (the maintained pure-Python tracker) pins numpy < 2,
+and supervision's ByteTrack pulls in OpenCV; this needs only scipy.
 """
 from __future__ import annotations
 
