@@ -29,14 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", default=None,
                    help="write the video with boxes, track ids and fused ages (.mp4, .mov, .mkv, .webm, .avi)")
     p.add_argument("--json", metavar="FILE", default=None, help="write the tracks (.json or .csv)")
-    p.add_argument("--every", type=int, default=5, help="detect and score faces every N-th frame (default 5)")
-    p.add_argument("--start", type=float, default=0.0, help="start at this many seconds")
-    p.add_argument("--end", type=float, default=None, help="stop at this many seconds")
-    p.add_argument("--detect-side", type=int, default=800,
+    p.add_argument("--every", type=int, default=5, metavar="N", help="detect and score faces every N-th frame (default 5)")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="start at this many seconds")
+    p.add_argument("--end", type=float, default=None, metavar="SECONDS", help="stop at this many seconds")
+    p.add_argument("--detect-side", type=int, default=800, metavar="PX",
                    help="detect on frames downscaled to this longest side (default 800; faces narrower than "
                         "about 80 px at that scale are missed: raise it for small faces)")
-    p.add_argument("--min-track", type=int, default=10, help="report tracks spanning at least N frames (10)")
-    p.add_argument("--max-gap", type=float, default=2.0,
+    p.add_argument("--min-track", type=int, default=10, metavar="N", help="report tracks spanning at least N frames (10)")
+    p.add_argument("--max-gap", type=float, default=2.0, metavar="SECONDS",
                    help="seconds a face may stay undetected and keep its track (2)")
     p.add_argument("--fusion", choices=("logpool", "mixture"), default="logpool",
                    help="how per-frame age distributions are fused (default logpool; see docs/video.md)")
