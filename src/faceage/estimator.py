@@ -144,3 +144,13 @@ class AgeEstimator:
                     e.age, e.age_interval, round(float(f.score), 3), f.fallback)
             for f, e in zip(faces, ests)
         ]
+
+    def predict_video(self, video=None, *, camera: int | None = None, every: int = 5, start: float = 0.0,
+                      end: float | None = None, **options):
+        """Faces followed through a video file (mp4, mov, mkv, webm, avi) or ``camera=N``, with ages
+        fused over time. Iterate the answer for per-frame results (the decoded frame, each face's
+        track id, box and fused age so far); its ``.tracks`` are the people found. See
+        :mod:`faceage.video` (needs the ``video`` extra) for ``every`` and the other options."""
+        from faceage.video.pipeline import analyse_video
+
+        return analyse_video(self, video, camera=camera, start=start, end=end, every=every, **options)

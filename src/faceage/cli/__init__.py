@@ -21,6 +21,7 @@ COMMANDS = {
     "experiment": "experiment",
     "export": "export",
     "serve": "serve",
+    "video": "video",
 }
 
 _SUMMARIES = {
@@ -31,6 +32,7 @@ _SUMMARIES = {
     "experiment": "research protocols: split, ablation, leave-one-person-out, compare",
     "export": "export a model to ONNX (fp32 or int8) for inference without PyTorch",
     "serve": "REST API and web page for age estimation",
+    "video": "ages of the people in a video or a camera stream, tracked and fused over time",
 }
 
 

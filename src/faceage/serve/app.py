@@ -494,6 +494,9 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
                             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
 
+    from faceage.serve.video import add_video_routes  # POST /v1/estimate-video
+
+    add_video_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(_SecurityHeaders)
     return app

@@ -1,0 +1,365 @@
+"""Reading and writing video: the only module that imports PyAV (FFmpeg).
+
+Frames leave here as plain :class:`Frame` objects (index, time in seconds, upright
+RGB array). Rotation metadata (phone videos) is applied, so boxes are in the
+frames as a viewer sees them; time stamps are the frames' own presentation times,
+so variable frame rates are honoured; a packet or frame the decoder reports as
+corrupt is skipped with a :class:`VideoWarning` naming the file and the time, and
+decoding goes on with the next one. Audio is dropped unless a writer is asked to
+copy it (it is then re-encoded to the output container's usual audio codec).
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from faceage.errors import FaceageError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+#: output container suffix -> (video codecs to try in order, audio codec)
+_ENCODERS = {
+    ".mp4": (("libx264", "mpeg4"), "aac"),
+    ".m4v": (("libx264", "mpeg4"), "aac"),
+    ".mov": (("libx264", "mpeg4"), "aac"),
+    ".mkv": (("libx264", "mpeg4"), "aac"),
+    ".webm": (("libvpx", "libvpx-vp9"), "libopus"),
+    ".avi": (("mpeg4",), "mp3"),
+}
+#: time base of written video: milliseconds keep variable frame rates exact enough
+_OUT_TIME_BASE = Fraction(1, 1000)
+
+
+class VideoError(FaceageError, ValueError):
+    """A video (or camera) could not be opened, decoded or written."""
+
+
+class VideoLimitError(VideoError):
+    """A video is larger than the reader was allowed to decode."""
+
+
+class VideoWarning(UserWarning):
+    """Part of a video was unreadable and skipped; the rest is processed."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # frame number in the file (counted from the first frame; estimated after a seek)
+    time: float  # presentation time in seconds
+    image: np.ndarray = field(repr=False)  # HxWx3 uint8 RGB, upright
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    source: str
+    width: int  # upright frame size, after rotation metadata
+    height: int
+    fps: float  # average frame rate (the file's; frames may still come at a variable rate)
+    frames: int | None  # frame count the container declares, if any
+    duration: float | None  # seconds, if known
+    rotation: int  # degrees counter-clockwise applied to the decoded pictures
+    codec: str
+    has_audio: bool
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise VideoError("video needs PyAV: pip install 'faceage[video]'") from None
+    return av
+
+
+def container_format(head: bytes) -> str | None:
+    """FFmpeg demuxer for a file starting with ``head`` if it is MP4/MOV, Matroska/WebM or AVI, else None.
+    Untrusted uploads are opened with this demuxer only (never FFmpeg's probing over all formats,
+    some of which, like HLS playlists, open other files)."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
+def camera_source(index: int) -> tuple[str, str]:
+    """FFmpeg input name and format of camera number ``index`` on this platform."""
+    if sys.platform.startswith("linux"):
+        return f"/dev/video{index}", "v4l2"
+    if sys.platform == "darwin":
+        return str(index), "avfoundation"
+    return f"video={index}", "dshow"
+
+
+class VideoReader:
+    """Decode frames of a file (path or binary file object; ``start``..``end`` seconds) or a
+    camera (``camera=N``).
+
+    ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed);
+    ``max_pixels``: refuse (:class:`VideoLimitError`) frames declared larger, before decoding any.
+    Problems met while decoding are kept in :attr:`problems` as well as warned about.
+    """
+
+    def __init__(self, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
+                 threads: int = 0, format: str | None = None, max_pixels: int | None = None) -> None:
+        av = _av()
+        if (source is None) == (camera is None):
+            raise ValueError("give a video file or a camera number, not both")
+        if start < 0 or (end is not None and end <= start):
+            raise VideoError(f"bad time range: start {start} s, end {end} s; need 0 <= start < end")
+        self.start, self.end = float(start), end
+        if camera is not None and start:
+            raise VideoError("a camera stream starts now: --start applies to video files only")
+        self.problems: list[str] = []
+        if camera is not None:
+            name, fmt = camera_source(camera)
+            self.name = f"camera {camera} ({name})"
+            try:
+                self._container = av.open(name, format=fmt)
+            except (av.error.FFmpegError, OSError) as exc:
+                raise VideoError(f"{self.name} could not be opened ({exc}); check that the camera is connected "
+                                 "and not in use, or pass a video file instead") from None
+        else:
+            path = isinstance(source, (str, Path))
+            self.name = str(source) if path else getattr(source, "name", "upload")
+            if path and not Path(source).is_file():
+                raise VideoError(f"{source}: no such video file")
+            try:
+                self._container = av.open(str(source) if path else source, format=format)
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                raise VideoError(f"{self.name}: not a readable video ({exc}); expected "
+                                 f"{', '.join(VIDEO_SUFFIXES)}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoError(f"{self.name}: the file has no video stream")
+        self._stream = vs = self._container.streams.video[0]
+        declared = vs.codec_context.width * vs.codec_context.height
+        if max_pixels and (declared > max_pixels or declared == 0):
+            self._container.close()
+            raise VideoLimitError(f"{self.name}: frames of {vs.codec_context.width}x{vs.codec_context.height} are "
+                                  f"over the limit of {max_pixels:,} pixels; downscale the video")
+        vs.codec_context.thread_count = int(threads)
+        if threads:
+            vs.thread_type = "AUTO"
+        self._first = self._peek()
+        # cameras stamp frames with a system clock: count their time from the first frame
+        self._t0 = (self._first.time or 0.0) if camera is not None and self._first is not None else 0.0
+        self.rotation = int(round(getattr(self._first, "rotation", 0) / 90.0)) * 90 % 360 if self._first else 0
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = float(rate) if rate else 0.0
+        w, h = vs.codec_context.width, vs.codec_context.height
+        if self._first is not None:
+            w, h = self._first.width, self._first.height
+        if self.rotation in (90, 270):
+            w, h = h, w
+        duration = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else (
+            self._container.duration / 1e6 if self._container.duration else None)
+        self.info = VideoInfo(self.name, int(w), int(h), round(fps, 3), int(vs.frames) or None,
+                              None if duration is None else round(duration, 3), self.rotation,
+                              vs.codec_context.name, bool(self._container.streams.audio))
+
+    def _peek(self):
+        """The first decodable frame (after seeking to ``start``), kept to read size and rotation."""
+        self._frames = self._decode()
+        return next(self._frames, None)
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        warnings.warn(message, VideoWarning, stacklevel=3)
+
+    def _decode(self):
+        av = _av()
+        vs = self._stream
+        if self.start > 0 and vs.time_base:
+            try:
+                self._container.seek(int(self.start / vs.time_base), stream=vs, backward=True)
+            except av.error.FFmpegError as exc:
+                self._problem(f"{self.name}: cannot seek to {self.start} s ({exc}); decoding from the start")
+        last = None
+        packets = self._container.demux(vs)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self._problem(f"{self.name}: the file is unreadable after {last or 0:.2f} s ({exc}); "
+                              "the rest of it is skipped")
+                return
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                at = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else last
+                self._problem(f"{self.name}: a corrupt frame at {at or 0:.2f} s could not be decoded ({exc}); "
+                              "skipped")
+                continue
+            for frame in decoded:
+                if frame.is_corrupt:
+                    self._problem(f"{self.name}: the frame at {frame.time or 0:.2f} s is corrupt; skipped")
+                    continue
+                last = frame.time
+                yield frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Frames in order; the file is closed at the end (or when the loop is left)."""
+        fps = self.info.fps or 25.0
+        index, prev_time, frame = None, None, self._first
+        try:
+            while frame is not None:
+                t = None if frame.time is None else frame.time - self._t0
+                if t is None:  # no time stamp: one average frame after the previous one
+                    t = 0.0 if prev_time is None else prev_time + 1.0 / fps
+                if self.end is not None and t >= self.end:
+                    return
+                if t >= self.start - 0.5 / fps:
+                    if index is None:  # after a seek, the frame number is estimated from the time
+                        index = int(round(t * fps)) if self.start > 0 else 0
+                    else:
+                        index += 1
+                    prev_time = t
+                    image = frame.to_ndarray(format="rgb24")
+                    if self.rotation:
+                        image = np.ascontiguousarray(np.rot90(image, k=self.rotation // 90))
+                    yield Frame(index, float(t), image)
+                frame = next(self._frames, None)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Encode RGB frames at their own time stamps (variable frame rates kept).
+
+    The codec follows the file's suffix (H.264 for mp4/mov/mkv, VP8 for webm, MPEG-4
+    for avi). ``audio_from``: a :class:`VideoReader`-style (path, start, end) whose audio
+    is copied (re-encoded) into the output; by default the output has no audio. ``rotation``:
+    store the pictures turned by -rotation degrees with metadata saying to turn them back
+    (as phones do; for testing readers).
+    """
+
+    def __init__(self, path: str | Path, *, fps: float, threads: int = 0,
+                 audio_from: tuple[str, float, float | None] | None = None, rotation: int = 0) -> None:
+        av = self._av = _av()
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in _ENCODERS:
+            raise VideoError(f"{path}: cannot write {suffix or 'files without a suffix'}; "
+                             f"use one of {', '.join(_ENCODERS)}")
+        codecs, self._audio_codec = _ENCODERS[suffix]
+        self._codec = next((c for c in codecs if c in av.codecs_available), None)
+        if self._codec is None:
+            raise VideoError(f"{path}: this FFmpeg build has none of the encoders {', '.join(codecs)}; "
+                             "write .mp4 instead")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fps = Fraction(fps or 25).limit_denominator(1001)
+        self._threads = int(threads)
+        self._audio_from = audio_from
+        self._rotation = int(rotation) % 360
+        self._container = None
+        self._stream = None
+        self._last_pts = -1
+
+    def _open(self, width: int, height: int) -> None:
+        av = self._av
+        try:
+            self._container = av.open(str(self.path), "w")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise VideoError(f"{self.path}: cannot write the video ({exc}); check the folder") from None
+        s = self._container.add_stream(self._codec, rate=self._fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.time_base = s.codec_context.time_base = _OUT_TIME_BASE
+        s.codec_context.thread_count = self._threads
+        if self._rotation:
+            s.set_display_rotation(self._rotation)
+        if self._codec == "libx264":
+            s.options = {"preset": "superfast", "crf": "23"}  # half of veryfast's time; files ~2x larger
+        elif self._codec.startswith("libvpx"):
+            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "2M"}
+        else:
+            s.bit_rate = 4_000_000
+        self._stream = s
+        self._audio = None
+        if self._audio_from is not None:
+            self._audio = self._add_audio()
+
+    def _add_audio(self):
+        av = self._av
+        src = av.open(self._audio_from[0])
+        if not src.streams.audio:
+            src.close()
+            warnings.warn(f"{self._audio_from[0]}: no audio stream to keep", VideoWarning, stacklevel=4)
+            return None
+        ain = src.streams.audio[0]
+        out = self._container.add_stream(self._audio_codec, rate=ain.codec_context.sample_rate or 48000)
+        if ain.codec_context.layout is not None:
+            out.layout = ain.codec_context.layout.name if ain.codec_context.layout.nb_channels <= 2 else "stereo"
+        return src, ain, out
+
+    def write(self, image: np.ndarray, time: float) -> None:
+        """Add one HxWx3 uint8 RGB frame shown at ``time`` seconds (from the start of the output)."""
+        if self._rotation:
+            image = np.rot90(image, k=-(self._rotation // 90))
+        h, w = image.shape[:2]
+        h2, w2 = h - h % 2, w - w % 2  # 4:2:0 needs even sizes
+        if self._container is None:
+            self._open(w2, h2)
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h2, :w2]), format="rgb24")
+        pts = max(int(round(time / _OUT_TIME_BASE)), self._last_pts + 1)
+        frame.pts, frame.time_base = pts, _OUT_TIME_BASE
+        self._last_pts = pts
+        self._container.mux(self._stream.encode(frame))
+
+    def _copy_audio(self) -> None:
+        src, ain, out = self._audio
+        _, start, end = self._audio_from
+        try:
+            if start > 0:
+                src.seek(int(start / ain.time_base), stream=ain, backward=True)
+            for frame in src.decode(ain):
+                if frame.time is None or frame.time < start:
+                    continue
+                if end is not None and frame.time >= end:
+                    break
+                frame.pts = int(round((frame.time - start) * frame.sample_rate))
+                frame.time_base = Fraction(1, frame.sample_rate)
+                self._container.mux(out.encode(frame))
+            self._container.mux(out.encode(None))
+        except self._av.error.FFmpegError as exc:
+            warnings.warn(f"{self._audio_from[0]}: audio could not be copied completely ({exc})", VideoWarning,
+                          stacklevel=3)
+        finally:
+            src.close()
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._copy_audio()
+        finally:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
