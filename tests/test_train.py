@@ -171,3 +171,22 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     assert np.allclose(flat, 1 / len(ages))
     with pytest.raises(ConfigError, match="data.mix"):
         sampling_weights(ages, sets, {"x": 1}, 0.0, 10)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_broken_last_checkpoint_falls_back_to_the_previous_one(tiny_manifest, tmp_path, damage):
+    from faceage.errors import WeightsError
+
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 2})
+    out = tmp_path / "run"
+    train(cfg, out, quiet=True)
+    last, prev = out / "last.pt", out / "last.prev.pt"
+    assert prev.is_file() and torch.load(prev, weights_only=True)["epoch"] == 1
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with pytest.warns(UserWarning, match="last.pt.*resuming from the previous checkpoint .*last.prev.pt"):
+        state = Trainer.read_checkpoint(out)
+    assert state["epoch"] == 1
+    prev.write_bytes(b"")
+    with pytest.raises(WeightsError, match="cannot resume: .*last.pt: .*last.prev.pt: "):
+        train(cfg, out, resume=True, quiet=True)
