@@ -336,13 +336,13 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _scan(folder: Path, recursive: bool, report: Callable[[ImageError], None]) -> list[Path]:
+def _scan(folder: Path, recursive: bool, report: Callable[[str, ImageError], None]) -> list[Path]:
     """Image files in ``folder``; unreadable sub-folders and dangling links go to ``report``."""
     found: list[Path] = []
 
     def unreadable(exc: OSError) -> None:
-        report(ImageError(f"{exc.filename}: cannot list the folder ({exc.strerror or exc}); check its permissions",
-                          code="unreadable_file"))
+        report(str(exc.filename), ImageError(f"{exc.filename}: cannot list the folder ({exc.strerror or exc}); "
+                                             "check its permissions", code="unreadable_file"))
 
     for top, dirs, names in os.walk(folder, onerror=unreadable):
         for name in names:
@@ -350,7 +350,7 @@ def _scan(folder: Path, recursive: bool, report: Callable[[ImageError], None]) -
             if not _is_image(f):
                 continue
             if f.is_symlink() and not f.exists():
-                report(ImageError(f"{f}: dangling symbolic link; fix or remove it", code="file_not_found"))
+                report(str(f), ImageError(f"{f}: dangling symbolic link; fix or remove it", code="file_not_found"))
             elif f.is_file():
                 found.append(f)
         if not recursive:
@@ -365,13 +365,13 @@ def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
     A named file is yielded whatever its suffix (decoding decides); a folder is scanned
     for :data:`IMAGE_SUFFIXES`, recursively when ``recursive``. A path that matches
     nothing, a dangling link or an unreadable folder is an :class:`ImageError`: raised,
-    or passed to ``on_error`` (and the scan goes on) when given, so that one bad path
-    never hides the good ones.
+    or passed to ``on_error(path, error)`` (and the scan goes on) when given, so that one
+    bad path never hides the good ones.
     """
-    def report(exc: ImageError) -> None:
+    def report(path: str, exc: ImageError) -> None:
         if on_error is None:
             raise exc
-        on_error(exc)
+        on_error(path, exc)
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -385,8 +385,8 @@ def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
             hits = sorted(Path(h) for h in glob.glob(str(item), recursive=recursive))
             hits = [h for h in hits if h.is_file() and _is_image(h)]
             if not hits:
-                report(ImageError(f"{item}: the pattern matches no image files", code="file_not_found"))
+                report(str(item), ImageError(f"{item}: the pattern matches no image files", code="file_not_found"))
             yield from hits
         else:
             what = "dangling symbolic link" if p.is_symlink() else "no such file or folder"
-            report(ImageError(f"{item}: {what}", code="file_not_found"))
+            report(str(item), ImageError(f"{item}: {what}", code="file_not_found"))

@@ -18,16 +18,23 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 Job = TypeVar("Job")
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (dlib's errors span a dozen lines)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 CRASH_MESSAGE = ("the worker process died on this file (a native crash in a decoder or the face detector); "
                  "the file was skipped")
 
 
 def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int = 1,
                   initializer: Callable[..., None] | None = None, initargs: tuple = (),
-                  on_crash: Callable[[Job], Any]) -> Iterator[Any]:
+                  on_crash: Callable[[Job], Any], suspect: Callable[[Any], bool] | None = None) -> Iterator[Any]:
     """``fn(job)`` for every job, in worker processes, yielding results as they finish (in order
     with one worker); a job whose worker dies yields ``on_crash(job)`` instead. ``fn``, the jobs
-    and the initializer must be picklable (module-level functions)."""
+    and the initializer must be picklable (module-level functions). ``suspect(result)``: True
+    when the worker may be damaged although it lived (a native library raised after writing
+    out of bounds): the pool is replaced once the jobs in flight are done."""
     workers = max(1, int(workers))
     queue: deque = deque(jobs)
     suspects: deque = deque()  # jobs in flight when a worker died: re-run alone
@@ -45,14 +52,17 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
                 job = suspects.popleft() if suspects else queue.popleft()
                 inflight[pool.submit(fn, job)] = job
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            broken = []
+            broken, damaged = [], False
             for fut in sorted(done, key=list(inflight).index):  # submission order
                 job = inflight.pop(fut)
                 try:
-                    yield fut.result()
+                    result = fut.result()
                 except BrokenProcessPool:
                     broken.append(job)
-            if not broken:
+                    continue
+                damaged = damaged or bool(suspect and suspect(result))
+                yield result
+            if not (broken or damaged):
                 continue
             for fut, job in list(inflight.items()):  # the others finished before the death, or died with it
                 try:
@@ -64,7 +74,7 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
             pool = new_pool()
             if len(broken) == 1:
                 yield on_crash(broken[0])
-            else:
+            elif broken:
                 suspects.extend(broken)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
