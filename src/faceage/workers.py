@@ -47,7 +47,7 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
     pool = new_pool()
     try:
         while queue or suspects or inflight:
-            limit = 1 if suspects else 2 * workers  # two per worker keeps them busy between results
+            limit = 1 if suspects else workers  # one job per worker: a suspect worker gets no second one
             while len(inflight) < limit and (suspects or queue) and not (suspects and inflight):
                 job = suspects.popleft() if suspects else queue.popleft()
                 inflight[pool.submit(fn, job)] = job
