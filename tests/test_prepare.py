@@ -120,7 +120,7 @@ def test_prepare_cli_parallel_real_detector(tmp_path):
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     assert sorted(row["age"] for row in rows) == ["7", "9"]
     assert all(row["fallback"] == "1" for row in rows)
-    assert main(["prepare", "utkface", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["prepare", "utkface", str(tmp_path / "missing"), str(out)]) == 3  # ManifestError
 
 
 def _thin(path: Path, w: int, h: int, seed: int = 0) -> Path:

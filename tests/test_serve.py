@@ -404,7 +404,7 @@ def test_cli_help_has_examples():
 def test_cli_bad_model_is_a_clear_error(capsys, tmp_path):
     from faceage.cli import main
 
-    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 4  # WeightsError
     assert "not found" in capsys.readouterr().err
 
 
