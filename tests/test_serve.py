@@ -155,18 +155,18 @@ def _corrupt_png() -> bytes:
 BAD_BODIES = [
     ("empty", b"", "image/jpeg", 400, "empty_body"),
     ("text", b"hello, this is not an image", "image/jpeg", 422, "not_an_image"),
-    ("text-content-type", b"hello", "text/plain", 415, "unsupported_type"),
-    ("json-content-type", b'{"image": "x"}', "application/json", 415, "unsupported_type"),
+    ("text-content-type", b"hello", "text/plain", 415, "unsupported_format"),
+    ("json-content-type", b'{"image": "x"}', "application/json", 415, "unsupported_format"),
     ("random", bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8)), None, 422, "not_an_image"),
     ("truncated-jpeg", _truncated_jpeg(), "image/jpeg", 422, "corrupt_image"),
     ("corrupt-png", _corrupt_png(), "image/png", 422, "corrupt_image"),
     ("jpeg-header-only", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg", 422, "corrupt_image"),
-    ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "application/pdf", 415, "unsupported_type"),
+    ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "application/pdf", 415, "unsupported_format"),
     ("svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml", 415,
-     "unsupported_type"),
-    ("heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64, "image/heic", 415, "unsupported_type"),
+     "unsupported_format"),
+    ("heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64, "image/heic", 415, "unsupported_format"),
     ("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/postscript", 415,
-     "unsupported_type"),
+     "unsupported_format"),
 ]
 
 
@@ -215,7 +215,9 @@ def test_cpu_bomb_headers_are_rejected_fast():
     import struct
     import zlib
 
-    from faceage.serve.app import ApiError, decode_image
+    from faceage.errors import ImageError
+    from faceage.serve.errors import status_of
+    from faceage.serve.upload import decode_image
 
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * (2 * 1024 * 1024)  # garbage where markers should be
     chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
@@ -223,9 +225,9 @@ def test_cpu_bomb_headers_are_rejected_fast():
     png = png[:33] + chunk * 30_000 + png[33:]  # 30,000 empty chunks
     for data in (jpeg, png):
         t0 = time.perf_counter()
-        with pytest.raises(ApiError) as e:
+        with pytest.raises(ImageError) as e:
             decode_image(data)
-        assert e.value.status == 422 and time.perf_counter() - t0 < 0.5
+        assert status_of(e.value.code) == 422 and time.perf_counter() - t0 < 0.5
     photo = encode(np.zeros((8, 8, 3), np.uint8), "JPEG", exif=Image.Exif())
     assert decode_image(photo).shape == (8, 8, 3)
 
@@ -481,12 +483,14 @@ FUZZ_INPUT = st.one_of(st.binary(max_size=512), mutated_images())
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=FUZZ_INPUT, content_type=st.sampled_from([None, "image/jpeg", "application/octet-stream", "text/plain"]))
 def test_fuzz_decode_path_raises_only_client_errors(data, content_type):
-    from faceage.serve.app import ApiError, decode_image
+    from faceage.errors import FaceageError
+    from faceage.serve.errors import status_of
+    from faceage.serve.upload import decode_image
 
     try:
-        img = decode_image(data, max_pixels=MAX_PIXELS, content_type=content_type)
-    except ApiError as exc:
-        assert 400 <= exc.status < 500 and exc.message and exc.code
+        img = decode_image(data, max_pixels=MAX_PIXELS, max_aspect=20, content_type=content_type)
+    except FaceageError as exc:
+        assert 400 <= status_of(exc.code) < 500 and str(exc) and exc.code
     else:
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.size > 0
 

@@ -127,7 +127,8 @@ def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: float | None) -> None:
+def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: float | None = None) -> None:
+    """Refuse a (width, height) from a header: no pixels, over ``max_pixels``, thinner than ``1:max_aspect``."""
     w, h = size
     if w <= 0 or h <= 0:
         raise ImageError(f"{label}: image has no pixels ({w}x{h})", code="empty_image")
@@ -273,7 +274,7 @@ def _from_pil(img: Image.Image, label: str, max_pixels: int, max_aspect: float |
     if img.format is not None and img.format not in SUPPORTED_FORMATS:
         raise ImageError(f"{label}: {img.format} images are not supported; convert it to one of {SUPPORTED_TEXT}",
                          code="unsupported_format")
-    _check_size(img.size, label, max_pixels, max_aspect)
+    check_size(img.size, label, max_pixels, max_aspect)
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
