@@ -132,14 +132,14 @@ def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: f
     w, h = size
     if w <= 0 or h <= 0:
         raise ImageError(f"{label}: image has no pixels ({w}x{h})", code="empty_image")
+    if max_aspect and max(w, h) > max_aspect * min(w, h):
+        raise ImageError(f"{label}: image is {w}x{h}, more than {max_aspect:g} times longer than wide, too thin "
+                         "to hold a face; crop it to the part with the face", code="image_too_thin")
     if max_pixels and w * h > max_pixels:
         raise ImageError(
             f"{label}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
             f"(possible decompression bomb); downscale it or raise max_pixels if you trust the file",
             code="too_many_pixels")
-    if max_aspect and max(w, h) > max_aspect * min(w, h):
-        raise ImageError(f"{label}: image is {w}x{h}, more than {max_aspect:g} times longer than wide, too thin "
-                         "to hold a face; crop it to the part with the face", code="image_too_thin")
 
 
 def working_bytes(img: Image.Image) -> int:
