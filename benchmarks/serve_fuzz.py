@@ -230,8 +230,11 @@ def _decode_child(conn, cases_file: str, start: int, max_pixels: int, detect: bo
         except FaceageError as exc:
             outcome = ("error", status_of(exc.code), exc.code)
         except BaseException as exc:  # noqa: BLE001 - this is what the fuzz looks for
-            outcome = ("crash", 0, f"{type(exc).__name__}: {exc}"[:300])
+            outcome = ("crash", 0, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
         conn.send(("done", i, *outcome, (time.perf_counter() - t0) * 1000.0))
+        if detect and outcome[0] == "crash":  # dlib may have damaged this process: the next case gets a fresh one
+            conn.send(("restart", i + 1))
+            return
     conn.send(("end",))
 
 
@@ -287,6 +290,9 @@ def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path, detect: b
                 else:
                     counts["crash"] += 1
                     failures.append({"case": i, "name": cases[i][0], "kind": "python exception", "detail": detail})
+            elif msg[0] == "restart":
+                start = msg[1]
+                break
             else:  # end
                 start = len(cases)
                 break
