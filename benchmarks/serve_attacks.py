@@ -198,12 +198,12 @@ def markdown(r: dict) -> str:
     lines = ["# `faceage serve` under resource attacks", "",
              f"`{r['command'].strip()}`; model: {r['model_note']}; {r['machine']['cpus']} CPU cores "
              f"({r['machine']['note']}). Idle RSS is read {r['idle_wait_s']:g} s after the attack.", "",
-             "| attack | outcomes | RSS before (MB) | peak RSS (MB) | idle RSS after (MB) | peak fds | fds after | "
-             "other | alive after |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+             "| attack | outcomes | seconds | RSS before (MB) | peak RSS (MB) | idle RSS after (MB) | peak fds | "
+             "fds after | other | alive after |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for x in r["results"]:
         other = {k: v for k, v in x.items() if k in ("dropped_after_s", "connections", "refused",
                                                        "still_open_after_12_s")}
-        lines.append(f"| {x['attack']} ({x['upload']}) | {x.get('outcomes', '')} | {x['rss_before_mb']} | "
+        lines.append(f"| {x['attack']} ({x['upload']}) | {x.get('outcomes', '')} | {x['seconds']} | {x['rss_before_mb']} | "
                      f"{x['peak_rss_mb']} | {x['idle_rss_after_mb']} | {x['peak_fds']} | {x['fds_idle_after']} | "
                      f"{other or ''} | {'yes' if x['alive_after'] else 'NO'} |")
     return "\n".join(lines) + "\n"
