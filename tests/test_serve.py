@@ -547,6 +547,18 @@ def test_thin_images_are_refused_from_the_header(client, w, h):
     assert f"{w}x{h}" in body["detail"]
 
 
+def test_thin_images_never_reach_the_cnn_pass(model_file):
+    """faceage serve --cnn answered 500 to a random 8x2000 PNG (dlib's CNN pass corrupted its heap):
+    the shape is refused from the header before detection, with or without the CNN pass."""
+    from faceage.serve.app import create_app
+    from fastapi.testclient import TestClient
+
+    thin = encode(np.random.default_rng(2).integers(0, 255, (2000, 8, 3), dtype=np.uint8))
+    with TestClient(create_app(model_file, detector_cnn=True, warmup=False)) as c:
+        assert_error(c.post("/v1/estimate", content=thin), 422, "image_too_thin")
+        assert c.get("/v1/model").json()["limits"]["detector_cnn"] is True
+
+
 def test_random_thin_images_near_the_limit_never_5xx(client):
     """Shapes just inside the aspect limit reach detection: an answer, never a 5xx."""
     rng = np.random.default_rng(1)
