@@ -134,20 +134,19 @@ THIN_SHAPES = ((8, 2000), (10, 10000), (4300, 8))
 
 
 def test_a_worker_that_dies_fails_only_its_file(tmp_path):
-    """Three files kill their worker process (SIGABRT); the other twelve are cropped, with 1 and 2 workers."""
+    """Three files kill their worker process (SIGABRT); the other twelve are cropped (2 workers; one
+    worker: tests/test_predict.py::test_a_dead_worker_fails_only_its_job)."""
     src = tmp_path / "ages"
     for i in range(12):
         _img(src / str(20 + i) / f"good{i}.png", 180, i)
     for i, (w, h) in enumerate(THIN_SHAPES):
         _thin(src / "30" / f"thin{i}.png", w, h, i)
-    for workers in (1, 2):
-        out = tmp_path / f"out{workers}"
-        r = prepare("folder", src, out, spec=CropSpec(size=32), workers=workers, detector=_AbortsOnThin(),
-                    progress=False)
-        assert r["faces_found"] == 12 and r["in_manifest"] == 12
-        assert sorted(u["file"] for u in r["unreadable"]) == [f"30/thin{i}.png" for i in range(3)]
-        assert all("worker process died" in u["error"] for u in r["unreadable"])
-        assert (out / "report.json").is_file() and "thin2.png" in (out / "report.md").read_text()
+    out = tmp_path / "out"
+    r = prepare("folder", src, out, spec=CropSpec(size=32), workers=2, detector=_AbortsOnThin(), progress=False)
+    assert r["faces_found"] == 12 and r["in_manifest"] == 12
+    assert sorted(u["file"] for u in r["unreadable"]) == [f"30/thin{i}.png" for i in range(3)]
+    assert all("worker process died" in u["error"] for u in r["unreadable"])
+    assert (out / "report.json").is_file() and "thin2.png" in (out / "report.md").read_text()
 
 
 def test_prepare_thin_images_real_detector_two_workers(tmp_path):

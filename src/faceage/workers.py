@@ -18,6 +18,12 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 Job = TypeVar("Job")
 
+def native_failure(exc: BaseException) -> bool:
+    """An exception a native library (dlib, a decoder) may have raised after damaging the process's
+    memory: dlib's C++ errors arrive as RuntimeError. Its worker should not be trusted with more files."""
+    return isinstance(exc, (RuntimeError, SystemError, MemoryError))
+
+
 def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line (dlib's errors span a dozen lines)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -47,7 +53,7 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
     pool = new_pool()
     try:
         while queue or suspects or inflight:
-            limit = 1 if suspects else workers  # one job per worker: a suspect worker gets no second one
+            limit = 1 if suspects else workers  # no queue: with one worker, a suspect one never gets another job
             while len(inflight) < limit and (suspects or queue) and not (suspects and inflight):
                 job = suspects.popleft() if suspects else queue.popleft()
                 inflight[pool.submit(fn, job)] = job

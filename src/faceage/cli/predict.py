@@ -100,9 +100,9 @@ def _load_estimator(model: str | None, tta: str) -> None:
 
 
 def _estimate(job: tuple[str, bool, int, bool]) -> tuple[list | None, str | None, bool]:
-    """(faces, None, False) or (None, error, unexpected?) for one file, in the worker process; never raises."""
+    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises."""
     from faceage.errors import FaceageError
-    from faceage.workers import one_line
+    from faceage.workers import native_failure, one_line
 
     path, largest, min_face, fallback = job
     try:
@@ -110,7 +110,7 @@ def _estimate(job: tuple[str, bool, int, bool]) -> tuple[list | None, str | None
     except FaceageError as exc:
         return None, str(exc), False
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
-        return None, f"{path}: {one_line(exc)}", True
+        return None, f"{path}: {one_line(exc)}", native_failure(exc)
 
 
 def _crashed(job: tuple) -> tuple[None, str, bool]:

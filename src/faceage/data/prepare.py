@@ -34,7 +34,7 @@ from faceage.data.importers import import_dataset
 from faceage.data.manifest import Sample, write_manifest
 from faceage.errors import FaceageError, ImageError
 from faceage.face.align import CropSpec
-from faceage.workers import CRASH_MESSAGE, imap_isolated, one_line
+from faceage.workers import CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
 if TYPE_CHECKING:
     from faceage.face.detect import Detector
@@ -82,7 +82,8 @@ def _process(job: tuple[str, str, str, bool, int]) -> dict:
         rec["error"] = str(exc)
     except Exception as exc:  # never crash the whole run on one file
         rec["error"] = f"{src}: {one_line(exc)}"
-        rec["unexpected"] = True  # a native library may have damaged the worker: imap_isolated replaces it
+        if native_failure(exc):
+            rec["suspect"] = True  # a native library may have damaged the worker: imap_isolated replaces it
     rec["seconds"] = round(time.perf_counter() - t0, 4)
     return rec
 
@@ -223,7 +224,7 @@ def prepare(
         try:
             for rec in imap_isolated(_process, todo, workers=min(workers, max(1, len(todo))),
                                      initializer=_init_worker, initargs=(spec.to_dict(), detector),
-                                     on_crash=_crashed, suspect=lambda rec: rec.get("unexpected", False)):
+                                     on_crash=_crashed, suspect=lambda rec: rec.get("suspect", False)):
                 record(rec)
                 bar and bar.update(1)
         finally:
