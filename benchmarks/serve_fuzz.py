@@ -7,12 +7,19 @@ AVIF, 16-bit and palette PNGs, downscaled FG-NET photos) mutated by bit flips,
 byte overwrites, cuts, inserts, deletions, duplications, splices and huge header
 dimensions; plus a few specials (empty, pixel bombs, an over-the-limit body).
 
-1. Decode path: every case goes straight into ``faceage.serve.app.decode_image`` in a
-   child process watched by this one: a Python exception other than the API's 4xx
-   error is a crash, a dead child a native crash, no answer within ``--hang-s`` a hang.
-2. Server: every case is POSTed (alternately raw body and multipart) to ``faceage
+Specials include thin and extreme-aspect images (8x2000 random, 10x10000, 8x4300,
+50000x12, 1x50,000,000 px) and shapes just inside the server's aspect limit.
+
+1. Decode path: every case goes straight into ``faceage.serve.upload.decode_image`` in a
+   child process watched by this one: a Python exception other than a 4xx error is a
+   crash, a dead child a native crash, no answer within ``--hang-s`` a hang.
+2. Detection on thin shapes: the thin and extreme-aspect images, decoded without the
+   server's aspect limit, go through the whole estimator *with dlib's CNN pass* in a
+   watched child process: answers, Python exceptions, native crashes, hangs.
+3. Server: every case is POSTed (alternately raw body and multipart) to ``faceage
    serve`` on a free 127.0.0.1 port by ``--clients`` threads: counts of 2xx/4xx/5xx,
    transport errors, hangs (no answer within ``--hang-s``), server alive afterwards.
+   ``--server-cnn`` runs that server with ``--cnn``.
 
     python benchmarks/serve_fuzz.py                       # 10,000 cases, both phases
     python benchmarks/serve_fuzz.py --cases 500 --out /tmp/bench
@@ -152,6 +159,24 @@ def special_cases() -> list[tuple[str, bytes]]:
     chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
     out.append(("png-9MB-of-empty-chunks", bytes(png[:33] + chunk * (9 * 1024 * 1024 // 12) + png[33:])))
     out.append(("over-upload-11MB", b"\xff\xd8\xff\xe0" + b"\x00" * (11 * 1024 * 1024)))
+    return out + thin_cases()
+
+
+#: thin and extreme-aspect shapes (width, height): thinner than the server's limit, then just inside it
+THIN_SHAPES = [(8, 2000), (10, 10000), (8, 4300), (4300, 8), (50000, 12), (12, 50000), (1, 50_000_000),
+               (8, 150), (150, 8), (9, 180), (20, 400)]
+
+
+@functools.lru_cache(maxsize=1)
+def thin_cases() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(18)
+    out = []
+    for w, h in THIN_SHAPES:
+        if w * h <= 1_000_000:
+            img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        else:  # large: a flat image (a random one would be megabytes; the shape is the attack)
+            img = Image.new("L", (w, h), 128)
+        out.append((f"thin-{w}x{h}", _save(img, "PNG")))
     return out
 
 
@@ -176,40 +201,56 @@ def make_cases(n: int, seed: int, photos: Path) -> tuple[list[tuple[str, bytes]]
 
 
 # ------------------------------------------------------------------------------------ phase 1
-def _decode_child(conn, cases_file: str, start: int, max_pixels: int) -> None:
+def _decode_child(conn, cases_file: str, start: int, max_pixels: int, detect: bool) -> None:
+    """Decode each case like the server (``detect``: without the aspect limit, then estimate ages
+    with dlib's CNN pass on) and report each outcome to the watching parent."""
     import warnings
 
-    from faceage.serve.app import ApiError, decode_image
+    from faceage.errors import FaceageError
+    from faceage.serve.app import DEFAULT_MAX_ASPECT
+    from faceage.serve.errors import status_of
+    from faceage.serve.upload import decode_image
 
     warnings.simplefilter("ignore")  # Pillow warns about every corrupt EXIF/TIFF tag
+    estimator = None
+    if detect:
+        from faceage.estimator import AgeEstimator
+
+        estimator = AgeEstimator(detector="dlib")  # the bundled model; dlib with its CNN pass
     with open(cases_file, "rb") as fh:
         cases = pickle.load(fh)
     for i in range(start, len(cases)):
         conn.send(("start", i))
         t0 = time.perf_counter()
         try:
-            img = decode_image(cases[i][1], max_pixels=max_pixels)
+            img = decode_image(cases[i][1], max_pixels=max_pixels, max_aspect=None if detect else DEFAULT_MAX_ASPECT)
             outcome = ("ok", 200, f"{img.shape[1]}x{img.shape[0]}")
-        except ApiError as exc:
-            outcome = ("error", exc.status, exc.code)
+            if estimator is not None:
+                outcome = ("ok", 200, f"{len(estimator.predict(img))} faces")
+        except FaceageError as exc:
+            outcome = ("error", status_of(exc.code), exc.code)
         except BaseException as exc:  # noqa: BLE001 - this is what the fuzz looks for
-            outcome = ("crash", 0, f"{type(exc).__name__}: {exc}"[:300])
+            outcome = ("crash", 0, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
         conn.send(("done", i, *outcome, (time.perf_counter() - t0) * 1000.0))
+        if detect and outcome[0] == "crash":  # dlib may have damaged this process: the next case gets a fresh one
+            conn.send(("restart", i + 1))
+            return
     conn.send(("end",))
 
 
-def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path) -> dict:
-    cases_file = tmp / "cases.pkl"
+def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path, detect: bool = False) -> dict:
+    cases_file = tmp / ("thin-cases.pkl" if detect else "cases.pkl")
     with open(cases_file, "wb") as fh:
         pickle.dump(cases, fh)
     ctx = mp.get_context("fork")
     counts = collections.Counter()
     codes = collections.Counter()
     failures, times, slowest = [], [], []
+    outcomes: dict[str, str] = {}
     start, t0 = 0, time.perf_counter()
     while start < len(cases):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_decode_child, args=(child, str(cases_file), start, max_pixels), daemon=True)
+        proc = ctx.Process(target=_decode_child, args=(child, str(cases_file), start, max_pixels, detect), daemon=True)
         proc.start()
         child.close()
         current = start
@@ -217,6 +258,7 @@ def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path) -> dict:
             if not parent.poll(hang_s):
                 counts["hang"] += 1
                 failures.append({"case": current, "name": cases[current][0], "kind": "hang"})
+                outcomes[cases[current][0]] = "hang"
                 proc.kill()
                 start = current + 1
                 break
@@ -224,8 +266,10 @@ def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path) -> dict:
                 msg = parent.recv()
             except EOFError:
                 counts["native_crash"] += 1
+                proc.join(5)
                 failures.append({"case": current, "name": cases[current][0], "kind": "native crash",
                                  "exitcode": proc.exitcode})
+                outcomes[cases[current][0]] = f"native crash (exit code {proc.exitcode})"
                 start = current + 1
                 break
             if msg[0] == "start":
@@ -235,14 +279,20 @@ def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path) -> dict:
                 times.append(ms)
                 slowest.append((ms, i, kind, detail))
                 slowest = sorted(slowest, reverse=True)[:5]
+                outcomes[cases[i][0]] = f"{kind} {status} {detail}"
                 if kind == "ok":
                     counts["decoded"] += 1
                 elif kind == "error":
                     counts[f"{status // 100}xx"] += 1
                     codes[f"{status} {detail}"] += 1
+                    if status >= 500:
+                        failures.append({"case": i, "name": cases[i][0], "kind": "5xx error", "detail": detail})
                 else:
                     counts["crash"] += 1
                     failures.append({"case": i, "name": cases[i][0], "kind": "python exception", "detail": detail})
+            elif msg[0] == "restart":
+                start = msg[1]
+                break
             else:  # end
                 start = len(cases)
                 break
@@ -264,14 +314,17 @@ def run_decode_phase(cases, max_pixels: int, hang_s: float, tmp: Path) -> dict:
                     for ms, i, kind, detail in slowest],
         "wall_s": round(time.perf_counter() - t0, 1),
         "failures": failures[:50],
+        "outcomes": outcomes if detect else None,
     }
 
 
-# ------------------------------------------------------------------------------------ phase 2
-def run_server_phase(cases, model: str, clients: int, hang_s: float, tmp: Path, failures_dir: Path) -> dict:
+# ------------------------------------------------------------------------------------ phase 3
+def run_server_phase(cases, model: str, clients: int, hang_s: float, tmp: Path, failures_dir: Path,
+                     cnn: bool = False) -> dict:
     import httpx
 
-    server = Server(model, free_port(), threads=1, concurrency=None, log=tmp / "fuzz-server.log")
+    server = Server(model, free_port(), threads=1, concurrency=None, log=tmp / "fuzz-server.log",
+                    extra=("--cnn",) if cnn else ())
     counts = collections.Counter()
     statuses = collections.Counter()
     failures: list[dict] = []
@@ -340,6 +393,7 @@ def run_server_phase(cases, model: str, clients: int, hang_s: float, tmp: Path, 
     return {
         "cases": len(cases),
         "clients": clients,
+        "cnn": cnn,
         "status_2xx": counts["2xx"],
         "status_4xx": counts["4xx"],
         "status_5xx": counts["5xx"],
@@ -370,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hang-s", type=float, default=30.0, help="a case unanswered this long is a hang")
     ap.add_argument("--max-pixels", type=int, default=50_000_000, help="decode-phase pixel limit (server default)")
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--server-cnn", action="store_true", help="run the server phase with faceage serve --cnn")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     ap.add_argument("--failures", type=Path, default=None, help="folder for failing inputs (default: a tmp folder)")
     args = ap.parse_args(argv)
@@ -385,10 +440,12 @@ def main(argv: list[str] | None = None) -> int:
 
     decode = run_decode_phase(cases, args.max_pixels, args.hang_s, tmp)
     print(f"decode path: {json.dumps({k: v for k, v in decode.items() if k != 'failures'})}", file=sys.stderr)
+    thin = run_decode_phase(thin_cases(), args.max_pixels, args.hang_s, tmp, detect=True)
+    print(f"detection with the CNN pass on thin shapes: {json.dumps(thin['outcomes'])}", file=sys.stderr)
     server, model_note = None, None
     if not args.skip_server:
         model, model_note = pick_model(args.model, tmp)
-        server = run_server_phase(cases, model, args.clients, args.hang_s, tmp, failures_dir)
+        server = run_server_phase(cases, model, args.clients, args.hang_s, tmp, failures_dir, cnn=args.server_cnn)
         print(f"server: {json.dumps({k: v for k, v in server.items() if k != 'failures'})}", file=sys.stderr)
 
     report = {
@@ -399,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_images": n_seeds,
         "seed": args.seed,
         "decode_path": decode,
+        "thin_detection": thin,
         "server": server,
         "model_note": model_note,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -408,14 +466,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve_fuzz.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "serve_fuzz.md").write_text(markdown(report))
     print(markdown(report))
-    bad = decode["crashes"] + decode["hangs"] + decode["other_status"]
+    bad = decode["crashes"] + decode["hangs"] + decode["other_status"] + thin["crashes"] + thin["hangs"]
     if server:
         bad += server["status_5xx"] + server["hangs"] + server["failures_total"] + (not server["healthz_after"])
     return 1 if bad else 0
 
 
 def markdown(r: dict) -> str:
-    d, s = r["decode_path"], r["server"]
+    d, s, thin = r["decode_path"], r["server"], r["thin_detection"]
     lines = [
         "# `faceage serve` fuzz: random and mutated image bytes",
         "",
@@ -425,7 +483,7 @@ def markdown(r: dict) -> str:
         f"(some behind a real magic number), {r['case_kinds'].get('special', 0)} specials (empty, pixel bombs, "
         "an 11 MB body). Pillow " + r["machine"]["pillow"] + ".",
         "",
-        "## Decode path (`faceage.serve.app.decode_image`, in a watched child process)",
+        "## Decode path (`faceage.serve.upload.decode_image`, in a watched child process)",
         "",
         "| cases | decoded | rejected 4xx | crashes | native crashes | hangs | decode p50 / p99 / max (ms) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -435,12 +493,20 @@ def markdown(r: dict) -> str:
         "Rejections by status and code: " + ", ".join(f"{k}: {v:,}" for k, v in d["codes"].items()) + ".",
         "",
         "Slowest cases: " + "; ".join(f"{x['name']} {x['ms']} ms ({x['outcome']})" for x in d["slowest"]) + ".",
-    ]
+        "",
+        "## Thin and extreme-aspect shapes through detection, dlib CNN pass on (no aspect limit)",
+        "",
+        f"{thin['crashes']} crashes ({thin['native_crashes']} native), {thin['hangs']} hangs in {thin['cases']} "
+        "shapes. (The server refuses the shapes thinner than 1:20 from the header, before decoding.)",
+        "",
+        "| shape | outcome |",
+        "|---|---|",
+    ] + [f"| {name} | {outcome} |" for name, outcome in thin["outcomes"].items()]
     if s:
         lines += [
             "",
-            f"## Server (`faceage serve` on 127.0.0.1, {s['clients']} concurrent clients, raw body and multipart "
-            "alternately)",
+            f"## Server (`faceage serve{' --cnn' if s.get('cnn') else ''}` on 127.0.0.1, {s['clients']} concurrent "
+            "clients, raw body and multipart alternately)",
             "",
             f"Model: {r['model_note']}.",
             "",
@@ -458,7 +524,7 @@ def markdown(r: dict) -> str:
             "A failure is a 5xx, a hang, a non-JSON answer, an error body without `detail`/`code`, or a transport "
             "error (except on the 11 MB body, which the server may refuse by closing the connection).",
         ]
-    fails = d["failures"] + (s["failures"] if s else [])
+    fails = d["failures"] + thin["failures"] + (s["failures"] if s else [])
     if fails:
         lines += ["", "## Failures (first ones)", ""] + [f"- {json.dumps(f)}" for f in fails[:20]]
     return "\n".join(lines) + "\n"

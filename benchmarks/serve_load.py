@@ -9,6 +9,13 @@ server's RSS before and after (and along the way), to JSON + Markdown.
     python benchmarks/serve_load.py                        # 8 clients x 500 requests
     python benchmarks/serve_load.py --requests 50 --out /tmp/bench
     python benchmarks/serve_load.py --model runs/cpu/best.safetensors
+    python benchmarks/serve_load.py --attacks              # the resource table of docs/serve.md
+
+``--attacks`` runs, against a fresh server each: 4 concurrent worst-case uploads (the
+largest image the decoded-size budget accepts, and the 97 KB 1 x 50,000,000 px PNG), 32
+clients each sending 10 MB of junk, a client sending its headers at 1 byte/s, and 500
+half-open connections; it samples the server's RSS (peak, and idle afterwards) and open
+file descriptors, and writes docs/benchmarks/serve_attacks.{json,md}.
 
 Without --model it serves the bundled model, or, when that is not there yet, a
 freshly made untrained MA-SFV2 0.5x (same cost per request; the ages are meaningless).
@@ -71,9 +78,10 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[str, str]:
 
 
 class Server:
-    def __init__(self, model: str, port: int, threads: int, concurrency: int | None, log: Path):
+    def __init__(self, model: str, port: int, threads: int, concurrency: int | None, log: Path,
+                 extra: tuple[str, ...] = ()):
         cmd = [sys.executable, "-m", "faceage", "serve", "--model", model, "--port", str(port),
-               "--threads", str(threads), "--log-level", "warning"]
+               "--threads", str(threads), "--log-level", "warning", *extra]
         if concurrency:
             cmd += ["--concurrency", str(concurrency)]
         self.log = open(log, "wb")
@@ -109,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads in the server")
     ap.add_argument("--concurrency", type=int, default=None, help="server --concurrency (default: its own)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    ap.add_argument("--attacks", action="store_true", help="measure RSS and descriptors under the attacks instead")
     args = ap.parse_args(argv)
+    if args.attacks:
+        from serve_attacks import run_attacks
+
+        return run_attacks(args, argv)
 
     photos = sorted(p for p in args.photos.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not photos:

@@ -36,3 +36,18 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 def test_unknown_override_is_rejected(capsys):
     assert main(["train", "--config", "cpu", "optim.nope=1"]) == 2
     assert "unknown config key" in capsys.readouterr().err
+
+
+def test_exit_codes_come_from_one_table(tmp_path, capsys):
+    from faceage.cli import exit_code
+    from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
+
+    assert [exit_code(e("x")) for e in (ConfigError, ManifestError, WeightsError, ImageError, FaceageError)] == \
+        [2, 3, 4, 5, 2]
+    assert exit_code(KeyboardInterrupt()) == 130
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    (tmp_path / "photo.png").write_bytes(b"not decoded: the model fails first")
+    assert main(["predict", str(tmp_path / "photo.png"), "--model", str(bad)]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.safetensors" in err and "[bad_model_file]" in err

@@ -145,3 +145,89 @@ def test_iter_images(tmp_path):
     with pytest.raises(ImageError):
         list(iter_images(tmp_path / "nothing"))
     assert ".jpg" in IMAGE_SUFFIXES and ".tiff" in IMAGE_SUFFIXES
+
+
+# --------------------------------------------------------------------------- only the documented formats
+@pytest.mark.parametrize("fmt, suffix", [("PCX", ".jpg"), ("TGA", ".png"), ("PPM", ".jpg"), ("EPS", ".jpg"),
+                                         ("ICO", ".png"), ("SGI", ".webp")])
+def test_undocumented_formats_are_never_decoded(tmp_path, fmt, suffix):
+    """Whatever the name says, only the SUPPORTED_FORMATS decoders run (an EPS never reaches Ghostscript)."""
+    from faceage.imageio import SUPPORTED_TEXT
+
+    path = tmp_path / f"photo{suffix}"
+    if fmt == "EPS":
+        path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    else:
+        Image.fromarray(_rgb()).save(path, format=fmt)
+    for src in (path, path.read_bytes()):
+        with pytest.raises(ImageError, match=f"not (supported|a recognised image).*{SUPPORTED_TEXT}") as err:
+            load_image(src)
+        assert err.value.code in ("unsupported_format", "not_an_image")
+    with Image.open(path) as opened:  # a PIL image opened elsewhere is refused too
+        if opened.format == fmt:
+            with pytest.raises(ImageError, match="not supported") as err:
+                load_image(opened)
+            assert err.value.code == "unsupported_format"
+
+
+def test_documented_formats_decode_and_are_scanned(tmp_path):
+    from faceage.imageio import SUPPORTED_FORMATS
+
+    for fmt, suffix in (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("BMP", ".bmp"), ("TIFF", ".tif"),
+                        ("GIF", ".gif")):
+        assert fmt in SUPPORTED_FORMATS and suffix in IMAGE_SUFFIXES
+        path = _save(Image.fromarray(_rgb()), tmp_path / f"a{suffix}", fmt)
+        assert load_image(path).shape == (30, 40, 3)
+    assert ".pcx" not in IMAGE_SUFFIXES and ".tga" not in IMAGE_SUFFIXES
+
+
+def test_error_codes(tmp_path):
+    cases = [(tmp_path / "missing.jpg", "file_not_found"), (b"", "empty_image"), (b"hello world", "not_an_image"),
+             (b"%PDF-1.4 ...", "unsupported_format"), (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "corrupt_image"),
+             (np.zeros((4, 4, 3), np.float32), "bad_array")]
+    for src, code in cases:
+        with pytest.raises(ImageError) as err:
+            load_image(src)
+        assert err.value.code == code, (src, err.value)
+    big = _save(Image.new("L", (500, 400)), tmp_path / "big.png")
+    with pytest.raises(ImageError) as err:
+        load_image(big, max_pixels=100_000)
+    assert err.value.code == "too_many_pixels"
+
+
+@pytest.mark.parametrize("w, h", [(10, 10000), (8, 4300), (50000, 12)])
+def test_max_aspect_refuses_thin_images_from_the_header(tmp_path, w, h):
+    path = _save(Image.new("L", (w, h)), tmp_path / "thin.png")
+    assert load_image(path).shape == (h, w, 3)  # no limit by default: detection decides
+    with pytest.raises(ImageError, match=r"thin.png: image is \d+x\d+, more than 20 times") as err:
+        load_image(path, max_aspect=20)
+    assert err.value.code == "image_too_thin"
+
+
+def test_iter_images_reports_bad_paths_and_goes_on(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "d").mkdir()
+    good = _save(Image.fromarray(_rgb()), tmp_path / "d" / "a.png")
+    (tmp_path / "d" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    locked = tmp_path / "d" / "locked"
+    locked.mkdir()
+    _save(Image.fromarray(_rgb()), locked / "b.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # chmod 000 does not stop root, so the folder's listing fails here instead
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    problems = []
+    found = list(iter_images([tmp_path / "missing.jpg", tmp_path / "d", str(tmp_path / "*.gif")], recursive=True,
+                             on_error=lambda path, exc: problems.append((path, exc.code, str(exc)))))
+    assert found == [good]
+    assert [(p, c) for p, c, _ in problems] == [
+        (str(tmp_path / "missing.jpg"), "file_not_found"), (str(tmp_path / "d" / "dangling.jpg"), "file_not_found"),
+        (str(locked), "unreadable_file"), (str(tmp_path / "*.gif"), "file_not_found")]
+    assert "dangling symbolic link" in problems[1][2] and "Permission denied" in problems[2][2]
+    with pytest.raises(ImageError, match="missing.jpg: no such file"):
+        list(iter_images([tmp_path / "missing.jpg", tmp_path / "d"]))

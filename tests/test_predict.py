@@ -151,3 +151,63 @@ def test_bundled_model_predicts_without_importing_torch(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     face = json.loads(r.stdout.splitlines()[-1])["faces"][0]
     assert 0 < face["age"] < 100
+
+
+def test_cli_goes_on_past_every_kind_of_bad_file(tmp_path, capsys):
+    """A missing path given first, a dangling link, an EPS named .jpg and thin images (which crashed
+    detection, natively in dlib's CNN pass) are each that file's error or [], and the photo after them
+    is still estimated (bundled ONNX model: its worker processes start without PyTorch)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, (w, h) in enumerate([(8, 2000), (10, 10000), (4300, 8)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"a_thin{i}.png")
+    (folder / "b_eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    (folder / "c_dangling.png").symlink_to(tmp_path / "nowhere.png")
+    Image.open(fgnet_images(1)[0]).save(folder / "z_face.png")
+    code = main(["predict", str(tmp_path / "missing.jpg"), str(folder), "--json"])
+    assert code == 1
+    lines = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in
+             capsys.readouterr().out.splitlines()}
+    assert set(lines) == {"missing.jpg", "a_thin0.png", "a_thin1.png", "a_thin2.png", "b_eps.jpg",
+                          "c_dangling.png", "z_face.png"}
+    assert "no such file" in lines["missing.jpg"]["error"]
+    assert "dangling symbolic link" in lines["c_dangling.png"]["error"]
+    assert "PostScript/EPS files are not supported" in lines["b_eps.jpg"]["error"]
+    for i in range(3):
+        assert lines[f"a_thin{i}.png"].get("faces", []) == []  # an error (today) or no face (fixed detection)
+    assert len(lines["z_face.png"]["faces"]) >= 1
+
+
+def test_a_dead_worker_fails_only_its_job():
+    """The isolation under predict and prepare: SIGABRT in a worker (as dlib's heap corruption gave)."""
+    from faceage.workers import imap_isolated
+
+    expected = [0, 1, 2, ("crash", 3), 4, 5, 6, ("crash", 7)]
+    for workers in (1, 2):
+        out = list(imap_isolated(_abort_on_odd_tens, range(8), workers=workers, on_crash=lambda job: ("crash", job)))
+        in_order = out if workers == 1 else sorted(out, key=lambda r: r[1] if isinstance(r, tuple) else r)
+        assert in_order == expected
+
+
+def _abort_on_odd_tens(job: int) -> int:
+    import os
+
+    if job in (3, 7):
+        os.abort()
+    return job
+
+
+def test_a_suspect_worker_is_replaced():
+    """After a result marked suspect (a native library raised, the heap may be damaged) no further job
+    runs in that worker process."""
+    from faceage.workers import imap_isolated
+
+    pids = list(imap_isolated(_pid, range(4), on_crash=lambda job: None, suspect=lambda r: r[0] == 1))
+    assert pids[0][1] == pids[1][1] != pids[2][1] == pids[3][1]
+
+
+def _pid(job: int) -> tuple[int, int]:
+    import os
+
+    return job, os.getpid()

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ from PIL import Image
 
 from faceage.data.prepare import prepare
 from faceage.face.align import CropSpec
-from faceage.face.detect import DETECTORS, Detection, register_detector
+from faceage.face.detect import Detection
 
 
 class _BrightFaces:
@@ -21,11 +22,20 @@ class _BrightFaces:
         return [Detection((w // 4, h // 4, 3 * w // 4, 3 * h // 4), ((w * 0.4, h * 0.45), (w * 0.6, h * 0.45)), 1.0, "fake")]
 
 
+class _AbortsOnThin(_BrightFaces):
+    """Test backend that dies like dlib's CNN pass on thin images did (SIGABRT, heap corruption)."""
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        if max(h, w) > 50 * min(h, w):
+            os.abort()
+        return super().detect(image)
+
+
 @pytest.fixture
 def fake_detector():
-    register_detector("bright-test")(lambda **kw: _BrightFaces())
-    yield "bright-test"
-    DETECTORS.pop("bright-test")
+    """A picklable detector object: prepare's worker processes are spawned and get it by pickling."""
+    return _BrightFaces()
 
 
 def _img(path: Path, value: int, seed: int = 0):
@@ -110,4 +120,51 @@ def test_prepare_cli_parallel_real_detector(tmp_path):
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     assert sorted(row["age"] for row in rows) == ["7", "9"]
     assert all(row["fallback"] == "1" for row in rows)
-    assert main(["prepare", "utkface", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["prepare", "utkface", str(tmp_path / "missing"), str(out)]) == 3  # ManifestError
+
+
+def _thin(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+THIN_SHAPES = ((8, 2000), (10, 10000), (4300, 8))
+
+
+def test_a_worker_that_dies_fails_only_its_file(tmp_path):
+    """Three files kill their worker process (SIGABRT); the other twelve are cropped (2 workers; one
+    worker: tests/test_predict.py::test_a_dead_worker_fails_only_its_job)."""
+    src = tmp_path / "ages"
+    for i in range(12):
+        _img(src / str(20 + i) / f"good{i}.png", 180, i)
+    for i, (w, h) in enumerate(THIN_SHAPES):
+        _thin(src / "30" / f"thin{i}.png", w, h, i)
+    out = tmp_path / "out"
+    r = prepare("folder", src, out, spec=CropSpec(size=32), workers=2, detector=_AbortsOnThin(), progress=False)
+    assert r["faces_found"] == 12 and r["in_manifest"] == 12
+    assert sorted(u["file"] for u in r["unreadable"]) == [f"30/thin{i}.png" for i in range(3)]
+    assert all("worker process died" in u["error"] for u in r["unreadable"])
+    assert (out / "report.json").is_file() and "thin2.png" in (out / "report.md").read_text()
+
+
+def test_prepare_thin_images_real_detector_two_workers(tmp_path):
+    """faceage prepare, real dlib detector, 2 workers: 12 FG-NET faces and 3 thin images. The thin ones
+    are failures or face-less (once detection handles them), never a crash or a hang."""
+    from conftest import fgnet_images
+    from faceage.cli import main
+
+    src = tmp_path / "ages"
+    for i, photo in enumerate(fgnet_images(12)):
+        dst = src / str(10 + i) / photo.name
+        dst.parent.mkdir(parents=True)
+        dst.write_bytes(photo.read_bytes())
+    for i, (w, h) in enumerate(THIN_SHAPES):
+        _thin(src / "40" / f"thin{i}.png", w, h, i)
+    out = tmp_path / "out"
+    assert main(["prepare", "folder", str(src), str(out), "--workers", "2", "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["faces_found"] == 12
+    skipped = sorted([u["file"] for u in r["unreadable"]] + r["no_face"])
+    assert skipped == [f"40/thin{i}.png" for i in range(3)]

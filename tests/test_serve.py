@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+import anyio  # noqa: E402
 import httpx  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -155,18 +157,18 @@ def _corrupt_png() -> bytes:
 BAD_BODIES = [
     ("empty", b"", "image/jpeg", 400, "empty_body"),
     ("text", b"hello, this is not an image", "image/jpeg", 422, "not_an_image"),
-    ("text-content-type", b"hello", "text/plain", 415, "unsupported_type"),
-    ("json-content-type", b'{"image": "x"}', "application/json", 415, "unsupported_type"),
+    ("text-content-type", b"hello", "text/plain", 415, "unsupported_format"),
+    ("json-content-type", b'{"image": "x"}', "application/json", 415, "unsupported_format"),
     ("random", bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8)), None, 422, "not_an_image"),
     ("truncated-jpeg", _truncated_jpeg(), "image/jpeg", 422, "corrupt_image"),
     ("corrupt-png", _corrupt_png(), "image/png", 422, "corrupt_image"),
     ("jpeg-header-only", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg", 422, "corrupt_image"),
-    ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "application/pdf", 415, "unsupported_type"),
+    ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "application/pdf", 415, "unsupported_format"),
     ("svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml", 415,
-     "unsupported_type"),
-    ("heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64, "image/heic", 415, "unsupported_type"),
+     "unsupported_format"),
+    ("heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 64, "image/heic", 415, "unsupported_format"),
     ("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/postscript", 415,
-     "unsupported_type"),
+     "unsupported_format"),
 ]
 
 
@@ -215,7 +217,9 @@ def test_cpu_bomb_headers_are_rejected_fast():
     import struct
     import zlib
 
-    from faceage.serve.app import ApiError, decode_image
+    from faceage.errors import ImageError
+    from faceage.serve.errors import status_of
+    from faceage.serve.upload import decode_image
 
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * (2 * 1024 * 1024)  # garbage where markers should be
     chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
@@ -223,9 +227,9 @@ def test_cpu_bomb_headers_are_rejected_fast():
     png = png[:33] + chunk * 30_000 + png[33:]  # 30,000 empty chunks
     for data in (jpeg, png):
         t0 = time.perf_counter()
-        with pytest.raises(ApiError) as e:
+        with pytest.raises(ImageError) as e:
             decode_image(data)
-        assert e.value.status == 422 and time.perf_counter() - t0 < 0.5
+        assert status_of(e.value.code) == 422 and time.perf_counter() - t0 < 0.5
     photo = encode(np.zeros((8, 8, 3), np.uint8), "JPEG", exif=Image.Exif())
     assert decode_image(photo).shape == (8, 8, 3)
 
@@ -348,8 +352,11 @@ class running_server:
     def __init__(self, app):
         import uvicorn
 
+        from faceage.serve.limits import GuardedH11Protocol
+
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    http=GuardedH11Protocol))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -404,7 +411,7 @@ def test_cli_help_has_examples():
 def test_cli_bad_model_is_a_clear_error(capsys, tmp_path):
     from faceage.cli import main
 
-    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 4  # WeightsError
     assert "not found" in capsys.readouterr().err
 
 
@@ -417,7 +424,7 @@ def test_cli_serve_runs(model_file):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # start-up on a loaded 2-core machine can take a minute
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
@@ -481,12 +488,14 @@ FUZZ_INPUT = st.one_of(st.binary(max_size=512), mutated_images())
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=FUZZ_INPUT, content_type=st.sampled_from([None, "image/jpeg", "application/octet-stream", "text/plain"]))
 def test_fuzz_decode_path_raises_only_client_errors(data, content_type):
-    from faceage.serve.app import ApiError, decode_image
+    from faceage.errors import FaceageError
+    from faceage.serve.errors import status_of
+    from faceage.serve.upload import decode_image
 
     try:
-        img = decode_image(data, max_pixels=MAX_PIXELS, content_type=content_type)
-    except ApiError as exc:
-        assert 400 <= exc.status < 500 and exc.message and exc.code
+        img = decode_image(data, max_pixels=MAX_PIXELS, max_aspect=20, content_type=content_type)
+    except FaceageError as exc:
+        assert 400 <= status_of(exc.code) < 500 and str(exc) and exc.code
     else:
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.size > 0
 
@@ -524,3 +533,254 @@ def test_openapi_schema_property(app):
 
         run_case()
     assert {"POST /v1/estimate", "GET /healthz", "GET /v1/model"} <= set(seen)
+
+
+# ------------------------------------------------------------------------------------ resource bounds (#18)
+THIN = [(10, 10000), (8, 4300), (50000, 12), (1, 50_000_000)]
+
+
+@pytest.mark.parametrize("w, h", THIN)
+def test_thin_images_are_refused_from_the_header(client, w, h):
+    """1 x 50,000,000 px is a 97 KB PNG under --max-pixels; refused before decoding, never a 5xx."""
+    data = encode(Image.new("L", (w, h)), "PNG")
+    body = assert_error(client.post("/v1/estimate", content=data), 422, "image_too_thin")
+    assert f"{w}x{h}" in body["detail"]
+
+
+def test_thin_images_never_reach_the_cnn_pass(model_file):
+    """faceage serve --cnn answered 500 to a random 8x2000 PNG (dlib's CNN pass corrupted its heap):
+    the shape is refused from the header before detection, with or without the CNN pass."""
+    from faceage.serve.app import create_app
+    from fastapi.testclient import TestClient
+
+    thin = encode(np.random.default_rng(2).integers(0, 255, (2000, 8, 3), dtype=np.uint8))
+    with TestClient(create_app(model_file, detector_cnn=True, warmup=False)) as c:
+        assert_error(c.post("/v1/estimate", content=thin), 422, "image_too_thin")
+        assert c.get("/v1/model").json()["limits"]["detector_cnn"] is True
+
+
+def test_random_thin_images_near_the_limit_never_5xx(client):
+    """Shapes just inside the aspect limit reach detection: an answer, never a 5xx."""
+    rng = np.random.default_rng(1)
+    for w, h in ((8, 150), (150, 8), (9, 180)):
+        r = client.post("/v1/estimate", content=encode(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)))
+        assert r.status_code == 200 and r.json()["faces"] == [], r.text
+
+
+def test_decoded_size_budget(model_file):
+    """An image whose decoded working size is over the budget is 413 whatever its pixel count."""
+    from faceage.serve.app import create_app
+    from faceage.serve.limits import MB
+    from fastapi.testclient import TestClient
+
+    app = create_app(model_file, max_decoded=8 * MB, concurrency=1, warmup=False)
+    with TestClient(app) as c:
+        small = c.post("/v1/estimate", content=encode(np.zeros((100, 100, 3), np.uint8)))
+        assert small.status_code == 200
+        big = encode(Image.new("RGB", (1200, 1000)), "PNG")  # 1.2 Mpx: about 12 MB decoded and detected
+        body = assert_error(c.post("/v1/estimate", content=big), 413, "image_too_large")
+        assert "--max-decoded-mb" in body["detail"]
+    assert app.state.budget.used == 0
+
+
+def test_memory_budget_waits_for_room():
+    from faceage.serve.errors import ApiError
+    from faceage.serve.limits import MemoryBudget
+
+    async def scenario():
+        budget, order = MemoryBudget(100, wait_timeout=30), []
+        first_in, release_first = anyio.Event(), anyio.Event()
+
+        async def first():
+            async with budget.reserve(60):
+                order.append("first in")
+                first_in.set()
+                await release_first.wait()
+            order.append("first out")
+
+        async def second():
+            await first_in.wait()
+            async with budget.reserve(60):
+                order.append("second in")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+            await first_in.wait()
+            await anyio.sleep(0.05)
+            assert order == ["first in"] and budget.used == 60  # the second waits for room
+            release_first.set()
+        assert order == ["first in", "first out", "second in"] and budget.used == 0
+        with pytest.raises(ApiError) as err:
+            async with budget.reserve(101):
+                pass
+        assert err.value.code == "image_too_large"
+
+    anyio.run(scenario)
+
+
+def _asgi_post(app, receive, query: str = ""):
+    """Call the ASGI app directly with our own receive(); returns the status and the JSON body."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/estimate", "raw_path": b"/v1/estimate", "query_string": query.encode(),
+             "root_path": "", "headers": [(b"host", b"test"), (b"content-type", b"image/png")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def call():
+        await app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return status, json.loads(body)
+
+    return call
+
+
+def test_uploads_take_a_slot_before_their_bodies_are_read(model_file):
+    """concurrency=2: two stalled uploads hold both slots; a third is never read and gets 503 busy."""
+    from faceage.serve.app import create_app
+
+    app = create_app(model_file, concurrency=2, queue_timeout=0.5, body_timeout=60, warmup=False)
+    reads = {0: 0, 1: 0, 2: 0}
+
+    def stalled(k: int):
+        async def receive():
+            reads[k] += 1
+            if reads[k] == 1:
+                return {"type": "http.request", "body": b"\x89PNG", "more_body": True}
+            await anyio.sleep(3600)
+        return receive
+
+    async def scenario():
+        results = {}
+        async with anyio.create_task_group() as tg:
+            async def run(k):
+                results[k] = await _asgi_post(app, stalled(k))()
+            tg.start_soon(run, 0)
+            tg.start_soon(run, 1)
+            await anyio.sleep(0.1)
+            results[2] = await _asgi_post(app, stalled(2))()
+            tg.cancel_scope.cancel()
+        return results
+
+    results = anyio.run(scenario)
+    assert results[2][0] == 503 and results[2][1]["code"] == "busy"
+    assert reads == {0: 2, 1: 2, 2: 0}  # the third body was never read
+
+
+def test_slow_body_is_cut_off_with_408(model_file):
+    from faceage.serve.app import create_app
+
+    app = create_app(model_file, concurrency=1, body_timeout=0.5, warmup=False)
+
+    async def one_byte_a_tick():
+        await anyio.sleep(0.1)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    status, body = anyio.run(_asgi_post(app, one_byte_a_tick))
+    assert status == 408 and body["code"] == "body_timeout"
+
+
+@pytest.fixture
+def guarded_protocol():
+    from faceage.serve.limits import GuardedH11Protocol
+
+    defaults = (GuardedH11Protocol.header_timeout, GuardedH11Protocol.max_connections)
+    GuardedH11Protocol.configure(header_timeout=1.0, max_connections=4)
+    yield GuardedH11Protocol
+    GuardedH11Protocol.configure(*defaults)
+
+
+def test_slow_headers_are_dropped(app, guarded_protocol):
+    """Headers sent a byte at a time never complete a request: the connection is closed after the
+    header timeout (1 s here), and a keep-alive connection gets the same deadline for its next request."""
+    with running_server(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            closed = False
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+            if not closed:
+                assert s.recv(100) == b""  # closed by the server without an answer
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"}"):  # the head and the JSON body may come in two pieces
+                reply += s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200")
+            s.sendall(b"GET /hea")  # the next request on the kept-alive connection stalls
+            assert s.recv(4096) == b""
+
+
+def test_open_connections_are_capped(app, guarded_protocol):
+    with running_server(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=20) for _ in range(4)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection((host, int(port)), timeout=20) as extra:
+                reply = extra.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 503") and b'"code": "busy"' in reply
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.time() + 10
+        while True:  # the closed sockets are released: requests are served again
+            try:
+                r = httpx.get(f"{base}/healthz", timeout=5)
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+
+def test_allowed_hosts(model_file):
+    from faceage.serve.app import create_app, default_allowed_hosts
+    from fastapi.testclient import TestClient
+
+    assert default_allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "::1"]
+    assert default_allowed_hosts("0.0.0.0") is None
+    app = create_app(model_file, allowed_hosts=default_allowed_hosts("localhost"), warmup=False)
+    with TestClient(app, base_url="http://localhost:8000") as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz", headers={"Host": "[::1]:8000"}).status_code == 200
+        body = assert_error(c.get("/healthz", headers={"Host": "rebind.attacker.example:8000"}), 400, "bad_host")
+        assert "rebind.attacker.example" in body["detail"]
+
+
+def test_a_model_with_nan_weights_never_serves(tmp_path, model_file):
+    from safetensors.torch import load_file, save_file
+
+    from faceage.errors import WeightsError
+    from faceage.serve.app import create_app
+    from faceage.weights import read_record
+
+    state = {k: v.clone() for k, v in load_file(str(model_file)).items()}
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[name].fill_(float("nan"))
+    bad = tmp_path / "nan.safetensors"
+    save_file(state, str(bad), metadata={"faceage": read_record(model_file).to_json()})
+    with pytest.raises(WeightsError, match="nan.safetensors.*NaN"):
+        create_app(bad, warmup=False)
+
+
+def test_every_image_error_code_is_a_client_status():
+    """The codes faceage.imageio raises are 4xx in the one table; the server's own faults are 5xx."""
+    import re
+
+    import faceage.imageio
+    from faceage.serve.errors import STATUS
+
+    raised = set(re.findall(r'code="(\w+)"', Path(faceage.imageio.__file__).read_text())) | {"corrupt_image"}
+    assert raised and all(400 <= STATUS[c] < 500 for c in raised), raised
+    assert STATUS["bad_model_file"] == STATUS["internal"] == 500

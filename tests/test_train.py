@@ -215,3 +215,22 @@ def test_training_learns_a_learnable_task(tmp_path):
     constant = float(np.abs(val_ages - np.median(train_ages)).mean())
     print(f"validation MAE {summary['best_val_mae']:.2f} vs constant {constant:.2f}")
     assert summary["best_val_mae"] < 0.6 * constant
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_broken_last_checkpoint_falls_back_to_the_previous_one(tiny_manifest, tmp_path, damage):
+    from faceage.errors import WeightsError
+
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 2})
+    out = tmp_path / "run"
+    train(cfg, out, quiet=True)
+    last, prev = out / "last.pt", out / "last.prev.pt"
+    assert prev.is_file() and torch.load(prev, weights_only=True)["epoch"] == 1
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with pytest.warns(UserWarning, match="last.pt.*resuming from the previous checkpoint .*last.prev.pt"):
+        state = Trainer.read_checkpoint(out)
+    assert state["epoch"] == 1
+    prev.write_bytes(b"")
+    with pytest.raises(WeightsError, match="cannot resume: .*last.pt: .*last.prev.pt: "):
+        train(cfg, out, resume=True, quiet=True)

@@ -63,3 +63,140 @@ def test_loading_never_unpickles(tmp_path):
     evil.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(WeightsError):
         load_model(evil)
+
+
+# --------------------------------------------------------------------------- records checked at load
+def _with_record(tmp_path, record_json: str, name: str = "r.safetensors"):
+    path = tmp_path / name
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"faceage": record_json})
+    return path
+
+
+GOOD = {"format": 1, "model": {"arch": "sfv2", "width": 0.5, "se_reduction": 4, "num_classes": 101},
+        "input_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+        "crop": {"size": 64, "eye_distance": 0.3, "eye_y": 0.4, "margin": 0.0}, "estimate": "dex", "training": {}}
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null", '"a string"', "42", "{not json"])
+def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
+    with pytest.raises(WeightsError, match="r.safetensors") as err:
+        read_record(_with_record(tmp_path, text))
+    assert err.value.code == "bad_model_file"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"input_size": 0}, "input_size must be in 16..1024"),
+    ({"input_size": -5}, "input_size"),
+    ({"input_size": 20000}, "input_size"),
+    ({"input_size": 64.5}, "whole number"),
+    ({"input_size": True}, "must be a number"),
+    ({"estimate": "median"}, "estimate must be one of"),
+    ({"std": [0.25, 0.0, 0.25]}, "std must be positive"),
+    ({"std": [float("nan"), 0.2, 0.2]}, "finite"),
+    ({"mean": [0.5, 0.5]}, "list of 3"),
+    ({"crop": {"size": 0}}, "crop"),
+    ({"crop": {"size": 64, "eye_distance": 5.0}}, "eye_distance"),
+    ({"crop": {"sise": 64}}, "unknown keys"),
+    ({"crop": "wide"}, "crop must be an object"),
+    ({"model": {"arch": "sfv2"}}, "lacks width"),
+    ({"model": {"arch": "sfv2", "width": 0.5, "depth": 3}}, "unknown fields"),
+    ({"model": {"arch": "sfv2", "width": 0.5, "num_classes": 0}}, "num_classes"),
+    ({"interval_temperature": 0}, "interval_temperature"),
+    ({"training": [1]}, "training must be an object"),
+    ({"format": 2}, "record format 2"),
+])
+def test_bad_record_fields_fail_at_load_with_the_file_name(tmp_path, change, words):
+    import json
+
+    path = _with_record(tmp_path, json.dumps({**GOOD, **change}))
+    with pytest.raises(WeightsError, match=f"r.safetensors.*{words}"):
+        read_record(path)
+
+
+def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path):
+    import json
+
+    from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
+
+    rec = read_record(_with_record(tmp_path, json.dumps(GOOD)))
+    assert rec.interval_temperature == 1.0 and rec.crop["size"] == 64 and rec.num_classes == 101
+    folder = default_model_path("torch").parent
+    assert read_record(folder / DEFAULT_MODEL).input_size == 112
+    from faceage.runtime.onnx_backend import OnnxBackend
+
+    assert OnnxBackend(folder / DEFAULT_ONNX).record == read_record(folder / DEFAULT_MODEL)
+
+
+def test_nan_and_integer_weights_are_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    good = save_model(create_model("sfv2", 0.5), _record(), tmp_path / "good.safetensors")
+    state, meta = load_file(str(good)), {"faceage": read_record(good).to_json()}
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    nan = dict(state, **{name: state[name].clone().fill_(float("nan"))})
+    save_file(nan, str(tmp_path / "nan.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match=f"nan.safetensors: tensor {name} holds NaN"):
+        load_model(tmp_path / "nan.safetensors")
+    ints = {k: (v * 1000).to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}
+    save_file(ints, str(tmp_path / "int.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match="int.safetensors: tensor .* is torch.int32, expected a float"):
+        load_model(tmp_path / "int.safetensors")
+
+
+def test_model_files_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_model(create_model("sfv2", 0.5), _record(), tmp_path / "best.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------- ONNX graphs checked at load
+def _onnx(path, record: dict, *, outputs=("logits", "reg"), weight: float = 0.001, size: int = 16):
+    """A tiny linear 'age model' graph (uint8 NHWC crops -> logits, reg) carrying ``record``."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.full((size * size * 3, 101), weight, np.float32)
+    nodes = [helper.make_node("Cast", ["crops"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+             helper.make_node("ReduceMean", ["logits", "axes"], ["reg"], keepdims=0)]
+    outs = {"logits": helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 101]),
+            "reg": helper.make_tensor_value_info("reg", TensorProto.FLOAT, ["batch"])}
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("crops", TensorProto.UINT8, ["batch", size, size, 3])],
+        [outs[o] for o in outputs],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"faceage": json.dumps(record)})
+    onnx.save(model, str(path))
+    return path
+
+
+ONNX_RECORD = {**GOOD, "input_size": 16, "crop": None}
+
+
+def test_onnx_graph_checked_against_the_record(tmp_path):
+    from faceage.runtime.onnx_backend import OnnxBackend
+
+    assert OnnxBackend(_onnx(tmp_path / "ok.onnx", ONNX_RECORD)).run(
+        __import__("numpy").zeros((2, 16, 16, 3), "uint8"))[0].shape == (2, 101)
+    with pytest.raises(WeightsError, match=r"one.onnx: the ONNX graph has outputs \['logits'\], expected"):
+        OnnxBackend(_onnx(tmp_path / "one.onnx", ONNX_RECORD, outputs=("logits",)))
+    with pytest.raises(WeightsError, match=r"size.onnx: ONNX input 'crops' has shape .* record asks for \['N', 32"):
+        OnnxBackend(_onnx(tmp_path / "size.onnx", {**ONNX_RECORD, "input_size": 32}))
+    with pytest.raises(WeightsError, match="classes.onnx: ONNX output 'logits'"):
+        OnnxBackend(_onnx(tmp_path / "classes.onnx", {**ONNX_RECORD, "model": {**GOOD["model"], "num_classes": 50}}))
+    with pytest.raises(WeightsError, match="nan.onnx: the model outputs NaN"):
+        OnnxBackend(_onnx(tmp_path / "nan.onnx", ONNX_RECORD, weight=float("nan")))
+    with pytest.raises(WeightsError, match="rec.onnx: bad faceage record: estimate"):
+        OnnxBackend(_onnx(tmp_path / "rec.onnx", {**ONNX_RECORD, "estimate": "mode"}))

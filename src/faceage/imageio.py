@@ -2,16 +2,23 @@
 
 ``load_image`` accepts a path, raw bytes, a PIL image or a ``uint8`` array and
 
+* tries only the decoders of :data:`SUPPORTED_FORMATS` (JPEG, PNG, WebP, BMP, TIFF, GIF and,
+  where Pillow has it, AVIF), whatever the file is named: an EPS file named ``.jpg``
+  never reaches Ghostscript, and PCX, TGA or PPM files are refused;
 * applies the EXIF orientation (``PIL.ImageOps.exif_transpose``);
 * converts greyscale (``1``, ``L``), palette (``P``), alpha (``LA``, ``RGBA``, ``PA``:
   composited on white), ``CMYK``/``YCbCr``/``LAB`` and 16/32-bit (``I;16``, ``I``,
   ``F``: scaled to 8 bit) images to RGB;
 * rejects empty files, non-images, truncated images (the whole image must decode;
-  ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set) and images with more than
-  ``max_pixels`` pixels (checked from the header, before decoding: decompression bombs).
+  ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set), images with more than
+  ``max_pixels`` pixels and, optionally, images thinner than ``1:max_aspect`` (both
+  checked from the header, before decoding: decompression bombs), and headers that
+  would cost Pillow seconds of CPU (JPEG garbage, PNGs of millions of chunks).
 
 Failures raise :class:`faceage.errors.ImageError` naming the file, what is wrong
-and what to do.
+and what to do, with a ``code`` (see the class). The server decodes through
+:func:`open_image` and :func:`decode_opened` so that it can budget the memory
+(:func:`working_bytes`) between reading the header and decoding.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import glob
 import io
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,8 +37,25 @@ from faceage.errors import ImageError
 #: before decoding; pass ``max_pixels=`` to raise the limit deliberately.
 DEFAULT_MAX_PIXELS = 50_000_000
 
+#: Pillow format id -> name shown to users (None: a variant shown under another name;
+#: older Pillows have a separate MPO plugin for phone JPEGs)
+_WANTED_FORMATS = {"JPEG": "JPEG", "MPO": None, "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "TIFF": "TIFF",
+                   "GIF": "GIF", "AVIF": "AVIF"}
+_SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",), "BMP": (".bmp",),
+             "TIFF": (".tif", ".tiff"), "GIF": (".gif",), "AVIF": (".avif",)}
+
+
+def _supported_formats() -> tuple[str, ...]:
+    Image.init()  # Pillow registers its plugins lazily; open(formats=...) needs them registered
+    return tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
+
+
+#: the only Pillow decoders ever tried, on files, bytes and uploads
+SUPPORTED_FORMATS = _supported_formats()
+SUPPORTED_TEXT = ", ".join(n for f, n in _WANTED_FORMATS.items() if n and f in SUPPORTED_FORMATS)
+
 #: File suffixes (lower case, with the dot) treated as images when scanning folders.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(s for f in SUPPORTED_FORMATS for s in _SUFFIXES.get(f, ()))
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -53,7 +77,7 @@ def _describe(src, name: str | None) -> str:
 
 def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
     if arr.dtype != np.uint8:
-        raise ImageError(f"{label}: array has dtype {arr.dtype}; pass an 8-bit (uint8) image")
+        raise ImageError(f"{label}: array has dtype {arr.dtype}; pass an 8-bit (uint8) image", code="bad_array")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.ndim == 3 and arr.shape[2] == 1:
@@ -61,9 +85,10 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
     elif arr.ndim == 3 and arr.shape[2] == 4:
         return _to_rgb(Image.fromarray(arr, "RGBA"), label)
     elif not (arr.ndim == 3 and arr.shape[2] == 3):
-        raise ImageError(f"{label}: array shape {arr.shape} is not HxW or HxWx3; pass an RGB or greyscale image")
+        raise ImageError(f"{label}: array shape {arr.shape} is not HxW or HxWx3; pass an RGB or greyscale image",
+                         code="bad_array")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageError(f"{label}: image is empty (shape {arr.shape})")
+        raise ImageError(f"{label}: image is empty (shape {arr.shape})", code="empty_image")
     return np.ascontiguousarray(arr)
 
 
@@ -102,22 +127,165 @@ def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _from_pil(img: Image.Image, label: str, max_pixels: int, opened_here: bool) -> np.ndarray:
-    w, h = img.size
+def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: float | None = None) -> None:
+    """Refuse a (width, height) from a header: no pixels, over ``max_pixels``, thinner than ``1:max_aspect``."""
+    w, h = size
     if w <= 0 or h <= 0:
-        raise ImageError(f"{label}: image has no pixels ({w}x{h})")
+        raise ImageError(f"{label}: image has no pixels ({w}x{h})", code="empty_image")
+    if max_aspect and max(w, h) > max_aspect * min(w, h):
+        raise ImageError(f"{label}: image is {w}x{h}, more than {max_aspect:g} times longer than wide, too thin "
+                         "to hold a face; crop it to the part with the face", code="image_too_thin")
     if max_pixels and w * h > max_pixels:
         raise ImageError(
             f"{label}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-            f"(possible decompression bomb); downscale it or raise max_pixels if you trust the file"
-        )
+            f"(possible decompression bomb); downscale it or raise max_pixels if you trust the file",
+            code="too_many_pixels")
+
+
+def working_bytes(img: Image.Image) -> int:
+    """Bytes that decoding ``img`` and handing it to detection takes at the peak (from the header alone):
+    Pillow's decoded image, the RGB array and the detector's copy of it (Pillow stores RGB as 4 bytes/pixel)."""
+    w, h = img.size
+    mode = img.mode
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return w * h * (per_pixel + 3 + 4)
+
+
+def _unsupported_kind(data: bytes) -> str | None:
+    """Name of a recognisable file type that is not decoded here, if ``data`` starts like one."""
+    head = data[:64]
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC/HEIF"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        return "MP4/QuickTime video"
+    text = data[:1024].lstrip().lower()
+    if text.startswith(b"<?xml") or text.startswith(b"<svg") or b"<svg" in text:
+        return "SVG"
+    if text.startswith(b"<!doctype html") or text.startswith(b"<html"):
+        return "HTML"
+    if head.startswith(b"PK\x03\x04"):
+        return "ZIP"
+    if head.startswith(b"%!PS") or head.startswith(b"\xc5\xd0\xd3\xc6"):
+        return "PostScript/EPS"
+    if head.startswith(b"8BPS"):
+        return "Photoshop PSD"
+    if head[:1] == b"\x0a" and head[1:2] in (b"\x00", b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "PCX"
+    if head[:1] == b"P" and head[1:2] in b"123456":
+        return "PPM/PGM/PBM"
+    return None
+
+
+#: bytes of non-marker garbage tolerated in a JPEG header; Pillow skips garbage one byte at a time in Python
+#: (about 0.5 s per MB), so a 10 MB "JPEG" of zeros would cost seconds of CPU
+JPEG_GARBAGE_LIMIT = 256 * 1024
+
+
+def _jpeg_header_garbage(data: bytes) -> int:
+    """Bytes Pillow would have to skip one by one while looking for JPEG markers before the scan data."""
+    pos, n, garbage = 2, len(data), 0
+    while pos < n and garbage <= JPEG_GARBAGE_LIMIT:
+        if data[pos] != 0xFF:
+            nxt = data.find(b"\xff", pos)
+            garbage += (n if nxt < 0 else nxt) - pos
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        if pos + 1 >= n:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker in (0xDA, 0xD9):  # start of scan / end of image: the header is over
+            break
+        elif marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+        else:
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            pos += 2 + max(length, 2)
+    return garbage
+
+
+#: PNG chunks tolerated in one file; Pillow handles each chunk in Python, so millions of empty chunks
+#: (12 bytes each) would cost tens of seconds of CPU; real files have a few to a few thousand
+PNG_CHUNK_LIMIT = 20_000
+
+
+def _png_chunk_count(data: bytes) -> int:
+    """Number of chunks in a PNG, counting no further than just past :data:`PNG_CHUNK_LIMIT`."""
+    pos, n, count = 8, len(data), 0
+    while pos + 8 <= n and count <= PNG_CHUNK_LIMIT:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        count += 1
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + length
+    return count
+
+
+def open_image(data: bytes, *, name: str = "<bytes>") -> Image.Image:
+    """Read the header of encoded image bytes with the :data:`SUPPORTED_FORMATS` decoders only.
+
+    Nothing is decoded yet, so the size can be checked first (:func:`decode_opened`).
+    Any failure is an :class:`ImageError` with a code; no other exception leaves.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty data (0 bytes); pass the bytes of a {SUPPORTED_TEXT} image",
+                         code="empty_image")
+    if data[:2] == b"\xff\xd8" and _jpeg_header_garbage(data) > JPEG_GARBAGE_LIMIT:
+        raise ImageError(f"{name}: the JPEG header is corrupt (over {JPEG_GARBAGE_LIMIT:,} bytes of garbage "
+                         "between markers); re-export or re-send the file")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and _png_chunk_count(data) > PNG_CHUNK_LIMIT:
+        raise ImageError(f"{name}: the PNG has over {PNG_CHUNK_LIMIT:,} chunks; re-export it with a normal encoder")
+    try:
+        return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc}); downscale the image",
+                         code="too_many_pixels") from None
+    except UnidentifiedImageError:
+        kind = _unsupported_kind(data)
+        if kind is not None:
+            raise ImageError(f"{name}: {kind} files are not supported; convert the photo to one of "
+                             f"{SUPPORTED_TEXT}", code="unsupported_format") from None
+        raise ImageError(f"{name}: not a recognised image (supported: {SUPPORTED_TEXT}); check the file type",
+                         code="not_an_image") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a header a plugin chokes on is still a bad file
+        raise ImageError(f"{name}: cannot read the image header ({type(exc).__name__}: {exc}); the file is "
+                         "corrupt or not an image") from None
+
+
+def decode_opened(img: Image.Image, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
+                  max_aspect: float | None = None) -> np.ndarray:
+    """Decode an image from :func:`open_image` to RGB, after checking its size (and closes it)."""
+    with img:
+        return _from_pil(img, name, max_pixels, max_aspect, opened_here=True)
+
+
+def _from_pil(img: Image.Image, label: str, max_pixels: int, max_aspect: float | None,
+              opened_here: bool) -> np.ndarray:
+    if img.format is not None and img.format not in SUPPORTED_FORMATS:
+        raise ImageError(f"{label}: {img.format} images are not supported; convert it to one of {SUPPORTED_TEXT}",
+                         code="unsupported_format")
+    check_size(img.size, label, max_pixels, max_aspect)
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc}); downscale the image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label}: refused as a possible decompression bomb ({exc}); downscale the image",
+                         code="too_many_pixels") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         what = "truncated or corrupt" if opened_here else "could not be decoded"
-        raise ImageError(f"{label}: image is {what} ({exc}); re-export or re-download the file") from exc
+        raise ImageError(f"{label}: {img.format or 'the'} image is {what} ({type(exc).__name__}: {exc}); "
+                         "re-export or re-download the file") from exc
     try:
         img = ImageOps.exif_transpose(img) or img
     except Exception:  # broken EXIF must not make a good image unreadable
@@ -125,49 +293,44 @@ def _from_pil(img: Image.Image, label: str, max_pixels: int, opened_here: bool) 
     return _to_rgb(img, label)
 
 
-def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _read_file(path: Path, label: str) -> bytes:
+    if not path.exists():
+        kind = "dangling symbolic link" if path.is_symlink() else "file not found"
+        raise ImageError(f"{label}: {kind}; check the path", code="file_not_found")
+    if not path.is_file():
+        raise ImageError(f"{label}: not a file; pass an image file (or use a folder-aware command)",
+                         code="file_not_found")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read ({exc.strerror or exc}); check its permissions",
+                         code="unreadable_file") from exc
+    if not data:
+        raise ImageError(f"{label}: file is empty (0 bytes); re-copy or remove it", code="empty_image")
+    return data
+
+
+def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_aspect: float | None = None) -> np.ndarray:
     """Decode ``src`` to an ``HxWx3`` ``uint8`` RGB array (see the module docstring).
 
-    ``name`` is used in error messages instead of the path (useful for bytes).
+    ``name`` is used in error messages instead of the path (useful for bytes);
+    ``max_aspect``: refuse images whose long side is more than this many times the short one.
     Raises :class:`ImageError` for anything that is not a complete, acceptable image.
     """
     label = _describe(src, name)
     if isinstance(src, np.ndarray):
         return _from_array(src, label)
     if isinstance(src, Image.Image):
-        return _from_pil(src, label, max_pixels, opened_here=False)
+        return _from_pil(src, label, max_pixels, max_aspect, opened_here=False)
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
-        if not data:
-            raise ImageError(f"{label}: empty data (0 bytes); pass the bytes of a JPEG/PNG/WebP image")
-        fh = io.BytesIO(data)
     elif isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.exists():
-            raise ImageError(f"{label}: file not found; check the path")
-        if not path.is_file():
-            raise ImageError(f"{label}: not a file; pass an image file (or use a folder-aware command)")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{label}: file is empty (0 bytes); re-copy or remove it")
-        try:
-            fh = open(path, "rb")
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot open ({exc.strerror or exc}); check its permissions") from exc
+        data = _read_file(Path(src), label)
     else:
-        raise ImageError(f"{label}: unsupported input type {type(src).__name__}; pass a path, bytes, PIL image or uint8 array")
-    with fh:
-        try:
-            img = Image.open(fh)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{label}: refused as a possible decompression bomb ({exc}); downscale the image") from exc
-        except UnidentifiedImageError as exc:
-            raise ImageError(
-                f"{label}: not a recognised image (supported: JPEG, PNG, WebP, BMP, TIFF); check the file type"
-            ) from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError(f"{label}: cannot read image header ({exc}); the file is corrupt or not an image") from exc
-        with img:
-            return _from_pil(img, label, max_pixels, opened_here=True)
+        raise ImageError(f"{label}: unsupported input type {type(src).__name__}; pass a path, bytes, PIL image or "
+                         "uint8 array", code="bad_array")
+    return decode_opened(open_image(data, name=label), name=label, max_pixels=max_pixels, max_aspect=max_aspect)
 
 
 def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = None,
@@ -202,16 +365,46 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
+def _scan(folder: Path, recursive: bool, report: Callable[[str, ImageError], None]) -> list[Path]:
+    """Image files in ``folder``; unreadable sub-folders and dangling links go to ``report``."""
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        report(str(exc.filename), ImageError(f"{exc.filename}: cannot list the folder ({exc.strerror or exc}); "
+                                             "check its permissions", code="unreadable_file"))
+
+    for top, dirs, names in os.walk(folder, onerror=unreadable):
+        for name in names:
+            f = Path(top) / name
+            if not _is_image(f):
+                continue
+            if f.is_symlink() and not f.exists():
+                report(str(f), ImageError(f"{f}: dangling symbolic link; fix or remove it", code="file_not_found"))
+            elif f.is_file():
+                found.append(f)
+        if not recursive:
+            dirs.clear()
+    return sorted(found)
+
+
+def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = False,
+                on_error: Callable[[ImageError], None] | None = None) -> Iterator[Path]:
     """Yield image files from files, folders (image suffixes only, sorted) and glob patterns.
 
     A named file is yielded whatever its suffix (decoding decides); a folder is scanned
     for :data:`IMAGE_SUFFIXES`, recursively when ``recursive``. A path that matches
-    nothing raises :class:`ImageError`.
+    nothing, a dangling link or an unreadable folder is an :class:`ImageError`: raised,
+    or passed to ``on_error(path, error)`` (and the scan goes on) when given, so that one
+    bad path never hides the good ones.
     """
+    def report(path: str, exc: ImageError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(path, exc)
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     for item in paths:
@@ -219,13 +412,13 @@ def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
         if p.is_file():
             yield p
         elif p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            yield from sorted(f for f in it if f.is_file() and _is_image(f) and not f.name.startswith("."))
+            yield from _scan(p, recursive, report)
         elif glob.has_magic(str(item)):
             hits = sorted(Path(h) for h in glob.glob(str(item), recursive=recursive))
             hits = [h for h in hits if h.is_file() and _is_image(h)]
             if not hits:
-                raise ImageError(f"{item}: the pattern matches no image files")
+                report(str(item), ImageError(f"{item}: the pattern matches no image files", code="file_not_found"))
             yield from hits
         else:
-            raise ImageError(f"{item}: no such file or folder")
+            what = "dangling symbolic link" if p.is_symlink() else "no such file or folder"
+            report(str(item), ImageError(f"{item}: {what}", code="file_not_found"))

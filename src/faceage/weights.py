@@ -1,14 +1,21 @@
 """Model files: safetensors weights + a JSON record of how to rebuild and feed the network.
 
-The record travels inside the file's metadata (key ``faceage``), so the
-preprocessing used in training (input size, normalisation, crop geometry) can
-never be separated from the weights. Loading never unpickles anything.
+The record travels inside the file's metadata (key ``faceage``; ONNX files carry the
+same JSON in their ``metadata_props``), so the preprocessing used in training (input
+size, normalisation, crop geometry) can never be separated from the weights. This
+module is the only one that writes or reads that JSON, and it checks every field's
+type and range when a file is loaded: a bad record is one :class:`WeightsError` naming
+the file, at load, never a wrong answer or a traceback at the first prediction.
+Loading never unpickles anything.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from faceage.errors import WeightsError
 
@@ -16,11 +23,79 @@ FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.safetensors")
+#: how an age is made from the network's outputs (faceage.ages.combine)
+ESTIMATES = ("dex", "reg", "mean")
+#: the architecture's fields (faceage.nets.model.ModelSpec) and their types; arch and width are required
+ARCH_FIELDS = {"arch": str, "width": float, "se_reduction": int, "num_classes": int}
+INPUT_SIZES = (16, 1024)
+CLASS_COUNTS = (2, 1000)
+
+
+class _Invalid(ValueError):
+    """One bad field; :meth:`ModelRecord.from_json` adds the file name."""
+
+
+def _number(value: Any, name: str, kind: type = float, lo: float | None = None, hi: float | None = None):
+    """``value`` as ``kind`` (int or float), checked: JSON bools and non-integral ints are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{name} must be a number, not {json.dumps(value)[:40]}")
+    if not math.isfinite(value):
+        raise _Invalid(f"{name} must be finite, not {value}")
+    if kind is int and value != int(value):
+        raise _Invalid(f"{name} must be a whole number, not {value}")
+    value = kind(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise _Invalid(f"{name} must be in {lo:g}..{hi:g}, not {value:g}" if hi is not None
+                       else f"{name} must be above {lo:g}, not {value:g}")
+    return value
+
+
+def _triple(value: Any, name: str, positive: bool) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _Invalid(f"{name} must be a list of 3 numbers (R, G, B), not {json.dumps(value)[:40]}")
+    out = tuple(_number(v, f"{name}[{i}]") for i, v in enumerate(value))
+    if positive and min(out) <= 0:
+        raise _Invalid(f"{name} must be positive (it divides the input), not {list(out)}")
+    return out
+
+
+def _architecture(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise _Invalid(f"model must be an object with {', '.join(ARCH_FIELDS)}, not {json.dumps(value)[:40]}")
+    unknown = sorted(set(value) - set(ARCH_FIELDS))
+    missing = [k for k in ("arch", "width") if k not in value]
+    if unknown or missing:
+        raise _Invalid(f"model has unknown fields {unknown}" if unknown else f"model lacks {', '.join(missing)}")
+    if not isinstance(value["arch"], str) or not value["arch"]:
+        raise _Invalid(f"model.arch must be a name, not {json.dumps(value['arch'])[:40]}")
+    out = {"arch": value["arch"], "width": _number(value["width"], "model.width", float, 0.0625, 4.0)}
+    if "se_reduction" in value:
+        out["se_reduction"] = _number(value["se_reduction"], "model.se_reduction", int, 1, 1024)
+    if "num_classes" in value:
+        out["num_classes"] = _number(value["num_classes"], "model.num_classes", int, *CLASS_COUNTS)
+    return out
+
+
+def _crop(value: Any) -> dict | None:
+    if value is None:
+        return None
+    from faceage.face.align import CropSpec
+
+    if not isinstance(value, dict):
+        raise _Invalid(f"crop must be an object (CropSpec) or null, not {json.dumps(value)[:40]}")
+    for k, v in value.items():
+        if k in ("size", "eye_distance", "eye_y", "margin"):
+            _number(v, f"crop.{k}", int if k == "size" else float)
+    try:
+        return CropSpec.from_dict(value).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"crop: {exc}") from None
 
 
 @dataclass
 class ModelRecord:
-    """How to rebuild the network (``model``) and prepare its input (the rest)."""
+    """How to rebuild the network (``model``: the architecture, ModelSpec's fields) and prepare
+    its input (the rest). Build it with checked values: :meth:`from_json` checks every field."""
 
     model: dict
     input_size: int = 112
@@ -35,6 +110,10 @@ class ModelRecord:
     # added to the logits before anything is read off them: the age prior of the (balanced) training
     # sample exchanged for the data's own, with the strength chosen on validation data; None: nothing
     logit_bias: tuple[float, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.get("num_classes", 101))
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,25 +134,51 @@ class ModelRecord:
 
     @classmethod
     def from_json(cls, text: str, source: str = "record") -> "ModelRecord":
+        """Parse and check a record; any problem is a :class:`WeightsError` naming ``source``."""
         try:
             data = json.loads(text)
-            if data.get("format") != FORMAT_VERSION:
-                raise WeightsError(f"{source}: record format {data.get('format')!r}, expected {FORMAT_VERSION}")
+        except (ValueError, TypeError) as exc:
+            raise WeightsError(f"{source}: the faceage record is not JSON ({exc}); re-export the model") from None
+        if not isinstance(data, dict):
+            raise WeightsError(f"{source}: the faceage record is a JSON {type(data).__name__}, not an object; "
+                               "the file is damaged or was not written by faceage")
+        if data.get("format") != FORMAT_VERSION:
+            raise WeightsError(f"{source}: record format {data.get('format')!r}, expected {FORMAT_VERSION}; "
+                               "use the faceage version that wrote it")
+        try:
+            if "model" not in data or "input_size" not in data:
+                raise _Invalid("model and input_size are required")
+            estimate = data.get("estimate", "dex")
+            if estimate not in ESTIMATES:
+                raise _Invalid(f"estimate must be one of {', '.join(ESTIMATES)}, not {json.dumps(estimate)[:40]}")
+            training = data.get("training") or {}
+            if not isinstance(training, dict):
+                raise _Invalid("training must be an object")
             return cls(
-                model=dict(data["model"]),
-                input_size=int(data["input_size"]),
-                mean=tuple(float(v) for v in data["mean"]),
-                std=tuple(float(v) for v in data["std"]),
-                crop=data.get("crop"),
-                estimate=str(data.get("estimate", "dex")),
-                training=dict(data.get("training") or {}),
-                interval_temperature=float(data.get("interval_temperature", 1.0)),
-                logit_bias=None if data.get("logit_bias") is None else tuple(float(v) for v in data["logit_bias"]),
+                model=_architecture(data["model"]),
+                input_size=_number(data["input_size"], "input_size", int, *INPUT_SIZES),
+                mean=_triple(data.get("mean", IMAGENET_MEAN), "mean", positive=False),
+                std=_triple(data.get("std", IMAGENET_STD), "std", positive=True),
+                crop=_crop(data.get("crop")),
+                estimate=estimate,
+                training=training,
+                interval_temperature=_number(data.get("interval_temperature", 1.0), "interval_temperature",
+                                             float, 1e-3, 1e3),
+                logit_bias=_bias(data.get("logit_bias"), int(data["model"].get("num_classes", 101))
+                                 if isinstance(data["model"], dict) else 101),
             )
-        except WeightsError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WeightsError(f"{source}: malformed faceage record ({exc})") from exc
+        except _Invalid as exc:
+            raise WeightsError(f"{source}: bad faceage record: {exc}; re-export or retrain the model") from None
+
+
+def _bias(value, n: int) -> tuple[float, ...] | None:
+    """``logit_bias``: null, or one finite number per age class."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise _Invalid(f"logit_bias must be null or a list of {n} finite numbers")
+    return tuple(float(v) for v in value)
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -116,8 +221,15 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
         state[k] = v.half() if half and v.is_floating_point() else v
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"faceage": record.to_json()})
+    os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
     tmp.replace(path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_model(path: str | Path, device: str = "cpu"):
@@ -133,8 +245,11 @@ def load_model(path: str | Path, device: str = "cpu"):
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: record describes an unknown model ({exc})") from exc
     model = AgeNet(spec)
-    state = load_file(str(path))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for damaged tensor data
+        raise WeightsError(f"{path}: the weights cannot be read ({exc}); the file is damaged") from exc
+    state = _checked_tensors(state, model.state_dict(), path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -142,3 +257,29 @@ def load_model(path: str | Path, device: str = "cpu"):
         raise WeightsError(f"{path}: weights do not match {spec.name}: {' '.join(first)}") from exc
     model.to(device).eval()
     return model, record
+
+
+def _checked_tensors(state: dict, expected: dict, path: Path) -> dict:
+    """The file's tensors as the model's dtypes: floats only where the model has floats (stored as
+    float16/bfloat16/float32), integers where it has integers, and no NaN or infinite weight."""
+    import torch
+
+    floats = (torch.float16, torch.bfloat16, torch.float32)
+    out = {}
+    for name, value in state.items():
+        want = expected.get(name)
+        if want is None:
+            out[name] = value  # an unexpected name: load_state_dict reports it with the others
+            continue
+        if want.is_floating_point():
+            if value.dtype not in floats:
+                raise WeightsError(f"{path}: tensor {name} is {value.dtype}, expected a float (float16/32); "
+                                   "the file was not written by faceage or is damaged")
+            value = value.float()
+            if not torch.isfinite(value).all():
+                raise WeightsError(f"{path}: tensor {name} holds NaN or infinite values; the training diverged "
+                                   "or the file is damaged: use an earlier checkpoint")
+        elif value.is_floating_point() or value.dtype == torch.bool:
+            raise WeightsError(f"{path}: tensor {name} is {value.dtype}, expected {want.dtype}")
+        out[name] = value
+    return out

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from faceage.errors import FaceageError
+from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
@@ -36,6 +36,22 @@ _SUMMARIES = {
 }
 
 
+#: exit status per error class (the first class in an error's MRO that is listed decides); a command's
+#: own run() returns 1 when some of its files failed and the rest were processed
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigError: 2,  # bad options, config or usage
+    ManifestError: 3,  # a data set or manifest without usable rows
+    WeightsError: 4,  # a model file or checkpoint that cannot be used
+    ImageError: 5,  # an image given alone that cannot be decoded
+    FaceageError: 2,
+    KeyboardInterrupt: 130,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    return next(EXIT_CODES[c] for c in type(exc).__mro__ if c in EXIT_CODES)
+
+
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
     """``--tta``: the test-time views averaged per face (faceage.views), shared by predict/evaluate/serve."""
     from faceage.views import TTA
@@ -52,7 +68,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="Estimate ages from face photos with MA-SFV2, offline.",
         epilog="examples:\n  faceage predict photo.jpg\n  faceage predict -r photos/ --json\n"
         "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
-        "Run 'faceage COMMAND --help' for the options of one command.",
+        "Run 'faceage COMMAND --help' for the options of one command.\n\n"
+        "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image; 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -88,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_code(exc)
     except FaceageError as exc:
-        print(f"faceage {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"faceage {args.command}: error: {exc} [{exc.code}]", file=sys.stderr)
+        return exit_code(exc)
 

@@ -18,7 +18,9 @@ EPILOG = """examples:
 
 Text output: one line per face: file, box [left, top, right, bottom], age and its
 80% interval. --json: one JSON object per image: {"path", "faces": [{"box", "eyes",
-"age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. The exit
+"age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. Each file is
+estimated in a worker process: a file that fails (even with a native crash), a missing
+path or a dangling link is reported as that file's error and the run goes on. The exit
 status is 1 when some file could not be read, 0 otherwise."""
 
 
@@ -41,27 +43,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from faceage.errors import FaceageError, ImageError
+    from faceage.errors import FaceageError
     from faceage.estimator import AgeEstimator
     from faceage.imageio import iter_images, load_image
+    from faceage.workers import imap_isolated
 
-    files = list(iter_images(args.paths, recursive=args.recursive))
-    if not files:
+    problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
+    files = list(iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
+    if not files and not problems:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    est = AgeEstimator(args.model, tta=args.tta, detector_options=dict(args.detector_option))
+    options = dict(args.detector_option)
+    AgeEstimator(args.model, tta=args.tta, detector_options=options)  # a bad model or option: one error, first
     failed = 0
     taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
-    bar = tqdm(files, unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
-    for path in bar:
-        try:
-            faces = est.predict(path, largest=args.largest, min_face=args.min_face, max_faces=args.max_faces,
-                                fallback=args.fallback)
-        except (ImageError, FaceageError, OSError) as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
-            else:
-                bar.write(f"{path}: error: {exc}", file=sys.stderr)
+    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
+
+    def report_error(path, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": message}), flush=True)
+        else:
+            bar.write(f"{path}: error: {message}", file=sys.stderr)
+
+    for path, problem in problems:
+        report_error(path, str(problem))
+    jobs = [(str(p), args.largest, args.min_face, args.max_faces, args.fallback) for p in files]
+    results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, options),
+                            on_crash=_crashed, suspect=lambda result: result[2])
+    for path, (faces, error, _) in zip(files, results):
+        bar.update(1)
+        if error is not None:
+            report_error(path, error)
             continue
         if args.json:
             print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}), flush=True)
@@ -76,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
             from faceage.annotate import annotate
 
             annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
+    bar.close()
     if failed:
-        print(f"{failed} of {len(files)} files could not be read", file=sys.stderr)
+        print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -90,6 +104,37 @@ def detector_option(text: str) -> tuple[str, object]:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
         return key.strip(), value
+
+
+_ESTIMATOR = None  # per worker process
+
+
+def _load_estimator(model: str | None, tta: str, detector_options: dict) -> None:
+    global _ESTIMATOR
+    from faceage.estimator import AgeEstimator
+
+    _ESTIMATOR = AgeEstimator(model, tta=tta, detector_options=detector_options)
+
+
+def _estimate(job: tuple[str, bool, int, int | None, bool]) -> tuple[list | None, str | None, bool]:
+    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises."""
+    from faceage.errors import FaceageError
+    from faceage.workers import native_failure, one_line
+
+    path, largest, min_face, max_faces, fallback = job
+    try:
+        faces = _ESTIMATOR.predict(path, largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
+        return faces, None, False
+    except FaceageError as exc:
+        return None, str(exc), False
+    except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
+        return None, f"{path}: {one_line(exc)}", native_failure(exc)
+
+
+def _crashed(job: tuple) -> tuple[None, str, bool]:
+    from faceage.workers import CRASH_MESSAGE
+
+    return None, f"{job[0]}: {CRASH_MESSAGE}", True
 
 
 def annotated_path(folder: Path, source: Path, taken: set[Path]) -> Path:

@@ -19,7 +19,8 @@ EPILOG = """examples:
 POST /v1/estimate answers {"faces": [{"box", "eyes", "age", "age_interval", "score",
 "fallback"}], "width", "height", "model", "elapsed_ms"} (faces as in 'faceage predict
 --json'); bad input gets a 4xx JSON error {"detail", "code"}. GET /healthz, GET /v1/model.
-The server binds to 127.0.0.1 unless --host says otherwise. Needs the serve extra:
+The server binds to 127.0.0.1 unless --host says otherwise (and then answers only the
+Host names 127.0.0.1, localhost and ::1: see --allowed-hosts). Needs the serve extra:
 pip install "faceage[serve]"."""
 
 
@@ -35,6 +36,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=None,
                    help="requests decoded/estimated at once per worker (default: CPU count, at most 4)")
     p.add_argument("--threads", type=int, default=None, help="inference threads per worker, ONNX Runtime or PyTorch (default: all cores)")
+    p.add_argument("--max-aspect", type=float, default=None,
+                   help="thinnest accepted image, long side / short side (default 20)")
+    p.add_argument("--max-decoded-mb", type=float, default=None,
+                   help="MB of decoded images held at once per worker (default 512); larger images are refused")
+    p.add_argument("--header-timeout", type=float, default=None,
+                   help="seconds for a request's headers to arrive before the connection is dropped (default 10)")
+    p.add_argument("--body-timeout", type=float, default=None,
+                   help="seconds for an upload to arrive before it is refused with 408 (default 30)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections per worker; more are answered 503 and closed (default 256)")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="comma-separated Host names answered, '*' for any (default: 127.0.0.1,localhost,::1 "
+                        "when bound to loopback, else any)")
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
@@ -54,32 +68,43 @@ def run(args: argparse.Namespace) -> int:
                            'pip install "faceage[serve]"') from exc
     if args.workers < 1:
         raise FaceageError("--workers must be at least 1")
-    if args.max_upload_mb <= 0:
-        raise FaceageError("--max-upload-mb must be positive")
+    positive = {"--max-upload-mb": args.max_upload_mb, "--max-aspect": args.max_aspect,
+                "--max-decoded-mb": args.max_decoded_mb, "--header-timeout": args.header_timeout,
+                "--body-timeout": args.body_timeout, "--max-connections": args.max_connections}
+    bad = [name for name, value in positive.items() if value is not None and value <= 0]
+    if bad:
+        raise FaceageError(f"{', '.join(bad)} must be positive")
     if not 0 <= args.port <= 65535:
         raise FaceageError(f"--port {args.port} is not a TCP port (0-65535)")
+    hosts = ([h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts
+             else serve_app.default_allowed_hosts(args.host))
     options = {
         "model": args.model,
         "max_upload": int(args.max_upload_mb * serve_app.MB),
         "concurrency": args.concurrency,
         "detector_cnn": args.cnn,
         "tta": args.tta,
+        "allowed_hosts": hosts,
     }
-    if args.max_pixels is not None:
-        options["max_pixels"] = args.max_pixels
+    optional = {"max_pixels": args.max_pixels, "max_aspect": args.max_aspect, "body_timeout": args.body_timeout,
+                "max_decoded": args.max_decoded_mb and int(args.max_decoded_mb * serve_app.MB)}
+    options.update({k: v for k, v in optional.items() if v is not None})
+    protocol = {"header_timeout": args.header_timeout or serve_app.HEADER_TIMEOUT,
+                "max_connections": args.max_connections or serve_app.DEFAULT_MAX_CONNECTIONS}
     if args.model is not None:
         from faceage.weights import resolve_model_path
 
         options["model"] = str(resolve_model_path(args.model).resolve())  # fail here, before binding
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
+    server = {"host": args.host, "port": args.port, "log_level": args.log_level,
+              "http": serve_app.GuardedH11Protocol}
     if args.workers == 1:
         if args.threads:
             serve_app.set_threads(args.threads)
+        serve_app.GuardedH11Protocol.configure(**protocol)
         app = serve_app.create_app(**options)  # load the model once, before accepting connections
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(app, **server)
     else:
-        os.environ[serve_app.ENV_OPTIONS] = json.dumps({**options, "threads": args.threads})
-        uvicorn.run("faceage.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+        os.environ[serve_app.ENV_OPTIONS] = json.dumps({**options, "threads": args.threads, "protocol": protocol})
+        uvicorn.run("faceage.serve.app:app_from_env", factory=True, workers=args.workers, **server)
     return 0
-

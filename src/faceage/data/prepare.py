@@ -12,7 +12,9 @@ Output folder ``OUT``::
 Resumable and idempotent: a re-run reads ``results.jsonl`` and skips files whose
 crop exists (and files already found face-less, unless the fallback setting
 changed); unreadable files are retried. Unreadable files are reported and
-skipped, never a crash. Byte-identical source files (same SHA-1) are grouped;
+skipped, never a crash: each file is processed in a worker process, and a file on
+which a worker dies (a native crash in a decoder or dlib) is recorded as unreadable
+(:mod:`faceage.workers`); the manifest and report are always written. Byte-identical source files (same SHA-1) are grouped;
 groups with different ages are listed as conflicts. When a data set has no
 subject ids, the members of a duplicate group share the pseudo-subject
 ``dup-<sha1[:12]>`` so a subject-aware split keeps them on one side.
@@ -26,17 +28,22 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceage.data.importers import import_dataset
 from faceage.data.manifest import Sample, write_manifest
 from faceage.errors import FaceageError, ImageError
 from faceage.face.align import CropSpec
+from faceage.workers import CRASH_MESSAGE, imap_isolated, native_failure, one_line
+
+if TYPE_CHECKING:
+    from faceage.face.detect import Detector
 
 RESULTS = "results.jsonl"
 _PIPE = None  # per-process FacePipeline
 
 
-def _init_worker(spec_dict: dict, detector: str) -> None:
+def _init_worker(spec_dict: dict, detector: str | Detector) -> None:
     global _PIPE
     from faceage.face.pipeline import FacePipeline
 
@@ -47,8 +54,7 @@ def _process(job: tuple[str, str, str, bool, int]) -> dict:
     """Decode, detect, align and save one file. Never raises."""
     key, src, dst, fallback, quality = job
     t0 = time.perf_counter()
-    rec = {"key": key, "source": src, "crop": None, "status": "error", "detector": None, "fallback": False,
-           "sha1": None, "faces": 0, "error": None}
+    rec = _error_record(key, src, None)
     try:
         from faceage.imageio import load_image
 
@@ -75,9 +81,22 @@ def _process(job: tuple[str, str, str, bool, int]) -> dict:
     except ImageError as exc:
         rec["error"] = str(exc)
     except Exception as exc:  # never crash the whole run on one file
-        rec["error"] = f"{src}: {type(exc).__name__}: {exc}"
+        rec["error"] = f"{src}: {one_line(exc)}"
+        if native_failure(exc):
+            rec["suspect"] = True  # a native library may have damaged the worker: imap_isolated replaces it
     rec["seconds"] = round(time.perf_counter() - t0, 4)
     return rec
+
+
+def _error_record(key: str, src: str, error: str | None) -> dict:
+    return {"key": key, "source": src, "crop": None, "status": "error", "detector": None, "fallback": False,
+            "sha1": None, "faces": 0, "error": error}
+
+
+def _crashed(job: tuple) -> dict:
+    """The record of a file whose worker process died on it (see faceage.workers)."""
+    key, src = job[0], job[1]
+    return {**_error_record(key, src, f"{src}: {CRASH_MESSAGE}"), "seconds": None}
 
 
 def _crop_name(key: str, ext: str) -> str:
@@ -113,14 +132,17 @@ def prepare(
     spec: CropSpec = CropSpec(),
     workers: int | None = None,
     fallback: bool = False,
-    detector: str = "dlib",
+    detector: str | Detector = "dlib",
     image_format: str = "png",
     quality: int = 95,
     limit: int | None = None,
     progress: bool = True,
-    chunksize: int = 8,
 ) -> dict:
-    """Import ``src`` as data set ``kind``, crop every face into ``out``; return the report dict."""
+    """Import ``src`` as data set ``kind``, crop every face into ``out``; return the report dict.
+
+    Files are processed in ``workers`` spawned processes (at least one, so that a native crash
+    on one file is recorded as that file's error and never stops the run); ``detector`` is a
+    registered detector name or a picklable detector object."""
     t_start = time.perf_counter()
     src, out = Path(src), Path(out)
     if image_format.lower() not in ("png", "jpg", "jpeg"):
@@ -132,7 +154,8 @@ def prepare(
     root = imported.root or src.resolve()
 
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"kind": kind, "src": str(src.resolve()), "crop_spec": spec.to_dict(), "detector": detector,
+    detector_name = detector if isinstance(detector, str) else type(detector).__name__
+    settings = {"kind": kind, "src": str(src.resolve()), "crop_spec": spec.to_dict(), "detector": detector_name,
                 "image_format": ext[1:]}
     prep_json = out / "prepare.json"
     if prep_json.is_file():
@@ -199,20 +222,11 @@ def prepare(
 
             bar = tqdm(total=len(todo), unit="file", desc=f"prepare {kind}", smoothing=0.05)
         try:
-            if workers <= 1 or len(todo) <= 1:
-                _init_worker(spec.to_dict(), detector)
-                for job in todo:
-                    record(_process(job))
-                    bar and bar.update(1)
-            else:
-                import multiprocessing as mp
-
-                ctx = mp.get_context("spawn")
-                with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
-                              initargs=(spec.to_dict(), detector)) as pool:
-                    for rec in pool.imap_unordered(_process, todo, chunksize=max(1, chunksize)):
-                        record(rec)
-                        bar and bar.update(1)
+            for rec in imap_isolated(_process, todo, workers=min(workers, max(1, len(todo))),
+                                     initializer=_init_worker, initargs=(spec.to_dict(), detector),
+                                     on_crash=_crashed, suspect=lambda rec: rec.get("suspect", False)):
+                record(rec)
+                bar and bar.update(1)
         finally:
             if bar:
                 bar.close()
@@ -251,7 +265,7 @@ def prepare(
         "src": str(src.resolve()),
         "out": str(out.resolve()),
         "crop_spec": spec.to_dict(),
-        "detector": detector,
+        "detector": detector_name,
         "fallback_enabled": fallback,
         "imported": len(imported.samples),
         "considered": len(keyed),

@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from faceage.errors import WeightsError
+from faceage.preprocess import normalize_nchw
 from faceage.weights import ModelRecord
 
 META_KEY = "faceage"
+#: the graph's outputs, by name (never by position)
+OUTPUTS = ("logits", "reg")
 
 
 def _threads() -> int:
@@ -48,20 +51,62 @@ class OnnxBackend:
         self.record = ModelRecord.from_json(meta[META_KEY], source=str(path))
         self.precision = meta.get("faceage.precision", "fp32")
         self.path = path
-        inp = self.session.get_inputs()[0]
-        self._input = inp.name
-        self._uint8 = inp.type == "tensor(uint8)"
-        outs = [o.name for o in self.session.get_outputs()]
-        self._outputs = ["logits", "reg"] if {"logits", "reg"} <= set(outs) else outs[:2]
-        self._scale = (1.0 / (255.0 * np.asarray(self.record.std, np.float32))).reshape(1, 3, 1, 1)
-        self._shift = (-np.asarray(self.record.mean, np.float32) / np.asarray(self.record.std, np.float32)).reshape(
-            1, 3, 1, 1)
+        self._input, self._uint8 = self._check_graph()
+        self._outputs = list(OUTPUTS)
+        self._check_outputs()
+
+    def _check_graph(self) -> tuple[str, bool]:
+        """The graph's one input (name, uint8?) after checking inputs and outputs against the record."""
+        s, n = self.record.input_size, self.record.num_classes
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise WeightsError(f"{self.path}: the ONNX graph has {len(inputs)} inputs, expected one (the crops); "
+                               "export the model with 'faceage export'")
+        inp = inputs[0]
+        if inp.type == "tensor(uint8)":
+            wanted = (None, s, s, 3)  # NHWC crops, normalised inside the graph ('faceage export')
+        elif inp.type == "tensor(float)":
+            wanted = (None, 3, s, s)  # NCHW, normalised here with the record's mean and std
+        else:
+            raise WeightsError(f"{self.path}: the ONNX input {inp.name!r} is {inp.type}, expected uint8 NHWC or "
+                               "float NCHW crops")
+        _check_shape(self.path, f"input {inp.name!r}", inp.shape, wanted)
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if any(name not in outs for name in OUTPUTS):
+            raise WeightsError(f"{self.path}: the ONNX graph has outputs {sorted(outs)}, expected {list(OUTPUTS)}; "
+                               "export the model with 'faceage export'")
+        reg = (None, 1) if len(outs["reg"].shape or ()) == 2 else (None,)  # (N,) or (N, 1)
+        for name, shape in (("logits", (None, n)), ("reg", reg)):
+            if outs[name].type != "tensor(float)":
+                raise WeightsError(f"{self.path}: ONNX output {name!r} is {outs[name].type}, expected tensor(float)")
+            _check_shape(self.path, f"output {name!r}", outs[name].shape, shape)
+        return inp.name, inp.type == "tensor(uint8)"
+
+    def _check_outputs(self) -> None:
+        """Run a grey crop once: NaN weights or constants show up here, at load, not as NaN ages."""
+        s = self.record.input_size
+        logits, reg = self.run(np.full((1, s, s, 3), 127, np.uint8))
+        if not (np.isfinite(logits).all() and np.isfinite(reg).all()):
+            raise WeightsError(f"{self.path}: the model outputs NaN or infinite values on a grey test crop; its "
+                               "weights are damaged: re-export it from a good checkpoint")
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(crops, dtype=np.uint8)
         if x.ndim == 3:
             x = x[None]
         if not self._uint8:
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) * self._scale + self._shift
-        logits, reg = self.session.run(self._outputs, {self._input: x})
+            x = normalize_nchw(x, self.record.mean, self.record.std)
+        try:
+            logits, reg = self.session.run(self._outputs, {self._input: x})
+        except Exception as exc:  # onnxruntime's own exception types; the graph was checked at load
+            raise WeightsError(f"{self.path}: ONNX Runtime failed on a batch of {x.shape} ({exc})") from exc
         return logits.astype(np.float32, copy=False), reg.reshape(-1).astype(np.float32, copy=False)
+
+
+def _check_shape(path: Path, what: str, shape: list, wanted: tuple) -> None:
+    """Fixed dimensions must match; symbolic ones (a batch axis named 'batch') may be anything."""
+    fixed = [d if isinstance(d, int) else None for d in shape]
+    if len(fixed) != len(wanted) or any(d is not None and w is not None and d != w for d, w in zip(fixed, wanted)):
+        shown = ["N" if w is None else w for w in wanted]
+        raise WeightsError(f"{path}: ONNX {what} has shape {list(shape)}, the record asks for {shown}; the record "
+                           "and the graph disagree: re-export the model with 'faceage export'")

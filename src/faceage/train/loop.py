@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from faceage.data.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
-from faceage.errors import ConfigError
+from faceage.errors import ConfigError, WeightsError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
 from faceage.nets.model import AgeNet, ModelSpec, count_params
 from faceage.train import distributed as ddp
@@ -217,6 +218,10 @@ class Trainer:
         return self._train_images
 
     # -- checkpoints ------------------------------------------------------------------------------
+    #: checkpoints, newest first: the latest epoch's, and the one before it to fall back on
+    CHECKPOINTS = ("last.pt", "last.prev.pt")
+    CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "best", "generator", "torch_rng", "history"}
+
     def save_checkpoint(self) -> None:
         """Rank 0 only. The plain model's state dict: no ``module.``/``_orig_mod.`` prefixes."""
         if not self.is_main:
@@ -234,15 +239,17 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         tmp = self.out / "last.pt.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, self.out / "last.pt")
+        last = self.out / self.CHECKPOINTS[0]
+        if last.is_file():  # keep the previous epoch's checkpoint to fall back on
+            os.replace(last, self.out / self.CHECKPOINTS[1])
+        os.replace(tmp, last)
 
     def load_checkpoint(self) -> bool:
-        """Rank 0 reads ``last.pt`` and sends it to the other ranks (no shared file system needed)."""
+        """Rank 0 reads ``last.pt`` (or, with a warning, ``last.prev.pt`` when ``last.pt`` is damaged)
+        and sends it to the other ranks (no shared file system needed)."""
         state = None
         if self.is_main:
-            path = self.out / "last.pt"
-            if path.is_file():
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            state = self.read_checkpoint(self.out)
         state = ddp.broadcast_object(state, self.dist)
         if state is None:
             return False
@@ -261,6 +268,31 @@ class Trainer:
         self._write_metrics()  # drop rows of an epoch that ended after its checkpoint
         self.log(f"resumed {self.out} after epoch {self.epoch}")
         return True
+
+    @classmethod
+    def read_checkpoint(cls, out: Path) -> dict | None:
+        """The newest readable checkpoint in ``out`` (None when there is none). A damaged ``last.pt``
+        falls back to ``last.prev.pt`` with a warning; when neither reads, one WeightsError names them."""
+        problems = []
+        for name in cls.CHECKPOINTS:
+            path = out / name
+            if not path.is_file():
+                continue
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict) or not cls.CHECKPOINT_KEYS <= set(state):
+                    raise ValueError("not a faceage training checkpoint")
+            except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError... for damaged files
+                why = str(exc).splitlines()[0] if str(exc) else "empty or truncated"
+                problems.append(f"{path}: {type(exc).__name__}: {why}")
+                continue
+            if problems:
+                warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {path} instead", stacklevel=2)
+            return state
+        if problems:
+            raise WeightsError(f"cannot resume: {'; '.join(problems)}; delete the run folder's checkpoints to start "
+                               "over, or train into a new folder")
+        return None
 
     def _write_metrics(self) -> None:
         if not self.is_main:
