@@ -265,7 +265,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
     from faceage.serve.video import add_video_routes  # POST /v1/estimate-video
 
-    add_video_routes(app)
+    add_video_routes(app, slots, body_timeout=body_timeout)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     if allowed_hosts:

@@ -15,10 +15,10 @@ from functools import partial
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
-from faceage.serve.app import ApiError, ErrorResponse, read_upload
+from faceage.serve.app import ErrorResponse
+from faceage.serve.errors import ApiError
+from faceage.serve.upload import read_upload
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 50 * MB
@@ -49,11 +49,11 @@ def analyse_clip(est, data: bytes, *, every: int, min_track: int, max_seconds: f
     from faceage.video.report import tracks_document
 
     if not data:
-        raise ApiError(400, "empty_body", "the body is empty (0 bytes); send the clip's bytes (mp4, mov, mkv, "
+        raise ApiError("empty_body", "the body is empty (0 bytes); send the clip's bytes (mp4, mov, mkv, "
                        "webm, avi)")
     fmt = container_format(data[:16])
     if fmt is None:
-        raise ApiError(415, "unsupported_type", "not an MP4/MOV, Matroska/WebM or AVI file; convert the clip "
+        raise ApiError("unsupported_format", "not an MP4/MOV, Matroska/WebM or AVI file; convert the clip "
                        "to mp4 (H.264)")
     t0 = time.perf_counter()
     try:
@@ -61,21 +61,22 @@ def analyse_clip(est, data: bytes, *, every: int, min_track: int, max_seconds: f
                               end=max_seconds + 1e-3, max_pixels=max_pixels)
         info = video.info
         if info.duration and info.duration > max_seconds + 0.5:
-            raise ApiError(413, "too_long", f"the clip lasts {info.duration:.1f} s, over the limit of "
+            raise ApiError("clip_too_long", f"the clip lasts {info.duration:.1f} s, over the limit of "
                            f"{max_seconds:g} s; cut it (faceage video --start/--end works on long videos)")
         tracks = video.tracks
     except VideoLimitError as exc:
-        raise ApiError(413, "too_many_pixels", f"{exc}") from None
+        raise ApiError("too_many_pixels", f"{exc}") from None
     except VideoError as exc:
-        raise ApiError(422, "corrupt_video", f"{exc}") from None
+        raise ApiError("corrupt_video", f"{exc}") from None
     doc = tracks_document(info, tracks, video.settings, video.problems)
     doc["elapsed_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
     return doc
 
 
-def add_video_routes(app: FastAPI, *, max_bytes: int = DEFAULT_MAX_BYTES, max_seconds: float = DEFAULT_MAX_SECONDS,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Add ``POST /v1/estimate-video`` to ``app`` (whose ``state.estimator`` answers)."""
+def add_video_routes(app: FastAPI, slots, *, body_timeout: float, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_seconds: float = DEFAULT_MAX_SECONDS, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Add ``POST /v1/estimate-video`` to ``app`` (whose ``state.estimator`` answers); an upload takes one
+    of the image route's ``slots`` before its body is read, and must arrive within ``body_timeout``."""
     router = APIRouter()
     limiter = anyio.CapacityLimiter(1)
 
@@ -86,12 +87,10 @@ def add_video_routes(app: FastAPI, *, max_bytes: int = DEFAULT_MAX_BYTES, max_se
         every: int = Query(5, ge=1, le=60, description="detect and score faces every N-th frame"),
         min_track: int = Query(10, ge=1, le=100_000, description="report tracks spanning at least N frames"),
     ):
-        try:
-            data, _ = await read_upload(request, max_bytes)
-        except ClientDisconnect:
-            return JSONResponse({"detail": "client disconnected", "code": "disconnected"}, status_code=400)
-        return await anyio.to_thread.run_sync(
-            partial(analyse_clip, request.app.state.estimator, data, every=every, min_track=min_track,
-                    max_seconds=max_seconds, max_pixels=max_pixels), limiter=limiter)
+        async with slots.slot():
+            data, _ = await read_upload(request, max_bytes, body_timeout)
+            return await anyio.to_thread.run_sync(
+                partial(analyse_clip, request.app.state.estimator, data, every=every, min_track=min_track,
+                        max_seconds=max_seconds, max_pixels=max_pixels), limiter=limiter)
 
     app.include_router(router)

@@ -118,8 +118,8 @@ class VideoAnalysis:
                                "video needs a model with a face crop record")
         spec = CropSpec.from_dict(estimator.record.crop)
         self._estimator, self._frames, self._every = estimator, frames, int(every)
-        self._pipeline = FacePipeline("dlib", spec=spec, max_side=int(detect_side), fast_face=0, up1_max_side=0,
-                                      recover=False, cnn=False)  # one HOG pass per detection frame
+        self._pipeline = FacePipeline("dlib", spec=spec, max_side=int(detect_side), fast_face=0, recover=False,
+                                      cnn=False)  # HOG only (upsampled too on frames of at most 640 px)
         self._crop_eye_px = spec.eye_distance * spec.size
         self._tracker = Tracker(max_gap=max_gap)
         self._fusion, self._min_track = fusion, int(min_track)
