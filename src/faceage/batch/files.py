@@ -18,12 +18,10 @@ def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
-        if e.name.startswith("."):
-            continue
         if e.is_dir(follow_symlinks=False):
             if recursive:
                 yield from _walk(Path(e.path), recursive)
-        elif e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+        elif e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES and not e.name.startswith("."):
             yield Path(e.path)
 
 
