@@ -45,6 +45,10 @@ class AgePredictor:
 
 def predict_dataset(ds: ray.data.Dataset, *, concurrency: int, column: str = "path", path_column: str = "path",
                     batch_size: int = 16, **options) -> ray.data.Dataset:
-    """``ds`` mapped to face rows by ``concurrency`` one-CPU actors (``options``: :class:`PredictOptions` fields)."""
+    """``ds`` mapped to face rows by ``concurrency`` one-CPU actors (``options``: :class:`PredictOptions` fields).
+
+    Leave each node a CPU beyond its actors for the read and write tasks: actors
+    holding every CPU leave those tasks waiting for ever.
+    """
     return ds.map_batches(AgePredictor, fn_constructor_kwargs={"column": column, "path_column": path_column, **options},
-                          concurrency=concurrency, num_cpus=1, batch_size=batch_size)
+                          compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, batch_size=batch_size)

@@ -1,0 +1,68 @@
+"""Ray Data (local mode) and Spark (local[2]) give ``faceage predict --json``'s answers, one row per face."""
+import shutil
+
+import pytest
+
+from batch_data import as_json_records, make_photo_folder, predict_json
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def expected(folder):
+    return predict_json("-r", str(folder))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    # two actors plus one CPU for reading: actors holding every CPU would starve the read tasks
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_paths_and_bytes(ray_local, folder, expected):
+    from faceage.integrations.ray import predict_dataset
+
+    paths = ray_local.data.from_items([{"path": p} for p in expected])
+    assert as_json_records(predict_dataset(paths, concurrency=2, batch_size=3).take_all()) == expected
+    files = ray_local.data.read_binary_files(str(folder), include_paths=True)
+    assert as_json_records(predict_dataset(files, concurrency=2, column="bytes").take_all()) == from_bytes(expected)
+
+
+def from_bytes(expected: dict) -> dict:
+    """What changes when images come as bytes: an empty one is named as empty data, not an empty file."""
+    empty = next(p for p in expected if p.endswith("empty.png"))
+    return {**expected, empty: {"path": empty, "error": f"{empty}: empty data (0 bytes); pass the bytes of a "
+                                                        "JPEG/PNG/WebP image"}}
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("faceage-test")
+               .config("spark.ui.enabled", "false").getOrCreate())
+    yield session
+    session.stop()
+
+
+def test_spark_paths_and_bytes(spark, folder, expected):
+    from faceage.integrations.spark import predict_dataframe
+
+    paths = spark.createDataFrame([(p,) for p in expected], "path string").repartition(2)
+    rows = [r.asDict(recursive=True) for r in predict_dataframe(paths).collect()]
+    assert as_json_records(rows) == expected
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(folder))
+    rows = [r.asDict(recursive=True) for r in predict_dataframe(files, column="content", path_column="path").collect()]
+    for r in rows:
+        r["path"] = r["path"].removeprefix("file:")
+        r["error"] = r["error"] and r["error"].replace("file:", "")
+    assert as_json_records(rows) == {p: e for p, e in expected.items() if not p.endswith("empty.png")}
