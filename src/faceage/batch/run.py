@@ -82,7 +82,10 @@ class _Counter(threading.Thread):
         self.args, self.done, self.total = (paths, recursive), done, None
 
     def run(self) -> None:
-        self.total = sum(str(p) not in self.done for p in walk_images(*self.args))
+        try:
+            self.total = sum(str(p) not in self.done for p in walk_images(*self.args))
+        except FaceageError:  # a missing input: the main loop reports it when it gets there
+            pass
 
 
 class _Sink:
