@@ -3,17 +3,7 @@ import shutil
 
 import pytest
 
-from batch_data import as_json_records, make_photo_folder, predict_json
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_photo_folder(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture(scope="module")
-def expected(folder):
-    return predict_json("-r", str(folder))
+from batch_data import as_json_records, expected, folder  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
