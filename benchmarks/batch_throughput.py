@@ -87,11 +87,12 @@ def main() -> None:
         rows.append([r["mode"], r["workers"], r["seconds"], r["images_per_s"], f"{r['images_per_s'] / one:.2f}x",
                      f"{r['images_per_s'] / local:.2f}"])
     header = ["mode", "workers", "seconds", "images/s", f"vs {args.workers[0]} worker", "vs local"]
+    load_after = os.getloadavg()
     table = (markdown_table(header, rows) + f"\n\n{len(paths)} images ({args.n // 2} FG-NET + {len(paths) - args.n // 2} "
-             f"UTKFace), {machine()}; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+             f"UTKFace), {machine()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
              f"same ages in every run: {same}")
     data = {"images": len(paths), "machine": machine(), "cpus_available": len(os.sched_getaffinity(0)),
-            "load_average_before": load_before, "load_average_after": os.getloadavg(), "same_ages": same,
+            "load_average_before": load_before, "load_average_after": load_after, "same_ages": same,
             "results": results}
     if args.out is None:
         write_results("batch_throughput", data, table)

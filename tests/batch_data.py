@@ -1,5 +1,5 @@
-"""A small photo folder for the batch and integration tests (fixtures ``folder``, ``expected``), and
-``faceage predict --json``'s answers for it."""
+"""A small photo folder for the batch and integration tests, and ``faceage predict --json``'s answers for it
+(fixtures ``batch_photos`` and ``batch_expected`` in conftest.py)."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,6 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from faceage.cli import main
@@ -30,17 +29,6 @@ def make_photo_folder(root: Path) -> Path:
     (root / "sub").mkdir()
     shutil.copy(PHOTOS / "biden.jpg", root / "sub" / "biden2.jpg")
     return root
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return make_photo_folder(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture(scope="module")
-def expected(folder) -> dict[str, dict]:
-    """``faceage predict -r FOLDER --json``: what every batch route must give."""
-    return predict_json("-r", str(folder))
 
 
 def predict_json(*args: str) -> dict[str, dict]:

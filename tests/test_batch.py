@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_data import as_json_records, expected, folder, make_photo_folder, predict_json  # noqa: F401 - fixtures
+from batch_data import as_json_records, make_photo_folder, predict_json
 from faceage.batch import PredictOptions, run_batch
 from faceage.batch.files import walk_images
 from faceage.batch.output import PartStore, read_rows
@@ -22,14 +22,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
-def test_batch_gives_predict_json_answers(folder, expected, tmp_path, suffix):
+def test_batch_gives_predict_json_answers(batch_photos, batch_expected, tmp_path, suffix):
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
     out = tmp_path / f"ages{suffix}"
-    assert main(["predict", "-r", str(folder), "--workers", "2", "--output", str(out)]) == 1  # some files are bad
+    assert main(["predict", "-r", str(batch_photos), "--workers", "2", "--output", str(out)]) == 1  # some files are bad
     rows = list(read_rows(out))
-    assert as_json_records(rows) == expected
-    assert list(dict.fromkeys(r["path"] for r in rows)) == list(expected)  # predict's order
+    assert as_json_records(rows) == batch_expected
+    assert list(dict.fromkeys(r["path"] for r in rows)) == list(batch_expected)  # predict's order
     by_name = {Path(r["path"]).name: r for r in rows}
     assert "not a recognised image" in by_name["notes.jpg"]["error"]
     assert by_name["grey.png"]["face"] is None and by_name["grey.png"]["error"] is None
@@ -38,16 +38,16 @@ def test_batch_gives_predict_json_answers(folder, expected, tmp_path, suffix):
 
 
 def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
-    folder = tmp_path / "many"
+    many = tmp_path / "many"
     photos = make_photo_folder(tmp_path / "photos")
-    folder.mkdir()
+    many.mkdir()
     for i in range(3):
         for p in photos.iterdir():
             if p.is_file():
-                shutil.copy(p, folder / f"{i}-{p.name}")
+                shutil.copy(p, many / f"{i}-{p.name}")
     out = tmp_path / "ages.jsonl"
     parts = tmp_path / "ages.jsonl.parts"
-    code = (f"from faceage.batch import run_batch; run_batch([{str(folder)!r}], {str(out)!r}, workers=1, "
+    code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
             "task_size=1, chunk_size=2, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
                             start_new_session=True)
@@ -60,13 +60,13 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
         proc.wait()
     assert not out.exists()
     done = {r["path"] for p in parts.glob("part-*") for r in read_rows(p)}
-    total = len(list(walk_images([folder])))
+    total = len(list(walk_images([many])))
     assert 4 <= len(done) < total
 
-    report = run_batch([folder], out, workers=2, progress=False)
+    report = run_batch([many], out, workers=2, progress=False)
     assert report.skipped == len(done) and report.images == total - len(done)
     rows = list(read_rows(out))
-    assert {r["path"] for r in rows} == {str(p) for p in walk_images([folder])}
+    assert {r["path"] for r in rows} == {str(p) for p in walk_images([many])}
     assert max(Counter((r["path"], r["face"]) for r in rows).values()) == 1
     ages = {}
     for r in rows:  # the three copies of a photo, scored in either run, agree
@@ -76,9 +76,9 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     assert not parts.exists()
 
 
-def test_rerun_adds_only_new_images(folder, tmp_path):
+def test_rerun_adds_only_new_images(batch_photos, tmp_path):
     work = tmp_path / "photos"
-    shutil.copytree(folder, work)
+    shutil.copytree(batch_photos, work)
     out = tmp_path / "ages.csv"
     first = run_batch([work], out, workers=1, progress=False)
     shutil.copy(work / "obama.jpg", work / "obama-again.jpg")
@@ -129,8 +129,8 @@ def test_walk_images_streams_in_predict_order(tmp_path):
     (["--output", "ages.csv", "--json"], "--json cannot be combined with --output"),
     (["--output", "ages.csv", "--workers", "0"], "give 1 or more processes"),
 ])
-def test_batch_option_errors(folder, tmp_path, capsys, args, message):
-    assert main(["predict", str(folder), *[str(tmp_path / a) if a.startswith("ages") else a for a in args]]) == 2
+def test_batch_option_errors(batch_photos, tmp_path, capsys, args, message):
+    assert main(["predict", str(batch_photos), *[str(tmp_path / a) if a.startswith("ages") else a for a in args]]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -141,11 +141,10 @@ def test_no_image_is_an_error_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-def test_options_reach_the_workers(folder, expected, tmp_path):
+def test_options_reach_the_workers(batch_photos, tmp_path):
     out = tmp_path / "ages.jsonl"
-    run_batch([folder / "obama_and_biden.jpg", folder / "grey.png"], out, workers=1, progress=False,
-              options=PredictOptions(largest=True, fallback=True))
+    inputs = [str(batch_photos / "obama_and_biden.jpg"), str(batch_photos / "grey.png")]
+    run_batch(inputs, out, workers=1, progress=False, options=PredictOptions(largest=True, fallback=True))
     rows = list(read_rows(out))
-    assert as_json_records(rows) == predict_json(str(folder / "obama_and_biden.jpg"), str(folder / "grey.png"),
-                                                 "--largest", "--fallback")
+    assert as_json_records(rows) == predict_json(*inputs, "--largest", "--fallback")
     assert [r["fallback"] for r in rows] == [False, True]

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from batch_data import as_json_records, expected, folder  # noqa: F401 - fixtures
+from batch_data import as_json_records
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +15,14 @@ def ray_local():
     ray.shutdown()
 
 
-def test_ray_paths_and_bytes(ray_local, folder, expected):
+def test_ray_paths_and_bytes(ray_local, batch_photos, batch_expected):
     from faceage.integrations.ray import predict_dataset
 
-    paths = ray_local.data.from_items([{"path": p} for p in expected])
-    assert as_json_records(predict_dataset(paths, concurrency=2, batch_size=3).take_all()) == expected
-    files = ray_local.data.read_binary_files(str(folder), include_paths=True)
-    assert as_json_records(predict_dataset(files, concurrency=2, column="bytes").take_all()) == from_bytes(expected)
+    paths = ray_local.data.from_items([{"path": p} for p in batch_expected])
+    assert as_json_records(predict_dataset(paths, concurrency=2, batch_size=3).take_all()) == batch_expected
+    files = ray_local.data.read_binary_files(str(batch_photos), include_paths=True)
+    rows = predict_dataset(files, concurrency=2, column="bytes").take_all()
+    assert as_json_records(rows) == from_bytes(batch_expected)
 
 
 def from_bytes(expected: dict) -> dict:
@@ -44,15 +45,15 @@ def spark():
     session.stop()
 
 
-def test_spark_paths_and_bytes(spark, folder, expected):
+def test_spark_paths_and_bytes(spark, batch_photos, batch_expected):
     from faceage.integrations.spark import predict_dataframe
 
-    paths = spark.createDataFrame([(p,) for p in expected], "path string").repartition(2)
+    paths = spark.createDataFrame([(p,) for p in batch_expected], "path string").repartition(2)
     rows = [r.asDict(recursive=True) for r in predict_dataframe(paths).collect()]
-    assert as_json_records(rows) == expected
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(folder))
+    assert as_json_records(rows) == batch_expected
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(batch_photos))
     rows = [r.asDict(recursive=True) for r in predict_dataframe(files, column="content", path_column="path").collect()]
     for r in rows:
         r["path"] = r["path"].removeprefix("file:")
         r["error"] = r["error"] and r["error"].replace("file:", "")
-    assert as_json_records(rows) == {p: e for p, e in expected.items() if not p.endswith("empty.png")}
+    assert as_json_records(rows) == {p: e for p, e in batch_expected.items() if not p.endswith("empty.png")}

@@ -7,6 +7,7 @@ rerun of the same command skips what is done and finishes the rest.
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import signal
@@ -17,7 +18,6 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from faceage.batch.files import walk_images
@@ -115,9 +115,9 @@ class _Sink:
         self.pending, self.images = [], 0
 
 
-def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *, options: PredictOptions = PredictOptions(),
-              recursive: bool = False, workers: int | None = None, task_size: int = 8, chunk_size: int = 512,
-              progress: bool = True) -> BatchReport:
+def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
+              options: PredictOptions = PredictOptions(), recursive: bool = False, workers: int | None = None,
+              task_size: int = 8, chunk_size: int = 512, progress: bool = True) -> BatchReport:
     """Predict every image under ``paths`` into ``output`` (.parquet, .csv or .jsonl), resumably.
 
     ``workers`` processes (default: one per available core) each score ``task_size``
@@ -156,8 +156,11 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *, 
     return report
 
 
-def run_cli(args) -> int:
-    """``faceage predict --output FILE [--workers N]``: exit status 1 when some image could not be read."""
+def run_cli(args: argparse.Namespace) -> int:
+    """``faceage predict --output FILE [--workers N]`` (the batch branch of :mod:`faceage.cli.predict`):
+    exit status 1 when some image could not be read."""
+    if args.output is None:
+        raise FaceageError("--workers needs --output FILE (.parquet, .csv or .jsonl)")
     for flag, given in (("--annotate", args.annotate), ("--json", args.json)):
         if given:
             raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")

@@ -43,18 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None or args.workers is not None:
+        from faceage.batch.run import run_cli
+
+        return run_cli(args)
     from tqdm import tqdm
 
     from faceage.errors import FaceageError, ImageError
     from faceage.estimator import AgeEstimator
     from faceage.imageio import iter_images, load_image
 
-    if args.output is not None or args.workers is not None:
-        if args.output is None:
-            raise FaceageError("--workers needs --output FILE (.parquet, .csv or .jsonl)")
-        from faceage.batch.run import run_cli
-
-        return run_cli(args)
     files = list(iter_images(args.paths, recursive=args.recursive))
     if not files:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
