@@ -89,8 +89,8 @@ def main() -> None:
     header = ["mode", "workers", "seconds", "images/s", f"vs {args.workers[0]} worker", "vs local"]
     load_after = os.getloadavg()
     table = (markdown_table(header, rows) + f"\n\n{len(paths)} images ({args.n // 2} FG-NET + "
-             f"{len(paths) - args.n // 2} UTKFace), {machine()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-             f"same ages in every run: {same}")
+             f"{len(paths) - args.n // 2} UTKFace), {machine()}; load average before {load_before[0]:.2f}, "
+             f"after {load_after[0]:.2f}; same ages in every run: {same}")
     data = {"images": len(paths), "machine": machine(), "cpus_available": len(os.sched_getaffinity(0)),
             "load_average_before": load_before, "load_average_after": load_after, "same_ages": same,
             "results": results}
