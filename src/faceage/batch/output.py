@@ -150,11 +150,12 @@ class PartStore:
 
     def finish(self) -> int:
         """Merge the output and the parts into the output; returns its row count."""
-        tmp = self.output.with_name(self.output.name + ".tmp")
-        n = _write_stream(self.format, _first_occurrences(self.sources()), tmp)
-        os.replace(tmp, self.output)
-        shutil.rmtree(self.folder)
-        return n
+        if self.parts() or not self.output.is_file():
+            tmp = self.output.with_name(self.output.name + ".tmp")
+            _write_stream(self.format, _first_occurrences(self.sources()), tmp)
+            os.replace(tmp, self.output)
+        shutil.rmtree(self.folder)  # a finished output with nothing new is left as it is
+        return sum(1 for _ in read_rows(self.output))
 
 
 def _first_occurrences(sources: Iterable[Path]) -> Iterator[dict]:
@@ -168,15 +169,14 @@ def _first_occurrences(sources: Iterable[Path]) -> Iterator[dict]:
         seen |= here
 
 
-def _write_stream(fmt: str, rows: Iterable[dict], path: Path, chunk: int = 10_000) -> int:
+def _write_stream(fmt: str, rows: Iterable[dict], path: Path, chunk: int = 10_000) -> None:
     """Write rows ``chunk`` at a time: memory stays bounded whatever the output's size."""
-    n, batch = 0, []
+    batch: list[dict] = []
     with _Writer(fmt, path) as w:
         for r in rows:
             batch.append(r)
             if len(batch) == chunk:
                 w.write(batch)
-                n, batch = n + len(batch), []
+                batch = []
         if batch:
             w.write(batch)
-    return n + len(batch)
