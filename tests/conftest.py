@@ -66,3 +66,19 @@ def fgnet_images(n: int = 3) -> list[Path]:
     if not folder.is_dir():
         pytest.skip("shared FG-NET data not available")
     return sorted(folder.iterdir())[:n]
+
+
+@pytest.fixture(scope="module")
+def batch_photos(tmp_path_factory) -> Path:
+    """Photos with five faces, a face-less image and bad files (tests/batch_data.py)."""
+    from batch_data import make_photo_folder
+
+    return make_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def batch_expected(batch_photos) -> dict:
+    """``faceage predict -r batch_photos --json``: what every batch route must give."""
+    from batch_data import predict_json
+
+    return predict_json("-r", str(batch_photos))

@@ -15,13 +15,18 @@ EPILOG = """examples:
   faceage predict 'shots/*.png' --largest --annotate annotated/
   faceage predict photo.jpg --model runs/cpu/best.safetensors
   faceage predict group.jpg --min-face 60 --max-faces 10 --detector-option cnn=false
+  faceage predict -r archive/ --workers 8 --output ages.parquet
 
 Text output: one line per face: file, box [left, top, right, bottom], age and its
 80% interval. --json: one JSON object per image: {"path", "faces": [{"box", "eyes",
 "age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. Each file is
 estimated in a worker process: a file that fails (even with a native crash), a missing
 path or a dangling link is reported as that file's error and the run goes on. The exit
-status is 1 when some file could not be read, 0 otherwise."""
+status is 1 when some file could not be read, 0 otherwise.
+
+--output FILE (.parquet, .csv or .jsonl): batch mode (docs/batch.md): --workers
+processes (default: one per core), one row per face plus one per image without a face
+or unreadable; rerunning the same command skips what is done."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,9 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotate", metavar="DIR", default=None, help="write copies with boxes and ages drawn")
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
     add_tta_argument(p)
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="batch mode: write one row per face to FILE (.parquet, .csv, .jsonl), resumably")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --output: worker processes, one single-threaded model each (default: one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None or args.workers is not None:
+        from faceage.batch.run import run_cli
+
+        return run_cli(args)
     from tqdm import tqdm
 
     from faceage.errors import FaceageError

@@ -1,0 +1,182 @@
+"""Chunked, resumable output: Parquet, CSV or JSON Lines, chosen by the file's suffix.
+
+While a run goes, each chunk of rows is written to ``OUTPUT.parts/part-NNNNN.EXT``
+atomically (a temporary name, then a rename), so a killed run leaves only whole
+chunks. The paths in them (and in ``OUTPUT`` itself, from an earlier finished run)
+are done; a rerun skips them. :meth:`PartStore.finish` streams ``OUTPUT`` and the parts
+into a new ``OUTPUT``, keeping each path's rows from the first place it appears (so a
+run killed during the merge cannot duplicate rows), then removes the parts folder.
+
+Parquet cells keep lists (``box``, ``eyes``, ``age_interval``); CSV writes them as JSON
+text and empty cells for missing values. pyarrow is imported only here, and only
+for Parquet (``pip install 'faceage[parquet]'``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from faceage.batch.rows import COLUMNS, SCHEMA
+from faceage.errors import FaceageError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+_LIST_COLUMNS = [c for c, t in SCHEMA.items() if t.startswith("array")]
+
+
+def output_format(path: str | os.PathLike) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise FaceageError(f"{path}: unknown output format; name the file .parquet, .csv or .jsonl")
+    if fmt == "parquet":
+        _pyarrow()
+    return fmt
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise FaceageError(f"Parquet output needs pyarrow ({exc}): pip install 'faceage[parquet]', "
+                           "or name the output .csv or .jsonl") from exc
+    return pyarrow
+
+
+def _arrow_type(pa, name: str):
+    if name.startswith("array<"):
+        return pa.list_(_arrow_type(pa, name[len("array<"):-1]))
+    return {"string": pa.string(), "int": pa.int32(), "double": pa.float64(), "boolean": pa.bool_()}[name]
+
+
+def _arrow_schema():
+    pa = _pyarrow()
+    return pa.schema([(c, _arrow_type(pa, t)) for c, t in SCHEMA.items()])
+
+
+class _Writer:
+    """Rows appended to one file of ``fmt``, a batch at a time."""
+
+    def __init__(self, fmt: str, path: Path) -> None:
+        self.fmt = fmt
+        if fmt == "parquet":
+            self.pa = _pyarrow()
+            self.schema = _arrow_schema()
+            self.out = self.pa.parquet.ParquetWriter(path, self.schema)
+        else:
+            self.out = open(path, "w", newline="", encoding="utf-8")
+            if fmt == "csv":
+                self.csv = csv.DictWriter(self.out, COLUMNS)
+                self.csv.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        if self.fmt == "parquet":
+            self.out.write_table(self.pa.Table.from_pylist(rows, schema=self.schema))
+        elif self.fmt == "csv":
+            self.csv.writerows({c: json.dumps(v) if c in _LIST_COLUMNS and v is not None else v
+                                for c, v in r.items()} for r in rows)
+        else:
+            self.out.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.out.close()
+
+
+def read_rows(path: str | os.PathLike) -> Iterator[dict]:
+    """Rows of an output file, streamed, with the types they were written with."""
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "parquet":
+        for batch in _pyarrow().parquet.ParquetFile(path).iter_batches():
+            yield from batch.to_pylist()
+    elif fmt == "csv":
+        types = {"int": int, "double": float, "boolean": lambda v: v == "True"}
+        with open(path, newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                yield {c: None if r[c] == "" else json.loads(r[c]) if c in _LIST_COLUMNS
+                       else types.get(SCHEMA[c], str)(r[c]) for c in COLUMNS}
+    else:
+        with open(path, encoding="utf-8") as fh:
+            yield from (json.loads(line) for line in fh)
+
+
+class PartStore:
+    """The parts folder of one output file: what is done, new chunks, and the final merge."""
+
+    def __init__(self, output: str | os.PathLike, settings: dict) -> None:
+        self.output = Path(output)
+        self.format = output_format(self.output)
+        self.folder = self.output.with_name(self.output.name + ".parts")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        saved = self.folder / "settings.json"
+        if saved.is_file():
+            old = json.loads(saved.read_text())
+            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            if changed:
+                raise FaceageError(f"{self.folder}: an unfinished run with other settings ({', '.join(changed)}); "
+                                   "rerun it with the same options, or delete that folder to start again")
+        saved.write_text(json.dumps(settings, indent=2) + "\n")
+        for tmp in self.folder.glob("*.tmp"):  # a chunk whose write was interrupted
+            tmp.unlink()
+        self._next = len(self.parts())
+
+    def parts(self) -> list[Path]:
+        return sorted(self.folder.glob(f"part-*.{self.format}"))
+
+    def sources(self) -> list[Path]:
+        """Files holding finished rows, oldest first."""
+        return ([self.output] if self.output.is_file() else []) + self.parts()
+
+    def done(self) -> set[str]:
+        """Paths already in the output or a finished chunk."""
+        return {r["path"] for src in self.sources() for r in read_rows(src)}
+
+    def add(self, rows: list[dict]) -> None:
+        """Write one chunk; it counts as done only once it is complete on disk."""
+        if not rows:
+            return
+        final = self.folder / f"part-{self._next:06d}.{self.format}"
+        tmp = final.with_name(final.name + ".tmp")
+        with _Writer(self.format, tmp) as w:
+            w.write(rows)
+        os.replace(tmp, final)
+        self._next += 1
+
+    def finish(self) -> int:
+        """Merge the output and the parts into the output; returns its row count."""
+        if self.parts() or not self.output.is_file():
+            tmp = self.output.with_name(self.output.name + ".tmp")
+            _write_stream(self.format, _first_occurrences(self.sources()), tmp)
+            os.replace(tmp, self.output)
+        shutil.rmtree(self.folder)  # a finished output with nothing new is left as it is
+        return sum(1 for _ in read_rows(self.output))
+
+
+def _first_occurrences(sources: Iterable[Path]) -> Iterator[dict]:
+    seen: set[str] = set()
+    for src in sources:
+        here: set[str] = set()
+        for r in read_rows(src):
+            if r["path"] not in seen:
+                here.add(r["path"])
+                yield r
+        seen |= here
+
+
+def _write_stream(fmt: str, rows: Iterable[dict], path: Path, chunk: int = 10_000) -> None:
+    """Write rows ``chunk`` at a time: memory stays bounded whatever the output's size."""
+    batch: list[dict] = []
+    with _Writer(fmt, path) as w:
+        for r in rows:
+            batch.append(r)
+            if len(batch) == chunk:
+                w.write(batch)
+                batch = []
+        if batch:
+            w.write(batch)

@@ -1,0 +1,174 @@
+"""Local batch mode: N worker processes, each with its own single-threaded model.
+
+Paths are discovered lazily and sent to the workers in small tasks, with only a few
+tasks per worker in flight (memory stays flat on any tree size); results come back
+in discovery order and are written in chunks (:mod:`faceage.batch.output`), so a
+rerun of the same command skips what is done and finishes the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Iterable, Iterator
+
+from faceage.batch.files import walk_images
+from faceage.batch.output import PartStore
+from faceage.batch.rows import PredictOptions, predict_many, single_threaded_estimator
+from faceage.errors import FaceageError
+
+_OPTIONS: PredictOptions | None = None  # this worker process's settings
+
+
+def _init_worker(options: PredictOptions) -> None:
+    global _OPTIONS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _OPTIONS = options
+    single_threaded_estimator(options)  # load the model before the first task arrives
+
+
+def _predict_task(paths: list[str]) -> list[dict]:
+    return predict_many(_OPTIONS, paths, paths)
+
+
+@dataclass
+class BatchReport:
+    """What a run did: counts of this run's images and rows, and the time it took."""
+
+    output: str
+    skipped: int = 0  # images already done by an earlier run
+    images: int = 0
+    faces: int = 0
+    no_face: int = 0
+    errors: int = 0
+    rows: int = 0  # rows in the finished output, earlier runs included
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def add(self, rows: list[dict]) -> None:
+        self.images += len({r["path"] for r in rows})
+        self.faces += sum(r["face"] is not None for r in rows)
+        self.errors += sum(r["error"] is not None for r in rows)
+        self.no_face += sum(r["face"] is None and r["error"] is None for r in rows)
+
+    def summary(self) -> str:
+        return (f"{self.images} images in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s): {self.faces} faces, "
+                f"{self.no_face} without a face, {self.errors} unreadable; {self.skipped} already done; "
+                f"{self.rows} rows in {self.output}")
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _Counter(threading.Thread):
+    """Counts the images still to do in the background, so the progress bar can show an ETA."""
+
+    def __init__(self, paths: list[str], recursive: bool, done: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.args, self.done, self.total = (paths, recursive), done, None
+
+    def run(self) -> None:
+        try:
+            self.total = sum(str(p) not in self.done for p in walk_images(*self.args))
+        except FaceageError:  # a missing input: the main loop reports it when it gets there
+            pass
+
+
+class _Sink:
+    """Results in discovery order -> chunks on disk, counts and the progress bar."""
+
+    def __init__(self, store: PartStore, report: BatchReport, counter: _Counter, chunk_size: int, progress: bool):
+        from tqdm import tqdm
+
+        self.store, self.report, self.counter, self.chunk_size = store, report, counter, chunk_size
+        self.pending: list[dict] = []
+        self.images = 0
+        self.bar = tqdm(unit="img", desc="predict", disable=not progress, file=sys.stderr, smoothing=0.05)
+
+    def add(self, rows: list[dict]) -> None:
+        self.pending.extend(rows)
+        self.report.add(rows)
+        n = len({r["path"] for r in rows})
+        self.images += n
+        if self.counter.total is not None and self.bar.total is None:
+            self.bar.total = self.counter.total
+        self.bar.update(n)
+        if self.images >= self.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.add(self.pending)
+        self.pending, self.images = [], 0
+
+
+def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
+              options: PredictOptions = PredictOptions(), recursive: bool = False, workers: int | None = None,
+              task_size: int = 8, chunk_size: int = 512, progress: bool = True) -> BatchReport:
+    """Predict every image under ``paths`` into ``output`` (.parquet, .csv or .jsonl), resumably.
+
+    ``workers`` processes (default: one per available core) each score ``task_size``
+    images at a time; rows are written every ``chunk_size`` images, which is also the
+    most a killed run has to redo.
+    """
+    paths = [str(p) for p in paths]
+    if next(iter(walk_images(paths, recursive)), None) is None:
+        raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
+    workers = max(1, workers or len(os.sched_getaffinity(0)))
+    store = PartStore(output, asdict(options))
+    done = store.done()
+    report = BatchReport(str(output), skipped=len(done))
+    counter = _Counter(paths, recursive, done)
+    counter.start()
+    sink = _Sink(store, report, counter, chunk_size, progress)
+    todo = (p for p in map(str, walk_images(paths, recursive)) if p not in done)
+    in_flight: deque[Future] = deque()
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")  # fresh processes: no forked dlib/onnxruntime state
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(options,)) as pool:
+        try:
+            for task in _chunks(todo, task_size):
+                in_flight.append(pool.submit(_predict_task, task))
+                while len(in_flight) > 4 * workers or (in_flight and in_flight[0].done()):
+                    sink.add(in_flight.popleft().result())
+            while in_flight:
+                sink.add(in_flight.popleft().result())
+        finally:  # also when interrupted: keep the images already scored
+            for f in in_flight:
+                f.cancel()
+            sink.flush()
+            sink.bar.close()
+    report.rows = store.finish()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``faceage predict --output FILE [--workers N]`` (the batch branch of :mod:`faceage.cli.predict`):
+    exit status 1 when some image could not be read."""
+    if args.output is None:
+        raise FaceageError("--workers needs --output FILE (.parquet, .csv or .jsonl)")
+    for flag, given in (("--annotate", args.annotate), ("--json", args.json)):
+        if given:
+            raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
+    if args.workers is not None and args.workers < 1:
+        raise FaceageError(f"--workers {args.workers}: give 1 or more processes")
+    options = PredictOptions(model=args.model, tta=args.tta, largest=args.largest, min_face=args.min_face,
+                             max_faces=args.max_faces, fallback=args.fallback,
+                             detector_options=tuple(sorted(dict(args.detector_option).items())))
+    report = run_batch(args.paths, args.output, options=options, recursive=args.recursive, workers=args.workers)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.errors else 0

@@ -1,0 +1,150 @@
+"""Local batch mode: the same answers as ``faceage predict --json``, resumable after a kill, errors as rows."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from batch_data import as_json_records, make_photo_folder, predict_json
+from faceage.batch import PredictOptions, run_batch
+from faceage.batch.files import walk_images
+from faceage.batch.output import PartStore, read_rows
+from faceage.cli import main
+from faceage.errors import FaceageError
+from faceage.imageio import iter_images
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_batch_gives_predict_json_answers(batch_photos, batch_expected, tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / f"ages{suffix}"
+    assert main(["predict", "-r", str(batch_photos), "--workers", "2", "--output", str(out)]) == 1  # some files are bad
+    rows = list(read_rows(out))
+    assert as_json_records(rows) == batch_expected
+    assert list(dict.fromkeys(r["path"] for r in rows)) == list(batch_expected)  # predict's order
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert "not a recognised image" in by_name["notes.jpg"]["error"]
+    assert by_name["grey.png"]["face"] is None and by_name["grey.png"]["error"] is None
+    assert sum(Path(r["path"]).name == "obama_and_biden.jpg" for r in rows) == 3
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
+    many = tmp_path / "many"
+    photos = make_photo_folder(tmp_path / "photos")
+    many.mkdir()
+    for i in range(3):
+        for p in photos.iterdir():
+            if p.is_file():
+                shutil.copy(p, many / f"{i}-{p.name}")
+    out = tmp_path / "ages.jsonl"
+    parts = tmp_path / "ages.jsonl.parts"
+    code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
+            "task_size=1, chunk_size=2, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                            start_new_session=True)
+    try:
+        while len(list(parts.glob("part-*"))) < 2:  # two chunks (four images) written
+            assert proc.poll() is None, "the first run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker, mid-way
+        proc.wait()
+    assert not out.exists()
+    done = {r["path"] for p in parts.glob("part-*") for r in read_rows(p)}
+    total = len(list(walk_images([many])))
+    assert 4 <= len(done) < total
+
+    report = run_batch([many], out, workers=2, progress=False)
+    assert report.skipped == len(done) and report.images == total - len(done)
+    rows = list(read_rows(out))
+    assert {r["path"] for r in rows} == {str(p) for p in walk_images([many])}
+    assert max(Counter((r["path"], r["face"]) for r in rows).values()) == 1
+    ages = {}
+    for r in rows:  # the three copies of a photo, scored in either run, agree
+        ages.setdefault((Path(r["path"]).name.split("-", 1)[1], r["face"]), set()).add(r["age"])
+    assert len(ages) == 9 and all(len(a) == 1 for a in ages.values())
+    assert report.errors == 3 * 3 - sum(r["error"] is not None for r in rows if r["path"] in done)
+    assert not parts.exists()
+
+
+def test_rerun_adds_only_new_images(batch_photos, tmp_path):
+    work = tmp_path / "photos"
+    shutil.copytree(batch_photos, work)
+    out = tmp_path / "ages.csv"
+    first = run_batch([work], out, workers=1, progress=False)
+    shutil.copy(work / "obama.jpg", work / "obama-again.jpg")
+    second = run_batch([work], out, workers=1, progress=False)
+    assert (second.skipped, second.images, second.faces) == (first.images, 1, 1)
+    rows = list(read_rows(out))
+    assert len(rows) == first.rows + 1 == second.rows
+    assert [r["age"] for r in rows if r["path"].endswith("obama-again.jpg")] == \
+        [r["age"] for r in rows if r["path"].endswith("/obama.jpg")]
+
+
+def test_merge_keeps_each_image_once(tmp_path):
+    """A run killed after writing the merged output but before removing its parts must not duplicate rows."""
+    out = tmp_path / "ages.jsonl"
+    store = PartStore(out, {})
+    store.add([{"path": "a.jpg", "face": 0, "age": 30.0}, {"path": "b.jpg", "face": None, "age": None}])
+    store.finish()
+    store = PartStore(out, {})
+    store.add([{"path": "b.jpg", "face": None, "age": None}, {"path": "c.jpg", "face": 0, "age": 5.0}])
+    assert store.done() == {"a.jpg", "b.jpg", "c.jpg"}
+    assert store.finish() == 3
+    assert [r["path"] for r in read_rows(out)] == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_unfinished_run_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "ages.jsonl"
+    PartStore(out, {"tta": "zoomflip"})
+    with pytest.raises(FaceageError, match="other settings \\(tta\\)"):
+        PartStore(out, {"tta": "none"})
+
+
+def test_walk_images_streams_in_predict_order(tmp_path):
+    for rel in ("b/z.jpg", "b/a/y.png", "a.jpg", "b.JPG", "c/.hidden.jpg", "c/notes.txt", ".git/x.jpg", "d/e/f.webp"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    for recursive in (False, True):
+        assert list(walk_images([tmp_path], recursive)) == list(iter_images([tmp_path], recursive))
+    assert len(list(walk_images([tmp_path], True))) == 6
+    it = walk_images([tmp_path / "b", tmp_path / "nothing-here"])
+    assert next(it).name == "z.jpg"
+    with pytest.raises(FaceageError, match="no such file"):
+        list(it)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "2"], "--workers needs --output"),
+    (["--output", "ages.xlsx"], "name the file .parquet, .csv or .jsonl"),
+    (["--output", "ages.csv", "--json"], "--json cannot be combined with --output"),
+    (["--output", "ages.csv", "--workers", "0"], "give 1 or more processes"),
+])
+def test_batch_option_errors(batch_photos, tmp_path, capsys, args, message):
+    assert main(["predict", str(batch_photos), *[str(tmp_path / a) if a.startswith("ages") else a for a in args]]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_image_is_an_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(["predict", str(tmp_path / "in"), "--output", str(tmp_path / "ages.csv")]) == 2
+    assert "no image found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_options_reach_the_workers(batch_photos, tmp_path):
+    out = tmp_path / "ages.jsonl"
+    inputs = [str(batch_photos / "obama_and_biden.jpg"), str(batch_photos / "grey.png")]
+    run_batch(inputs, out, workers=1, progress=False, options=PredictOptions(largest=True, fallback=True))
+    rows = list(read_rows(out))
+    assert as_json_records(rows) == predict_json(*inputs, "--largest", "--fallback")
+    assert [r["fallback"] for r in rows] == [False, True]
