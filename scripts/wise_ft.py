@@ -29,7 +29,7 @@ from faceage.train.config import load_config
 from faceage.train.data import cached_splits, load_samples, prior_correction, sampling_weights
 from faceage.weights import load_model, save_model
 
-ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--start", required=True, help="the model fine-tuning started from")
     ap.add_argument("--tuned", required=True, help="the fine-tuned model")
     ap.add_argument("--out", required=True, help="folder for best.safetensors and wise_ft.json")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
@@ -51,7 +51,9 @@ def main() -> None:
                                                           float(data["age_balance"]), int(data["age_bin"])))
     start, record = load_model(a.start)
     tuned, tuned_record = load_model(a.tuned)
-    s0, s1 = start.state_dict(), tuned.state_dict()
+    # copies: load_state_dict below writes into the tensors a state_dict() returns
+    s0 = {k: v.clone() for k, v in start.state_dict().items()}
+    s1 = {k: v.clone() for k, v in tuned.state_dict().items()}
     record = replace(tuned_record, logit_bias=None, interval_temperature=1.0)
     names, ages = val.datasets, val.ages
 

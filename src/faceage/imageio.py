@@ -346,20 +346,15 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
     """
     if min_side > 0 and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         label = _describe(src, name)
-        try:
-            fh = open(src, "rb") if isinstance(src, (str, os.PathLike)) else io.BytesIO(bytes(src))
-            with fh, Image.open(fh) as img:
-                w, h = img.size
-                if img.format == "JPEG" and not (max_pixels and w * h > max_pixels):
-                    k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
-                    if k > 1:
-                        img.draft("RGB", (w // k, h // k))
-                    arr = _from_pil(img, label, 0, opened_here=True)
-                    return arr, ((w, h) if arr.shape[1] == img.size[0] else (h, w))
-        except ImageError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
-            pass  # load_image below names the problem
+        data = _read_file(Path(src), label) if isinstance(src, (str, os.PathLike)) else bytes(src)
+        img = open_image(data, name=label)  # the same decoders and header checks as load_image
+        w, h = img.size
+        if img.format == "JPEG":
+            k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
+            if k > 1 and not (max_pixels and w * h > max_pixels):  # an over-limit one fails in decode_opened
+                img.draft("RGB", (w // k, h // k))
+        arr = decode_opened(img, name=label, max_pixels=max_pixels)
+        return arr, ((w, h) if arr.shape[1] == img.size[0] else (h, w))
     arr = load_image(src, name=name, max_pixels=max_pixels)
     return arr, (arr.shape[1], arr.shape[0])
 

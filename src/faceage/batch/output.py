@@ -115,6 +115,7 @@ class PartStore:
         self.folder = self.output.with_name(self.output.name + ".parts")
         self.folder.mkdir(parents=True, exist_ok=True)
         saved = self.folder / "settings.json"
+        settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
         if saved.is_file():
             old = json.loads(saved.read_text())
             changed = sorted(k for k in settings if old.get(k) != settings[k])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from faceage.estimator import AgeEstimator, FaceAge
+from faceage.imageio import load_image
 
 #: Column name -> type (Spark DDL names, mapped to Arrow by the Parquet writer).
 SCHEMA: dict[str, str] = {
@@ -80,6 +81,8 @@ def predict_rows(estimator: AgeEstimator, source, path: str, options: PredictOpt
     stop a run over millions of files, so nothing raised here escapes.
     """
     try:
+        if isinstance(source, (bytes, bytearray, memoryview)):  # bytes carry no name: errors name the path
+            source = load_image(source, name=path)
         faces = estimator.predict(source, largest=options.largest, min_face=options.min_face,
                                   max_faces=options.max_faces, fallback=options.fallback)
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
