@@ -15,6 +15,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.slow  # a Ray cluster start: ~30 s idle, minutes on a loaded machine
 def test_ray_paths_and_bytes(ray_local, batch_photos, batch_expected):
     from faceage.integrations.ray import predict_dataset
 
@@ -28,8 +29,10 @@ def test_ray_paths_and_bytes(ray_local, batch_photos, batch_expected):
 def from_bytes(expected: dict) -> dict:
     """What changes when images come as bytes: an empty one is named as empty data, not an empty file."""
     empty = next(p for p in expected if p.endswith("empty.png"))
+    from faceage.imageio import SUPPORTED_TEXT
+
     return {**expected, empty: {"path": empty, "error": f"{empty}: empty data (0 bytes); pass the bytes of a "
-                                                        "JPEG/PNG/WebP image"}}
+                                                        f"{SUPPORTED_TEXT} image"}}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def spark():
     session.stop()
 
 
+@pytest.mark.slow  # a JVM and Spark start: ~40 s idle, minutes on a loaded machine
 def test_spark_paths_and_bytes(spark, batch_photos, batch_expected):
     from faceage.integrations.spark import predict_dataframe
 
