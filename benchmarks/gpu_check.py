@@ -24,7 +24,8 @@ import torch
 
 from faceage.train.config import load_config
 from faceage.train.data import SplitData
-from faceage.train.loop import Trainer, amp_dtype
+from faceage.train.loop import Trainer
+from faceage.train.setup import amp_dtype
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE") == "1"
 BUDGET = float(os.environ.get("GPU_CHECK_BUDGET", "200"))

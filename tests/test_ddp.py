@@ -154,7 +154,7 @@ def test_gpu_cache_and_prefetch_threads_give_the_same_weights(tmp_path):
 def test_amp_dtype_and_batch_checks(tmp_path):
     from faceage.errors import ConfigError
     from faceage.train.config import load_config
-    from faceage.train.loop import amp_dtype, batch_seed
+    from faceage.train.setup import amp_dtype, batch_seed
 
     assert amp_dtype(torch.device("cpu"), True) is None
     if torch.cuda.is_available():

@@ -14,12 +14,9 @@ background threads (``run.prefetch``) and resuming needs no augmentation state.
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,76 +28,25 @@ from tqdm import tqdm
 
 from faceage.data.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
-from faceage.errors import ConfigError, WeightsError
+from faceage.errors import ConfigError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
-from faceage.nets.model import AgeNet, ModelSpec, count_params
+from faceage.nets.model import AgeNet, count_params
 from faceage.train import distributed as ddp
+from faceage.train.checkpoint import Checkpoints
 from faceage.train.config import dump_config
 from faceage.train.data import (
     cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
 )
 from faceage.train.loss import age_loss
+from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
 from faceage.weights import ModelRecord, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
 
 
-def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
-    """The autocast dtype for ``run.amp`` on ``device``: bf16 where the GPU has it, else fp16; None = fp32."""
-    if device.type != "cuda" or not amp:
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    """A well-mixed 63-bit seed for one batch's augmentation."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, epoch, step, rank]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def lr_factor(epoch: int, optim: dict) -> float:
-    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
-    warm = optim["warmup_epochs"]
-    if epoch < warm:
-        return (epoch + 1) / (warm + 1)
-    if optim["schedule"] == "cosine":
-        t = (epoch - warm) / max(1, optim["epochs"] - warm)
-        return 0.5 * (1 + math.cos(math.pi * t))
-    return optim["gamma"] ** (epoch // optim["step_every"])
-
-
-def model_spec(cfg: dict) -> ModelSpec:
-    return ModelSpec(**{k: v for k, v in cfg["model"].items() if k != "init"})
-
-
-def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
-    """One group (scale 1), or the backbone at ``backbone_scale`` and the age head at 1 (fine-tuning)."""
-    if backbone_scale == 1.0:
-        return [{"params": list(model.parameters())}]
-    named = list(model.named_parameters())
-    return [{"params": [p for n, p in named if not n.startswith("head.")], "lr_scale": backbone_scale},
-            {"params": [p for n, p in named if n.startswith("head.")], "lr_scale": 1.0}]
-
-
-def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
-    """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
-    from faceage.weights import load_model
-
-    source, record = load_model(path)
-    if record.model != spec.to_dict() or int(record.input_size) != size:
-        raise ConfigError(f"model.init {path}: it is {record.model} at {record.input_size} px, the config asks "
-                          f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
-    model.load_state_dict(source.state_dict(), strict=True)
-    return record.crop
-
-
 @dataclass
-class Trainer:
+class Trainer(Checkpoints):
     cfg: dict
     out: Path
     quiet: bool = False
@@ -217,91 +163,6 @@ class Trainer:
         self._train_ages = torch.from_numpy(self.data["train"].ages).to(self.device)
         return self._train_images
 
-    # -- checkpoints ------------------------------------------------------------------------------
-    #: checkpoints, newest first: the latest epoch's, and the one before it to fall back on
-    CHECKPOINTS = ("last.pt", "last.prev.pt")
-    CHECKPOINT_KEYS = {"model", "optimizer", "epoch", "best", "generator", "torch_rng", "history"}
-
-    def save_checkpoint(self) -> None:
-        """Rank 0 only. The plain model's state dict: no ``module.``/``_orig_mod.`` prefixes."""
-        if not self.is_main:
-            return
-        state = {
-            "model": ddp.unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "best": self.best,
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": self.history,
-        }
-        if self.scaler.is_enabled():
-            state["scaler"] = self.scaler.state_dict()
-        tmp = self.out / "last.pt.tmp"
-        torch.save(state, tmp)
-        last = self.out / self.CHECKPOINTS[0]
-        if last.is_file():  # keep the previous epoch's checkpoint to fall back on
-            os.replace(last, self.out / self.CHECKPOINTS[1])
-        os.replace(tmp, last)
-
-    def load_checkpoint(self) -> bool:
-        """Rank 0 reads ``last.pt`` (or, with a warning, ``last.prev.pt`` when ``last.pt`` is damaged)
-        and sends it to the other ranks (no shared file system needed)."""
-        state = None
-        if self.is_main:
-            state = self.read_checkpoint(self.out)
-        state = ddp.broadcast_object(state, self.dist)
-        if state is None:
-            return False
-        saved = [g.get("lr_scale", 1.0) for g in state["optimizer"]["param_groups"]]
-        wanted = [g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
-        if saved != wanted:
-            raise ConfigError(f"{self.out / 'last.pt'} was trained with optim.backbone_lr_scale={saved[0]:g}, the "
-                              f"config says {wanted[0]:g}; resume with the same value or start a new run folder")
-        ddp.unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
-        self.gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if "scaler" in state and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        self._write_metrics()  # drop rows of an epoch that ended after its checkpoint
-        self.log(f"resumed {self.out} after epoch {self.epoch}")
-        return True
-
-    @classmethod
-    def read_checkpoint(cls, out: Path) -> dict | None:
-        """The newest readable checkpoint in ``out`` (None when there is none). A damaged ``last.pt``
-        falls back to ``last.prev.pt`` with a warning; when neither reads, one WeightsError names them."""
-        problems = []
-        for name in cls.CHECKPOINTS:
-            path = out / name
-            if not path.is_file():
-                continue
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(state, dict) or not cls.CHECKPOINT_KEYS <= set(state):
-                    raise ValueError("not a faceage training checkpoint")
-            except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError... for damaged files
-                why = str(exc).splitlines()[0] if str(exc) else "empty or truncated"
-                problems.append(f"{path}: {type(exc).__name__}: {why}")
-                continue
-            if problems:
-                warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {path} instead", stacklevel=2)
-            return state
-        if problems:
-            raise WeightsError(f"cannot resume: {'; '.join(problems)}; delete the run folder's checkpoints to start "
-                               "over, or train into a new folder")
-        return None
-
-    def _write_metrics(self) -> None:
-        if not self.is_main:
-            return
-        with open(self.out / "metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, self.metric_fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.history)
-
     # -- one epoch --------------------------------------------------------------------------------
     def _batch(self, perm: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of global batch ``step``: uint8 -> device -> augmented, normalised float."""
@@ -382,7 +243,6 @@ class Trainer:
 
     def train_epoch(self) -> tuple[float, float]:
         cfg, dev = self.cfg, self.device
-        train = self.data["train"]
         bs = self.global_batch
         lr = cfg["optim"]["lr"] * lr_factor(self.epoch, cfg["optim"])
         for group in self.optimizer.param_groups:
