@@ -276,14 +276,17 @@ class Trainer(Checkpoints):
         total_all, seen_all = ddp.all_reduce_sum([total.item(), float(seen)], self.dist)
         return total_all / max(seen_all, 1), lr
 
-    def score_val(self, model: torch.nn.Module, record: ModelRecord):
-        """The validation split scored by :func:`faceage.scoring.score` (the path predict uses), each
-        rank its share, gathered: (Scores, true ages)."""
+    def score_val(self, model: torch.nn.Module, record: ModelRecord, shared: bool = True):
+        """The validation split scored by :func:`faceage.scoring.score` (the path predict uses): with
+        ``shared``, each rank its share, gathered (every rank must call it); else all of it, here."""
         from faceage.runtime.torch_backend import TorchBackend
         from faceage.scoring import Scores, score
 
         val = self.data["val"]
         n = len(val.ages)
+        if not shared:
+            return score(TorchBackend.from_model(model, record, self.device), val.images, self.cfg["eval"]["tta"],
+                         batch_size=self.cfg["eval"]["batch_size"]), val.ages
         lo, hi = ddp.shard_range(n, self.dist)
         backend = TorchBackend.from_model(model, record, self.device)
         part = score(backend, val.images[lo:hi], self.cfg["eval"]["tta"], batch_size=self.cfg["eval"]["batch_size"])
@@ -359,7 +362,7 @@ class Trainer(Checkpoints):
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
         record.logit_bias, record.interval_temperature = None, 1.0  # measured afresh (also on a re-run)
-        scores, ages = self.score_val(model, record)
+        scores, ages = self.score_val(model, record, shared=False)  # rank 0 alone: no collectives
         weights = self.draw_weights()
         if weights is not None:
             delta = prior_correction(self.data["train"].ages, weights.numpy())
