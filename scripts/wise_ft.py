@@ -88,8 +88,9 @@ def main() -> None:
                                                       "prior_strength": strength, "val_mae": pick}}
     out = Path(a.out)
     save_model(tuned, record, out / "best.safetensors")
+    interval = chosen.interval()
     summary = {"pick": pick, "start_model": base, "grid": grid,
-               "interval_coverage": {d: interval_coverage(chosen, ages, names == d) for d in sets},
+               "interval_coverage": {d: interval_coverage(interval, ages, names == d) for d in sets},
                "interval_temperature": record.interval_temperature, "command": " ".join(__import__("sys").argv)}
     (out / "wise_ft.json").write_text(json.dumps(summary, indent=1))
     print(f"kept start weight {alpha}, prior strength {strength}: validation {pick} (start model {base}); "

@@ -38,8 +38,7 @@ def load_eval_samples(data: str | Path, fmt: str | None) -> tuple[list[Sample], 
     return imported.samples, imported.problems, False
 
 
-def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: int = 64,
-             quiet: bool = False) -> dict:
+def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool = False) -> dict:
     """Per-image predictions and metrics. Unreadable images are reported and skipped."""
     crops, ages, no_face, problems, paths = [], [], 0, [], []
     start = time.perf_counter()
@@ -65,7 +64,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, batch_size: 
     how = estimator.record.estimate
     interval = scores.interval()
     report = age_metrics(preds[how], true)
-    report["interval_coverage"] = interval_coverage(scores, true)
+    report["interval_coverage"] = interval_coverage(interval, true)
     report.update({
         "estimate": how,
         "tta": estimator.tta,

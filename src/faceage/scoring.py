@@ -58,9 +58,8 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
     return Scores(logits, np.concatenate(reg), record.estimate, float(record.interval_temperature))
 
 
-def interval_coverage(scores: Scores, ages: np.ndarray, rows: np.ndarray | None = None, coverage: float = 0.8) -> float:
-    """Share of true ages inside the predicted ``coverage`` interval."""
-    iv = scores.interval(coverage)
+def interval_coverage(iv: np.ndarray, ages: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """Share of true ages inside their (N, 2) intervals ``iv`` (:meth:`Scores.interval`), of ``rows`` if given."""
     rows = np.ones(len(ages), bool) if rows is None else rows
     inside = (ages >= iv[:, 0]) & (ages <= iv[:, 1])
     return round(float(inside[rows].mean()), 4)
@@ -71,7 +70,7 @@ def calibrate_interval(scores: Scores, ages: np.ndarray, coverage: float = 0.8) 
     best, best_gap = 1.0, float("inf")
     for t in np.round(np.arange(0.5, 4.001, 0.05), 3):
         trial = replace(scores, interval_temperature=float(t))
-        gap = abs(interval_coverage(trial, ages, coverage=coverage) - coverage)
+        gap = abs(interval_coverage(trial.interval(coverage), ages) - coverage)
         if gap < best_gap - 1e-9:
             best, best_gap = float(t), gap
     return best

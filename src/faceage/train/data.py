@@ -41,9 +41,7 @@ def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
 
     With ``data.datasets`` each named manifest is split on its own (seeded, duplicate-aware) and
     its rows are tagged with its name; all of them must be cropped with the same geometry."""
-    if data.get("datasets"):
-        if data.get("manifest") or data.get("path"):
-            raise ConfigError("set data.datasets or data.manifest/data.path, not both")
+    if data.get("datasets"):  # load_config has checked that manifest and path are unset
         samples, problems, crop, first = [], [], None, None
         for name, manifest in data["datasets"].items():
             m = read_manifest(manifest)

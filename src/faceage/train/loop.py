@@ -380,11 +380,12 @@ class Trainer(Checkpoints):
         report = age_metrics(pred, ages)
         report["mae_reg"] = round(float(np.abs(scores.reg - ages).mean()), 4)
         report["tta"] = self.cfg["eval"]["tta"]
-        report["interval_coverage"] = interval_coverage(scores, ages)
+        interval = scores.interval()
+        report["interval_coverage"] = interval_coverage(interval, ages)
         names = self.data["val"].datasets
         if len(self.datasets) > 1:
             report["by_dataset"] = {d: {**age_metrics(pred[names == d], ages[names == d]),
-                                        "interval_coverage": interval_coverage(scores, ages, names == d)}
+                                        "interval_coverage": interval_coverage(interval, ages, names == d)}
                                     for d in self.datasets}
         curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model["arch"]: report["cs"]}
         plot_cs_curves(curves, self.out / "cs_curve.png", "Validation CS")
