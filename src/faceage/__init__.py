@@ -5,8 +5,15 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+#: the one version source: pyproject.toml reads it, ``faceage --version`` and ``GET /v1/model`` print it
 __version__ = "0.1.0"
 __all__ = ["AgeEstimator", "FaceAge", "AgeEstimate", "load_model", "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time these load on first use
+    from faceage.estimator import AgeEstimate, AgeEstimator, FaceAge
+    from faceage.weights import load_model
 
 
 def __getattr__(name: str):
@@ -20,3 +27,8 @@ def __getattr__(name: str):
 
         return load_model
     raise AttributeError(f"module 'faceage' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names too, although they load lazily (``dir(faceage)``, tab completion)."""
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -82,8 +82,9 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
     return report
 
 
-def write_report(report: dict, out: str | Path, label: str = "model") -> dict:
-    """Write report.json, predictions.csv, cs_curve.png and error_by_age.png; return the JSON part."""
+def write_report(report: dict, out: str | Path, label: str = "model", plots: bool = True) -> dict:
+    """Write report.json, predictions.csv and, with ``plots`` (needs the ``plots`` extra), cs_curve.png
+    and error_by_age.png; return the JSON part."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pred, true, paths, interval = (report.pop(k) for k in ("_pred", "_true", "_paths", "_interval"))
@@ -93,6 +94,7 @@ def write_report(report: dict, out: str | Path, label: str = "model") -> dict:
         writer.writerow(["path", "age", "predicted", "interval_low", "interval_high"])
         writer.writerows((p, int(t), f"{a:.2f}", f"{lo:.1f}", f"{hi:.1f}")
                          for p, t, a, (lo, hi) in zip(paths, true, pred, interval))
-    plot_cs_curves({label: report["cs"]}, out / "cs_curve.png")
-    plot_error_by_age(pred, true, out / "error_by_age.png")
+    if plots:
+        plot_cs_curves({label: report["cs"]}, out / "cs_curve.png")
+        plot_error_by_age(pred, true, out / "error_by_age.png")
     return report

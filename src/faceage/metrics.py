@@ -29,6 +29,11 @@ def age_metrics(pred, true) -> dict:
 
 
 def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend; :class:`~faceage.extras.MissingExtraError` without
+    the ``plots`` extra."""
+    from faceage.extras import require
+
+    require("plots", "plots")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,12 +37,14 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        raise FaceageError(f"Parquet output needs pyarrow ({exc}): pip install 'faceage[parquet]', "
-                           "or name the output .csv or .jsonl") from exc
+    from faceage.extras import MissingExtraError, message, missing
+
+    absent = missing("parquet")
+    if absent:
+        raise MissingExtraError(message("parquet", "Parquet output", absent) + "; or name the output .csv or .jsonl")
+    import pyarrow
+    import pyarrow.parquet
+
     return pyarrow
 
 

@@ -10,7 +10,9 @@ import argparse
 import importlib
 import sys
 
+from faceage import __version__
 from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
+from faceage.extras import MissingExtraError
 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
@@ -43,6 +45,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ManifestError: 3,  # a data set or manifest without usable rows
     WeightsError: 4,  # a model file or checkpoint that cannot be used
     ImageError: 5,  # an image given alone that cannot be decoded
+    MissingExtraError: 6,  # an optional dependency is not installed (the message names the pip line)
     FaceageError: 2,
     KeyboardInterrupt: 130,
 }
@@ -67,12 +70,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="faceage",
         description="Estimate ages from face photos with MA-SFV2, offline.",
         epilog="examples:\n  faceage predict photo.jpg\n  faceage predict -r photos/ --json\n"
-        "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
+        "  faceage prepare utkface UTKFace/ crops/ --size 128\n"
+        "  faceage train --config cpu data.manifest=crops/manifest.csv --out runs/cpu\n"
+        "  faceage evaluate --data crops/manifest.csv --model runs/cpu\n\n"
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
-        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image; 130 interrupted",
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image;\n"
+        "6 an optional dependency is missing (the message names the 'pip install' line); 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"faceage {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module in COMMANDS.items():

@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from faceage.estimator import AgeEstimator
     from faceage.evaluate import evaluate, load_eval_samples, write_report
+    from faceage.extras import message, missing
 
     samples, problems, prealigned = load_eval_samples(args.data, args.format)
     if args.split:
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     report["tta"] = est.tta
     report["data"] = str(args.data)
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = write_report(report, out, label=Path(str(est.model_path)).stem)
+    no_plots = missing("plots")  # the numbers need no matplotlib; the two plots do
+    report = write_report(report, out, label=Path(str(est.model_path)).stem, plots=not no_plots)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -62,5 +64,8 @@ def run(args: argparse.Namespace) -> int:
     print("MAE (bias) by decade: " + "  ".join(f"{k}: {v['mae']:.2f} ({v['bias']:+.2f}, n={v['n']})"
                                              for k, v in report["mae_by_decade"].items()))
     print(f"80% interval holds the true age for {100 * report['interval_coverage']:.1f}% of images")
-    print(f"report: {out}/report.json, plots: {out}/cs_curve.png, {out}/error_by_age.png")
+    if no_plots:
+        print(f"report: {out}/report.json; plots skipped: {message('plots', 'the plots', no_plots)}")
+    else:
+        print(f"report: {out}/report.json, plots: {out}/cs_curve.png, {out}/error_by_age.png")
     return 0

@@ -120,14 +120,19 @@ def run(args: argparse.Namespace) -> int:
         print(res["histograms"])
         return 0
 
+    from faceage.extras import require
+
     if args.experiment == "compare":
         from faceage.experiments.compare import run_compare
+
+        require("plots", "faceage experiment compare")
 
         doc = run_compare(args.models, args.data, args.out, fmt=args.format, split=args.split, limit=args.limit,
                           command=command, quiet=False, backend=args.backend)
         print(f"report: {args.out}/report.md (lowest MAE: {doc['results']['best']})")
         return 0
 
+    require("train", f"faceage experiment {args.experiment}", ("torch", "matplotlib"))
     from faceage.train.config import load_config
 
     if args.experiment == "ablation":

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceage.extras import require
+
+    require("train", "faceage export", ("torch", "onnx", "onnxscript"))
     import numpy as np
 
     from faceage.errors import FaceageError

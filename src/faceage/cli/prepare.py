@@ -58,4 +58,6 @@ def run(args) -> int:
         f"{r['processed_this_run']} processed in {r['seconds_processing']} s ({r['files_per_s']} files/s), "
         f"{r['skipped_already_done']} already done. Report: {r['out']}/report.md"
     )
+    if "histogram" in r:
+        print(f"age histogram {r['histogram']}")
     return 0

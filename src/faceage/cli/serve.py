@@ -58,14 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from faceage.errors import FaceageError
+    from faceage.extras import require
 
-    try:
-        import uvicorn
+    require("serve", "faceage serve")
+    import uvicorn
 
-        from faceage.serve import app as serve_app
-    except ImportError as exc:
-        raise FaceageError(f"the server needs the serve extra ({exc.name} is missing): "
-                           'pip install "faceage[serve]"') from exc
+    from faceage.serve import app as serve_app
     if args.workers < 1:
         raise FaceageError("--workers must be at least 1")
     positive = {"--max-upload-mb": args.max_upload_mb, "--max-aspect": args.max_aspect,

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceage.extras import require
+
+    require("train", "faceage train", ("torch", "matplotlib"))
     from faceage.train.config import load_config
     from faceage.train.loop import train
 

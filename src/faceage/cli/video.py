@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceage.extras import require
+
+    require("video", "faceage video")
     from tqdm import tqdm
 
     from faceage.errors import FaceageError

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from faceage.data.importers import import_dataset
 from faceage.data.manifest import Sample, write_manifest
 from faceage.errors import FaceageError, ImageError
+from faceage.extras import message, missing
 from faceage.face.align import CropSpec
 from faceage.workers import CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
@@ -291,7 +292,10 @@ def prepare(
         "workers": workers,
     }
     ages = [s.age for s in manifest_rows]
-    if ages:
+    absent = missing("plots")
+    if absent:  # the crops and manifest need no matplotlib; only the histogram does
+        report["histogram"] = "skipped: " + message("plots", "age_histogram.png", absent)
+    elif ages:
         _histogram(ages, out / "age_histogram.png", kind)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(report))
@@ -299,11 +303,9 @@ def prepare(
 
 
 def _histogram(ages: list[int], path: Path, title: str) -> None:
-    import matplotlib
+    from faceage.metrics import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.hist(ages, bins=range(0, max(ages) + 2), color="#4a7ab0")
     ax.set_xlabel("age (years)")
@@ -337,7 +339,7 @@ def _markdown(r: dict) -> str:
         "",
         "Detector passes: " + ", ".join(f"{k} {v}" for k, v in r["detector_passes"].items()),
         "",
-        "![age histogram](age_histogram.png)",
+        r.get("histogram", "![age histogram](age_histogram.png)"),
         "",
     ]
     if r["no_face"]:

@@ -8,8 +8,8 @@ the pass that found the face. Backends are registered by name in
 added without touching callers.
 
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
-public-domain 5-point shape predictor from the ``face_recognition_models``
-package (eye centre = mean of that eye's two corner points). It works on a copy
+public-domain 5-point shape predictor, both dlib model files shipped in
+``faceage/face/dlib_models/`` (:data:`DLIB_MODELS`; eye centre = mean of that eye's two corner points). It works on a copy
 downscaled once so that its longest side is at most ``max_side`` (1000 px: a
 4000-px JPEG is decoded at 1/4 for it), and runs passes from coarse to fine, each
 adding the faces the previous ones could not see (duplicates merged by
@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
@@ -119,6 +120,20 @@ def get_detector(name: str = "dlib", **options) -> Detector:
 # ---------------------------------------------------------------------------- dlib
 
 
+#: dlib's model files, shipped in the package (public domain, from dlib-models; see MODEL_LICENSE)
+DLIB_MODELS = Path(__file__).resolve().parent / "dlib_models"
+
+
+def dlib_model_path(name: str) -> str:
+    """The shipped dlib model file ``name`` (dlib takes a str path)."""
+    path = DLIB_MODELS / name
+    if not path.is_file():
+        from faceage.errors import WeightsError
+
+        raise WeightsError(f"dlib's model file {path} is missing; reinstall faceage")
+    return str(path)
+
+
 class _DlibModels:
     """dlib models, loaded once and lazily; one lock serialises dlib calls
     (the Python bindings hold the GIL anyway)."""
@@ -133,9 +148,8 @@ class _DlibModels:
         with cls._lock:
             if cls._hog is None:
                 import dlib
-                import face_recognition_models as frm
 
-                cls._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+                cls._shape = dlib.shape_predictor(dlib_model_path("shape_predictor_5_face_landmarks.dat"))
                 cls._hog = dlib.get_frontal_face_detector()
             return cls._hog, cls._shape
 
@@ -144,9 +158,8 @@ class _DlibModels:
         with cls._lock:
             if cls._cnn is None:
                 import dlib
-                import face_recognition_models as frm
 
-                cls._cnn = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+                cls._cnn = dlib.cnn_face_detection_model_v1(dlib_model_path("mmod_human_face_detector.dat"))
             return cls._cnn
 
 

@@ -71,10 +71,11 @@ class VideoInfo:
 
 
 def _av():
-    try:
-        import av
-    except ImportError:
-        raise VideoError("video needs PyAV: pip install 'faceage[video]'") from None
+    from faceage.extras import require
+
+    require("video", "video decoding", ("av",))
+    import av
+
     return av
 
 
