@@ -129,3 +129,37 @@ def test_drop_a_photo_and_error_message(server, page):
     status = page.inner_text("#status")
     assert "Error 422" in status and "not a recognised image" in status
     assert page.locator("#faces li").count() == 0
+
+
+def test_api_docs_render_offline_and_links_go_where_they_say(server, page):
+    """/docs (Swagger UI) and /redoc render with every request outside the server refused, as on a machine
+    without network; the page's footer links lead to the API docs and a readable model page."""
+    base, app = server
+    page.errors.clear()
+    page.external.clear()
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base) else route.abort())
+    try:
+        page.goto(f"{base}/")
+        assert page.get_attribute("footer a[href='/docs']", "href") == "/docs"
+        page.click("footer a[href='/model']")
+        page.wait_for_selector("table.card")
+        assert page.inner_text("h1") == f"Model {app.state.summary['name']}"
+        assert "non-commercial" in page.inner_text("header")
+        assert page.locator("table.card th", has_text="faceage_version").count() == 1
+
+        page.goto(f"{base}/docs")
+        page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+        paths = page.locator(".swagger-ui .opblock-summary-path").all_inner_texts()
+        assert any("/v1/estimate" in p for p in paths), paths
+        shot = os.environ.get("FACEAGE_DOCS_SCREENSHOT")
+        if shot:
+            page.screenshot(path=shot, full_page=False)
+
+        page.goto(f"{base}/redoc")
+        page.wait_for_selector("text=Estimate the ages of the faces in a photo", timeout=30_000)
+        # ReDoc's bundle asks for its own footer logo from its maker's CDN; refused here, it is only not shown
+        logo = [u for u in page.external if u.endswith("/logo-mini.svg")]
+        assert page.external == logo and len(logo) <= 1, page.external
+        assert page.errors == ["Failed to load resource: net::ERR_FAILED"] * len(logo), page.errors
+    finally:
+        page.unroute("**/*")

@@ -6,8 +6,10 @@
   raw request body -> ``{faces, width, height, model, elapsed_ms}``; each face has
   the schema of :meth:`faceage.estimator.FaceAge.to_dict` (and of
   ``faceage predict --json``). Query options ``largest``, ``min_face``, ``fallback``.
-* ``GET /healthz``, ``GET /v1/model`` (summary of the model's record), ``/docs``
-  (OpenAPI) and ``GET /`` (the web page in ``static/``).
+* ``GET /healthz``, ``GET /v1/model`` (summary of the model's record; ``GET /model``: the
+  same as a page), ``/docs`` and ``/redoc`` (OpenAPI, their scripts served from the
+  ``fastapi-offline`` package, so they work without network) and ``GET /`` (the web page in
+  ``static/``).
 
 The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
@@ -19,6 +21,7 @@ the event loop. Every error is JSON ``{"detail": message, "code": word}``.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
 import os
@@ -31,8 +34,9 @@ from typing import Any
 import anyio
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 import faceage
@@ -167,6 +171,31 @@ def model_summary(est, name: str) -> dict[str, Any]:
     }
 
 
+def _rows(value: Any, key: str = "") -> list[tuple[str, Any]]:
+    """Nested mappings flattened to ``(dotted.key, value)`` rows."""
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _rows(v, f"{key}.{k}" if key else str(k))]
+    return [(key, value)]
+
+
+def model_page(summary: dict[str, Any]) -> str:
+    """``GET /model``: the model summary of ``GET /v1/model`` as a readable page (every value escaped)."""
+    rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
+                     "</td></tr>" for k, v in _rows(summary))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>faceage: model {html.escape(summary["name"])}</title><link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/style.css"></head>
+<body><header><h1>Model {html.escape(summary["name"])}</h1>
+<p>{html.escape(summary["arch"])}, {summary["input_size"]} px input, ages {summary["ages"][0]}-{summary["ages"][1]},
+faceage {html.escape(summary["faceage_version"])}. A model's licence follows its training data: the bundled model
+(UTKFace and All-Age-Faces) is for non-commercial research use only.</p></header>
+<main><table class="card">{rows}</table></main>
+<footer><a href="/">photo page</a> &middot; <a href="/v1/model">this page as JSON</a> &middot;
+<a href="/docs">API docs</a> &middot; <a href="/redoc">API reference (ReDoc)</a></footer></body></html>
+"""
+
+
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
@@ -215,7 +244,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI whose /docs and /redoc load their scripts from this server
         title="faceage",
         version=faceage.__version__,
         description=("Age estimation from face photos (MA-SFV2). POST a photo to /v1/estimate; "
@@ -257,6 +286,10 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     @app.get("/v1/model", summary="The model: architecture, preprocessing, training summary, limits")
     async def model_info() -> dict[str, Any]:
         return summary
+
+    @app.get("/model", include_in_schema=False)
+    async def model_card() -> HTMLResponse:
+        return HTMLResponse(model_page(summary), headers={"Content-Security-Policy": CSP})
 
     @app.get("/", include_in_schema=False)
     async def index():
