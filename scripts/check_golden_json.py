@@ -39,6 +39,11 @@ def differences(lines: list[str], golden: dict) -> list[str]:
 
 
 def main() -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog="example: faceage predict tests/data/obama.jpg --json | "
+                                   "python scripts/check_golden_json.py").parse_args()
     golden = json.loads(GOLDEN.read_text())["faces"]["onnx"]
     lines = sys.stdin.read().splitlines()
     problems = differences(lines, golden)

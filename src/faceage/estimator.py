@@ -6,9 +6,11 @@ safe to call from several threads.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -17,8 +19,14 @@ from faceage.scoring import score
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
-from faceage.imageio import load_image
+from faceage.imageio import ImageSource, load_image
 from faceage.views import check_tta
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: aligned face crops: one HxWx3 uint8 array, an (N, H, W, 3) uint8 array or a sequence of HxWx3 arrays
+Crops = Union[np.ndarray, Sequence[np.ndarray]]
 
 DEFAULT_MODEL = "default.safetensors"
 DEFAULT_ONNX = "default.onnx"  # the same model exported by `faceage export`: runs on ONNX Runtime, no PyTorch
@@ -61,7 +69,7 @@ class AgeEstimate:
 
     age: float
     age_interval: tuple[float, float]
-    distribution: np.ndarray  # probabilities of ages 0..100
+    distribution: np.ndarray = field(repr=False)  # probabilities of ages 0..100 (left out of the repr)
 
 
 class AgeEstimator:
@@ -101,7 +109,7 @@ class AgeEstimator:
         """The face pipeline cropping as the model was trained."""
         return self._pipeline
 
-    def score_aligned(self, crops):
+    def score_aligned(self, crops: Crops):
         """:class:`faceage.scoring.Scores` for aligned crops (made with the record's crop spec, or
         network-input sized), resized to the model's input by the one preprocessing path."""
         if isinstance(crops, np.ndarray) and crops.ndim in (2, 3):
@@ -111,7 +119,7 @@ class AgeEstimator:
             (0, self.input_size, self.input_size, 3), np.uint8)
         return score(self.backend, batch, self.tta)
 
-    def predict_aligned(self, crops) -> list[AgeEstimate]:
+    def predict_aligned(self, crops: Crops) -> list[AgeEstimate]:
         """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
         arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
         scores = self.score_aligned(crops)
@@ -120,7 +128,7 @@ class AgeEstimator:
             for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
         ]
 
-    def predict(self, image, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
+    def predict(self, image: ImageSource, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
                 fallback: bool = False) -> list[FaceAge]:
         """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first.
 
@@ -144,6 +152,16 @@ class AgeEstimator:
                     e.age, e.age_interval, round(float(f.score), 3), f.fallback)
             for f, e in zip(faces, ests)
         ]
+
+    def annotate(self, image: ImageSource, faces: Sequence[FaceAge] | None = None, **options) -> Image.Image:
+        """``image`` with each face's box, eyes and ``age (low-high)`` drawn: a PIL image, which Jupyter
+        displays as a picture (``est.annotate("photo.jpg")`` as a cell's last line) and ``.save()`` writes.
+        ``faces``: from an earlier :meth:`predict` of the same image; predicted here (with ``options``,
+        e.g. ``largest=True``) when omitted."""
+        from faceage.annotate import annotate
+
+        faces = self.predict(image, **options) if faces is None else faces  # as predict finds them (reduced JPEG decode)
+        return annotate(load_image(image), faces)
 
     def predict_video(self, video=None, *, camera: int | None = None, every: int = 5, start: float = 0.0,
                       end: float | None = None, **options):
