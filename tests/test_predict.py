@@ -131,9 +131,37 @@ def test_annotate_never_overwrites(small_model, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         Image.open(photo).save(tmp_path / sub / "face.png")
-    assert main(["predict", "-r", str(tmp_path), "--model", str(small_model), "--annotate", str(tmp_path / "a")]) == 0
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["face-1.png", "face-2.png", "face.png"]  # the input a/face.png is left alone
+    before = (tmp_path / "a" / "face.png").read_bytes()
+    assert main(["predict", "-r", str(tmp_path), "--model", str(small_model), "--annotate", str(tmp_path)]) == 0
+    # the layout under the input folder is kept, and the inputs a/face.png and b/face.png are left alone
+    names = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png"))
+    assert names == ["a/face-1.png", "a/face.png", "b/face-1.png", "b/face.png"]
+    assert (tmp_path / "a" / "face.png").read_bytes() == before
+
+
+def test_annotate_keeps_format_and_layout_and_stdin(small_model, tmp_path, monkeypatch, capsys):
+    import io
+
+    photo = fgnet_images(1)[0]
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.open(photo).save(tmp_path / "in" / "sub" / "face.webp")
+    Image.open(photo).convert("RGB").save(tmp_path / "in" / "face.jpeg")
+    assert main(["predict", "-r", str(tmp_path / "in"), "--model", str(small_model), "--annotate",
+                 str(tmp_path / "out"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "out" / "sub" / "face.webp").format == "WEBP"
+    assert Image.open(tmp_path / "out" / "face.jpeg").format == "JPEG"
+    assert capsys.readouterr().err == ""
+
+    # "-": one image from standard input, reported as path "-", annotated in its own format
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "in" / "face.jpeg").read_bytes())))
+    assert main(["predict", "-", "--json", "--model", str(small_model), "--annotate", str(tmp_path / "out2")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["path"] == "-" and len(line["faces"]) == 1
+    assert Image.open(tmp_path / "out2" / "stdin.jpg").format == "JPEG"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"not a photo")))
+    assert main(["predict", "-", "--model", str(small_model)]) == 1
+    assert "-: error:" in capsys.readouterr().err
+    assert main(["predict", "-", str(photo)]) == 2
 
 
 def test_bundled_model_predicts_without_importing_torch(tmp_path):

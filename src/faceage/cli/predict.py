@@ -12,6 +12,7 @@ HELP = "estimate the ages of the faces in photos (files, folders, globs)"
 EPILOG = """examples:
   faceage predict photo.jpg
   faceage predict -r photos/ --json > ages.jsonl
+  curl -s https://example.org/photo.jpg | faceage predict - --json
   faceage predict 'shots/*.png' --largest --annotate annotated/
   faceage predict photo.jpg --model runs/cpu/best.safetensors
   faceage predict group.jpg --min-face 60 --max-faces 10 --detector-option cnn=false
@@ -22,7 +23,12 @@ Text output: one line per face: file, box [left, top, right, bottom], age and it
 "age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. Each file is
 estimated in a worker process: a file that fails (even with a native crash), a missing
 path or a dangling link is reported as that file's error and the run goes on. The exit
-status is 1 when some file could not be read, 0 otherwise.
+status is 1 when some file could not be read, 0 otherwise. PATH - reads one image from
+standard input (reported as path "-").
+
+--annotate DIR: copies with boxes and ages drawn, in the input's format (PNG where Pillow
+cannot write it) and at the input's place under the folder it was found in (DIR/sub/x.jpg
+for photos/sub/x.jpg); an existing input is never overwritten (a number is added).
 
 --output FILE (.parquet, .csv or .jsonl): batch mode (docs/batch.md): --workers
 processes (default: one per core), one row per face plus one per image without a face
@@ -30,9 +36,12 @@ or unreadable; rerunning the same command skips what is done."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders or glob patterns; - reads one image from standard input")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary on standard error (each file's error is still reported)")
     p.add_argument("--largest", action="store_true", help="only the largest face of each image")
     p.add_argument("--min-face", type=int, default=0, help="ignore faces narrower than this many pixels")
     p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
@@ -50,26 +59,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faceage.errors import FaceageError
+
+    stdin = "-" in args.paths
+    if stdin and (len(args.paths) > 1 or args.output is not None or args.workers is not None):
+        raise FaceageError("- (one image from standard input) cannot be combined with other paths or --output")
     if args.output is not None or args.workers is not None:
         from faceage.batch.run import run_cli
 
         return run_cli(args)
     from tqdm import tqdm
 
-    from faceage.errors import FaceageError
     from faceage.estimator import AgeEstimator
     from faceage.imageio import iter_images, load_image
     from faceage.workers import imap_isolated
 
     problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
-    files = list(iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
+    data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
+    files = [Path("-")] if stdin else list(
+        iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
     if not files and not problems:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
     options = dict(args.detector_option)
     AgeEstimator(args.model, tta=args.tta, detector_options=options)  # a bad model or option: one error, first
     failed = 0
     taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
-    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
+    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3 or args.quiet, file=sys.stderr)
 
     def report_error(path, message: str) -> None:
         nonlocal failed
@@ -81,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     for path, problem in problems:
         report_error(path, str(problem))
-    jobs = [(str(p), args.largest, args.min_face, args.max_faces, args.fallback) for p in files]
+    jobs = [(data if stdin else str(p), args.largest, args.min_face, args.max_faces, args.fallback) for p in files]
     results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, options),
                             on_crash=_crashed, suspect=lambda result: result[2])
     for path, (faces, error, _) in zip(files, results):
@@ -101,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
         if args.annotate:
             from faceage.annotate import annotate
 
-            annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
+            source = data if stdin else path
+            save_annotated(annotate(load_image(source), faces), source, Path(args.annotate),
+                           Path("stdin") if stdin else place(path, args.paths), taken)
     bar.close()
-    if failed:
+    if failed and not args.quiet:
         print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
 
@@ -134,9 +151,10 @@ def _estimate(job: tuple[str, bool, int, int | None, bool]) -> tuple[list | None
     from faceage.errors import FaceageError
     from faceage.workers import native_failure, one_line
 
-    path, largest, min_face, max_faces, fallback = job
+    source, largest, min_face, max_faces, fallback = job
+    path = "-" if isinstance(source, bytes) else source  # bytes: the image read from standard input
     try:
-        faces = _ESTIMATOR.predict(path, largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
+        faces = _ESTIMATOR.predict(source, largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
         return faces, None, False
     except FaceageError as exc:
         return None, str(exc), False
@@ -147,14 +165,34 @@ def _estimate(job: tuple[str, bool, int, int | None, bool]) -> tuple[list | None
 def _crashed(job: tuple) -> tuple[None, str, bool]:
     from faceage.workers import CRASH_MESSAGE
 
-    return None, f"{job[0]}: {CRASH_MESSAGE}", True
+    return None, f"{'-' if isinstance(job[0], bytes) else job[0]}: {CRASH_MESSAGE}", True
 
 
-def annotated_path(folder: Path, source: Path, taken: set[Path]) -> Path:
-    """DIR/NAME.png, numbered when the name is taken (by an input or an earlier output)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out, n = folder / f"{source.stem}.png", 1
+def place(path: Path, arguments: list[str]) -> Path:
+    """``path`` relative to the folder argument it was found in (``photos/sub/x.jpg`` -> ``sub/x.jpg``); its
+    name alone for a file or glob argument."""
+    for arg in arguments:
+        root = Path(arg)
+        if root.is_dir() and path.is_relative_to(root):
+            return path.relative_to(root)
+    return Path(path.name)
+
+
+def save_annotated(img, source, folder: Path, relative: Path, taken: set[Path]) -> Path:
+    """Write ``img`` to ``folder/relative`` in the source's format (Pillow's reading of its header; PNG where
+    Pillow cannot write that format), numbered when the name is taken (by an input or an earlier output)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+        fmt = opened.format if opened.format in Image.SAVE else "PNG"
+    suffixes = [s for s, f in Image.registered_extensions().items() if f == fmt]
+    suffix = relative.suffix if relative.suffix.lower() in suffixes else {"JPEG": ".jpg"}.get(fmt, suffixes[0])
+    out, n = folder / relative.with_suffix(suffix), 1
     while out.resolve() in taken:
-        out, n = folder / f"{source.stem}-{n}.png", n + 1
+        out, n = out.with_name(f"{relative.stem}-{n}{suffix}"), n + 1
     taken.add(out.resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     return out
