@@ -58,7 +58,9 @@ def measure(wheel: Path, venv: Path) -> dict:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     t0 = time.perf_counter()
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv sees the wheel and its deps only
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], check=True,
+                   env=env)
     seconds = time.perf_counter() - t0
     site = next((venv / "lib").glob("python3*/site-packages"))
     packages: dict[str, int] = {}
@@ -68,7 +70,7 @@ def measure(wheel: Path, venv: Path) -> dict:
         key = entry.name.removesuffix(".py").split(".")[0]
         packages[key] = packages.get(key, 0) + (disk_bytes(entry) if entry.is_dir() else entry.lstat().st_blocks * 512)
     version = subprocess.run([str(py), "-c", "import faceage; print('faceage', faceage.__version__)"], check=True,
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, env=env).stdout.strip()
     return {"venv_bytes": disk_bytes(venv), "wheel_bytes": wheel.stat().st_size, "install_s": round(seconds, 1),
             "faceage_version": version, "packages": dict(sorted(packages.items(), key=lambda kv: -kv[1]))}
 
