@@ -87,3 +87,11 @@ def test_evaluate_without_plots_writes_the_numbers_and_names_the_extra(tmp_path,
     out = capsys.readouterr().out
     assert "plots skipped" in out and "pip install 'faceage[plots]'" in out
     assert (tmp_path / "report" / "report.json").is_file() and not list((tmp_path / "report").glob("*.png"))
+
+
+def test_predict_video_names_its_extra(monkeypatch):
+    from faceage import AgeEstimator
+
+    hide(monkeypatch, "scipy")
+    with pytest.raises(MissingExtraError, match=r"predict_video needs the 'video' extra \(scipy not installed\)"):
+        AgeEstimator().predict_video("clip.mp4")

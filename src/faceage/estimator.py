@@ -169,6 +169,9 @@ class AgeEstimator:
         fused over time. Iterate the answer for per-frame results (the decoded frame, each face's
         track id, box and fused age so far); its ``.tracks`` are the people found. See
         :mod:`faceage.video` (needs the ``video`` extra) for ``every`` and the other options."""
+        from faceage.extras import require
+
+        require("video", "predict_video")
         from faceage.video.pipeline import analyse_video
 
         return analyse_video(self, video, camera=camera, start=start, end=end, every=every, **options)
