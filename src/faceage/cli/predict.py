@@ -12,7 +12,7 @@ HELP = "estimate the ages of the faces in photos (files, folders, globs)"
 EPILOG = """examples:
   faceage predict photo.jpg
   faceage predict -r photos/ --json > ages.jsonl
-  curl -s https://example.org/photo.jpg | faceage predict - --json
+  cat photo.jpg | faceage predict - --json
   faceage predict 'shots/*.png' --largest --annotate annotated/
   faceage predict photo.jpg --model runs/cpu/best.safetensors
   faceage predict group.jpg --min-face 60 --max-faces 10 --detector-option cnn=false
@@ -186,7 +186,8 @@ def save_annotated(img, source, folder: Path, relative: Path, taken: set[Path]) 
     from PIL import Image
 
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
-        fmt = opened.format if opened.format in Image.SAVE else "PNG"
+        fmt = "JPEG" if opened.format == "MPO" else opened.format  # a camera's multi-picture JPEG: its first
+        fmt = fmt if fmt in Image.SAVE else "PNG"
     suffixes = [s for s, f in Image.registered_extensions().items() if f == fmt]
     suffix = relative.suffix if relative.suffix.lower() in suffixes else {"JPEG": ".jpg"}.get(fmt, suffixes[0])
     out, n = folder / relative.with_suffix(suffix), 1
