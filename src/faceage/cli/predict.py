@@ -186,7 +186,7 @@ def save_annotated(img, source, folder: Path, relative: Path, taken: set[Path]) 
     from PIL import Image
 
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
-        fmt = "JPEG" if opened.format == "MPO" else opened.format  # a camera's multi-picture JPEG: its first
+        fmt = "JPEG" if opened.format == "MPO" else opened.format  # MPO: a camera JPEG with extra pictures
         fmt = fmt if fmt in Image.SAVE else "PNG"
     suffixes = [s for s, f in Image.registered_extensions().items() if f == fmt]
     suffix = relative.suffix if relative.suffix.lower() in suffixes else {"JPEG": ".jpg"}.get(fmt, suffixes[0])
