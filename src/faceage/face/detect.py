@@ -8,8 +8,8 @@ the pass that found the face. Backends are registered by name in
 added without touching callers.
 
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
-public-domain 5-point shape predictor, both dlib model files shipped in
-``faceage/face/dlib_models/`` (:data:`DLIB_MODELS`; eye centre = mean of that eye's two corner points). It works on a copy
+public-domain 5-point shape predictor, shipped (with the MMOD model) in the faceage
+package (eye centre = mean of that eye's two corner points). It works on a copy
 downscaled once so that its longest side is at most ``max_side`` (1000 px: a
 4000-px JPEG is decoded at 1/4 for it), and runs passes from coarse to fine, each
 adding the faces the previous ones could not see (duplicates merged by
