@@ -1,4 +1,4 @@
-"""A missing extra gives one message in every command: what is missing, the pip line, exit status 6.
+"""A missing extra gives one message in every command: what is missing, the pip line, exit status 7.
 
 A module is made missing by ``sys.modules[name] = None``: ``import name`` then fails and
 ``importlib.util.find_spec(name)`` answers None, as for a package that is not installed."""
@@ -37,14 +37,14 @@ def one_message(capsys, extra: str, module: str) -> str:
 ])
 def test_every_command_names_its_missing_extra(argv, extra, module, monkeypatch, capsys):
     hide(monkeypatch, module)
-    assert main(argv) == 6
+    assert main(argv) == 7
     err = one_message(capsys, extra, module)
     assert err.startswith(f"faceage {argv[0]}: error: ")
 
 
 def test_parquet_output_names_its_extra_and_the_formats_without_one(tmp_path, monkeypatch, capsys):
     hide(monkeypatch, "pyarrow")
-    assert main(["predict", str(DATA / "obama.jpg"), "--output", str(tmp_path / "ages.parquet")]) == 6
+    assert main(["predict", str(DATA / "obama.jpg"), "--output", str(tmp_path / "ages.parquet")]) == 7
     assert ".csv or .jsonl" in one_message(capsys, "parquet", "pyarrow")
     assert not (tmp_path / "ages.parquet").exists()
 
@@ -62,7 +62,7 @@ def test_one_wording_and_exit_status(monkeypatch):
     with pytest.raises(MissingExtraError) as exc:
         require("video", "faceage video")
     assert str(exc.value) == "faceage video needs the 'video' extra (av, scipy not installed): pip install 'faceage[video]'"
-    assert exit_code(exc.value) == 6 and isinstance(exc.value, ImportError)
+    assert exit_code(exc.value) == 7 and isinstance(exc.value, ImportError)
     require("video", "faceage video", ("numpy",))  # present: nothing raised
 
 

@@ -3,7 +3,7 @@
 ``pip install faceage`` installs what inference needs (ONNX Runtime, dlib, Pillow, numpy).
 Training, export, video, the server, Parquet output and plots each need an extra; when one
 is missing, :func:`require` raises :class:`MissingExtraError` naming the missing modules and
-the ``pip install`` line, before any work starts. The CLI exits with status 6 on it.
+the ``pip install`` line, before any work starts. The CLI exits with status 7 on it.
 """
 from __future__ import annotations
 

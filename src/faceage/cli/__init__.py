@@ -45,7 +45,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ManifestError: 3,  # a data set or manifest without usable rows
     WeightsError: 4,  # a model file or checkpoint that cannot be used
     ImageError: 5,  # an image given alone that cannot be decoded
-    MissingExtraError: 6,  # an optional dependency is not installed (the message names the pip line)
+    MissingExtraError: 7,  # an optional dependency is not installed (the message names the pip line)
     FaceageError: 2,
     KeyboardInterrupt: 130,
 }
@@ -76,7 +76,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
         "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image;\n"
-        "6 an optional dependency is missing (the message names the 'pip install' line); 130 interrupted",
+        "7 an optional dependency is missing (the message names the 'pip install' line); 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"faceage {__version__}")
