@@ -103,6 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from faceage.errors import ConfigError
     from faceage.experiments.report import command_line
+    from faceage.extras import require
 
     command = command_line()
     if args.experiment is None:
@@ -119,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(res['dropped_rows'])} unreadable rows left out, e.g. {res['dropped_rows'][0]}")
         print(res["histograms"])
         return 0
-
-    from faceage.extras import require
 
     if args.experiment == "compare":
         from faceage.experiments.compare import run_compare

@@ -7,9 +7,8 @@
   the schema of :meth:`faceage.estimator.FaceAge.to_dict` (and of
   ``faceage predict --json``). Query options ``largest``, ``min_face``, ``fallback``.
 * ``GET /healthz``, ``GET /v1/model`` (summary of the model's record; ``GET /model``: the
-  same as a page), ``/docs`` and ``/redoc`` (OpenAPI, their scripts served from the
-  ``fastapi-offline`` package, so they work without network) and ``GET /`` (the web page in
-  ``static/``).
+  same as a page), ``/docs`` and ``/redoc`` (OpenAPI; :mod:`faceage.serve.docs`: they work
+  without network) and ``GET /`` (the web page in ``static/``).
 
 The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
@@ -36,12 +35,12 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 import faceage
 from faceage.errors import FaceageError
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
+from faceage.serve.docs import add_offline_docs
 from faceage.serve.errors import install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
                                   RequestSlots, SecurityHeaders, release_memory)
@@ -185,7 +184,7 @@ def model_page(summary: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>faceage: model {html.escape(summary["name"])}</title><link rel="icon" href="data:,">
-<link rel="stylesheet" href="/static/style.css"></head>
+<link rel="stylesheet" href="/static/style.css"><link rel="stylesheet" href="/static/model.css"></head>
 <body><header><h1>Model {html.escape(summary["name"])}</h1>
 <p>{html.escape(summary["arch"])}, {summary["input_size"]} px input, ages {summary["ages"][0]}-{summary["ages"][1]},
 faceage {html.escape(summary["faceage_version"])}. A model's licence follows its training data: the bundled model
@@ -244,11 +243,12 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
 
-    app = FastAPIOffline(  # FastAPI whose /docs and /redoc load their scripts from this server
+    app = FastAPI(
         title="faceage",
         version=faceage.__version__,
         description=("Age estimation from face photos (MA-SFV2). POST a photo to /v1/estimate; "
                      "the web page is at /."),
+        docs_url=None, redoc_url=None,  # add_offline_docs: the same pages without a CDN
     )
     app.state.estimator = est
     app.state.summary = summary
@@ -286,6 +286,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     @app.get("/v1/model", summary="The model: architecture, preprocessing, training summary, limits")
     async def model_info() -> dict[str, Any]:
         return summary
+
+    add_offline_docs(app)
 
     @app.get("/model", include_in_schema=False)
     async def model_card() -> HTMLResponse:
