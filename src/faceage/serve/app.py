@@ -6,9 +6,8 @@
   raw request body -> ``{faces, width, height, model, elapsed_ms}``; each face has
   the schema of :meth:`faceage.estimator.FaceAge.to_dict` (and of
   ``faceage predict --json``). Query options ``largest``, ``min_face``, ``fallback``.
-* ``GET /healthz``, ``GET /v1/model`` (summary of the model's record; ``GET /model``: the
-  same as a page), ``/docs`` and ``/redoc`` (OpenAPI; :mod:`faceage.serve.docs`: they work
-  without network) and ``GET /`` (the web page in ``static/``).
+* ``GET /healthz``, ``GET /v1/model`` (summary of the model's record), ``/docs``
+  (OpenAPI) and ``GET /`` (the web page in ``static/``).
 
 The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
@@ -40,7 +39,6 @@ from pydantic import BaseModel, Field
 import faceage
 from faceage.errors import FaceageError
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
-from faceage.serve.docs import add_offline_docs
 from faceage.serve.errors import install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
                                   RequestSlots, SecurityHeaders, release_memory)
@@ -287,9 +285,11 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     async def model_info() -> dict[str, Any]:
         return summary
 
+    from faceage.serve.docs import add_offline_docs  # /docs and /redoc without a CDN
+
     add_offline_docs(app)
 
-    @app.get("/model", include_in_schema=False)
+    @app.get("/model", include_in_schema=False)  # GET /v1/model as a readable page
     async def model_card() -> HTMLResponse:
         return HTMLResponse(model_page(summary), headers={"Content-Security-Policy": CSP})
 
