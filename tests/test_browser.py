@@ -160,6 +160,8 @@ def test_api_docs_render_offline_and_links_go_where_they_say(server, page):
         # ReDoc's bundle asks for its own footer logo from its maker's CDN; refused here, it is only not shown
         logo = [u for u in page.external if u.endswith("/logo-mini.svg")]
         assert page.external == logo and len(logo) <= 1, page.external
-        assert page.errors == ["Failed to load resource: net::ERR_FAILED"] * len(logo), page.errors
+        # its console line for the refused logo may come before or after this point; nothing else may
+        assert len(page.errors) <= len(logo) and set(page.errors) <= {"Failed to load resource: net::ERR_FAILED"}, \
+            page.errors
     finally:
         page.unroute("**/*")
