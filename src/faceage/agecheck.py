@@ -1,0 +1,387 @@
+"""Age checks: "is this person at least ``over``?" answered ``pass`` or ``refer`` (numpy only).
+
+A check reads the probability that the age is at least ``over`` off the face's scored age
+distribution (:attr:`faceage.scoring.Scores.probs`, the record's prior correction included),
+maps it through a calibration fitted on validation data (so that of faces with ``p_over``
+near 0.9 about 90% really are over), and compares it with a threshold chosen on the same
+validation data so that at most ``max_share`` (default 1%) of the people just under the
+threshold (aged ``over - 5`` to ``over - 1``) pass. A model record carries one
+:class:`AgeCheckPolicy` per threshold (``ModelRecord.age_checks``) with the validation
+figures behind it; :func:`fit_policy` makes one from any labelled faces.
+
+What it is not: a certification. The figures are measured rates on public data sets; who
+is referred most, and how often minors pass outside those sets, is in ``docs/age-checks.md``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from faceage.errors import ConfigError
+
+#: the thresholds a bundled model carries policies for
+STANDARD_THRESHOLDS = (13, 16, 18, 21, 25)
+DEFAULT_MAX_SHARE = 0.01
+#: years just under the threshold whose pass rate the policy bounds: over-5 .. over-1
+DEFAULT_BAND = 5
+CALIBRATIONS = ("platt", "isotonic")
+#: p_over is clipped to [EPS, 1 - EPS] before its logit is taken
+EPS = 1e-7
+ECE_BINS = 10
+
+
+# ------------------------------------------------------------------------------------ statistics
+def p_over(probs: np.ndarray, over: int) -> np.ndarray:
+    """P(age >= over) per row of an (N, C) age distribution over the whole ages 0..C-1."""
+    probs = np.asarray(probs, np.float64)
+    if not 1 <= int(over) < probs.shape[-1]:
+        raise ValueError(f"over={over}: an age check needs a threshold in 1..{probs.shape[-1] - 1}")
+    return np.clip(probs[:, int(over):].sum(axis=1), 0.0, 1.0)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a share k/n; (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: |observed share - mean p| per equal-width bin, weighted by rows."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(y[m].mean() - p[m].mean())
+    return float(total / p.size)
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width bin: rows, mean p and the observed share over (for the reliability diagram)."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    return [{"bin": [b / bins, (b + 1) / bins], "n": int((idx == b).sum()),
+             "mean_p": float(p[idx == b].mean()) if (idx == b).any() else None,
+             "observed": float(y[idx == b].mean()) if (idx == b).any() else None} for b in range(bins)]
+
+
+# ------------------------------------------------------------------------------------ calibration
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map raw p_over -> calibrated p_over.
+
+    ``platt``: sigmoid(a * logit(p) + b) (a > 0; a < 1 softens an over-confident model);
+    ``isotonic``: linear interpolation through the knots (x, y), both non-decreasing."""
+
+    method: str
+    a: float = 1.0
+    b: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, np.float64)
+        if self.method == "platt":
+            return _sigmoid(self.a * _logit(p) + self.b)
+        return np.interp(p, self.x, self.y)
+
+    def to_dict(self) -> dict:
+        if self.method == "platt":
+            return {"method": "platt", "a": self.a, "b": self.b}
+        return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, d) -> "Calibration":
+        """A checked calibration; ValueError says what is wrong."""
+        if not isinstance(d, dict) or d.get("method") not in CALIBRATIONS:
+            raise ValueError(f"calibration must be an object with method {' or '.join(CALIBRATIONS)}")
+        if d["method"] == "platt":
+            a, b = _finite(d.get("a"), "calibration.a"), _finite(d.get("b"), "calibration.b")
+            if a <= 0:
+                raise ValueError(f"calibration.a must be positive (a monotone map), not {a}")
+            return cls("platt", a=a, b=b)
+        x, y = d.get("x"), d.get("y")
+        if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or len(x) < 2:
+            raise ValueError("isotonic calibration needs lists x and y of the same length (at least 2)")
+        x = tuple(_finite(v, "calibration.x") for v in x)
+        y = tuple(_finite(v, "calibration.y") for v in y)
+        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or min(x + y) < 0 or max(x + y) > 1:
+            raise ValueError("isotonic calibration knots must be non-decreasing and within 0..1")
+        return cls("isotonic", x=x, y=y)
+
+
+def _finite(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
+    """Logistic regression of y on logit(p): damped Newton steps on the log-loss (a tiny ridge keeps
+    separable data finite)."""
+    x = _logit(p)
+    y = np.asarray(y, np.float64)
+    X = np.stack([x, np.ones_like(x)], axis=1)
+    ridge = 1e-4
+
+    def loss(w: np.ndarray) -> float:
+        z = X @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * w @ w)
+
+    w = np.array([1.0, 0.0])
+    cur = loss(w)
+    for _ in range(100):
+        q = _sigmoid(X @ w)
+        grad = X.T @ (q - y) + ridge * w
+        hess = (X * (q * (1 - q))[:, None]).T @ X + ridge * np.eye(2)
+        step, t = np.linalg.solve(hess, grad), 1.0
+        while t > 1e-8 and loss(w - t * step) > cur:  # halve the step until the loss falls
+            t /= 2
+        w, prev = w - t * step, cur
+        cur = loss(w)
+        if prev - cur < 1e-10 * max(1.0, abs(cur)):
+            break
+    if not w[0] > 0:
+        raise ValueError("p_over does not rise with the true share over the threshold on these rows: "
+                         "the model cannot separate them, so no monotone calibration exists")
+    return Calibration("platt", a=float(w[0]), b=float(w[1]))
+
+
+def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibration:
+    """Pool-adjacent-violators: the non-decreasing step function closest to y, as interpolation knots."""
+    order = np.argsort(p, kind="stable")
+    xs, ys = np.asarray(p, np.float64)[order], np.asarray(y, np.float64)[order]
+    vals, wts, xs_lo, xs_hi = [], [], [], []
+    for xv, yv in zip(xs, ys):
+        vals.append(yv), wts.append(1.0), xs_lo.append(xv), xs_hi.append(xv)
+        while len(vals) > 1 and vals[-2] >= vals[-1]:
+            w = wts[-2] + wts[-1]
+            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+            wts[-2], xs_hi[-2] = w, xs_hi[-1]
+            del vals[-1], wts[-1], xs_lo[-1], xs_hi[-1]
+    kx, ky = [], []
+    for lo, hi, v in zip(xs_lo, xs_hi, vals):  # each block is flat from its first to its last p
+        kx += [lo, hi]
+        ky += [v, v]
+    kx, ky = np.maximum.accumulate(np.clip(kx, 0, 1)), np.clip(ky, 0, 1)
+    if len(kx) < 2:
+        kx, ky = np.array([0.0, 1.0]), np.array([ky[0], ky[0]])
+    return Calibration("isotonic", x=tuple(map(float, kx)), y=tuple(map(float, ky)))
+
+
+FITTERS = {"platt": fit_platt, "isotonic": fit_isotonic}
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[str, dict]:
+    """The method with the lower cross-validated ECE (fitted on 4/5 of the rows, measured on the fifth),
+    so the choice is not rewarded for memorising the rows it is scored on; ties go to Platt, the smoother map."""
+    order = np.random.default_rng(seed).permutation(len(p))
+    parts = np.array_split(order, folds)
+    scores = {}
+    for method, fit in FITTERS.items():
+        out = np.empty(len(p))
+        for k in range(folds):
+            held = parts[k]
+            rest = np.concatenate([parts[j] for j in range(folds) if j != k])
+            out[held] = fit(p[rest], y[rest])(p[held])
+        scores[method] = ece(out, y)
+    best = min(CALIBRATIONS, key=lambda m: (round(scores[m], 6), CALIBRATIONS.index(m)))
+    return best, {m: round(v, 5) for m, v in scores.items()}
+
+
+# ------------------------------------------------------------------------------------ policies
+@dataclass(frozen=True)
+class AgeCheckPolicy:
+    """How an "over N" check decides: pass when the calibrated p_over >= ``threshold``.
+
+    ``threshold`` was chosen so that at most ``max_share`` of the validation faces aged
+    ``band[0]..band[1]`` passed; ``validation`` holds the figures behind it."""
+
+    over: int
+    threshold: float
+    calibration: Calibration
+    max_share: float = DEFAULT_MAX_SHARE
+    band: tuple[int, int] = (0, 0)
+    validation: dict = field(default_factory=dict)
+
+    def calibrated(self, p_raw: np.ndarray) -> np.ndarray:
+        return self.calibration(p_raw)
+
+    def decide(self, p_cal: float) -> str:
+        return "pass" if p_cal >= self.threshold else "refer"
+
+    def summary(self) -> dict:
+        """What a caller needs to know about the policy (not the full validation figures)."""
+        return {"over": self.over, "threshold": self.threshold, "max_share": self.max_share,
+                "band": list(self.band), "calibration": self.calibration.method}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["band"] = list(self.band)
+        d["calibration"] = self.calibration.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d, num_classes: int = 101) -> "AgeCheckPolicy":
+        """A checked policy; ValueError names the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError("an age-check policy must be an object")
+        unknown = sorted(set(d) - {"over", "threshold", "calibration", "max_share", "band", "validation"})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        over = d.get("over")
+        if isinstance(over, bool) or not isinstance(over, int) or not 1 <= over < num_classes:
+            raise ValueError(f"over must be a whole age in 1..{num_classes - 1}, not {over!r}")
+        threshold = _finite(d.get("threshold"), "threshold")
+        max_share = _finite(d.get("max_share", DEFAULT_MAX_SHARE), "max_share")
+        if not 0 <= threshold <= 1 or not 0 < max_share < 1:
+            raise ValueError(f"threshold must be in 0..1 and max_share in (0, 1), not {threshold}, {max_share}")
+        band = d.get("band", [0, 0])
+        if (not isinstance(band, list) or len(band) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                    for v in band) or band[0] > band[1]):
+            raise ValueError(f"band must be [first age, last age], not {band!r}")
+        validation = d.get("validation", {})
+        if not isinstance(validation, dict):
+            raise ValueError("validation must be an object")
+        return cls(over, threshold, Calibration.from_dict(d.get("calibration")), max_share, tuple(band), validation)
+
+
+def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
+    """A record's ``age_checks`` JSON ({"18": policy, ...} or null) -> {18: AgeCheckPolicy}; ValueError if bad."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("age_checks must be an object {threshold: policy} or null")
+    out = {}
+    for key, d in value.items():
+        try:
+            policy = AgeCheckPolicy.from_dict(d, num_classes)
+        except ValueError as exc:
+            raise ValueError(f"age_checks[{key}]: {exc}") from None
+        if str(policy.over) != str(key):
+            raise ValueError(f"age_checks[{key}] holds the policy for over={policy.over}")
+        out[policy.over] = policy
+    return dict(sorted(out.items()))
+
+
+def pass_threshold(p_band: np.ndarray, max_share: float) -> float:
+    """The lowest threshold at which at most ``max_share`` of ``p_band`` pass (p >= threshold): halfway
+    between the largest value that must be refused and the next larger one (1.0 above the largest)."""
+    if p_band.size == 0:
+        raise ValueError("no validation face in the band under the threshold: the pass rate cannot be bounded")
+    desc = np.sort(np.asarray(p_band, np.float64))[::-1]
+    refuse = desc[int(math.floor(max_share * desc.size + 1e-9))]  # the top floor(share * n) may pass
+    if refuse >= 1.0:
+        raise ValueError("the calibrated p_over is 1 for too many faces under the threshold: no threshold "
+                         "can bound their pass rate")
+    above = desc[desc > refuse]
+    return float(refuse + ((above.min() if above.size else 1.0) - refuse) / 2)
+
+
+def passed(p_cal: np.ndarray, threshold: float, rows: np.ndarray) -> dict:
+    """{n, passed, share, wilson} of ``rows``."""
+    n = int(rows.sum())
+    k = int((p_cal[rows] >= threshold).sum())
+    lo, hi = wilson(k, n)
+    return {"n": n, "passed": k, "share": round(k / n, 5) if n else None, "wilson95": [round(lo, 5), round(hi, 5)]}
+
+
+AGE_BANDS = {"6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25+": (25, 200)}
+
+
+def band_rows(ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return (ages >= lo) & (ages <= hi)
+
+
+def fit_policy(p_raw: np.ndarray, ages: np.ndarray, over: int, *, max_share: float = DEFAULT_MAX_SHARE,
+               band: int = DEFAULT_BAND, calibration: str = "auto", data: str = "") -> AgeCheckPolicy:
+    """A policy for "over ``over``" from raw p_over of labelled faces (validation rows, never test rows).
+
+    The calibration (``auto``: the lower cross-validated ECE of Platt and isotonic) is fitted on every
+    row; the threshold lets at most ``max_share`` of the rows aged ``over - band .. over - 1`` pass."""
+    p_raw, ages = np.asarray(p_raw, np.float64), np.asarray(ages)
+    if p_raw.shape != ages.shape or p_raw.ndim != 1:
+        raise ValueError("p_raw and ages must be 1-D and of the same length")
+    if not 0 < max_share < 1:
+        raise ValueError(f"max_share must be in (0, 1), not {max_share}")
+    y = (ages >= over).astype(np.float64)
+    if y.min() == y.max():
+        raise ValueError(f"every face is {'over' if y[0] else 'under'} {over}: a calibration needs both")
+    cv = {}
+    if calibration == "auto":
+        calibration, cv = choose_calibration(p_raw, y)
+    if calibration not in FITTERS:
+        raise ValueError(f"calibration must be auto, {' or '.join(CALIBRATIONS)}, not {calibration!r}")
+    cal = FITTERS[calibration](p_raw, y)
+    p_cal = cal(p_raw)
+    lo = max(0, over - band)
+    in_band = band_rows(ages, lo, over - 1)
+    threshold = pass_threshold(p_cal[in_band], max_share)
+    figures = {
+        "data": data, "n": int(ages.size),
+        "ece_raw": round(ece(p_raw, y), 5), "ece_calibrated": round(ece(p_cal, y), 5),
+        "ece_cross_validated": cv,
+        "band": passed(p_cal, threshold, in_band),
+        "adults": passed(p_cal, threshold, ages >= over),
+        "ages": {name: passed(p_cal, threshold, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
+    }
+    return AgeCheckPolicy(int(over), threshold, cal, float(max_share), (lo, over - 1), figures)
+
+
+class NoPolicyError(ConfigError):
+    """The model carries no policy for this threshold."""
+
+    code = "no_policy"
+
+
+def policy_for(record, over: int) -> AgeCheckPolicy:
+    """The record's policy for ``over``, or an error that says which thresholds it has and what to do."""
+    policies = getattr(record, "age_checks", None) or {}
+    if int(over) in policies:
+        return policies[int(over)]
+    have = ", ".join(map(str, policies)) or "none"
+    raise NoPolicyError(f"this model has no age-check policy for over={over} (it has: {have}); use one of those, "
+                        "or fit a policy on labelled faces (faceage check --fit-on MANIFEST, or "
+                        "faceage.agecheck.fit_policy) and pass it as policy=")
+
+
+@dataclass(frozen=True)
+class AgeCheck:
+    """One face's answer to "at least ``policy.over``?"."""
+
+    box: tuple[int, int, int, int] | None  # as in FaceAge; None for an aligned crop
+    age: float  # the point estimate, one decimal (as predict gives it)
+    p_over: float  # calibrated P(age >= over)
+    decision: str  # "pass" or "refer"
+    policy: AgeCheckPolicy
+
+    def to_dict(self) -> dict:
+        return {"box": None if self.box is None else list(self.box), "age": self.age,
+                "p_over": round(self.p_over, 4), "decision": self.decision}
+
+
+def checks(scores, policy: AgeCheckPolicy, boxes=None) -> list[AgeCheck]:
+    """AgeCheck per row of :class:`faceage.scoring.Scores` (``boxes``: one per row, or None)."""
+    p = policy.calibrated(p_over(scores.probs, policy.over))
+    boxes = [None] * len(p) if boxes is None else boxes
+    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(q)), policy)
+            for b, a, q in zip(boxes, scores.age, p)]
