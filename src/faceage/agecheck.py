@@ -1,11 +1,13 @@
 """Age checks: "is this person at least ``over``?" answered ``pass`` or ``refer`` (numpy only).
 
-A check reads the probability that the age is at least ``over`` off the face's scored age
-distribution (:attr:`faceage.scoring.Scores.probs`, the record's prior correction included),
-maps it through a calibration fitted on validation data (so that of faces with ``p_over``
-near 0.9 about 90% really are over), and compares it with a threshold chosen on the same
+A check reads the odds that the age is at least ``over`` off the face's scored age
+distribution (the logits of :func:`faceage.scoring.score`, the record's prior correction included;
+as log-odds, so that an over-confident network's 0.9999999 and 0.999999999 stay apart), maps them
+through a calibration fitted on validation data (so that of faces with ``p_over`` near 0.9 about
+90% really are over), and passes a face when those odds reach a threshold chosen on the same
 validation data so that at most ``max_share`` (default 1%) of the people just under the
-threshold (aged ``over - 5`` to ``over - 1``) pass. A model record carries one
+threshold (aged ``over - 5`` to ``over - 1``) pass. The calibration is monotone, so the
+threshold is the same on the raw odds and on the calibrated ``p_over``; it is stored as both. A model record carries one
 :class:`AgeCheckPolicy` per threshold (``ModelRecord.age_checks``) with the validation
 figures behind it; :func:`fit_policy` makes one from any labelled faces.
 
@@ -27,23 +29,27 @@ DEFAULT_MAX_SHARE = 0.01
 #: years just under the threshold whose pass rate the policy bounds: over-5 .. over-1
 DEFAULT_BAND = 5
 CALIBRATIONS = ("platt", "isotonic")
-#: p_over is clipped to [EPS, 1 - EPS] before its logit is taken
-EPS = 1e-7
 ECE_BINS = 10
 
 
 # ------------------------------------------------------------------------------------ statistics
-def p_over(probs: np.ndarray, over: int) -> np.ndarray:
-    """P(age >= over) per row of an (N, C) age distribution over the whole ages 0..C-1."""
-    probs = np.asarray(probs, np.float64)
-    if not 1 <= int(over) < probs.shape[-1]:
-        raise ValueError(f"over={over}: an age check needs a threshold in 1..{probs.shape[-1] - 1}")
-    return np.clip(probs[:, int(over):].sum(axis=1), 0.0, 1.0)
+def over_logit(logits: np.ndarray, over: int) -> np.ndarray:
+    """log P(age >= over) - log P(age < over) per row of (N, C) logits over the whole ages 0..C-1
+    (the raw p_over is its sigmoid)."""
+    z = np.asarray(logits, np.float64)
+    if not 1 <= int(over) < z.shape[-1]:
+        raise ValueError(f"over={over}: an age check needs a threshold in 1..{z.shape[-1] - 1}")
+    return _logsumexp(z[:, int(over):]) - _logsumexp(z[:, :int(over)])
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
+def raw_p_over(z: np.ndarray) -> np.ndarray:
+    """The network's own P(age >= over), before calibration, from :func:`over_logit`'s log-odds."""
+    return _sigmoid(z)
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(axis=1, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -87,10 +93,10 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict
 # ------------------------------------------------------------------------------------ calibration
 @dataclass(frozen=True)
 class Calibration:
-    """A monotone map raw p_over -> calibrated p_over.
+    """A monotone map from the raw log-odds z of being over (:func:`over_logit`) to the calibrated p_over.
 
-    ``platt``: sigmoid(a * logit(p) + b) (a > 0; a < 1 softens an over-confident model);
-    ``isotonic``: linear interpolation through the knots (x, y), both non-decreasing."""
+    ``platt``: sigmoid(a * z + b) (a > 0; a < 1 softens an over-confident model);
+    ``isotonic``: linear interpolation through the knots (x: log-odds, y: p), both non-decreasing."""
 
     method: str
     a: float = 1.0
@@ -98,11 +104,11 @@ class Calibration:
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
 
-    def __call__(self, p: np.ndarray) -> np.ndarray:
-        p = np.asarray(p, np.float64)
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, np.float64)
         if self.method == "platt":
-            return _sigmoid(self.a * _logit(p) + self.b)
-        return np.interp(p, self.x, self.y)
+            return _sigmoid(self.a * z + self.b)
+        return np.interp(z, self.x, self.y)
 
     def to_dict(self) -> dict:
         if self.method == "platt":
@@ -124,8 +130,8 @@ class Calibration:
             raise ValueError("isotonic calibration needs lists x and y of the same length (at least 2)")
         x = tuple(_finite(v, "calibration.x") for v in x)
         y = tuple(_finite(v, "calibration.y") for v in y)
-        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or min(x + y) < 0 or max(x + y) > 1:
-            raise ValueError("isotonic calibration knots must be non-decreasing and within 0..1")
+        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or min(y) < 0 or max(y) > 1:
+            raise ValueError("isotonic calibration knots must be non-decreasing, and y within 0..1")
         return cls("isotonic", x=x, y=y)
 
 
@@ -135,10 +141,10 @@ def _finite(v, name: str) -> float:
     return float(v)
 
 
-def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
-    """Logistic regression of y on logit(p): damped Newton steps on the log-loss (a tiny ridge keeps
-    separable data finite)."""
-    x = _logit(p)
+def fit_platt(z: np.ndarray, y: np.ndarray) -> Calibration:
+    """Logistic regression of y on the raw log-odds z: damped Newton steps on the log-loss (a tiny ridge
+    keeps separable data finite)."""
+    x = np.asarray(z, np.float64)
     y = np.asarray(y, np.float64)
     X = np.stack([x, np.ones_like(x)], axis=1)
     ridge = 1e-4
@@ -166,10 +172,10 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
     return Calibration("platt", a=float(w[0]), b=float(w[1]))
 
 
-def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibration:
-    """Pool-adjacent-violators: the non-decreasing step function closest to y, as interpolation knots."""
-    order = np.argsort(p, kind="stable")
-    xs, ys = np.asarray(p, np.float64)[order], np.asarray(y, np.float64)[order]
+def fit_isotonic(z: np.ndarray, y: np.ndarray) -> Calibration:
+    """Pool-adjacent-violators: the non-decreasing step function of z closest to y, as interpolation knots."""
+    order = np.argsort(z, kind="stable")
+    xs, ys = np.asarray(z, np.float64)[order], np.asarray(y, np.float64)[order]
     vals, wts, xs_lo, xs_hi = [], [], [], []
     for xv, yv in zip(xs, ys):
         vals.append(yv), wts.append(1.0), xs_lo.append(xv), xs_hi.append(xv)
@@ -182,27 +188,25 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibration:
     for lo, hi, v in zip(xs_lo, xs_hi, vals):  # each block is flat from its first to its last p
         kx += [lo, hi]
         ky += [v, v]
-    kx, ky = np.maximum.accumulate(np.clip(kx, 0, 1)), np.clip(ky, 0, 1)
-    if len(kx) < 2:
-        kx, ky = np.array([0.0, 1.0]), np.array([ky[0], ky[0]])
+    kx, ky = np.asarray(kx), np.clip(ky, 0, 1)
     return Calibration("isotonic", x=tuple(map(float, kx)), y=tuple(map(float, ky)))
 
 
 FITTERS = {"platt": fit_platt, "isotonic": fit_isotonic}
 
 
-def choose_calibration(p: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[str, dict]:
+def choose_calibration(z: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[str, dict]:
     """The method with the lower cross-validated ECE (fitted on 4/5 of the rows, measured on the fifth),
     so the choice is not rewarded for memorising the rows it is scored on; ties go to Platt, the smoother map."""
-    order = np.random.default_rng(seed).permutation(len(p))
+    order = np.random.default_rng(seed).permutation(len(z))
     parts = np.array_split(order, folds)
     scores = {}
     for method, fit in FITTERS.items():
-        out = np.empty(len(p))
+        out = np.empty(len(z))
         for k in range(folds):
             held = parts[k]
             rest = np.concatenate([parts[j] for j in range(folds) if j != k])
-            out[held] = fit(p[rest], y[rest])(p[held])
+            out[held] = fit(z[rest], y[rest])(z[held])
         scores[method] = ece(out, y)
     best = min(CALIBRATIONS, key=lambda m: (round(scores[m], 6), CALIBRATIONS.index(m)))
     return best, {m: round(v, 5) for m, v in scores.items()}
@@ -211,27 +215,30 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, folds: int = 5, seed: int =
 # ------------------------------------------------------------------------------------ policies
 @dataclass(frozen=True)
 class AgeCheckPolicy:
-    """How an "over N" check decides: pass when the calibrated p_over >= ``threshold``.
+    """How an "over N" check decides: pass when the raw log-odds of being over reach ``logit_threshold``
+    (the same as: when the calibrated p_over reaches ``threshold``, the calibration being monotone).
 
-    ``threshold`` was chosen so that at most ``max_share`` of the validation faces aged
+    The threshold was chosen so that at most ``max_share`` of the validation faces aged
     ``band[0]..band[1]`` passed; ``validation`` holds the figures behind it."""
 
     over: int
-    threshold: float
+    logit_threshold: float
+    threshold: float  # calibrated p_over at logit_threshold (for people; logit_threshold decides)
     calibration: Calibration
     max_share: float = DEFAULT_MAX_SHARE
     band: tuple[int, int] = (0, 0)
     validation: dict = field(default_factory=dict)
 
-    def calibrated(self, p_raw: np.ndarray) -> np.ndarray:
-        return self.calibration(p_raw)
+    def calibrated(self, z: np.ndarray) -> np.ndarray:
+        return self.calibration(z)
 
-    def decide(self, p_cal: float) -> str:
-        return "pass" if p_cal >= self.threshold else "refer"
+    def decide(self, z: float) -> str:
+        return "pass" if z >= self.logit_threshold else "refer"
 
     def summary(self) -> dict:
         """What a caller needs to know about the policy (not the full validation figures)."""
-        return {"over": self.over, "threshold": self.threshold, "max_share": self.max_share,
+        return {"over": self.over, "threshold": self.threshold, "logit_threshold": self.logit_threshold,
+                "max_share": self.max_share,
                 "band": list(self.band), "calibration": self.calibration.method}
 
     def to_dict(self) -> dict:
@@ -245,12 +252,14 @@ class AgeCheckPolicy:
         """A checked policy; ValueError names the bad field."""
         if not isinstance(d, dict):
             raise ValueError("an age-check policy must be an object")
-        unknown = sorted(set(d) - {"over", "threshold", "calibration", "max_share", "band", "validation"})
+        unknown = sorted(set(d) - {"over", "logit_threshold", "threshold", "calibration", "max_share", "band",
+                                   "validation"})
         if unknown:
             raise ValueError(f"unknown fields {unknown}")
         over = d.get("over")
         if isinstance(over, bool) or not isinstance(over, int) or not 1 <= over < num_classes:
             raise ValueError(f"over must be a whole age in 1..{num_classes - 1}, not {over!r}")
+        logit_threshold = _finite(d.get("logit_threshold"), "logit_threshold")
         threshold = _finite(d.get("threshold"), "threshold")
         max_share = _finite(d.get("max_share", DEFAULT_MAX_SHARE), "max_share")
         if not 0 <= threshold <= 1 or not 0 < max_share < 1:
@@ -262,7 +271,7 @@ class AgeCheckPolicy:
         validation = d.get("validation", {})
         if not isinstance(validation, dict):
             raise ValueError("validation must be an object")
-        return cls(over, threshold, Calibration.from_dict(d.get("calibration")), max_share, tuple(band), validation)
+        return cls(over, logit_threshold, threshold, Calibration.from_dict(d.get("calibration")), max_share, tuple(band), validation)
 
 
 def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
@@ -283,24 +292,21 @@ def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
     return dict(sorted(out.items()))
 
 
-def pass_threshold(p_band: np.ndarray, max_share: float) -> float:
-    """The lowest threshold at which at most ``max_share`` of ``p_band`` pass (p >= threshold): halfway
-    between the largest value that must be refused and the next larger one (1.0 above the largest)."""
-    if p_band.size == 0:
+def pass_threshold(z_band: np.ndarray, max_share: float) -> float:
+    """The lowest threshold at which at most ``max_share`` of ``z_band`` pass (z >= threshold): halfway
+    between the largest value that must be refused and the next larger one (+1 above the largest)."""
+    if z_band.size == 0:
         raise ValueError("no validation face in the band under the threshold: the pass rate cannot be bounded")
-    desc = np.sort(np.asarray(p_band, np.float64))[::-1]
+    desc = np.sort(np.asarray(z_band, np.float64))[::-1]
     refuse = desc[int(math.floor(max_share * desc.size + 1e-9))]  # the top floor(share * n) may pass
-    if refuse >= 1.0:
-        raise ValueError("the calibrated p_over is 1 for too many faces under the threshold: no threshold "
-                         "can bound their pass rate")
     above = desc[desc > refuse]
-    return float(refuse + ((above.min() if above.size else 1.0) - refuse) / 2)
+    return float(refuse + ((above.min() - refuse) / 2 if above.size else 1.0))
 
 
-def passed(p_cal: np.ndarray, threshold: float, rows: np.ndarray) -> dict:
-    """{n, passed, share, wilson} of ``rows``."""
+def passed(z: np.ndarray, threshold: float, rows: np.ndarray) -> dict:
+    """{n, passed, share, wilson} of ``rows`` (passed: z >= threshold)."""
     n = int(rows.sum())
-    k = int((p_cal[rows] >= threshold).sum())
+    k = int((z[rows] >= threshold).sum())
     lo, hi = wilson(k, n)
     return {"n": n, "passed": k, "share": round(k / n, 5) if n else None, "wilson95": [round(lo, 5), round(hi, 5)]}
 
@@ -312,15 +318,16 @@ def band_rows(ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return (ages >= lo) & (ages <= hi)
 
 
-def fit_policy(p_raw: np.ndarray, ages: np.ndarray, over: int, *, max_share: float = DEFAULT_MAX_SHARE,
+def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float = DEFAULT_MAX_SHARE,
                band: int = DEFAULT_BAND, calibration: str = "auto", data: str = "") -> AgeCheckPolicy:
-    """A policy for "over ``over``" from raw p_over of labelled faces (validation rows, never test rows).
+    """A policy for "over ``over``" from the raw log-odds z (:func:`over_logit`) of labelled faces
+    (validation rows, never test rows).
 
     The calibration (``auto``: the lower cross-validated ECE of Platt and isotonic) is fitted on every
     row; the threshold lets at most ``max_share`` of the rows aged ``over - band .. over - 1`` pass."""
-    p_raw, ages = np.asarray(p_raw, np.float64), np.asarray(ages)
-    if p_raw.shape != ages.shape or p_raw.ndim != 1:
-        raise ValueError("p_raw and ages must be 1-D and of the same length")
+    z, ages = np.asarray(z, np.float64), np.asarray(ages)
+    if z.shape != ages.shape or z.ndim != 1:
+        raise ValueError("z and ages must be 1-D and of the same length")
     if not 0 < max_share < 1:
         raise ValueError(f"max_share must be in (0, 1), not {max_share}")
     y = (ages >= over).astype(np.float64)
@@ -328,23 +335,22 @@ def fit_policy(p_raw: np.ndarray, ages: np.ndarray, over: int, *, max_share: flo
         raise ValueError(f"every face is {'over' if y[0] else 'under'} {over}: a calibration needs both")
     cv = {}
     if calibration == "auto":
-        calibration, cv = choose_calibration(p_raw, y)
+        calibration, cv = choose_calibration(z, y)
     if calibration not in FITTERS:
         raise ValueError(f"calibration must be auto, {' or '.join(CALIBRATIONS)}, not {calibration!r}")
-    cal = FITTERS[calibration](p_raw, y)
-    p_cal = cal(p_raw)
+    cal = FITTERS[calibration](z, y)
     lo = max(0, over - band)
     in_band = band_rows(ages, lo, over - 1)
-    threshold = pass_threshold(p_cal[in_band], max_share)
+    t = pass_threshold(z[in_band], max_share)
     figures = {
         "data": data, "n": int(ages.size),
-        "ece_raw": round(ece(p_raw, y), 5), "ece_calibrated": round(ece(p_cal, y), 5),
+        "ece_raw": round(ece(raw_p_over(z), y), 5), "ece_calibrated": round(ece(cal(z), y), 5),
         "ece_cross_validated": cv,
-        "band": passed(p_cal, threshold, in_band),
-        "adults": passed(p_cal, threshold, ages >= over),
-        "ages": {name: passed(p_cal, threshold, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
+        "band": passed(z, t, in_band),
+        "adults": passed(z, t, ages >= over),
+        "ages": {name: passed(z, t, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
     }
-    return AgeCheckPolicy(int(over), threshold, cal, float(max_share), (lo, over - 1), figures)
+    return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1), figures)
 
 
 class NoPolicyError(ConfigError):
@@ -381,7 +387,7 @@ class AgeCheck:
 
 def checks(scores, policy: AgeCheckPolicy, boxes=None) -> list[AgeCheck]:
     """AgeCheck per row of :class:`faceage.scoring.Scores` (``boxes``: one per row, or None)."""
-    p = policy.calibrated(p_over(scores.probs, policy.over))
-    boxes = [None] * len(p) if boxes is None else boxes
-    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(q)), policy)
-            for b, a, q in zip(boxes, scores.age, p)]
+    z = over_logit(scores.logits, policy.over)
+    boxes = [None] * len(z) if boxes is None else boxes
+    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(zi)), policy)
+            for b, a, q, zi in zip(boxes, scores.age, policy.calibrated(z), z)]

@@ -244,6 +244,19 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     return path
 
 
+def write_record(path: str | Path, record: ModelRecord) -> Path:
+    """Replace a .safetensors file's record, its tensors kept byte for byte (no torch needed), atomically."""
+    from safetensors.numpy import load_file, save_file
+
+    path = resolve_model_path(path)
+    read_record(path)  # a file faceage wrote, with a valid record
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata={"faceage": record.to_json()})
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    tmp.replace(path)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
