@@ -263,3 +263,70 @@ def test_age_check_experiment_refuses_what_it_cannot_do(brightness, tmp_path, ca
     assert "--fit names ['test']" in capsys.readouterr().err
     assert main(["experiment", "age-check", "--model", str(model), "--data", f"{val}", "--out", str(tmp_path)]) == 2
     assert "LABEL=SOURCE" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the bundled model
+DATA = Path(__file__).parent / "data"
+
+
+def test_bundled_models_carry_the_same_policies_for_the_usual_thresholds():
+    from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
+    from faceage.runtime.onnx_backend import OnnxBackend
+    from faceage.weights import read_record
+
+    folder = default_model_path("torch").parent
+    rec = read_record(folder / DEFAULT_MODEL)
+    assert OnnxBackend(folder / DEFAULT_ONNX).record == rec
+    assert sorted(rec.age_checks) == [13, 16, 18, 21, 25]
+    for over, pol in rec.age_checks.items():
+        v = pol.validation
+        assert pol.band == (over - 5, over - 1) and pol.max_share == 0.01
+        assert v["band"]["share"] <= 0.01 and v["ece_calibrated"] < v["ece_raw"]
+        assert "validation split" in v["data"] and "fgnet" not in v["data"].lower()  # never fitted on FG-NET
+        assert "experiment age-check" in v["command"]
+
+
+def test_cli_check_json_on_the_test_photos_matches_the_golden_decisions(tmp_path, capsys):
+    from PIL import Image
+
+    from faceage.cli import main
+
+    golden = json.loads((DATA / "golden.json").read_text())["checks"]["18"]
+    Image.fromarray(np.full((96, 96, 3), 120, np.uint8)).save(tmp_path / "blank.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xffjunk")
+    photos = [str(DATA / n) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")]
+    code = main(["check", "--over", "18", "--json", *photos, str(tmp_path / "blank.png"), str(tmp_path / "broken.jpg")])
+    assert code == 1  # as predict: a file that cannot be read fails the run, after the others are answered
+    lines = {Path(d["path"]).name: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert lines["blank.png"] == {"path": str(tmp_path / "blank.png"), "over": 18, "faces": []}
+    assert "broken.jpg" in lines["broken.jpg"]["error"] and "faces" not in lines["broken.jpg"]
+    for name, want in golden.items():
+        got = lines[name]["faces"]
+        assert [f["decision"] for f in got] == [w["decision"] for w in want], name
+        assert all(set(f) == {"box", "age", "p_over", "decision"} for f in got)
+        for f, w in zip(got, want):
+            assert np.abs(np.subtract(f["box"], w["box"])).max() <= 2 and abs(f["p_over"] - w["p_over"]) <= 0.01
+    assert [f["decision"] for f in lines["obama.jpg"]["faces"]] == ["pass"]  # 47 at the time of the portrait
+
+
+def test_cli_check_errors_and_text(capsys):
+    from faceage.cli import main
+
+    assert main(["check", "--over", "20", str(DATA / "obama.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "no age-check policy for over=20" in err and "13, 16, 18, 21, 25" in err and "[no_policy]" in err
+    assert main(["check", "--over", "18", str(DATA / "obama.jpg")]) == 0
+    assert "p_over(18)" in capsys.readouterr().out
+
+
+def test_cli_check_fits_a_policy_for_another_threshold_from_labelled_faces(brightness, capsys):
+    from faceage.cli import main
+
+    model, val, test = brightness
+    photo = str(Path(test).parent / "0000.png")
+    assert main(["check", "--over", "20", photo, "--model", str(model), "--fit-on", str(val), "--json",
+                 "--tta", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "policy fitted on" in captured.err and "aged 15-19 passed" in captured.err
+    face = json.loads(captured.out)["faces"][0]
+    assert face["decision"] in ("pass", "refer") and 0 <= face["p_over"] <= 1

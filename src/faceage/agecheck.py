@@ -353,6 +353,28 @@ def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float =
     return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1), figures)
 
 
+def policy_from_data(estimator, data, over: int, *, fmt: str | None = None, max_share: float = DEFAULT_MAX_SHARE,
+                     band: int = DEFAULT_BAND) -> AgeCheckPolicy:
+    """A policy for ``over`` fitted on labelled faces scored by ``estimator``: a prepared manifest (its
+    ``val`` rows when it has a split, else every row) or a data set folder read by the ``fmt`` importer
+    (whole pipeline; photos without a face are left out). Never fit on the faces you report as a test."""
+    from faceage.evaluate import eval_crops, load_eval_samples
+
+    samples, _, prealigned = load_eval_samples(data, fmt)
+    val = [s for s in samples if s.split == "val"]
+    rows = val or samples
+    crops, ages, _, fallback, problems = eval_crops(estimator, rows, prealigned=prealigned, quiet=True)
+    keep = [i for i, f in enumerate(fallback) if not f]
+    if not keep:
+        raise ConfigError(f"{data}: no usable face to fit an age-check policy on; first problems: {problems[:3]}")
+    z = over_logit(estimator.score_aligned([crops[i] for i in keep]).logits, over)
+    try:
+        return fit_policy(z, np.asarray(ages)[keep], over, max_share=max_share, band=band,
+                          data=f"{data}{' (val rows)' if val else ''}: {len(keep)} faces")
+    except ValueError as exc:
+        raise ConfigError(f"{data}: cannot fit an age-check policy for over={over}: {exc}") from None
+
+
 class NoPolicyError(ConfigError):
     """The model carries no policy for this threshold."""
 
