@@ -787,20 +787,25 @@ def test_every_image_error_code_is_a_client_status():
 
 
 # ------------------------------------------------------------------------------------ /v1/check
-@pytest.fixture(scope="module")
-def check_client(tmp_path_factory):
-    """The tiny model with an "over 18" policy written into its record (decisions meaningless, behaviour not)."""
+def with_check_policy(path: Path) -> Path:
+    """``path``'s model with an "over 18" policy in its record (pass when p_over >= 0.5: meaningless ages,
+    but real decisions to test the behaviour with)."""
     from dataclasses import replace
 
-    from fastapi.testclient import TestClient
-
     from faceage.agecheck import AgeCheckPolicy, Calibration
-    from faceage.serve.app import create_app
     from faceage.weights import read_record, write_record
 
-    path = tiny_model(tmp_path_factory.mktemp("check-model") / "tiny.safetensors")
     policy = AgeCheckPolicy(18, 0.0, 0.5, Calibration("platt", a=0.5, b=0.0), 0.01, (13, 17), {"data": "test"})
-    write_record(path, replace(read_record(path), age_checks={18: policy}))
+    return write_record(path, replace(read_record(path), age_checks={18: policy}))
+
+
+@pytest.fixture(scope="module")
+def check_client(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from faceage.serve.app import create_app
+
+    path = with_check_policy(tiny_model(tmp_path_factory.mktemp("check-model") / "tiny.safetensors"))
     app = create_app(path, max_upload=MAX_UPLOAD, max_pixels=MAX_PIXELS, concurrency=1)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c, app
