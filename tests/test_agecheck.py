@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceage.agecheck import (AgeCheckPolicy, Calibration, NoPolicyError, check_policies, ece, fit_isotonic,
-                              fit_platt, fit_policy, over_logit, pass_threshold, policy_for, raw_p_over, wilson)
+                              fit_beta, fit_platt, fit_policy, over_logit, pass_threshold, policy_for, raw_p_over, wilson)
 from faceage.errors import WeightsError
 from faceage.weights import ModelRecord
 
@@ -39,11 +39,11 @@ def test_wilson_interval_holds_the_share_and_is_wide_for_small_counts():
     assert wilson(0, 50)[0] == 0.0 and wilson(0, 0) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("method", ["platt", "isotonic"])
+@pytest.mark.parametrize("method", ["platt", "beta", "isotonic"])
 def test_calibration_reduces_ece_on_held_out_rows_of_a_miscalibrated_set(method):
     z, ages = _overconfident(seed=1)
     y = (ages >= 18).astype(float)
-    fit = {"platt": fit_platt, "isotonic": fit_isotonic}[method]
+    fit = {"platt": fit_platt, "beta": fit_beta, "isotonic": fit_isotonic}[method]
     cal = fit(z[:3000], y[:3000])
     before, after = ece(raw_p_over(z[3000:]), y[3000:]), ece(cal(z[3000:]), y[3000:])
     assert before > 0.04 and after < before / 2, (before, after)
@@ -105,7 +105,8 @@ def test_record_round_trip_keeps_the_policies_and_old_records_load(tmp_path):
     ({"logit_threshold": None}, "logit_threshold must be a finite number"),
     ({"over": 200}, "over must be a whole age"),
     ({"calibration": {"method": "platt", "a": -1, "b": 0}}, "must be positive"),
-    ({"calibration": {"method": "magic"}}, "method platt or isotonic"),
+    ({"calibration": {"method": "magic"}}, "method platt, beta, isotonic"),
+    ({"calibration": {"method": "beta", "a": 1.0, "b": 0.0, "c": -0.5}}, "must be >= 0"),
     ({"calibration": {"method": "isotonic", "x": [0, 1], "y": [1, 0]}}, "non-decreasing"),
     ({"band": "13-17"}, "band must be"),
     ({"colour": "red"}, "unknown fields"),
@@ -130,8 +131,27 @@ def test_unknown_threshold_is_a_clear_error():
 
 
 def test_calibration_from_dict_round_trips():
-    for c in (Calibration("platt", a=0.5, b=0.1), Calibration("isotonic", x=(0.0, 0.5, 1.0), y=(0.0, 0.2, 1.0))):
+    for c in (Calibration("platt", a=0.5, b=0.1), Calibration("beta", a=0.5, b=0.1, c=0.3),
+              Calibration("isotonic", x=(0.0, 0.5, 1.0), y=(0.0, 0.2, 1.0))):
         assert Calibration.from_dict(c.to_dict()) == c
+
+
+def test_beta_with_equal_slopes_is_platt_and_fits_lopsided_odds_better():
+    z = np.linspace(-30, 30, 61)
+    assert Calibration("beta", a=0.4, b=0.2, c=0.4)(z) == pytest.approx(Calibration("platt", a=0.4, b=0.2)(z))
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 6, 20000)  # over-confident above 0 only: the true slope is 0.2 there, 1 below
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-np.where(z > 0, 0.2 * z, z)))).astype(float)
+    assert ece(fit_beta(z, y)(z), y) < ece(fit_platt(z, y)(z), y)
+
+
+def test_auto_chooses_a_strictly_increasing_map_by_out_of_fold_ece():
+    from faceage.agecheck import choose_calibration
+
+    z, ages = _overconfident(seed=4)
+    best, scores = choose_calibration(z, (ages >= 18).astype(float))
+    assert best in ("platt", "beta") and set(scores) == {"platt", "beta", "isotonic"}
+    assert scores[best] == min(scores["platt"], scores["beta"])
 
 
 def test_check_aligned_uses_the_policy_given(small_model):
