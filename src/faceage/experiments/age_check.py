@@ -270,20 +270,21 @@ def run_age_check(model: str | None, data: list[str], out: str | Path, *, thresh
         fitted = f"the model's own ({policies[thresholds[0]].validation.get('data', 'no data noted')})"
     results = {s.label: {str(o): set_results(s, p) for o, p in policies.items()} for s in sets}
     out.mkdir(parents=True, exist_ok=True)
-    images = _plots(sets, policies, results, out)
-    written = []
-    for path in write_models or []:
-        written.append(str(_store(path, est.record, policies)))
-    digest = hashlib.sha256(Path(est.model_path).read_bytes()).hexdigest()[:16] if Path(est.model_path).is_file() else None
-    prov = provenance(command, {"model": str(est.model_path), "model_sha256": digest, "tta": tta,
-                                "thresholds": thresholds, "fit": fit, "max_share": max_share, "band": band,
-                                "written": written},
+    images = _plots(sets, policies, results, out)  # placed in the Markdown section of their data set
+    # before the model files change: the code version is that of the tree the command ran in
+    prov = provenance(command, {"model": str(est.model_path), "tta": tta, "thresholds": thresholds, "fit": fit,
+                                "max_share": max_share, "band": band, "written": list(write_models or [])},
                       data={s.label: s.fingerprint for s in sets})
+    for path in write_models or []:
+        _store(path, est.record, policies)
+    digest = hashlib.sha256(Path(est.model_path).read_bytes()).hexdigest()[:16] if Path(est.model_path).is_file() else None
+    prov["config"]["model_sha256"] = digest  # of the file as it is now (with the policies when written)
     doc_results = {"policies": {str(o): p.to_dict() for o, p in policies.items()}, "sets": results,
                    "faces": {s.label: {"n": len(s.ages), "no_face": int((~s.found).sum()), "source": s.source,
-                                       "pipeline": s.pipeline} for s in sets}}
+                                       "pipeline": s.pipeline} for s in sets},
+                   "plots": [p.name for p in images]}
     return write_report(out, "Age checks: share passed per age band", _markdown(sets, policies, results, fitted),
-                        doc_results, prov, images)
+                        doc_results, prov)
 
 
 def _store(path: str, record, policies: dict[int, AgeCheckPolicy]) -> Path:
