@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceage.agecheck import (AgeCheckPolicy, Calibration, NoPolicyError, check_policies, ece, fit_isotonic,
-                              fit_beta, fit_platt, fit_policy, over_logit, pass_threshold, policy_for, raw_p_over, wilson)
+from faceage.agecheck import (AgeCheckPolicy, Calibration, NoPolicyError, check_policies, ece, fit_beta,
+                              fit_isotonic, fit_platt, fit_policy, over_logit, pass_threshold, policy_for,
+                              raw_p_over, wilson)
 from faceage.errors import WeightsError
 from faceage.weights import ModelRecord
 
