@@ -7,8 +7,8 @@ through a calibration fitted on validation data (so that of faces with ``p_over`
 90% really are over), and passes a face when those odds reach a threshold chosen on the same
 validation data so that at most ``max_share`` (default 1%) of the people just under the
 threshold (aged ``over - 5`` to ``over - 1``) pass. The calibration is monotone, so the
-threshold is the same on the raw odds and on the calibrated ``p_over``; it is stored as both. A model record carries one
-:class:`AgeCheckPolicy` per threshold (``ModelRecord.age_checks``) with the validation
+threshold is the same on the raw odds and on the calibrated ``p_over``; it is stored as both.
+A model record carries one :class:`AgeCheckPolicy` per threshold (``ModelRecord.age_checks``) with the validation
 figures behind it; :func:`fit_policy` makes one from any labelled faces.
 
 What it is not: a certification. The figures are measured rates on public data sets; who
@@ -279,8 +279,7 @@ class AgeCheckPolicy:
     def summary(self) -> dict:
         """What a caller needs to know about the policy (not the full validation figures)."""
         return {"over": self.over, "threshold": self.threshold, "logit_threshold": self.logit_threshold,
-                "max_share": self.max_share,
-                "band": list(self.band), "calibration": self.calibration.method}
+                "max_share": self.max_share, "band": list(self.band), "calibration": self.calibration.method}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -312,7 +311,8 @@ class AgeCheckPolicy:
         validation = d.get("validation", {})
         if not isinstance(validation, dict):
             raise ValueError("validation must be an object")
-        return cls(over, logit_threshold, threshold, Calibration.from_dict(d.get("calibration")), max_share, tuple(band), validation)
+        return cls(over, logit_threshold, threshold, Calibration.from_dict(d.get("calibration")), max_share,
+                   tuple(band), validation)
 
 
 def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
@@ -339,7 +339,7 @@ def pass_threshold(z_band: np.ndarray, max_share: float) -> float:
     if z_band.size == 0:
         raise ValueError("no validation face in the band under the threshold: the pass rate cannot be bounded")
     desc = np.sort(np.asarray(z_band, np.float64))[::-1]
-    refuse = desc[int(math.floor(max_share * desc.size + 1e-9))]  # the top floor(share * n) may pass
+    refuse = desc[math.floor(max_share * desc.size + 1e-9)]  # the top floor(share * n) may pass
     above = desc[desc > refuse]
     return float(refuse + ((above.min() - refuse) / 2 if above.size else 1.0))
 
@@ -365,7 +365,8 @@ def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float =
     (validation rows, never test rows).
 
     The calibration (``auto``: of Platt and beta, the lower cross-validated ECE; see
-    :func:`choose_calibration`) is fitted on every row; the threshold lets at most ``max_share`` of the rows aged ``over - band .. over - 1`` pass."""
+    :func:`choose_calibration`) is fitted on every row; the threshold lets at most ``max_share`` of the
+    rows aged ``over - band .. over - 1`` pass."""
     z, ages = np.asarray(z, np.float64), np.asarray(ages)
     if z.shape != ages.shape or z.ndim != 1:
         raise ValueError("z and ages must be 1-D and of the same length")
@@ -391,7 +392,8 @@ def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float =
         "adults": passed(z, t, ages >= over),
         "ages": {name: passed(z, t, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
     }
-    return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1), figures)
+    return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1),
+                          figures)
 
 
 def policy_from_data(estimator, data, over: int, *, fmt: str | None = None, max_share: float = DEFAULT_MAX_SHARE,

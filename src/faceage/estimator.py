@@ -152,7 +152,8 @@ class AgeEstimator:
 
         ``policy``: an :class:`faceage.agecheck.AgeCheckPolicy` (e.g. from
         :func:`faceage.agecheck.fit_policy` on your own labelled faces); by default the model record's
-        policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise :class:`faceage.agecheck.NoPolicyError`).
+        policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
+        :class:`faceage.agecheck.NoPolicyError`).
         Faces are found as :meth:`predict` finds them."""
         from faceage.agecheck import checks
 

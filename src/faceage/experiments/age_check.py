@@ -92,7 +92,8 @@ def score_source(est, spec: str, quiet: bool = True) -> ScoredSet:
                      data_fingerprint(samples), len(problems))
 
 
-def fit_policies(sets: list[ScoredSet], thresholds, max_share: float, band: int, note: str) -> dict[int, AgeCheckPolicy]:
+def fit_policies(sets: list[ScoredSet], thresholds, max_share: float, band: int,
+                 note: str) -> dict[int, AgeCheckPolicy]:
     """Policies fitted on the pooled faces of ``sets`` (only faces found: a face-less photo has no p_over)."""
     ages = np.concatenate([s.ages[s.found] for s in sets])
     logits = np.concatenate([s.logits[s.found] for s in sets])
@@ -199,21 +200,22 @@ def _cell(r: dict) -> str:
 
 def _markdown(sets: list[ScoredSet], policies: dict[int, AgeCheckPolicy], results: dict, fitted: str) -> str:
     bands = list(AGE_BANDS)
-    md = ["Share of faces **passed** by each threshold's policy, per age band, with Wilson 95% intervals "
-          "and the number of faces. A photo where no face is found gets no check, so it is never passed "
-          "(counted as not passed).", "", f"Policies: {fitted}", ""]
+    md = [("Share of faces **passed** by each threshold's policy, per age band, with Wilson 95% intervals "
+           "and the number of faces. A photo where no face is found gets no check, so it is never passed "
+           "(counted as not passed)."), "", f"Policies: {fitted}", ""]
     md += [md_table(["over", "pass if calibrated p_over >=", "calibration", "max share passed of", "fit: passed",
                      "fit: aged over passed", "fit ECE: raw", "calibrated (out-of-fold: Platt / beta / isotonic)"],
-                    [[o, f"{p.threshold:.6f}", p.calibration.method, f"{100 * p.max_share:g}% of {p.band[0]}-{p.band[1]}",
+                    [[o, f"{p.threshold:.6f}", p.calibration.method,
+                      f"{100 * p.max_share:g}% of {p.band[0]}-{p.band[1]}",
                       _cell(p.validation.get("band", {"n": 0})), _cell(p.validation.get("adults", {"n": 0})),
                       f"{p.validation.get('ece_raw', float('nan')):.4f}",
                       " / ".join(f"{v:.4f}" for v in (p.validation.get("ece_cross_validated") or {}).values())]
                      for o, p in policies.items()]), "",
-           "ECE: expected calibration error of p_over (10 equal bins) on all faces of the fit, before calibration "
-           "and, for each candidate map, out of fold (5-fold: fitted on 4/5, measured on the rest). The map with "
-           "the lower out-of-fold ECE of Platt and beta is kept (both smooth and strictly increasing, so a face "
-           "passes exactly when its p_over reaches the threshold; isotonic is shown for comparison). Below, the "
-           "ECE on each set uses the stored map as it is (for the fit sets: in sample).", ""]
+           ("ECE: expected calibration error of p_over (10 equal bins) on all faces of the fit, before calibration "
+            "and, for each candidate map, out of fold (5-fold: fitted on 4/5, measured on the rest). The map with "
+            "the lower out-of-fold ECE of Platt and beta is kept (both smooth and strictly increasing, so a face "
+            "passes exactly when its p_over reaches the threshold; isotonic is shown for comparison). Below, the "
+            "ECE on each set uses the stored map as it is (for the fit sets: in sample)."), ""]
     for s in sets:
         md += [f"## {s.label}", "", f"{s.source}; {s.pipeline}; {len(s.ages)} faces"
                + (f", {int((~s.found).sum())} photos without a face found" if (~s.found).any() else "")
@@ -232,7 +234,8 @@ def _markdown(sets: list[ScoredSet], policies: dict[int, AgeCheckPolicy], result
             for o in policies:
                 r = results[s.label][str(o)]
                 md += [f"### {s.label}, over {o}, by group", "",
-                       md_table(["group", *bands], [[g, *[_cell(v[b]) for b in bands]] for g, v in r["groups"].items()]),
+                       md_table(["group", *bands],
+                                [[g, *[_cell(v[b]) for b in bands]] for g, v in r["groups"].items()]),
                        ""]
         md += [f"![trade-off {s.label}](tradeoff_{s.label}.png)", "",
                f"![reliability {s.label}](reliability_{s.label}.png)", ""]
@@ -277,8 +280,10 @@ def run_age_check(model: str | None, data: list[str], out: str | Path, *, thresh
                       data={s.label: s.fingerprint for s in sets})
     for path in write_models or []:
         _store(path, est.record, policies)
-    digest = hashlib.sha256(Path(est.model_path).read_bytes()).hexdigest()[:16] if Path(est.model_path).is_file() else None
-    prov["config"]["model_sha256"] = digest  # of the file as it is now (with the policies when written)
+    model_file = Path(est.model_path)
+    # of the file as it is now (with the policies, when they were written into it)
+    prov["config"]["model_sha256"] = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16] if model_file.is_file() \
+        else None
     doc_results = {"policies": {str(o): p.to_dict() for o, p in policies.items()}, "sets": results,
                    "faces": {s.label: {"n": len(s.ages), "no_face": int((~s.found).sum()), "source": s.source,
                                        "pipeline": s.pipeline} for s in sets},
