@@ -330,6 +330,18 @@ def test_cli_check_json_on_the_test_photos_matches_the_golden_decisions(tmp_path
     assert [f["decision"] for f in lines["obama.jpg"]["faces"]] == ["pass"]  # 47 at the time of the portrait
 
 
+def test_check_runs_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom faceage.cli import main\n"
+            f"rc = main(['check', '--over', '18', {str(DATA / 'obama.jpg')!r}, '--json'])\n"
+            "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.splitlines()[-1])["faces"][0]["decision"] == "pass"
+
+
 def test_cli_check_errors_and_text(capsys):
     from faceage.cli import main
 
