@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
     p.add_argument("--fit-on", metavar="DATA", default=None,
                    help="fit the policy for --over on these labelled faces instead of the model's own: a prepared "
-                        "manifest (its 'val' rows if it has a split, else every row) or a folder with --format")
+                        "manifest (its 'val' rows if it has a split, else every row) or a folder with --format; "
+                        "faces the model was not trained on, and not those you will report as a test")
     p.add_argument("--format", default=None, help="with --fit-on FOLDER: its importer (utkface, fgnet, csv, ...)")
     p.add_argument("--max-share", type=float, default=0.01,
                    help="with --fit-on: at most this share of those aged N-5..N-1 pass (default 0.01)")
