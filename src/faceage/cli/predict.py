@@ -68,42 +68,10 @@ def run(args: argparse.Namespace) -> int:
         from faceage.batch.run import run_cli
 
         return run_cli(args)
-    from tqdm import tqdm
-
-    from faceage.estimator import AgeEstimator
-    from faceage.imageio import iter_images, load_image
-    from faceage.workers import imap_isolated
-
-    problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
+    taken: set[Path] = set()  # never write over an input, nor twice to one file
     data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
-    files = [Path("-")] if stdin else list(
-        iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
-    if not files and not problems:
-        raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    options = dict(args.detector_option)
-    AgeEstimator(args.model, tta=args.tta, detector_options=options)  # a bad model or option: one error, first
-    failed = 0
-    taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
-    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3 or args.quiet, file=sys.stderr)
 
-    def report_error(path, message: str) -> None:
-        nonlocal failed
-        failed += 1
-        if args.json:
-            print(json.dumps({"path": str(path), "error": message}), flush=True)
-        else:
-            bar.write(f"{path}: error: {message}", file=sys.stderr)
-
-    for path, problem in problems:
-        report_error(path, str(problem))
-    jobs = [(data if stdin else str(p), args.largest, args.min_face, args.max_faces, args.fallback) for p in files]
-    results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, options),
-                            on_crash=_crashed, suspect=lambda result: result[2])
-    for path, (faces, error, _) in zip(files, results):
-        bar.update(1)
-        if error is not None:
-            report_error(path, error)
-            continue
+    def show(path: Path, faces: list, bar) -> None:
         if args.json:
             print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}), flush=True)
         elif not faces:
@@ -115,12 +83,67 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
         if args.annotate:
             from faceage.annotate import annotate
+            from faceage.imageio import load_image
 
             source = data if stdin else path
             save_annotated(annotate(load_image(source), faces), source, Path(args.annotate),
                            Path("stdin") if stdin else place(path, args.paths), taken)
+
+    options = {"largest": args.largest, "min_face": args.min_face, "max_faces": args.max_faces,
+               "fallback": args.fallback}
+    return run_photos(args, "predict", options, show, taken=taken, stdin=data)
+
+
+def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,
+               ready=None, stdin: bytes | None = None) -> int:
+    """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each given to
+    ``AgeEstimator.<method>(path, **options)`` in an isolated worker process, ``show(path, result, bar)``
+    per photo, each file's error reported as that file's (``{"path", "error"}`` with ``--json``); 1 when
+    some file failed. ``ready(estimator)`` may refuse the run before any file is read. ``stdin``: the
+    bytes of one image read from standard input, reported as path "-", instead of ``args.paths``."""
+    from tqdm import tqdm
+
+    from faceage.errors import FaceageError
+    from faceage.estimator import AgeEstimator
+    from faceage.imageio import iter_images
+    from faceage.workers import imap_isolated
+
+    problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
+    files = [Path("-")] if stdin is not None else list(
+        iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
+    if not files and not problems:
+        raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
+    detector = dict(args.detector_option)
+    est = AgeEstimator(args.model, tta=args.tta, detector_options=detector)  # a bad model or option: one error, first
+    if ready is not None:
+        ready(est)
+    failed = 0
+    if taken is not None:
+        taken.update(p.resolve() for p in files)
+    quiet = getattr(args, "quiet", False)
+    bar = tqdm(total=len(files), unit="img", desc=method, disable=len(files) <= 3 or quiet, file=sys.stderr)
+
+    def report_error(path, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": message}), flush=True)
+        else:
+            bar.write(f"{path}: error: {message}", file=sys.stderr)
+
+    for path, problem in problems:
+        report_error(path, str(problem))
+    jobs = [(str(p) if stdin is None else stdin, method, options) for p in files]
+    results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, detector),
+                            on_crash=_crashed, suspect=lambda result: result[2])
+    for path, (faces, error, _) in zip(files, results):
+        bar.update(1)
+        if error is not None:
+            report_error(path, error)
+            continue
+        show(path, faces, bar)
     bar.close()
-    if failed and not args.quiet:
+    if failed and not quiet:
         print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
 
@@ -146,16 +169,16 @@ def _load_estimator(model: str | None, tta: str, detector_options: dict) -> None
     _ESTIMATOR = AgeEstimator(model, tta=tta, detector_options=detector_options)
 
 
-def _estimate(job: tuple[str, bool, int, int | None, bool]) -> tuple[list | None, str | None, bool]:
-    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises."""
+def _estimate(job: tuple[str, str, dict]) -> tuple[list | None, str | None, bool]:
+    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises.
+    ``job``: (path, the AgeEstimator method: predict or check, its options)."""
     from faceage.errors import FaceageError
     from faceage.workers import native_failure, one_line
 
-    source, largest, min_face, max_faces, fallback = job
+    source, method, options = job
     path = "-" if isinstance(source, bytes) else source  # bytes: the image read from standard input
     try:
-        faces = _ESTIMATOR.predict(source, largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
-        return faces, None, False
+        return getattr(_ESTIMATOR, method)(source, **options), None, False
     except FaceageError as exc:
         return None, str(exc), False
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
