@@ -92,7 +92,8 @@ def train_case(name: str, width: float, size: int, batch: int, steps: int, compi
 @torch.no_grad()
 def infer_case(name: str, width: float, size: int, batch: int, iters: int, device: str) -> dict:
     from faceage.data.augment import normalize
-    from faceage.nets.model import AgeNet, ModelSpec
+    from faceage.nets.model import AgeNet
+    from faceage.nets.spec import ModelSpec
 
     dev = torch.device(device)
     model = AgeNet(ModelSpec(arch="ma_sfv2", width=width)).to(dev).eval().to(memory_format=torch.channels_last)

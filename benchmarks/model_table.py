@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from _common import markdown_table, write_results
 
-from faceage.nets.model import ARCHS, count_macs, count_params, create_model
-from faceage.nets.shufflenetv2 import STAGE_CHANNELS
+from faceage.nets.model import count_macs, count_params, create_model
+from faceage.nets.spec import ARCHS, STAGE_CHANNELS
 
 SIZES = (112, 160, 224)
 

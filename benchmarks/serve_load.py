@@ -68,11 +68,12 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[str, str]:
         return str(default_model_path()), "the bundled default model"
     except Exception:
         from faceage.face.align import CropSpec
-        from faceage.nets.model import ModelSpec, create_model
+        from faceage.nets.model import create_model
+        from faceage.nets.spec import ModelSpec
         from faceage.weights import ModelRecord, save_model
 
-        path = save_model(create_model("ma_sfv2", 0.5), ModelRecord(model=ModelSpec().to_dict(), input_size=112,
-                                                                     crop=CropSpec().to_dict()), tmp / "tiny.safetensors")
+        path = save_model(create_model("ma_sfv2", 0.5), ModelRecord(model=ModelSpec(), input_size=112,
+                                                                     crop=CropSpec()), tmp / "tiny.safetensors")
         return str(path), ("an untrained MA-SFV2 0.5x made for this run (the bundled default model was not there "
                            "yet); the cost per request is the same, the ages are meaningless")
 

@@ -52,12 +52,13 @@ def small_model(tmp_path_factory) -> Path:
     import torch
 
     from faceage.face.align import CropSpec
-    from faceage.nets.model import ModelSpec, create_model
+    from faceage.nets.model import create_model
+    from faceage.nets.spec import ModelSpec
     from faceage.weights import ModelRecord, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    record = ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict())
+    record = ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec())
     return save_model(create_model("ma_sfv2", 0.5).eval(), record, path)
 
 

@@ -55,7 +55,7 @@ def exported(tmp_path_factory):
         model.eval()
         model.head.fc.weight.mul_(5.0)
     root = tmp_path_factory.mktemp("export")
-    record = ModelRecord(model=model.spec.to_dict(), input_size=SIZE, crop=CropSpec(size=SIZE).to_dict(),
+    record = ModelRecord(model=model.spec, input_size=SIZE, crop=CropSpec(size=SIZE),
                          training={"note": "test model"})
     st = save_model(model, record, root / "m.safetensors")
     fp32 = export_onnx(st, root / "m.onnx")

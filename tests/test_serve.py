@@ -38,11 +38,12 @@ FACE_KEYS = {"box", "eyes", "age", "age_interval", "score", "fallback"}
 
 def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
-    from faceage.nets.model import ModelSpec, create_model
+    from faceage.nets.model import create_model
+    from faceage.nets.spec import ModelSpec
     from faceage.weights import ModelRecord, save_model
 
     return save_model(create_model("ma_sfv2", 0.5),
-                      ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict()), path)
+                      ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec()), path)
 
 
 def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
@@ -60,6 +61,45 @@ def add_tta_argument(p: argparse.ArgumentParser) -> None:
                    help="views of each face averaged: zoomflip = zoom 0.95 + mirrored zoom 1.05 (default), "
                         "full = zoom 0.95 and 1.05 each as is and mirrored (a little more accurate, twice "
                         "the network runs), flip = face + mirror image, none = the face only")
+
+
+def detector_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), VALUE read as JSON when it is JSON (``false``, ``1024``, ``[15, -15]``);
+    the detector then checks it against its option's type (``cnn=maybe`` is refused)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def add_photo_arguments(p: argparse.ArgumentParser, *, fallback: bool = True) -> None:
+    """The options that decide how a photo (or a video frame) is processed, the same for predict, batch and
+    video: the model, its test-time views, the face detector and its options, and which faces are scored."""
+    p.add_argument("--largest", action="store_true", help="only the largest face of each image")
+    p.add_argument("--min-face", type=int, default=0, help="ignore faces narrower than this many pixels")
+    p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
+    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                   help="a face detector option, VALUE as JSON (repeatable), e.g. cnn=false, max_side=1024, "
+                        "close_up=0 (see docs/face-frontend.md)")
+    if fallback:
+        p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
+    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    add_tta_argument(p)
+
+
+def predict_options(args: argparse.Namespace):
+    """The :class:`faceage.engine.PredictOptions` of :func:`add_photo_arguments`' options, checked."""
+    from faceage.engine import PredictOptions
+
+    if args.min_face < 0 or args.max_faces < 0:
+        raise ConfigError(f"--min-face and --max-faces must be 0 or more, not {args.min_face} and {args.max_faces}")
+    return PredictOptions(model=args.model, tta=args.tta, detector=args.detector,
+                          detector_options=dict(args.detector_option), largest=args.largest,
+                          min_face=args.min_face, max_faces=args.max_faces, fallback=getattr(args, "fallback", False))
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from faceage.cli import add_tta_argument
+from faceage.cli import add_tta_argument, detector_option
 
 HELP = "serve age estimation over HTTP: a REST API and a web page"
 EPILOG = """examples:
@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
+    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                   help="a face detector option, VALUE as JSON (repeatable), as for predict (cnn: see --cnn)")
     add_tta_argument(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         "max_upload": int(args.max_upload_mb * serve_app.MB),
         "concurrency": args.concurrency,
         "detector_cnn": args.cnn,
+        "detector": args.detector,
+        "detector_options": dict(args.detector_option),
         "tta": args.tta,
         "allowed_hosts": hosts,
     }

@@ -40,9 +40,11 @@ import numpy as np
 
 from faceage.data.manifest import Sample, prepared_crop, read_manifest, write_manifest
 from faceage.errors import ConfigError, FaceageError
+from faceage.face.align import CropSpec
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
 from faceage.train.data import crop_differences
 from faceage.train.loop import Trainer
+from faceage.weights import read_record
 
 HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
 
@@ -52,12 +54,10 @@ def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]
     cfg = copy.deepcopy(base)
     if init is None:
         return cfg, None
-    from faceage.weights import read_record
-
     record = read_record(init)
-    spec = dict(record.model)
-    if spec.pop("num_classes", 101) != 101:
-        raise ConfigError(f"{init}: a {record.model.get('num_classes')}-class model cannot be fine-tuned here")
+    spec = record.model.to_dict()
+    if spec.pop("num_classes") != 101:
+        raise ConfigError(f"{init}: a {record.model.num_classes}-class model cannot be fine-tuned here")
     for key, value in spec.items():
         if key not in cfg["model"]:
             raise ConfigError(f"{init}: record key model.{key} unknown to the training config")
@@ -65,8 +65,8 @@ def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]
     cfg["data"]["input_size"] = int(record.input_size)
     cfg["eval"]["estimate"] = record.estimate
     cfg["model"]["init"] = str(init)
-    return cfg, {"path": str(init), "model": record.model, "input_size": record.input_size, "crop": record.crop,
-                 "training": record.training}
+    return cfg, {"path": str(init), "model": record.model.to_dict(), "input_size": record.input_size,
+                 "crop": record.crop and record.crop.to_dict(), "training": record.training}
 
 
 def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed: int) -> list[Sample]:
@@ -114,7 +114,7 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
     return subjects
 
 
-def _crop_check(first: dict | None, second: dict | None, allow: bool, problem: str, advice: str) -> list[str] | str:
+def _crop_check(first: CropSpec | None, second: CropSpec | None, allow: bool, problem: str, advice: str) -> list[str] | str:
     """"match", or the differences between two crop geometries (an error unless ``allow``)."""
     diffs = crop_differences(first, second)
     if diffs and not allow:
@@ -219,7 +219,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     data_crop = prepared_crop(data)
     cfg, init_info = fold_config(base, init)
     if init_info is not None:
-        init_info["crop_check"] = _crop_check(init_info["crop"], data_crop, allow_crop_mismatch,
+        init_info["crop_check"] = _crop_check(read_record(init).crop, data_crop, allow_crop_mismatch,
                                               f"crop geometry of {data} differs from the model {init}",
                                               "prepare the data with the model's crop")
     extra, extra_info = [], None
@@ -233,7 +233,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
                       "min_age": extra_min_age, "fingerprint": data_fingerprint(extra), "crop_check": check}
     state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
              "weights": weights, "subjects": subjects_all, "command": command,
-             "fingerprint": data_fingerprint(samples), "data_crop": data_crop, "extra_train": extra_info}
+             "fingerprint": data_fingerprint(samples), "data_crop": data_crop and data_crop.to_dict(), "extra_train": extra_info}
     check_same_experiment(out / "lopo.json", state)  # before any file of OUT is written
     subjects = make_folds(samples, out, val_frac, seed, prep, extra)
     if max_folds:

@@ -10,6 +10,7 @@ from faceage.data.cache import build_cache
 from faceage.data.manifest import Sample, prepared_crop, read_manifest
 from faceage.data.split import assign_splits
 from faceage.errors import ConfigError, ManifestError
+from faceage.face.align import CropSpec
 
 CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
 
@@ -26,17 +27,17 @@ class SplitData:
         return np.array([s.dataset or "data" for s in self.samples])
 
 
-def crop_differences(a: dict | None, b: dict | None, names=("model", "data")) -> list[str]:
+def crop_differences(a: CropSpec | None, b: CropSpec | None, names=("model", "data")) -> list[str]:
     """Differences between two crop geometries ([] = they match)."""
     if a is None and b is None:
         return []
     if a is None or b is None:
-        return [f"{names[0]} crop {a} vs {names[1]} crop {b}"]
-    return [f"{k}: {names[0]} {a.get(k)} vs {names[1]} {b.get(k)}" for k in CROP_KEYS
-            if abs(float(a.get(k, 0)) - float(b.get(k, 0))) > 1e-6]
+        return [f"{names[0]} crop {a and a.to_dict()} vs {names[1]} crop {b and b.to_dict()}"]
+    return [f"{k}: {names[0]} {getattr(a, k)} vs {names[1]} {getattr(b, k)}" for k in CROP_KEYS
+            if abs(float(getattr(a, k)) - float(getattr(b, k))) > 1e-6]
 
 
-def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
+def load_samples(data: dict) -> tuple[list[Sample], list[str], CropSpec | None]:
     """Samples, problems, and the crop spec they were prepared with (None if not known).
 
     With ``data.datasets`` each named manifest is split on its own (seeded, duplicate-aware) and

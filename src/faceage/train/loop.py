@@ -113,7 +113,7 @@ class Trainer(Checkpoints):
         self.metric_fields = METRIC_FIELDS[:-1] + tuple(
             f"val_mae_{d}" for d in self.datasets if len(self.datasets) > 1) + METRIC_FIELDS[-1:]
         self.record = ModelRecord(
-            model=spec.to_dict(),
+            model=spec,
             input_size=size,
             crop=crop,
             estimate=cfg["eval"]["estimate"],
@@ -325,7 +325,7 @@ class Trainer(Checkpoints):
         where = f"device {self.device}"
         if self.dist.enabled:
             where = f"{self.dist.world_size} processes ({self.dist.backend}, {self.device.type})"
-        self.log(f"training {self.record.model} on {n} images, validating on {len(self.data['val'].ages)}, "
+        self.log(f"training {self.record.model.to_dict()} on {n} images, validating on {len(self.data['val'].ages)}, "
                  f"{where}, {self.record.training['params']:,} parameters -> {self.out}")
         half = self.cfg["run"]["save_half"]
         while self.epoch < epochs:
@@ -387,7 +387,7 @@ class Trainer(Checkpoints):
             report["by_dataset"] = {d: {**age_metrics(pred[names == d], ages[names == d]),
                                         "interval_coverage": interval_coverage(interval, ages, names == d)}
                                     for d in self.datasets}
-        curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model["arch"]: report["cs"]}
+        curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model.arch: report["cs"]}
         plot_cs_curves(curves, self.out / "cs_curve.png", "Validation CS")
         plot_error_by_age(pred, ages, self.out / "error_by_age.png")
         summary = {"run": str(self.out), "epochs": self.epoch, "best_val_mae": self.best,

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from faceage.errors import ConfigError
-from faceage.nets.model import ModelSpec
+from faceage.face.align import CropSpec
+from faceage.nets.spec import ModelSpec
 
 
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
@@ -53,13 +54,13 @@ def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
             {"params": [p for n, p in named if n.startswith("head.")], "lr_scale": 1.0}]
 
 
-def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
+def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> CropSpec | None:
     """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
     from faceage.weights import load_model
 
     source, record = load_model(path)
-    if record.model != spec.to_dict() or int(record.input_size) != size:
-        raise ConfigError(f"model.init {path}: it is {record.model} at {record.input_size} px, the config asks "
+    if record.model != spec or int(record.input_size) != size:
+        raise ConfigError(f"model.init {path}: it is {record.model.to_dict()} at {record.input_size} px, the config asks "
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
     model.load_state_dict(source.state_dict(), strict=True)
     return record.crop
