@@ -271,8 +271,13 @@ def test_estimator_detector_options(small_model):
     det = est.pipeline.detector
     assert isinstance(det, DlibDetector) and not det.use_cnn and det.max_side == 640 and det.rotations == (15.0, -15.0)
     assert est.pipeline.detector is get_detector("dlib", cnn=False, max_side=640, rotations=(15, -15))  # shared
-    with pytest.raises(ConfigError, match="bad options"):
+    with pytest.raises(ConfigError, match="unknown face detector 'dlib' option 'no_such_option'"):
         AgeEstimator(small_model, detector_options={"no_such_option": 1})
+    with pytest.raises(ConfigError, match="did you mean 'max_side'"):
+        AgeEstimator(small_model, detector_options={"max_sides": 640})
+    with pytest.raises(ConfigError, match="option cnn: 'maybe' is not true or false"):
+        AgeEstimator(small_model, detector_options={"cnn": "maybe"})
+    assert not AgeEstimator(small_model, detector_options={"cnn": "false"}).pipeline.detector.use_cnn  # not True
     faces = est.predict(DATA / "obama_and_biden.jpg", max_faces=2)
     assert len(faces) == 2 and faces[0].box[2] - faces[0].box[0] >= faces[1].box[2] - faces[1].box[0]
 

@@ -10,7 +10,6 @@ from faceage import AgeEstimator
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
 from faceage.data.prepare import prepare
-from faceage.face.align import CropSpec
 from faceage.imageio import load_image
 from faceage.preprocess import input_batch, normalization, normalize_nchw, resize_crop
 
@@ -24,7 +23,7 @@ def _training_and_inference_inputs(photos: list[Path], tmp: Path, image_format: 
     index = tmp / "photos.csv"
     with open(index, "w", newline="") as fh:
         csv.writer(fh).writerows([("path", "age")] + [(str(p), 30) for p in photos])
-    prepare("csv", index, tmp / "prepared", spec=CropSpec.from_dict(est.record.crop), workers=1,
+    prepare("csv", index, tmp / "prepared", spec=est.record.crop, workers=1,
             image_format=image_format, progress=False)
     samples = read_manifest(tmp / "prepared" / "manifest.csv").samples
     cache = build_cache(samples, est.input_size, tmp / "cache", workers=1, quiet=True)

@@ -102,7 +102,7 @@ def test_best_weights_record_travels(tiny_manifest, tmp_path):
 
     train(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "run", quiet=True)
     rec = read_record(tmp_path / "run")
-    assert rec.input_size == 32 and rec.model["arch"] == "ma_sfv2"
+    assert rec.input_size == 32 and rec.model.arch == "ma_sfv2"
     assert rec.training["n_train"] + rec.training["n_val"] == 48
     assert json.loads(rec.to_json())["format"] == 1
 

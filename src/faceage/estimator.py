@@ -150,7 +150,7 @@ class AgeEstimator:
 
         spec = self.record.crop or CropSpec()
         if not isinstance(self.detector, str):
-            return FacePipeline(self.detector, spec=spec)
+            return FacePipeline(self.detector, spec=spec, **self.detector_options)  # options given too: refused
         return FacePipeline(self.detector, spec=spec, **{**self.detector_options, **overrides})
 
     def score_aligned(self, crops):
