@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
+from faceage.errors import AddressError, ConfigError, FaceageError, ImageError, ManifestError, WeightsError
 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
@@ -44,6 +44,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ManifestError: 3,  # a data set or manifest without usable rows
     WeightsError: 4,  # a model file or checkpoint that cannot be used
     ImageError: 5,  # an image given alone that cannot be decoded
+    AddressError: 6,  # serve: the port is in use or the address is not this machine's
     FaceageError: 2,
     KeyboardInterrupt: 130,
 }
@@ -110,7 +111,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
-        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image; 130 interrupted",
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image (given alone);\n"
+        "6 serve cannot listen on its address (port in use); 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -59,6 +59,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
+def check_address(host: str, port: int) -> None:
+    """Raise :class:`AddressError` when ``host:port`` cannot be listened on (in use, or not this machine's)."""
+    import socket
+
+    from faceage.errors import AddressError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise AddressError(f"--host {host}: not an address of this machine ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise AddressError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop the program using the "
+                               "port or choose another with --port") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from faceage.errors import FaceageError
 
@@ -100,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         from faceage.weights import resolve_model_path
 
         options["model"] = str(resolve_model_path(args.model).resolve())  # fail here, before binding
+    check_address(args.host, args.port)  # before the model is loaded; uvicorn would exit 3, "unusable data set"
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
     server = {"host": args.host, "port": args.port, "log_level": args.log_level,
               "http": serve_app.GuardedH11Protocol}
