@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from faceage.train.config import load_config
-from faceage.train.data import SplitData
+from faceage.data.sets import SplitData
 from faceage.train.loop import Trainer
 from faceage.train.setup import amp_dtype
 
@@ -91,7 +91,7 @@ def train_case(name: str, width: float, size: int, batch: int, steps: int, compi
 
 @torch.no_grad()
 def infer_case(name: str, width: float, size: int, batch: int, iters: int, device: str) -> dict:
-    from faceage.data.augment import normalize
+    from faceage.preprocess import normalize
     from faceage.nets.model import AgeNet
     from faceage.nets.spec import ModelSpec
 

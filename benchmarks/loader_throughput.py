@@ -18,7 +18,8 @@ import torch
 from _common import machine, markdown_table, write_results
 from PIL import Image
 
-from faceage.data.augment import augment, normalize
+from faceage.preprocess import normalize
+from faceage.train.augment import augment
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
 from faceage.train.config import DEFAULTS

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from serve_load import Server, free_port, pick_model, rss_mb
+from _serve import Server, free_port, pick_model, rss_mb
 
 IDLE_S = 5.0
 MB = 1024 * 1024

@@ -22,7 +22,7 @@ from faceage import AgeEstimator
 from faceage.data.importers import import_dataset
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
-from faceage.train.data import load_samples
+from faceage.data.sets import load_samples
 
 UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
 GENDER = {"0": "men", "1": "women"}

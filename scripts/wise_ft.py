@@ -3,7 +3,7 @@
 Fine-tuning the bundled model on a new mix of data (configs/default-model-v2.yaml) gains on the new
 data and loses some of what the start model did well; the weights ``a * start + (1 - a) * tuned`` of
 two models on one fine-tuning path usually keep most of both. For each ``a`` and each strength of
-the age-prior correction (faceage.train.data.prior_correction) the validation splits of the config's
+the age-prior correction (faceage.data.sets.prior_correction) the validation splits of the config's
 data sets are scored the way `faceage predict` scores (faceage.scoring.score); the mix kept is the one
 with the lowest pooled validation MAE among those no worse than the start model on any data set
 (none: the fine-tuned model alone). Its 80% interval is then calibrated on the same splits, and the
@@ -26,7 +26,7 @@ import torch
 from faceage.runtime.torch_backend import TorchBackend
 from faceage.scoring import calibrate_interval, interval_coverage, score
 from faceage.train.config import load_config
-from faceage.train.data import cached_splits, load_samples, prior_correction, sampling_weights
+from faceage.data.sets import cached_splits, load_samples, prior_correction, sampling_weights
 from faceage.weights import load_model, save_model
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)

@@ -2,7 +2,8 @@ import copy
 
 import torch
 
-from faceage.data.augment import augment, normalize
+from faceage.preprocess import normalize
+from faceage.train.augment import augment
 from faceage.train.config import DEFAULTS
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

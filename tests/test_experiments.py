@@ -248,7 +248,7 @@ def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path)
 
 def test_lopo_refuses_crop_mismatch(tmp_path):
     from faceage.face.align import CropSpec
-    from faceage.train.data import crop_differences as check_crop
+    from faceage.data.sets import crop_differences as check_crop
 
     assert check_crop(CropSpec(128, 0.34, 0.38, 0.0), CropSpec(112, 0.34, 0.38, 0.0)) == []
     assert check_crop(CropSpec(112, 0.30, 0.38, 0.0), CropSpec(112, 0.34, 0.38, 0.0))

@@ -36,7 +36,7 @@ def _crops(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small random model whose ages spread over the range, its fp32 and int8 exports."""
-    from faceage.data.augment import normalize
+    from faceage.preprocess import normalize
     from faceage.export import export_onnx
     from faceage.nets.model import create_model
     from faceage.weights import IMAGENET_MEAN, IMAGENET_STD, save_model

@@ -72,7 +72,7 @@ def test_resize_and_normalisation_are_the_documented_functions():
 
 def test_torch_normalisation_uses_the_same_constants():
     torch = pytest.importorskip("torch")
-    from faceage.data.augment import normalize
+    from faceage.preprocess import normalize
 
     x = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -160,7 +160,7 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     import numpy as np
 
     from conftest import synthetic_dataset
-    from faceage.train.data import prior_correction, sampling_weights
+    from faceage.data.sets import prior_correction, sampling_weights
 
     a, b = synthetic_dataset(tmp_path / "a", n=40), synthetic_dataset(tmp_path / "b", n=24, seed=1)
     cfg = tiny_config(a, tmp_path / "cache", **{"data.manifest": None})

@@ -22,7 +22,8 @@ from dataclasses import dataclass, fields
 from typing import Iterable, Iterator
 
 from faceage.errors import FaceageError
-from faceage.estimator import FACE_FIELDS, AgeEstimator, FaceAge, FaceOptions
+from faceage.estimator import FACE_FIELDS, AgeEstimator, FaceAge
+from faceage.options import FaceOptions
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
 #: Column name -> type (Spark DDL names, mapped to Arrow by the Parquet writer).
@@ -63,10 +64,15 @@ class PredictOptions:
         if isinstance(options, dict):
             options = options.items()
         object.__setattr__(self, "detector_options", tuple(sorted((str(k), _hashable(v)) for k, v in options)))
+        faces = FaceOptions(self.largest, self.min_face, self.max_faces, self.fallback)  # typed and checked
+        for name in ("largest", "min_face", "max_faces", "fallback"):
+            object.__setattr__(self, name, getattr(faces, name))
+        object.__setattr__(self, "_faces", faces)
 
     @property
     def faces(self) -> FaceOptions:
-        return FaceOptions(self.largest, self.min_face, self.max_faces, self.fallback)
+        """Which faces are scored (checked when the options are made)."""
+        return self._faces
 
     def estimator(self) -> AgeEstimator:
         """A new estimator built as these options say."""

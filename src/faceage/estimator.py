@@ -18,6 +18,7 @@ from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
 from faceage.imageio import load_image
+from faceage.options import FaceOptions
 from faceage.views import check_tta
 
 DEFAULT_MODEL = "default.safetensors"
@@ -64,20 +65,6 @@ class FaceAge:
 
 #: the keys of :meth:`FaceAge.to_dict`, in order
 FACE_FIELDS = ("box", "eyes", "age", "age_interval", "score", "fallback")
-
-
-@dataclass(frozen=True)
-class FaceOptions:
-    """Which faces of a photo are scored: the same options for predict, batch, Ray, Spark, serve and video.
-
-    ``largest``: only the biggest face; ``max_faces``: the biggest this many (0: all);
-    ``min_face``: ignore faces narrower than this many pixels (of the full photo);
-    ``fallback``: score a centre crop, marked ``fallback=True``, when no face is found."""
-
-    largest: bool = False
-    min_face: int = 0
-    max_faces: int = 0
-    fallback: bool = False
 
 
 @dataclass

@@ -1,14 +1,38 @@
-"""Values parsed by type, once: the CLI, the API, detector options and the training config all use
-:func:`coerce`, so ``"false"`` is False everywhere, ``"maybe"`` is refused everywhere, and an unknown
-key is one error with a did-you-mean."""
+"""Options, typed once.
+
+Values are parsed by type in one place: the CLI, the API, detector options and the training
+config all use :func:`coerce`, so ``"false"`` is False everywhere, ``"maybe"`` is refused
+everywhere, and an unknown key is one error with a did-you-mean. :class:`FaceOptions` says which
+faces of a photo are scored, the same for every entry point."""
 from __future__ import annotations
 
 import difflib
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from faceage.errors import ConfigError
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """Which faces of a photo are scored: the same options for predict, batch, Ray, Spark, serve and video.
+
+    ``largest``: only the biggest face; ``max_faces``: the biggest this many (0: all);
+    ``min_face``: ignore faces narrower than this many pixels (of the full photo);
+    ``fallback``: score a centre crop, marked ``fallback=True``, when no face is found."""
+
+    largest: bool = False
+    min_face: int = 0
+    max_faces: int = 0
+    fallback: bool = False
+
+    def __post_init__(self) -> None:
+        for name, kind in (("largest", bool), ("min_face", int), ("max_faces", int), ("fallback", bool)):
+            object.__setattr__(self, name, coerce(getattr(self, name), kind, name))
+        if self.min_face < 0 or self.max_faces < 0:
+            raise ConfigError(f"min_face and max_faces must be 0 or more, not {self.min_face} and {self.max_faces}")
+
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 

@@ -52,7 +52,7 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         logits.append(lg)
         reg.append(rg)
     logits = np.concatenate(logits)
-    if record.logit_bias is not None:  # the record's prior correction (faceage.train.data.prior_correction)
+    if record.logit_bias is not None:  # the record's prior correction (faceage.data.sets.prior_correction)
         logits = logits + np.asarray(record.logit_bias, np.float32)
     return Scores(logits, np.concatenate(reg), record.estimate, float(record.interval_temperature))
 

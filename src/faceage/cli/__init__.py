@@ -96,8 +96,6 @@ def predict_options(args: argparse.Namespace):
     """The :class:`faceage.engine.PredictOptions` of :func:`add_photo_arguments`' options, checked."""
     from faceage.engine import PredictOptions
 
-    if args.min_face < 0 or args.max_faces < 0:
-        raise ConfigError(f"--min-face and --max-faces must be 0 or more, not {args.min_face} and {args.max_faces}")
     return PredictOptions(model=args.model, tta=args.tta, detector=args.detector,
                           detector_options=dict(args.detector_option), largest=args.largest,
                           min_face=args.min_face, max_faces=args.max_faces, fallback=getattr(args, "fallback", False))

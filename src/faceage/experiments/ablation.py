@@ -173,7 +173,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "bes
     from faceage.metrics import age_metrics
     from faceage.runtime.torch_backend import TorchBackend
     from faceage.scoring import score
-    from faceage.train.data import cached_splits
+    from faceage.data.sets import cached_splits
     from faceage.train.distributed import pick_device
 
     run_dir = Path(run_dir)

@@ -42,7 +42,7 @@ from faceage.data.manifest import Sample, prepared_crop, read_manifest, write_ma
 from faceage.errors import ConfigError, FaceageError
 from faceage.face.align import CropSpec
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
-from faceage.train.data import crop_differences
+from faceage.data.sets import crop_differences
 from faceage.train.loop import Trainer
 from faceage.weights import read_record
 
@@ -202,7 +202,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     ``extra_*``: add another prepared data set's rows to every fold's training split (see the module doc)."""
     from faceage.experiments.ablation import load_any
     from faceage.experiments.report import command_line
-    from faceage.train.data import cached_splits
+    from faceage.data.sets import cached_splits
 
     out = Path(out)
     command = command if command is not None else command_line()

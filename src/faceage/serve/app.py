@@ -38,7 +38,8 @@ from pydantic import BaseModel, Field
 
 import faceage
 from faceage.errors import FaceageError
-from faceage.estimator import AgeEstimator, FaceOptions
+from faceage.estimator import AgeEstimator
+from faceage.options import FaceOptions
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
 from faceage.serve.errors import ErrorResponse, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from faceage.data.augment import augment, jpeg
+from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
 from faceage.errors import ConfigError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
@@ -34,7 +34,7 @@ from faceage.nets.model import AgeNet, count_params
 from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
 from faceage.train.config import dump_config
-from faceage.train.data import (
+from faceage.data.sets import (
     cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
 )
 from faceage.train.loss import age_loss

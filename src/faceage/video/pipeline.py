@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from faceage.errors import FaceageError
-from faceage.estimator import FaceOptions
+from faceage.options import FaceOptions
 from faceage.video.fusion import Fusion, frame_weight
 from faceage.video.io import Frame, VideoReader
 from faceage.video.track import Tracker

@@ -1,4 +1,4 @@
-"""From a config's ``data`` section to cached train/val arrays, and how an epoch samples them."""
+"""Data sets for training: from a config's ``data`` section to cached train/val arrays, and how an epoch samples them."""
 from __future__ import annotations
 
 import random

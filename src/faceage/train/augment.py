@@ -13,27 +13,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceage.preprocess import normalization
+from faceage.preprocess import standardize
 
 GREY = torch.tensor([0.299, 0.587, 0.114])
 # rows: output R, G, B from input R, G, B (the common sepia matrix)
 SEPIA = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
-
-
-def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """(N, H, W, 3) or (N, 3, H, W) uint8 -> normalised float (N, 3, H, W)."""
-    x = batch_uint8
-    if x.shape[-1] == 3 and x.shape[1] != 3:
-        x = x.permute(0, 3, 1, 2)
-    return standardize(x.float(), mean, std)
-
-
-def standardize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """A (N, 3, H, W) float batch on the 0..255 scale, normalised in place with
-    :func:`faceage.preprocess.normalization`'s constants (the ones inference and export use)."""
-    scale, shift = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-                    for v in normalization(mean, std))
-    return x.mul_(scale).add_(shift)
 
 
 def _chance(p: float, n: int, g: torch.Generator) -> torch.Tensor:
