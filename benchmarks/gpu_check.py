@@ -118,7 +118,10 @@ def infer_case(name: str, width: float, size: int, batch: int, iters: int, devic
             "img_s": round(batch * iters / dt, 1)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     out = Path(os.environ.get("OUT") or "gpu_check_out")
     out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not SMOKE

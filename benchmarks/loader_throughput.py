@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from _common import machine, markdown_table, write_results
+from _common import add_output_arguments, machine, markdown_table, parse_args, write_results
 from PIL import Image
 
 from faceage.preprocess import normalize
@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3000, help="images per measurement")
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
     torch.set_num_threads(1)
     samples = read_manifest(args.manifest).samples[: args.n]
     paths = [str(s.path) for s in samples]
@@ -98,7 +99,7 @@ def main() -> None:
          ["loading + augmentation", f"{plain[True]:.0f}", f"{cached[True]:.0f}", f"{ratio[True]:.1f}x"]],
     ) + f"\n\n{len(paths)} images at {args.size} px, batch {args.batch}, on {machine()}; the one-off cache build " \
         f"took {build_s:.1f} s and is reused by every later run on the same files."
-    write_results("loader_throughput", data, table)
+    write_results("loader_throughput", data, table, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _serve import Server, free_port, pick_model, rss_mb  # the server under test
+from _common import add_output_arguments, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT / ".." / "shared" / "data" / "fgnet" / "images"
@@ -48,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads in the server")
     ap.add_argument("--concurrency", type=int, default=None, help="server --concurrency (default: its own)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_output_arguments(ap)
     ap.add_argument("--attacks", action="store_true", help="measure RSS and descriptors under the attacks instead")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.attacks:
         from serve_attacks import run_attacks
 

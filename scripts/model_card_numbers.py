@@ -12,6 +12,7 @@ report folder per model and set (report.json, predictions.csv, plots) and prints
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import re
 from pathlib import Path
@@ -23,6 +24,8 @@ from faceage.data.importers import import_dataset
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
 from faceage.data.sets import load_samples
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
 GENDER = {"0": "men", "1": "women"}
@@ -55,8 +58,8 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
     ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
     ap.add_argument("--tta", default="zoomflip")
-    ap.add_argument("--out", default="docs/model-card")
-    a = ap.parse_args()
+    add_output_arguments(ap, REPO / "docs" / "model-card")
+    a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
     samples, _, _ = load_samples(cfg["data"])
     sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
