@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceage.train.config import load_config
+from faceage.train.config import Config, load_config
 from faceage.data.sets import SplitData
 from faceage.train.loop import Trainer
 from faceage.train.setup import amp_dtype
@@ -43,7 +43,7 @@ def synthetic(n: int, size: int, seed: int = 0) -> SplitData:
     return SplitData(images=images, ages=rng.integers(0, 101, n).astype(np.int64), samples=[])
 
 
-def make_cfg(width: float, size: int, batch: int, compile_: bool | str, gpu_cache: bool, device: str) -> dict:
+def make_cfg(width: float, size: int, batch: int, compile_: bool | str, gpu_cache: bool, device: str) -> Config:
     return load_config("paper", {
         "model": {"width": width},
         "data": {"input_size": size},

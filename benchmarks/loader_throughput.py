@@ -22,7 +22,7 @@ from faceage.preprocess import normalize
 from faceage.train.augment import augment
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
-from faceage.train.config import DEFAULTS
+from faceage.train.config import AugmentConfig
 from faceage.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -39,7 +39,7 @@ class DecodeDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None]
         if not self.augment:
             return normalize(x, IMAGENET_MEAN, IMAGENET_STD)[0]
-        return augment(x, DEFAULTS["augment"], IMAGENET_MEAN, IMAGENET_STD, self.g)[0]
+        return augment(x, AugmentConfig(), IMAGENET_MEAN, IMAGENET_STD, self.g)[0]
 
 
 def time_batches(make_batches, n_images: int) -> float:
@@ -81,7 +81,7 @@ def main() -> None:
             for i in range(0, len(perm), args.batch):
                 x = torch.from_numpy(images[np.sort(perm[i : i + args.batch])]).permute(0, 3, 1, 2)
                 if aug:
-                    yield augment(x, DEFAULTS["augment"], IMAGENET_MEAN, IMAGENET_STD, g)
+                    yield augment(x, AugmentConfig(), IMAGENET_MEAN, IMAGENET_STD, g)
                 else:
                     yield normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 

@@ -61,9 +61,9 @@ def main() -> None:
     add_output_arguments(ap, REPO / "docs" / "model-card")
     a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
-    samples, _, _ = load_samples(cfg["data"])
+    samples, _, _ = load_samples(cfg.data)
     sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
-            for name in cfg["data"]["datasets"]}
+            for name in cfg.data.datasets}
     sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
     numbers = {}
     for spec in a.models:

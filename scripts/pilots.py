@@ -47,11 +47,11 @@ def one_face_ms(width: float, size: int, repeats: int = 40) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def row(name: str, run: Path, cfg: dict) -> dict:
+def row(name: str, run: Path, cfg) -> dict:
     from faceage.nets.model import count_macs, count_params, create_model
 
     summary = json.loads((run / "summary.json").read_text())
-    width, size = float(cfg["model"]["width"]), int(cfg["data"]["input_size"])
+    width, size = float(cfg.model.width), int(cfg.data.input_size)
     model = create_model("ma_sfv2", width)
     out = {"name": name, "tests": CANDIDATES[name][0], "width": width, "input_size": size,
            "params": count_params(model), "mmacs": round(count_macs(model, size) / 1e6, 1),

@@ -43,12 +43,12 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
-    data = cfg["data"]
+    data = cfg.data
     samples, _, _ = load_samples(data)
-    splits = cached_splits(samples, int(data["input_size"]), data["cache_dir"], quiet=True)
+    splits = cached_splits(samples, int(data.input_size), data.cache_dir, quiet=True)
     train, val = splits["train"], splits["val"]
-    delta = prior_correction(train.ages, sampling_weights(train.ages, train.datasets, data["mix"],
-                                                          float(data["age_balance"]), int(data["age_bin"])))
+    delta = prior_correction(train.ages, sampling_weights(train.ages, train.datasets, data.mix,
+                                                          float(data.age_balance), int(data.age_bin)))
     start, record = load_model(a.start)
     tuned, tuned_record = load_model(a.tuned)
     # copies: load_state_dict below writes into the tensors a state_dict() returns
@@ -69,7 +69,7 @@ def main() -> None:
     grid, scored = [], {}
     for alpha in ALPHAS:
         tuned.load_state_dict(mix(alpha))
-        raw = score(TorchBackend.from_model(tuned, record, "cpu"), val.images, cfg["eval"]["tta"])
+        raw = score(TorchBackend.from_model(tuned, record, "cpu"), val.images, cfg.eval.tta)
         for strength in STRENGTHS:
             scored[alpha, strength] = replace(raw, logits=raw.logits + strength * delta)
             grid.append({"alpha": alpha, "strength": strength, **maes(scored[alpha, strength].age)})

@@ -32,18 +32,18 @@ def tiny_manifest(tmp_path) -> Path:
     return synthetic_dataset(tmp_path / "data")
 
 
-def tiny_config(manifest: Path, cache: Path, **over) -> dict:
+def tiny_config(manifest: Path, cache: Path, **over):
     from faceage.train.config import load_config
 
-    cfg = load_config("cpu", {
+    update: dict = {
         "data": {"manifest": str(manifest), "input_size": 32, "cache_dir": str(cache)},
         "optim": {"batch_size": 8, "epochs": 3, "warmup_epochs": 0},
         "run": {"threads": 1},
-    })
+    }
     for key, value in over.items():
         section, name = key.split(".")
-        cfg[section][name] = value
-    return cfg
+        update.setdefault(section, {})[name] = value
+    return load_config("cpu", update)
 
 
 @pytest.fixture(scope="session")

@@ -273,7 +273,7 @@ def test_estimator_detector_options(small_model):
     assert est.pipeline.detector is get_detector("dlib", cnn=False, max_side=640, rotations=(15, -15))  # shared
     with pytest.raises(ConfigError, match="unknown face detector 'dlib' option 'no_such_option'"):
         AgeEstimator(small_model, detector_options={"no_such_option": 1})
-    with pytest.raises(ConfigError, match="did you mean 'max_side'"):
+    with pytest.raises(ConfigError, match="did you mean max_side"):
         AgeEstimator(small_model, detector_options={"max_sides": 640})
     with pytest.raises(ConfigError, match="option cnn: 'maybe' is not true or false"):
         AgeEstimator(small_model, detector_options={"cnn": "maybe"})

@@ -91,7 +91,7 @@ def unknown_key(key: str, known: Iterable[str], where: str) -> ConfigError:
     """The error for an unknown key, with the closest known one."""
     known = sorted(known)
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
     return ConfigError(f"unknown {where} {key!r}{hint}")
 
 

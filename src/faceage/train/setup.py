@@ -11,6 +11,7 @@ import torch
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
+from faceage.train.config import Config, OptimConfig
 
 
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
@@ -30,19 +31,20 @@ def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
-def lr_factor(epoch: int, optim: dict) -> float:
+def lr_factor(epoch: int, optim: OptimConfig) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based)."""
-    warm = optim["warmup_epochs"]
+    warm = optim.warmup_epochs
     if epoch < warm:
         return (epoch + 1) / (warm + 1)
-    if optim["schedule"] == "cosine":
-        t = (epoch - warm) / max(1, optim["epochs"] - warm)
+    if optim.schedule == "cosine":
+        t = (epoch - warm) / max(1, optim.epochs - warm)
         return 0.5 * (1 + math.cos(math.pi * t))
-    return optim["gamma"] ** (epoch // optim["step_every"])
+    return optim.gamma ** (epoch // optim.step_every)
 
 
-def model_spec(cfg: dict) -> ModelSpec:
-    return ModelSpec(**{k: v for k, v in cfg["model"].items() if k != "init"})
+def model_spec(cfg: Config) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(arch=m.arch, width=m.width, se_reduction=m.se_reduction)
 
 
 def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
