@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 from faceage.errors import FaceageError
 from faceage.estimator import FACE_FIELDS, AgeEstimator, FaceAge
+from faceage.imageio import NamedBytes
 from faceage.options import FaceOptions
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
@@ -122,9 +123,7 @@ def photo_rows(estimator: AgeEstimator, source, path: str, options: FaceOptions)
     error is prefixed with it."""
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):  # bytes carry no name: errors name the path
-            from faceage.imageio import load_image
-
-            source = load_image(source, name=path)
+            source = NamedBytes(source, path)
         faces = estimator.analyse(source, options).ages()
     except FaceageError as exc:
         return [empty_row(path, str(exc), exc.code)]
