@@ -305,3 +305,19 @@ def test_bytes_input_decodes_reduced_too(big):
     b = [f.box for f in pipe.faces(path)]
     assert a == b and len(a) == 3
     assert len(pipe.faces(as_png(path))) == 3
+
+
+def test_video_uses_the_estimators_detector_and_face_options(small_model):
+    """VideoAnalysis once built its own dlib pipeline: a detector given to AgeEstimator was ignored for video."""
+    from faceage.estimator import AgeEstimator
+    from faceage.options import FaceOptions
+    from faceage.video.io import Frame
+    from faceage.video.pipeline import VideoAnalysis
+
+    est = AgeEstimator(small_model, detector=_Boxes())
+    frames = [Frame(i, i / 10, np.full((200, 300, 3), 100, np.uint8)) for i in range(12)]
+    video = VideoAnalysis(est, frames, every=1, min_track=1)
+    found = [sorted(f.box for f in r.faces) for r in video][-1]
+    assert found == sorted([(10, 10, 110, 110), (150, 20, 210, 80), (250, 30, 280, 60)])
+    video = VideoAnalysis(est, frames, every=1, min_track=1, faces=FaceOptions(largest=True))
+    assert {f.box for r in video for f in r.faces} == {(10, 10, 110, 110)}

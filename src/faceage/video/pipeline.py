@@ -120,8 +120,9 @@ class VideoAnalysis:
         spec = estimator.record.crop
         self._estimator, self._frames, self._every, self._faces = estimator, frames, int(every), faces
         # the estimator's detector, made cheaper for frames when it is dlib: HOG only (upsampled too on frames
-        # of at most 640 px), on frames downscaled to detect_side; a detector object is used as it is
-        self._pipeline = estimator.face_pipeline(**VIDEO_DETECTOR_OPTIONS, max_side=int(detect_side))
+        # of at most 640 px), on frames downscaled to detect_side; any other detector is used as it is
+        cheaper = {**VIDEO_DETECTOR_OPTIONS, "max_side": int(detect_side)} if estimator.detector == "dlib" else {}
+        self._pipeline = estimator.face_pipeline(**cheaper)
         self._crop_eye_px = spec.eye_distance * spec.size
         self._tracker = Tracker(max_gap=max_gap)
         self._fusion, self._min_track = fusion, int(min_track)
