@@ -104,8 +104,8 @@ def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
     ({"model": {"arch": "sfv2", "width": 0.5, "num_classes": 0}}, "num_classes"),
     ({"model": {"arch": "sfv2", "width": 0.75}}, r"unknown width 0.75; choose one of \[0.5, 1.0, 1.5, 2.0\]"),
     ({"model": {"arch": "resnet", "width": 0.5}}, "unknown architecture"),
-    ({"calibration": {"tta": "sideways", "resize": "bilinear"}}, "calibration.tta"),
-    ({"calibration": {"tta": "none", "resize": "lanczos"}}, "calibration.resize"),
+    ({"scoring": {"tta": "sideways", "resize": "bilinear"}}, "scoring.tta"),
+    ({"scoring": {"tta": "none", "resize": "lanczos"}}, "scoring.resize"),
     ({"interval_temperature": 0}, "interval_temperature"),
     ({"training": [1]}, "training must be an object"),
     ({"format": 2}, "record format 2"),
@@ -124,11 +124,11 @@ def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path
     from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
 
     from faceage.nets.spec import ModelSpec
-    from faceage.weights import Calibration
+    from faceage.weights import Scoring
 
     rec = read_record(_with_record(tmp_path, json.dumps(GOOD)))  # a record as version 1 and 2 wrote it
     assert rec.interval_temperature == 1.0 and rec.crop == CropSpec(64, 0.3, 0.4, 0.0) and rec.num_classes == 101
-    assert rec.model == ModelSpec("sfv2", 0.5) and rec.calibration == Calibration("zoomflip", "bilinear")
+    assert rec.model == ModelSpec("sfv2", 0.5) and rec.scoring == Scoring("zoomflip", "bilinear")
     again = read_record(_with_record(tmp_path, rec.to_json(), "again.safetensors"))
     assert again == rec  # typed fields written and read back unchanged
     folder = default_model_path("torch").parent

@@ -125,13 +125,19 @@ def photo_rows(estimator: AgeEstimator, source, path: str, options: FaceOptions)
         if isinstance(source, (bytes, bytearray, memoryview)):  # bytes carry no name: errors name the path
             source = NamedBytes(source, path)
         faces = estimator.analyse(source, options).ages()
-    except FaceageError as exc:
-        return [empty_row(path, str(exc), exc.code)]
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
-        return [empty_row(path, f"{path}: {one_line(exc)}", NATIVE_CODE if native_failure(exc) else UNEXPECTED_CODE)]
+        return [empty_row(path, *failure(path, exc))]
     if not faces:
         return [empty_row(path)]
     return [{**empty_row(path), "face": i, **f.to_dict()} for i, f in enumerate(faces)]
+
+
+def failure(path: str, exc: Exception) -> tuple[str, str]:
+    """(message, code) of a photo's failure: faceage's own errors name the file already (a decoder is given
+    the path as the name) and carry their code; any other error is prefixed with the path."""
+    if isinstance(exc, FaceageError):
+        return str(exc), exc.code
+    return f"{path}: {one_line(exc)}", NATIVE_CODE if native_failure(exc) else UNEXPECTED_CODE
 
 
 def row_faces(rows: list[dict]) -> list[FaceAge]:
@@ -173,3 +179,22 @@ def isolated_rows(options: PredictOptions, paths: Iterable[str], *, workers: int
     return imap_isolated(_rows_job, jobs, workers=workers, initializer=_load, initargs=(options, single_threaded),
                          on_crash=lambda job: crashed_rows(job[1]),
                          suspect=lambda rows: any(r["code"] == NATIVE_CODE for r in rows))
+
+
+def _call_job(job: tuple[PredictOptions, str, str, dict, bool]) -> tuple[object, str | None, str | None]:
+    options, path, method, kwargs, single_threaded = job
+    try:
+        return getattr(estimator_for(options, single_threaded=single_threaded), method)(path, **kwargs), None, None
+    except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
+        return (None, *failure(path, exc))
+
+
+def isolated_calls(options: PredictOptions, paths: Iterable[str], method: str, kwargs: dict, *, workers: int = 1,
+                   single_threaded: bool = False) -> Iterator[tuple[object, str | None, str | None]]:
+    """``AgeEstimator.<method>(path, **kwargs)`` for each path (``predict``, ``check``: each goes through
+    :meth:`~faceage.estimator.AgeEstimator.analyse`), in order, in worker processes that may die:
+    ``(result, None, None)`` or ``(None, error, code)``, ``worker_crashed`` for a file whose worker died."""
+    jobs = ((options, str(p), method, kwargs, single_threaded) for p in paths)
+    return imap_isolated(_call_job, jobs, workers=workers, initializer=_load, initargs=(options, single_threaded),
+                         on_crash=lambda job: (None, crashed_rows(job[1])[0]["error"], CRASH_CODE),
+                         suspect=lambda result: result[2] == NATIVE_CODE)

@@ -15,11 +15,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from faceage.agecheck import AgeCheckPolicy
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,7 +87,7 @@ def _crop(value: Any) -> CropSpec | None:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Scoring:
     """The inference settings a model's interval temperature, prior correction and reported numbers
     were measured under: the test-time views (:mod:`faceage.views`) and the resize filter of
     :mod:`faceage.preprocess`. Records written before these were stored read as today's defaults."""
@@ -96,18 +99,18 @@ class Calibration:
         return {"tta": self.tta, "resize": self.resize}
 
 
-def _calibration(value: Any) -> Calibration:
+def _scoring(value: Any) -> Scoring:
     from faceage.views import TTA
 
     if value is None:
-        return Calibration()
+        return Scoring()
     if not isinstance(value, dict) or set(value) - {"tta", "resize"}:
-        raise _Invalid(f"calibration must be an object with tta and resize, not {json.dumps(value)[:60]}")
-    cal = Calibration(**value)
+        raise _Invalid(f"scoring must be an object with tta and resize, not {json.dumps(value)[:60]}")
+    cal = Scoring(**value)
     if cal.tta not in TTA:
-        raise _Invalid(f"calibration.tta must be one of {', '.join(TTA)}, not {json.dumps(cal.tta)[:40]}")
+        raise _Invalid(f"scoring.tta must be one of {', '.join(TTA)}, not {json.dumps(cal.tta)[:40]}")
     if cal.resize not in RESIZE_FILTERS:
-        raise _Invalid(f"calibration.resize must be one of {', '.join(RESIZE_FILTERS)}, not "
+        raise _Invalid(f"scoring.resize must be one of {', '.join(RESIZE_FILTERS)}, not "
                        f"{json.dumps(cal.resize)[:40]}")
     return cal
 
@@ -133,7 +136,10 @@ class ModelRecord:
     # added to the logits before anything is read off them: the age prior of the (balanced) training
     # sample exchanged for the data's own, with the strength chosen on validation data; None: nothing
     logit_bias: tuple[float, ...] | None = None
-    calibration: Calibration = field(default_factory=Calibration)
+    scoring: Scoring = field(default_factory=Scoring)
+    # age-check policies by threshold ("over 18": calibration of p_over + pass threshold, with the validation
+    # figures behind them; faceage.agecheck); records written before them load with none
+    age_checks: dict[int, "AgeCheckPolicy"] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -152,7 +158,9 @@ class ModelRecord:
                 "training": self.training,
                 "interval_temperature": self.interval_temperature,
                 "logit_bias": None if self.logit_bias is None else [round(float(v), 6) for v in self.logit_bias],
-                "calibration": self.calibration.to_dict(),
+                "scoring": self.scoring.to_dict(),
+                **({"age_checks": {str(k): p.to_dict() for k, p in self.age_checks.items()}} if self.age_checks
+                   else {}),
             },
             sort_keys=True,
         )
@@ -191,10 +199,20 @@ class ModelRecord:
                 interval_temperature=_number(data.get("interval_temperature", 1.0), "interval_temperature",
                                              float, 1e-3, 1e3),
                 logit_bias=_bias(data.get("logit_bias"), model.num_classes),
-                calibration=_calibration(data.get("calibration")),
+                scoring=_scoring(data.get("scoring")),
+                age_checks=_age_checks(data.get("age_checks"), model),
             )
         except _Invalid as exc:
             raise WeightsError(f"{source}: bad faceage record: {exc}; re-export or retrain the model") from None
+
+
+def _age_checks(value, model: ModelSpec) -> dict:
+    from faceage.agecheck import check_policies
+
+    try:
+        return check_policies(value, model.num_classes)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _bias(value, n: int) -> tuple[float, ...] | None:
@@ -248,6 +266,19 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"faceage": record.to_json()})
     os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
+    tmp.replace(path)
+    return path
+
+
+def write_record(path: str | Path, record: ModelRecord) -> Path:
+    """Replace a .safetensors file's record, its tensors kept byte for byte (no torch needed), atomically."""
+    from safetensors.numpy import load_file, save_file
+
+    path = resolve_model_path(path)
+    read_record(path)  # a file faceage wrote, with a valid record
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata={"faceage": record.to_json()})
+    os.chmod(tmp, path.stat().st_mode & 0o777)
     tmp.replace(path)
     return path
 

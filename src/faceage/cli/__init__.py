@@ -16,6 +16,7 @@ from faceage.errors import AddressError, ConfigError, FaceageError, ImageError, 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
     "predict": "predict",
+    "check": "check",
     "evaluate": "evaluate",
     "train": "train",
     "prepare": "prepare",
@@ -27,6 +28,7 @@ COMMANDS = {
 
 _SUMMARIES = {
     "predict": "estimate ages of the faces in photos",
+    "check": "age checks: is each face at least N? pass or refer",
     "evaluate": "score a model on a labelled data set (MAE, CS curve, error by age)",
     "train": "train an age model from a YAML config",
     "prepare": "import a data set: detect, align and crop faces, write a manifest",
@@ -96,7 +98,7 @@ def predict_options(args: argparse.Namespace):
     """The :class:`faceage.engine.PredictOptions` of :func:`add_photo_arguments`' options, checked."""
     from faceage.engine import PredictOptions
 
-    return PredictOptions(model=args.model, tta=args.tta, detector=args.detector,
+    return PredictOptions(model=args.model, tta=args.tta, detector=getattr(args, "detector", "dlib"),
                           detector_options=dict(args.detector_option), largest=args.largest,
                           min_face=args.min_face, max_faces=args.max_faces, fallback=getattr(args, "fallback", False))
 

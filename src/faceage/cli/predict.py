@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,21 +54,52 @@ def run(args: argparse.Namespace) -> int:
         from faceage.batch.run import run_cli
 
         return run_cli(args)
+    taken: set[Path] = set()  # never write over an input, nor twice to one file
+
+    def show(path: Path, faces: list, bar) -> None:
+        if args.json:
+            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}), flush=True)
+        elif not faces:
+            bar.write(f"{path}: no face found")
+        else:
+            for f in faces:
+                lo, hi = f.age_interval
+                note = " (no face found: centre crop)" if f.fallback else ""
+                bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
+        if args.annotate:
+            from faceage.annotate import annotate
+            from faceage.imageio import load_image
+
+            annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
+
+    return run_photos(args, "predict", dataclasses.asdict(predict_options(args).faces), show, taken=taken)
+
+
+def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,
+               ready=None) -> int:
+    """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each given to
+    ``AgeEstimator.<method>(path, **options)`` in an isolated worker process (:func:`faceage.engine.isolated_calls`:
+    a native crash costs only its file), ``show(path, result, bar)`` per photo, each file's error reported as
+    that file's (``{"path", "error"}`` with ``--json``). Exit status 1 when some file failed, 5 when the only
+    file given failed. ``ready(estimator)`` may refuse the run before any file is read."""
     from tqdm import tqdm
 
-    from faceage.engine import face_dicts, isolated_rows, row_faces
+    from faceage.engine import isolated_calls
     from faceage.errors import FaceageError
-    from faceage.imageio import iter_images, load_image
+    from faceage.imageio import iter_images
 
     problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
     files = list(iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
     if not files and not problems:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    options = predict_options(args)
-    options.estimator()  # a bad model or option: one error, first
+    engine = predict_options(args)
+    est = engine.estimator()  # a bad model or option: one error, first
+    if ready is not None:
+        ready(est)
     failed = 0
-    taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
-    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
+    if taken is not None:
+        taken.update(p.resolve() for p in files)
+    bar = tqdm(total=len(files), unit="img", desc=method, disable=len(files) <= 3, file=sys.stderr)
 
     def report_error(path, message: str) -> None:
         nonlocal failed
@@ -79,26 +111,13 @@ def run(args: argparse.Namespace) -> int:
 
     for path, problem in problems:
         report_error(path, str(problem))
-    # one worker process running a multi-threaded model: a native crash on one file costs only that file
-    for path, rows in zip(files, isolated_rows(options, files, workers=1, single_threaded=False)):
+    # one worker process running a multi-threaded model
+    for path, (result, error, _) in zip(files, isolated_calls(engine, files, method, options)):
         bar.update(1)
-        if rows[0]["error"] is not None:
-            report_error(path, rows[0]["error"])
+        if error is not None:
+            report_error(path, error)
             continue
-        faces = row_faces(rows)
-        if args.json:
-            print(json.dumps({"path": str(path), "faces": face_dicts(rows)}), flush=True)
-        elif not faces:
-            bar.write(f"{path}: no face found")
-        else:
-            for f in faces:
-                lo, hi = f.age_interval
-                note = " (no face found: centre crop)" if f.fallback else ""
-                bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
-        if args.annotate:
-            from faceage.annotate import annotate
-
-            annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
+        show(path, result, bar)
     bar.close()
     if not failed:
         return 0

@@ -86,6 +86,31 @@ class EstimateResponse(BaseModel):
     elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
 
 
+class CheckFace(BaseModel):
+    box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
+    age: float = Field(description="estimated age in years")
+    p_over: float = Field(description="calibrated probability that the person is at least `over`")
+    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID)")
+
+
+class CheckPolicy(BaseModel):
+    over: int = Field(description="the age checked")
+    threshold: float = Field(description="a face passes when its p_over reaches this")
+    logit_threshold: float = Field(description="the same threshold on the uncalibrated log-odds")
+    max_share: float = Field(description="at most this share of validation faces aged band[0]..band[1] passed")
+    band: list[int] = Field(description="the ages just under the threshold whose pass rate the policy bounds")
+    calibration: str = Field(description="how p_over was calibrated (platt or isotonic)")
+
+
+class CheckResponse(BaseModel):
+    faces: list[CheckFace] = Field(description="faces, largest first; [] when none is found (nobody passes)")
+    policy: CheckPolicy
+    width: int = Field(description="image width in pixels (after EXIF rotation)")
+    height: int = Field(description="image height in pixels (after EXIF rotation)")
+    model: str = Field(description="name of the model that answered (see GET /v1/model)")
+    elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
+
+
 class Health(BaseModel):
     status: str
     model: str
@@ -98,7 +123,8 @@ _ERRORS = {
                                                  "over the decoded-size limit"},
     415: {"model": ErrorResponse, "description": "not an image type this server decodes"},
     422: {"model": ErrorResponse, "description": "not an image, a corrupt/truncated image, an image too thin "
-                                                 "to hold a face, or a bad query option"},
+                                                 "to hold a face, a bad query option, or (/v1/check) an age "
+                                                 "the model has no policy for (code no_policy)"},
     503: {"model": ErrorResponse, "description": "busy: no slot within the queue timeout; retry"},
 }
 
@@ -157,9 +183,10 @@ def model_summary(est, name: str) -> dict[str, Any]:
         "std": list(rec.std),
         "crop": rec.crop and rec.crop.to_dict(),
         "spec": rec.model.to_dict(),
-        "calibration": rec.calibration.to_dict(),
+        "scoring": rec.scoring.to_dict(),
         "training": rec.training,
         "tta": est.tta,
+        "age_checks": sorted(rec.age_checks),  # POST /v1/check?over=N answers for these N
         "faceage_version": faceage.__version__,
     }
 
@@ -203,15 +230,34 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     slots = RequestSlots(concurrency, queue_timeout)
     budget = MemoryBudget(max_decoded, queue_timeout)
 
-    def work(img, t0: float, options: FaceOptions) -> dict:
+    def work(img, t0: float, answer) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
-        faces = [f.to_dict() for f in est.analyse(arr, options).ages()]  # the engine's one per-photo path
-        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f["age_interval"])) for f in faces):
+        faces = answer(arr)
+        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f.get("age_interval", ())))
+                   and math.isfinite(f.get("p_over", 0.0)) for f in faces):
             raise FaceageError(f"the model {name} gave a non-finite age; its weights are damaged",
                                code="bad_model_output")
         h, w = arr.shape[:2]
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
+
+    async def answer_upload(request: Request, answer) -> dict:
+        """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
+        (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
+        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
+            data, content_type = await read_upload(request, max_upload, body_timeout)
+            t0 = time.perf_counter()
+            img = await anyio.to_thread.run_sync(partial(
+                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+            del data
+            need = working_bytes(img)
+            try:
+                async with budget.reserve(need):
+                    return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
+            finally:
+                img.close()
+                if need > _TRIM_AFTER:
+                    release_memory()
 
     app = FastAPI(
         title="faceage",
@@ -235,20 +281,35 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
         options = FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
-        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
-            data, content_type = await read_upload(request, max_upload, body_timeout)
-            t0 = time.perf_counter()
-            img = await anyio.to_thread.run_sync(partial(
-                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-            del data
-            need = working_bytes(img)
-            try:
-                async with budget.reserve(need):
-                    return await anyio.to_thread.run_sync(partial(work, img, t0, options))
-            finally:
-                img.close()
-                if need > _TRIM_AFTER:
-                    release_memory()
+
+        def answer(arr) -> list[dict]:
+            return [f.to_dict() for f in est.analyse(arr, options).ages()]  # the one per-photo path
+
+        return await answer_upload(request, answer)
+
+    @app.post("/v1/check", response_model=CheckResponse, responses=_ERRORS,
+              summary="Age check: is each face in a photo at least `over` years old? pass or refer",
+              description="Each face gets the calibrated probability that the person is at least `over` "
+                          "(p_over) and the decision of the model's policy for `over` ('pass' or 'refer' to an "
+                          "ID check). The bundled model has policies for 13, 16, 18, 21 and 25, each chosen on "
+                          "validation photos so that at most 1% of those 1-5 years under passed; measured rates "
+                          "and limits: docs/age-checks.md. Upload and limits as for /v1/estimate.",
+              openapi_extra={"requestBody": _REQUEST_BODY})
+    async def check(
+        request: Request,
+        over: int = Query(..., ge=1, le=100, description="the age to check, e.g. 18"),
+        largest: bool = Query(False, description="only the largest face"),
+        min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+        max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
+    ):
+        from faceage.agecheck import policy_for
+
+        policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
+
+        def answer(arr) -> list[dict]:
+            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face, max_faces=max_faces)]
+
+        return {**await answer_upload(request, answer), "policy": policy.summary()}
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
     async def healthz():

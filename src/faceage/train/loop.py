@@ -39,7 +39,7 @@ from faceage.data.sets import (
 )
 from faceage.train.loss import age_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
-from faceage.weights import Calibration, ModelRecord, save_model
+from faceage.weights import ModelRecord, Scoring, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
@@ -123,7 +123,7 @@ class Trainer(Checkpoints):
             input_size=size,
             crop=crop,
             estimate=cfg.eval.estimate,
-            calibration=Calibration(tta=cfg.eval.tta),  # the views its interval and val numbers are measured with
+            scoring=Scoring(tta=cfg.eval.tta),  # the views its interval and val numbers are measured with
             training={
                 "data": str(cfg.data.datasets or cfg.data.manifest or cfg.data.path),
                 "n_train": len(self.data["train"].ages),
