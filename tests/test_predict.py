@@ -159,7 +159,7 @@ def test_annotate_keeps_format_and_layout_and_stdin(small_model, tmp_path, monke
     assert line["path"] == "-" and len(line["faces"]) == 1
     assert Image.open(tmp_path / "out2" / "stdin.jpg").format == "JPEG"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"not a photo")))
-    assert main(["predict", "-", "--model", str(small_model)]) == 1
+    assert main(["predict", "-", "--model", str(small_model)]) == 5  # the only image given: exit status 5
     assert "-: error:" in capsys.readouterr().err
     assert main(["predict", "-", str(photo)]) == 2
 
