@@ -36,6 +36,16 @@ from faceage.errors import ImageError
 #: Largest accepted image, in pixels (about 8000 x 6250). Larger files are rejected
 #: before decoding; pass ``max_pixels=`` to raise the limit deliberately.
 DEFAULT_MAX_PIXELS = 50_000_000
+MB = 1024 * 1024
+#: room for metadata (EXIF, ICC profiles, thumbnails) in a file on top of its pixels
+_FILE_OVERHEAD = 16 * MB
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest image file read from disk: ``max_pixels`` stored uncompressed at 4 bytes a pixel
+    (8-bit RGBA TIFF or BMP) plus metadata; 207 MB (MiB) at the default pixel limit. A larger file cannot be
+    an acceptable image, so it is refused from its size, before a byte of it is read."""
+    return 4 * int(max_pixels or DEFAULT_MAX_PIXELS) + _FILE_OVERHEAD
 
 #: Pillow format id -> name shown to users (None: a variant shown under another name;
 #: older Pillows have a separate MPO plugin for phone JPEGs)
@@ -293,7 +303,11 @@ def _from_pil(img: Image.Image, label: str, max_pixels: int, max_aspect: float |
     return _to_rgb(img, label)
 
 
-def _read_file(path: Path, label: str) -> bytes:
+def read_image_file(path: Path, label: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file, or an :class:`ImageError`: missing, not a file, unreadable, empty, or
+    larger than :func:`max_file_bytes` (checked from its size before reading, and again while reading)."""
+    label = str(path) if label is None else label
+    limit = max_file_bytes(max_pixels)
     if not path.exists():
         kind = "dangling symbolic link" if path.is_symlink() else "file not found"
         raise ImageError(f"{label}: {kind}; check the path", code="file_not_found")
@@ -301,13 +315,26 @@ def _read_file(path: Path, label: str) -> bytes:
         raise ImageError(f"{label}: not a file; pass an image file (or use a folder-aware command)",
                          code="file_not_found")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise _file_too_large(label, size, limit)
+            data = fh.read(limit + 1)  # the file may grow after fstat
     except OSError as exc:
         raise ImageError(f"{label}: cannot read ({exc.strerror or exc}); check its permissions",
                          code="unreadable_file") from exc
+    if len(data) > limit:
+        raise _file_too_large(label, None, limit)
     if not data:
         raise ImageError(f"{label}: file is empty (0 bytes); re-copy or remove it", code="empty_image")
     return data
+
+
+def _file_too_large(label: str, size: int | None, limit: int) -> ImageError:
+    what = f"{size / MB:,.0f} MB" if size is not None else "growing while read and now"
+    return ImageError(f"{label}: the file is {what}, over the {limit / MB:,.0f} MB that an image of at most "
+                      "max_pixels can take; it is not a photo this tool reads (raise max_pixels if it is one)",
+                      code="file_too_large")
 
 
 def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -326,7 +353,7 @@ def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = D
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif isinstance(src, (str, os.PathLike)):
-        data = _read_file(Path(src), label)
+        data = read_image_file(Path(src), label, max_pixels)
     else:
         raise ImageError(f"{label}: unsupported input type {type(src).__name__}; pass a path, bytes, PIL image or "
                          "uint8 array", code="bad_array")
@@ -346,7 +373,7 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
     """
     if min_side > 0 and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         label = _describe(src, name)
-        data = _read_file(Path(src), label) if isinstance(src, (str, os.PathLike)) else bytes(src)
+        data = read_image_file(Path(src), label, max_pixels) if isinstance(src, (str, os.PathLike)) else bytes(src)
         img = open_image(data, name=label)  # the same decoders and header checks as load_image
         w, h = img.size
         if img.format == "JPEG":
