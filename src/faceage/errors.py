@@ -46,3 +46,11 @@ class ConfigError(FaceageError, ValueError):
     """A training config has an unknown key or a bad value."""
 
     code = "bad_config"
+
+
+class ModelOutputError(WeightsError):
+    """The model gave NaN or infinite outputs. Reported per face (``FaceAge.error``, the batch row's
+    ``error``, the server's face ``code``), never as an age; ``faceage predict`` exits with this
+    class's status (4) when some face got one."""
+
+    code = "bad_model_output"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from faceage.preprocess import input_batch
-from faceage.scoring import score
+from faceage.scoring import BAD_OUTPUT, bad_output_message, score
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
@@ -42,16 +42,28 @@ class FaceAge:
 
     box: tuple[int, int, int, int]  # left, top, right, bottom in input pixels
     eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
-    age: float  # years, one decimal
-    age_interval: tuple[float, float]  # 80% interval of the predicted distribution
+    age: float | None  # years, one decimal (None only with an error)
+    age_interval: tuple[float, float] | None  # 80% interval of the predicted distribution
     score: float  # detector confidence
     fallback: bool = False  # True: no face found, a centre crop was scored instead
+    error: str | None = None  # set (with age None) when the model's outputs were NaN or infinite
+
+    @property
+    def code(self) -> str | None:
+        """The error's code (:data:`faceage.scoring.BAD_OUTPUT`), None for a face with an age."""
+        return None if self.error is None else BAD_OUTPUT
 
     def to_dict(self) -> dict:
+        """``predict --json``'s face: box, eyes, age, age_interval, score, fallback; a face without an age
+        has ``age`` and ``age_interval`` null and ``error`` and ``code`` keys (plain JSON, never NaN)."""
         d = asdict(self)
         d["box"] = list(self.box)
         d["eyes"] = [list(e) for e in self.eyes]
-        d["age_interval"] = list(self.age_interval)
+        d["age_interval"] = None if self.age_interval is None else list(self.age_interval)
+        if self.error is None:
+            del d["error"]
+        else:
+            d["code"] = self.code
         return d
 
 
@@ -59,9 +71,10 @@ class FaceAge:
 class AgeEstimate:
     """The age model's answer for one aligned crop."""
 
-    age: float
-    age_interval: tuple[float, float]
+    age: float | None  # None (with ``error``) when the model's outputs were NaN or infinite
+    age_interval: tuple[float, float] | None
     distribution: np.ndarray  # probabilities of ages 0..100
+    error: str | None = None  # code faceage.scoring.BAD_OUTPUT
 
 
 class AgeEstimator:
@@ -115,9 +128,11 @@ class AgeEstimator:
         """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
         arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
         scores = self.score_aligned(crops)
+        bad = bad_output_message(self.model_path.name)
         return [
-            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p)
-            for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
+            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p) if ok
+            else AgeEstimate(None, None, p, bad)
+            for a, (lo, hi), p, ok in zip(scores.age, scores.interval(), scores.probs, scores.finite)
         ]
 
     def predict(self, image, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
@@ -127,7 +142,9 @@ class AgeEstimator:
         ``largest``: only the biggest face; ``max_faces``: the biggest this many (0: all);
         ``min_face``: ignore faces narrower than this many pixels (of the full photo).
         No face gives ``[]``; with ``fallback=True`` a centre crop is scored instead
-        and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`.
+        and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`. A face
+        whose model outputs are NaN or infinite has ``age`` None and ``error`` set (code
+        ``bad_model_output``): one bad face never hides the others.
         A JPEG path or bytes is decoded at a reduced scale for detection (see
         :mod:`faceage.face.pipeline`); boxes and eyes are in the full photo's pixels.
         """
@@ -136,12 +153,12 @@ class AgeEstimator:
             h, w = img.shape[:2]
             est = self.predict_aligned([img])[0]
             return [FaceAge((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), est.age, est.age_interval,
-                            0.0, True)]
+                            0.0, True, est.error)]
         faces = self.pipeline.faces(image, largest=largest, fallback=fallback, min_face=min_face, max_faces=max_faces)
         ests = self.predict_aligned([f.crop for f in faces])
         return [
             FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
-                    e.age, e.age_interval, round(float(f.score), 3), f.fallback)
+                    e.age, e.age_interval, round(float(f.score), 3), f.fallback, e.error)
             for f, e in zip(faces, ests)
         ]
 

@@ -68,10 +68,17 @@ def empty_row(path: str, error: str | None = None) -> dict:
 
 
 def face_rows(path: str, faces: list[FaceAge]) -> list[dict]:
-    """One row per face, with ``predict --json``'s values; one empty row when there is none."""
+    """One row per face, with ``predict --json``'s values; one empty row when there is none. A face
+    without an age (non-finite model outputs) has ``error`` set to its message and ``[code]``."""
     if not faces:
         return [empty_row(path)]
-    return [{**empty_row(path), "face": i, **f.to_dict()} for i, f in enumerate(faces)]
+    rows = []
+    for i, f in enumerate(faces):
+        row = {**empty_row(path), "face": i, **f.to_dict()}
+        if row.pop("code", None) is not None:
+            row["error"] = f"{f.error} [{f.code}]"
+        rows.append(row)
+    return rows
 
 
 def predict_rows(estimator: AgeEstimator, source, path: str, options: PredictOptions) -> list[dict]:

@@ -41,7 +41,7 @@ _SUMMARIES = {
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: 2,  # bad options, config or usage
     ManifestError: 3,  # a data set or manifest without usable rows
-    WeightsError: 4,  # a model file or checkpoint that cannot be used
+    WeightsError: 4,  # a model file or checkpoint that cannot be used; ModelOutputError: NaN/inf outputs
     ImageError: 5,  # an image given alone that cannot be decoded
     FaceageError: 2,
     KeyboardInterrupt: 130,
@@ -70,7 +70,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
-        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image; 130 interrupted",
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint, or NaN/infinite model outputs\n"
+        "(predict: for some face); 5 unreadable image; 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

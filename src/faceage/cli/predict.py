@@ -21,8 +21,10 @@ Text output: one line per face: file, box [left, top, right, bottom], age and it
 80% interval. --json: one JSON object per image: {"path", "faces": [{"box", "eyes",
 "age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. Each file is
 estimated in a worker process: a file that fails (even with a native crash), a missing
-path or a dangling link is reported as that file's error and the run goes on. The exit
-status is 1 when some file could not be read, 0 otherwise.
+path or a dangling link is reported as that file's error and the run goes on. A face
+whose model outputs are NaN or infinite is reported with no age and an error (code
+bad_model_output; --json: "age": null, "error", "code"). The exit status is 4 when some
+face got such an error, else 1 when some file could not be read, 0 otherwise.
 
 --output FILE (.parquet, .csv or .jsonl): batch mode (docs/batch.md): --workers
 processes (default: one per core), one row per face plus one per image without a face
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
     options = dict(args.detector_option)
     AgeEstimator(args.model, tta=args.tta, detector_options=options)  # a bad model or option: one error, first
-    failed = 0
+    failed = bad_faces = 0
     taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
     bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
 
@@ -89,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
         if error is not None:
             report_error(path, error)
             continue
+        bad_faces += sum(f.error is not None for f in faces)
         if args.json:
-            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}), flush=True)
+            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}, allow_nan=False), flush=True)
         elif not faces:
             bar.write(f"{path}: no face found")
         else:
             for f in faces:
+                if f.error is not None:
+                    bar.write(f"{path}: box {list(f.box)} error: {f.error} [{f.code}]", file=sys.stderr)
+                    continue
                 lo, hi = f.age_interval
                 note = " (no face found: centre crop)" if f.fallback else ""
                 bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
@@ -105,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if failed:
         print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
+    if bad_faces:
+        from faceage.cli import exit_code
+        from faceage.errors import ModelOutputError
+
+        print(f"{bad_faces} faces got NaN or infinite model outputs (no age) [{ModelOutputError.code}]",
+              file=sys.stderr)
+        return exit_code(ModelOutputError())
     return 1 if failed else 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -36,7 +35,6 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 import faceage
-from faceage.errors import FaceageError
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
 from faceage.serve.errors import install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
@@ -69,10 +67,13 @@ def default_allowed_hosts(bind: str) -> list[str] | None:
 class Face(BaseModel):
     box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
     eyes: list[list[float]] = Field(description="eye centres [[x, y], [x, y]], image-left eye first")
-    age: float = Field(description="estimated age in years")
-    age_interval: list[float] = Field(description="80% interval of the predicted age distribution")
+    age: float | None = Field(description="estimated age in years (null only with an error)")
+    age_interval: list[float] | None = Field(description="80% interval of the predicted age distribution")
     score: float = Field(description="detector confidence (0 for a fallback crop)")
     fallback: bool = Field(description="true: no face was found and a centre crop was scored")
+    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
+                                                "were NaN or infinite)")
+    code: str | None = Field(None, description="only with error: bad_model_output")
 
 
 class EstimateResponse(BaseModel):
@@ -207,10 +208,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
     def work(img, t0: float, largest: bool, min_face: int, fallback: bool) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
+        # a face whose model outputs are NaN or infinite comes with error/code and no age (never NaN in JSON)
         faces = [f.to_dict() for f in est.predict(arr, largest=largest, min_face=min_face, fallback=fallback)]
-        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f["age_interval"])) for f in faces):
-            raise FaceageError(f"the model {name} gave a non-finite age; its weights are damaged",
-                               code="bad_model_output")
         h, w = arr.shape[:2]
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
@@ -226,7 +225,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.budget = budget
     install_error_handlers(app)
 
-    @app.post("/v1/estimate", response_model=EstimateResponse, responses=_ERRORS,
+    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True,
+              responses=_ERRORS,
               summary="Estimate the ages of the faces in a photo",
               openapi_extra={"requestBody": _REQUEST_BODY})
     async def estimate(

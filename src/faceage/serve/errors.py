@@ -32,7 +32,7 @@ STATUS = {
     # the video route (faceage.serve.video)
     "clip_too_long": 413, "corrupt_video": 422,
     # the server's own faults
-    "bad_model_file": 500, "bad_model_output": 500, "internal": 500,
+    "bad_model_file": 500, "internal": 500,  # (bad_model_output is a per-face error in a 200 answer)
 }
 
 
