@@ -21,7 +21,7 @@ class FaceageError(Exception):
 class ImageError(FaceageError, ValueError):
     """An image could not be decoded or is outside the accepted limits.
 
-    Codes: ``empty_image``, ``file_not_found``, ``unreadable_file``, ``not_an_image``,
+    Codes: ``empty_image``, ``file_not_found``, ``unreadable_file``, ``symlink_loop``, ``not_an_image``,
     ``unsupported_format``, ``corrupt_image``, ``too_many_pixels``, ``image_too_thin``,
     ``image_too_large`` (decoded working size), ``file_too_large`` (a file larger than
     :func:`faceage.imageio.max_file_bytes`, refused before reading), ``bad_array`` (a bad in-memory input).

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Iterable, Iterator
 
-from faceage.batch.files import walk_images
+from faceage.batch.files import problem_row, walk_images
 from faceage.batch.output import PartStore
 from faceage.batch.rows import PredictOptions, predict_many, single_threaded_estimator
 from faceage.errors import FaceageError
@@ -83,7 +83,7 @@ class _Counter(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.total = sum(str(p) not in self.done for p in walk_images(*self.args))
+            self.total = sum(str(p) not in self.done for p in walk_images(*self.args, lambda *p: None))
         except FaceageError:  # a missing input: the main loop reports it when it gets there
             pass
 
@@ -125,7 +125,8 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     most a killed run has to redo.
     """
     paths = [str(p) for p in paths]
-    if next(iter(walk_images(paths, recursive)), None) is None:
+    problems: list = []
+    if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
     workers = max(1, workers or len(os.sched_getaffinity(0)))
     store = PartStore(output, asdict(options))
@@ -134,7 +135,13 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     counter = _Counter(paths, recursive, done)
     counter.start()
     sink = _Sink(store, report, counter, chunk_size, progress)
-    todo = (p for p in map(str, walk_images(paths, recursive)) if p not in done)
+
+
+    def problem(path: str, error) -> None:  # a file-system oddity: an error row, in discovery order
+        if path not in done:
+            sink.add([problem_row(path, error)])
+
+    todo = (p for p in map(str, walk_images(paths, recursive, problem)) if p not in done)
     in_flight: deque[Future] = deque()
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")  # fresh processes: no forked dlib/onnxruntime state

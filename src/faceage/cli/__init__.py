@@ -95,6 +95,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed \udcNN-escaped, never a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
