@@ -11,8 +11,9 @@
 
 The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
-request slots taken before the body is read, a decoded-bytes budget, slow-client
-timeouts, a connection cap, allowed hosts) and error codes -> HTTP statuses
+bodies read before a slot is taken, under a body-bytes budget; request slots, separate for
+video; a decoded-bytes budget; slow-client timeouts; a connection cap; allowed hosts;
+stopping on SIGTERM) and error codes -> HTTP statuses
 (:mod:`faceage.serve.errors`). Decoding and inference run in worker threads, never on
 the event loop. Every error is JSON ``{"detail": message, "code": word}``.
 """
@@ -37,8 +38,8 @@ from pydantic import BaseModel, Field
 import faceage
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
 from faceage.serve.errors import install_error_handlers
-from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
-                                  RequestSlots, SecurityHeaders, release_memory)
+from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck,
+                                  MemoryBudget, RequestSlots, SecurityHeaders, release_memory, shutdown_event)
 from faceage.serve.upload import open_upload, read_upload
 
 DEFAULT_MAX_UPLOAD = 10 * MB
@@ -47,10 +48,15 @@ DEFAULT_MAX_UPLOAD = 10 * MB
 DEFAULT_MAX_ASPECT = 20.0
 #: decoded bytes held at once by all requests of a process (faceage.imageio.working_bytes)
 DEFAULT_MAX_DECODED = 512 * MB
+#: bytes of request bodies held at once (being read, or waiting for a slot) by all requests of a process
+DEFAULT_MAX_BODIES = 256 * MB
 #: seconds: the request head (headers) / the body must arrive within these; a request waits at most
 #: QUEUE_TIMEOUT for a slot
 HEADER_TIMEOUT, BODY_TIMEOUT, QUEUE_TIMEOUT = 10.0, 30.0, 30.0
 DEFAULT_MAX_CONNECTIONS = 256
+#: seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them (clip analyses stop at
+#: once; an image's analysis takes a second or two)
+SHUTDOWN_GRACE = 5.0
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: environment variable carrying create_app's keyword arguments to uvicorn worker processes
 ENV_OPTIONS = "FACEAGE_SERVE_OPTIONS"
@@ -172,7 +178,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
-               queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None) -> FastAPI:
+               queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None,
+               max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
     ready :class:`~faceage.estimator.AgeEstimator`. The model is loaded here, once.
 
@@ -183,7 +190,9 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`detector_options`); ``tta``:
     test-time views per face (see :class:`~faceage.estimator.AgeEstimator`);
     ``body_timeout`` / ``queue_timeout``: seconds for an upload to arrive / to wait for a
-    slot; ``allowed_hosts``: the ``Host`` names answered (None: any).
+    slot; ``allowed_hosts``: the ``Host`` names answered (None: any); ``max_bodies``: bytes of
+    request bodies held at once (bodies are read before a slot is taken); ``video_timeout``: the
+    wall-clock budget of one video request (:mod:`faceage.serve.video`).
     """
     from faceage.estimator import AgeEstimator
 
@@ -198,13 +207,16 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                          "must be positive")
     summary = model_summary(est, name)
     summary["limits"] = {"max_upload_bytes": max_upload, "max_pixels": max_pixels, "max_aspect": max_aspect,
-                         "max_decoded_bytes": max_decoded, "concurrency": concurrency,
+                         "max_decoded_bytes": max_decoded, "max_body_bytes": int(max_bodies),
+                         "concurrency": concurrency,
                          "body_timeout_s": body_timeout, "queue_timeout_s": queue_timeout,
                          "detector_cnn": bool(detector_cnn), "allowed_hosts": allowed_hosts}
     if warmup:  # load the detector and run the network once, so the first request is not slow
         est.predict(np.full((32, 32, 3), 127, np.uint8), fallback=True)
-    slots = RequestSlots(concurrency, queue_timeout)
+    shutdown = shutdown_event()  # set on SIGTERM: queued work refused, videos stop at their next frame
+    slots = RequestSlots(concurrency, queue_timeout, shutdown=shutdown)
     budget = MemoryBudget(max_decoded, queue_timeout)
+    bodies = BodyBudget(max_bodies)
 
     def work(img, t0: float, largest: bool, min_face: int, fallback: bool) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
@@ -223,6 +235,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.estimator = est
     app.state.summary = summary
     app.state.budget = budget
+    app.state.shutdown = shutdown
     install_error_handlers(app)
 
     @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True,
@@ -235,20 +248,22 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
-        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
-            data, content_type = await read_upload(request, max_upload, body_timeout)
-            t0 = time.perf_counter()
-            img = await anyio.to_thread.run_sync(partial(
-                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-            del data
-            need = working_bytes(img)
-            try:
-                async with budget.reserve(need):
-                    return await anyio.to_thread.run_sync(partial(work, img, t0, largest, min_face, fallback))
-            finally:
-                img.close()
-                if need > _TRIM_AFTER:
-                    release_memory()
+        with bodies.hold() as hold:
+            # the body first, then a slot: a client sending slowly holds a connection, never a slot
+            data, content_type = await read_upload(request, max_upload, body_timeout, hold)
+            async with slots.slot():
+                t0 = time.perf_counter()
+                img = await anyio.to_thread.run_sync(partial(
+                    open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+                del data
+                need = working_bytes(img)
+                try:
+                    async with budget.reserve(need):
+                        return await anyio.to_thread.run_sync(partial(work, img, t0, largest, min_face, fallback))
+                finally:
+                    img.close()
+                    if need > _TRIM_AFTER:
+                        release_memory()
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
     async def healthz():
@@ -265,7 +280,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
     from faceage.serve.video import add_video_routes  # POST /v1/estimate-video
 
-    add_video_routes(app, slots, body_timeout=body_timeout)
+    add_video_routes(app, body_timeout=body_timeout, queue_timeout=queue_timeout, budget=budget, bodies=bodies,
+                     shutdown=shutdown, **({"max_wall": video_timeout} if video_timeout else {}))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     if allowed_hosts:
