@@ -8,7 +8,9 @@ and what the frames are can disagree:
 * ``zero_time_mkv``: every frame stamped 0 (a 60 s duration cap that trusts time stamps would
   never stop; the container declares a duration of one frame);
 * ``resolution_switch_mkv``: the stream declares the first frames' small size and switches to a
-  large size mid-stream (a frame-size check that trusts the header would let 4K frames through).
+  large size mid-stream (a frame-size check that trusts the header would let 4K frames through);
+* ``repeated_mkv``: a clip's packets muxed again and again, one copy after the other (a long,
+  high-frame-rate clip in a small file, made in seconds: the video DoS of issue 25).
 """
 from __future__ import annotations
 
@@ -71,6 +73,24 @@ def resolution_switch_mkv(path: str | Path, small: tuple[int, int] = (64, 64), l
     packets = _jpeg_packets([pattern(i, *small) for i in range(n_small)], fps)
     big = _jpeg_packets([pattern(i, *large) for i in range(min(n_large, 3))], fps)
     return mkv_of_packets(path, packets + [big[i % len(big)] for i in range(n_large)], small, fps)
+
+
+def repeated_mkv(src: str | Path, dst: str | Path, times: int) -> Path:
+    """``src`` (a clip starting with a key frame) played ``times`` times in a row, as Matroska."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        ins = inp.streams.video[0]
+        outs = out.add_stream_from_template(ins)
+        packets = [p for p in inp.demux(ins) if p.size]
+        span = max(p.pts for p in packets) + (packets[1].pts - packets[0].pts if len(packets) > 1 else 1)
+        for k in range(times):
+            for p in packets:
+                q = av.Packet(bytes(p))
+                q.stream, q.time_base, q.is_keyframe = outs, p.time_base, p.is_keyframe
+                q.pts, q.dts = p.pts + k * span, p.dts + k * span
+                out.mux(q)
+    return Path(dst)
 
 
 def main() -> None:
