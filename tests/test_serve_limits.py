@@ -149,7 +149,8 @@ def test_a_video_never_takes_an_image_slot(estimator, held_video):
         release.set()
         t.join()
     assert video[0].status_code == 200
-    assert (second.status_code, second.json()["code"]) == (503, "busy") and "1 video analyses" in second.json()["detail"]
+    assert (second.status_code, second.json()["code"]) == (503, "busy")
+    assert "1 video analyses running" in second.json()["detail"]
 
 
 def test_a_video_stops_when_its_client_goes_away(estimator, held_video):

@@ -81,11 +81,8 @@ class _Counter(threading.Thread):
         super().__init__(daemon=True)
         self.args, self.done, self.total = (paths, recursive), done, None
 
-    def run(self) -> None:
-        try:
-            self.total = sum(str(p) not in self.done for p in walk_images(*self.args, lambda *p: None))
-        except FaceageError:  # a missing input: the main loop reports it when it gets there
-            pass
+    def run(self) -> None:  # problems are the main loop's to report
+        self.total = sum(str(p) not in self.done for p in walk_images(*self.args, lambda *p: None))
 
 
 class _Sink:
@@ -136,8 +133,7 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     counter.start()
     sink = _Sink(store, report, counter, chunk_size, progress)
 
-
-    def problem(path: str, error) -> None:  # a file-system oddity: an error row, in discovery order
+    def problem(path: str, error) -> None:  # a file-system oddity: an error row as soon as it is met
         if path not in done:
             sink.add([problem_row(path, error)])
 
