@@ -48,8 +48,9 @@ DEFAULT_MAX_UPLOAD = 10 * MB
 DEFAULT_MAX_ASPECT = 20.0
 #: decoded bytes held at once by all requests of a process (faceage.imageio.working_bytes)
 DEFAULT_MAX_DECODED = 512 * MB
-#: bytes of request bodies held at once (being read, or waiting for a slot) by all requests of a process
-DEFAULT_MAX_BODIES = 256 * MB
+#: bytes of request bodies held at once (being read, or waiting for a slot) by all requests of a process:
+#: a dozen full-size uploads (32 clients x 10 MB at once: a few get 503 busy, the server stays under 400 MB)
+DEFAULT_MAX_BODIES = 128 * MB
 #: seconds: the request head (headers) / the body must arrive within these; a request waits at most
 #: QUEUE_TIMEOUT for a slot
 HEADER_TIMEOUT, BODY_TIMEOUT, QUEUE_TIMEOUT = 10.0, 30.0, 30.0

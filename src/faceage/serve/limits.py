@@ -84,6 +84,12 @@ class BodyBudget:
             yield hold
         finally:
             self.used -= hold.n
+            if hold.n > _TRIM_BODY:
+                release_memory()  # a large body's heap back to the system: the idle RSS falls back
+
+
+#: bodies larger than this are followed by handing freed memory back to the system
+_TRIM_BODY = 4 * MB
 
 
 class BodyHold:
