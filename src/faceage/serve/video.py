@@ -36,7 +36,8 @@ DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_PIXELS = 1920 * 1088
 #: frames per clip: 60 s at 60 frames/s (a clip whose time stamps all say 0 is stopped here too)
 DEFAULT_MAX_FRAMES = 3600
-#: seconds of analysis per clip; --every 5 on a 60 s 720p clip takes about a third of it on 2 loaded cores
+#: seconds of analysis per clip: a 60 s, 25 frames/s 720p clip at every=5 takes about 30 s (docs/video.md:
+#: about 50 frames/s on the loaded 2-core machine)
 DEFAULT_MAX_WALL = 120.0
 
 _ERRORS = {
