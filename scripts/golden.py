@@ -1,4 +1,5 @@
-"""Write tests/data/golden.json: the bundled model's faces and ages on the committed public-domain photos.
+"""Write tests/data/golden.json: the bundled model's faces, ages and "over 18" age-check decisions on the
+committed public-domain photos.
 
 Run it after an intended change of the bundled model or of the face front end, look at the diff, and
 commit it with the change; tests/test_golden.py then pins every later change against it.
@@ -27,9 +28,17 @@ def golden(backend: str) -> dict:
                    for f in est.predict(DATA / name)] for name in PHOTOS}
 
 
+def checks(over: int = 18) -> dict:
+    """``faceage check --over 18`` per photo: each face's decision and calibrated p_over (ONNX model)."""
+    est = AgeEstimator()
+    return {name: [{"box": list(c.box), "p_over": round(c.p_over, 4), "decision": c.decision}
+                   for c in est.check(DATA / name, over)] for name in PHOTOS}
+
+
 def main() -> None:
     out = {"model": {b: model_digest(b) for b in ("onnx", "torch")},
-           "faces": {b: golden(b) for b in ("onnx", "torch")}}
+           "faces": {b: golden(b) for b in ("onnx", "torch")},
+           "checks": {"18": checks(18)}}
     (DATA / "golden.json").write_text(json.dumps(out, indent=1) + "\n")
     for name, faces in out["faces"]["onnx"].items():
         print(name, [(f["box"], f["age"]) for f in faces])

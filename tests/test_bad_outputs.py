@@ -98,3 +98,18 @@ def test_the_video_route_skips_such_faces_with_a_warning(nan_estimator, tmp_path
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["tracks"] == [] and any("[bad_model_output]" in w for w in doc["warnings"])
+
+
+def test_an_age_check_refers_a_face_without_an_age():
+    from faceage.agecheck import checks, policy_for
+    from faceage.estimator import AgeEstimator
+    from faceage.scoring import Scores
+
+    record = AgeEstimator().record
+    logits = np.zeros((2, 101), np.float32)
+    logits[1, 3] = np.nan
+    got = checks(Scores(logits, np.zeros(2, np.float32), "dex"), policy_for(record, 18), model="m.onnx")
+    assert got[0].error is None and got[0].p_over is not None
+    assert (got[1].age, got[1].p_over, got[1].decision) == (None, None, "refer")
+    assert got[1].to_dict()["code"] == "bad_model_output" and "m.onnx gave NaN" in got[1].error
+    json.dumps([c.to_dict() for c in got], allow_nan=False)

@@ -162,6 +162,42 @@ class AgeEstimator:
             for f, e in zip(faces, ests)
         ]
 
+    def check(self, image, over: int = 18, *, policy=None, largest: bool = False, min_face: int = 0,
+              max_faces: int = 0) -> list:
+        """An age check per face in ``image``: :class:`faceage.agecheck.AgeCheck` (box, age, calibrated
+        ``p_over``, ``decision`` "pass" or "refer", the policy), largest first; no face gives ``[]``.
+
+        ``policy``: an :class:`faceage.agecheck.AgeCheckPolicy` (e.g. from
+        :func:`faceage.agecheck.fit_policy` on your own labelled faces); by default the model record's
+        policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
+        :class:`faceage.agecheck.NoPolicyError`).
+        Faces are found as :meth:`predict` finds them."""
+        from faceage.agecheck import checks
+
+        policy = self._policy(over, policy)
+        if self.record.crop is None:
+            img = load_image(image)
+            h, w = img.shape[:2]
+            return checks(self.score_aligned([img]), policy, [(0, 0, w, h)], self.model_path.name)
+        faces = self.pipeline.faces(image, largest=largest, min_face=min_face, max_faces=max_faces)
+        boxes = [tuple(int(v) for v in f.box) for f in faces]
+        return checks(self.score_aligned([f.crop for f in faces]), policy, boxes, self.model_path.name)
+
+    def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
+        """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""
+        from faceage.agecheck import checks
+
+        return checks(self.score_aligned(crops), self._policy(over, policy), model=self.model_path.name)
+
+    def _policy(self, over: int, policy):
+        from faceage.agecheck import NoPolicyError, policy_for
+
+        if policy is None:
+            return policy_for(self.record, over)
+        if policy.over != over:
+            raise NoPolicyError(f"the policy given is for over={policy.over}, not over={over}")
+        return policy
+
     def predict_video(self, video=None, *, camera: int | None = None, every: int = 5, start: float = 0.0,
                       end: float | None = None, **options):
         """Faces followed through a video file (mp4, mov, mkv, webm, avi) or ``camera=N``, with ages

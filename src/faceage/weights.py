@@ -15,9 +15,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceage.errors import WeightsError
+
+if TYPE_CHECKING:
+    from faceage.agecheck import AgeCheckPolicy
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,6 +113,9 @@ class ModelRecord:
     # added to the logits before anything is read off them: the age prior of the (balanced) training
     # sample exchanged for the data's own, with the strength chosen on validation data; None: nothing
     logit_bias: tuple[float, ...] | None = None
+    # age-check policies by threshold ("over 18": calibration of p_over + pass threshold, with the validation
+    # figures behind them; faceage.agecheck); records written before them load with none
+    age_checks: dict[int, "AgeCheckPolicy"] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -128,6 +134,8 @@ class ModelRecord:
                 "training": self.training,
                 "interval_temperature": self.interval_temperature,
                 "logit_bias": None if self.logit_bias is None else [round(float(v), 6) for v in self.logit_bias],
+                **({"age_checks": {str(k): p.to_dict() for k, p in self.age_checks.items()}} if self.age_checks
+                   else {}),
             },
             sort_keys=True,
         )
@@ -166,9 +174,19 @@ class ModelRecord:
                                              float, 1e-3, 1e3),
                 logit_bias=_bias(data.get("logit_bias"), int(data["model"].get("num_classes", 101))
                                  if isinstance(data["model"], dict) else 101),
+                age_checks=_age_checks(data.get("age_checks"), data["model"]),
             )
         except _Invalid as exc:
             raise WeightsError(f"{source}: bad faceage record: {exc}; re-export or retrain the model") from None
+
+
+def _age_checks(value, model) -> dict:
+    from faceage.agecheck import check_policies
+
+    try:
+        return check_policies(value, int(model.get("num_classes", 101)))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _bias(value, n: int) -> tuple[float, ...] | None:
@@ -222,6 +240,19 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"faceage": record.to_json()})
     os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
+    tmp.replace(path)
+    return path
+
+
+def write_record(path: str | Path, record: ModelRecord) -> Path:
+    """Replace a .safetensors file's record, its tensors kept byte for byte (no torch needed), atomically."""
+    from safetensors.numpy import load_file, save_file
+
+    path = resolve_model_path(path)
+    read_record(path)  # a file faceage wrote, with a valid record
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata={"faceage": record.to_json()})
+    os.chmod(tmp, path.stat().st_mode & 0o777)
     tmp.replace(path)
     return path
 

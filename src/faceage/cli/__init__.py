@@ -15,6 +15,7 @@ from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError,
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
     "predict": "predict",
+    "check": "check",
     "evaluate": "evaluate",
     "train": "train",
     "prepare": "prepare",
@@ -26,6 +27,7 @@ COMMANDS = {
 
 _SUMMARIES = {
     "predict": "estimate ages of the faces in photos",
+    "check": "age checks: is each face at least N? pass or refer",
     "evaluate": "score a model on a labelled data set (MAE, CS curve, error by age)",
     "train": "train an age model from a YAML config",
     "prepare": "import a data set: detect, align and crop faces, write a manifest",

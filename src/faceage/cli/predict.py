@@ -56,41 +56,11 @@ def run(args: argparse.Namespace) -> int:
         from faceage.batch.run import run_cli
 
         return run_cli(args)
-    from tqdm import tqdm
+    taken: set[Path] = set()  # never write over an input, nor twice to one file
+    bad_faces = 0  # faces whose model outputs were NaN or infinite (no age)
 
-    from faceage.errors import FaceageError
-    from faceage.estimator import AgeEstimator
-    from faceage.imageio import iter_images, load_image
-    from faceage.workers import imap_isolated
-
-    problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
-    files = list(iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
-    if not files and not problems:
-        raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
-    options = dict(args.detector_option)
-    AgeEstimator(args.model, tta=args.tta, detector_options=options)  # a bad model or option: one error, first
-    failed = bad_faces = 0
-    taken = {p.resolve() for p in files}  # never write over an input, nor twice to one file
-    bar = tqdm(total=len(files), unit="img", desc="predict", disable=len(files) <= 3, file=sys.stderr)
-
-    def report_error(path, message: str) -> None:
-        nonlocal failed
-        failed += 1
-        if args.json:
-            print(json.dumps({"path": str(path), "error": message}), flush=True)
-        else:
-            bar.write(f"{path}: error: {message}", file=sys.stderr)
-
-    for path, problem in problems:
-        report_error(path, str(problem))
-    jobs = [(str(p), args.largest, args.min_face, args.max_faces, args.fallback) for p in files]
-    results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, options),
-                            on_crash=_crashed, suspect=lambda result: result[2])
-    for path, (faces, error, _) in zip(files, results):
-        bar.update(1)
-        if error is not None:
-            report_error(path, error)
-            continue
+    def show(path: Path, faces: list, bar) -> None:
+        nonlocal bad_faces
         bad_faces += sum(f.error is not None for f in faces)
         if args.json:
             print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}, allow_nan=False), flush=True)
@@ -106,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
         if args.annotate:
             from faceage.annotate import annotate
+            from faceage.imageio import load_image
 
             annotate(load_image(path), faces).save(annotated_path(Path(args.annotate), path, taken))
-    bar.close()
-    if failed:
-        print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
+
+    options = {"largest": args.largest, "min_face": args.min_face, "max_faces": args.max_faces,
+               "fallback": args.fallback}
+    status = run_photos(args, "predict", options, show, taken=taken)
     if bad_faces:
         from faceage.cli import exit_code
         from faceage.errors import ModelOutputError
@@ -118,6 +90,57 @@ def run(args: argparse.Namespace) -> int:
         print(f"{bad_faces} faces got NaN or infinite model outputs (no age) [{ModelOutputError.code}]",
               file=sys.stderr)
         return exit_code(ModelOutputError())
+    return status
+
+
+def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,
+               ready=None) -> int:
+    """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each given to
+    ``AgeEstimator.<method>(path, **options)`` in an isolated worker process, ``show(path, result, bar)``
+    per photo, each file's error reported as that file's (``{"path", "error"}`` with ``--json``); 1 when
+    some file failed. ``ready(estimator)`` may refuse the run before any file is read."""
+    from tqdm import tqdm
+
+    from faceage.errors import FaceageError
+    from faceage.estimator import AgeEstimator
+    from faceage.imageio import iter_images
+    from faceage.workers import imap_isolated
+
+    problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
+    files = list(iter_images(args.paths, recursive=args.recursive, on_error=lambda *p: problems.append(p)))
+    if not files and not problems:
+        raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
+    detector = dict(args.detector_option)
+    est = AgeEstimator(args.model, tta=args.tta, detector_options=detector)  # a bad model or option: one error, first
+    if ready is not None:
+        ready(est)
+    failed = 0
+    if taken is not None:
+        taken.update(p.resolve() for p in files)
+    bar = tqdm(total=len(files), unit="img", desc=method, disable=len(files) <= 3, file=sys.stderr)
+
+    def report_error(path, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": message}), flush=True)
+        else:
+            bar.write(f"{path}: error: {message}", file=sys.stderr)
+
+    for path, problem in problems:
+        report_error(path, str(problem))
+    jobs = [(str(p), method, options) for p in files]
+    results = imap_isolated(_estimate, jobs, initializer=_load_estimator, initargs=(args.model, args.tta, detector),
+                            on_crash=_crashed, suspect=lambda result: result[2])
+    for path, (faces, error, _) in zip(files, results):
+        bar.update(1)
+        if error is not None:
+            report_error(path, error)
+            continue
+        show(path, faces, bar)
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(files) + len(problems)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -142,15 +165,15 @@ def _load_estimator(model: str | None, tta: str, detector_options: dict) -> None
     _ESTIMATOR = AgeEstimator(model, tta=tta, detector_options=detector_options)
 
 
-def _estimate(job: tuple[str, bool, int, int | None, bool]) -> tuple[list | None, str | None, bool]:
-    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises."""
+def _estimate(job: tuple[str, str, dict]) -> tuple[list | None, str | None, bool]:
+    """(faces, None, False) or (None, error, worker suspect?) for one file, in the worker process; never raises.
+    ``job``: (path, the AgeEstimator method: predict or check, its options)."""
     from faceage.errors import FaceageError
     from faceage.workers import native_failure, one_line
 
-    path, largest, min_face, max_faces, fallback = job
+    path, method, options = job
     try:
-        faces = _ESTIMATOR.predict(path, largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
-        return faces, None, False
+        return getattr(_ESTIMATOR, method)(path, **options), None, False
     except FaceageError as exc:
         return None, str(exc), False
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's

@@ -91,6 +91,36 @@ class EstimateResponse(BaseModel):
     elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
 
 
+class CheckFace(BaseModel):
+    box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
+    age: float | None = Field(description="estimated age in years (null only with an error)")
+    p_over: float | None = Field(description="calibrated probability that the person is at least `over` "
+                                             "(null only with an error)")
+    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID; "
+                                      "always for a face with an error)")
+    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
+                                                "were NaN or infinite)")
+    code: str | None = Field(None, description="only with error: bad_model_output")
+
+
+class CheckPolicy(BaseModel):
+    over: int = Field(description="the age checked")
+    threshold: float = Field(description="a face passes when its p_over reaches this")
+    logit_threshold: float = Field(description="the same threshold on the uncalibrated log-odds")
+    max_share: float = Field(description="at most this share of validation faces aged band[0]..band[1] passed")
+    band: list[int] = Field(description="the ages just under the threshold whose pass rate the policy bounds")
+    calibration: str = Field(description="how p_over was calibrated (platt or isotonic)")
+
+
+class CheckResponse(BaseModel):
+    faces: list[CheckFace] = Field(description="faces, largest first; [] when none is found (nobody passes)")
+    policy: CheckPolicy
+    width: int = Field(description="image width in pixels (after EXIF rotation)")
+    height: int = Field(description="image height in pixels (after EXIF rotation)")
+    model: str = Field(description="name of the model that answered (see GET /v1/model)")
+    elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
+
+
 class ErrorResponse(BaseModel):
     detail: str = Field(description="what is wrong and what to do")
     code: str = Field(description="machine-readable error kind, e.g. not_an_image, too_large")
@@ -108,7 +138,8 @@ _ERRORS = {
                                                  "over the decoded-size limit"},
     415: {"model": ErrorResponse, "description": "not an image type this server decodes"},
     422: {"model": ErrorResponse, "description": "not an image, a corrupt/truncated image, an image too thin "
-                                                 "to hold a face, or a bad query option"},
+                                                 "to hold a face, a bad query option, or (/v1/check) an age "
+                                                 "the model has no policy for (code no_policy)"},
     503: {"model": ErrorResponse, "description": "busy: no slot within the queue timeout; retry"},
 }
 
@@ -171,6 +202,7 @@ def model_summary(est, name: str) -> dict[str, Any]:
         "spec": spec,
         "training": rec.training,
         "tta": est.tta,
+        "age_checks": sorted(rec.age_checks),  # POST /v1/check?over=N answers for these N
         "faceage_version": faceage.__version__,
     }
 
@@ -219,13 +251,32 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     budget = MemoryBudget(max_decoded, queue_timeout)
     bodies = BodyBudget(max_bodies)
 
-    def work(img, t0: float, largest: bool, min_face: int, fallback: bool) -> dict:
+    def work(img, t0: float, answer) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
-        # a face whose model outputs are NaN or infinite comes with error/code and no age (never NaN in JSON)
-        faces = [f.to_dict() for f in est.predict(arr, largest=largest, min_face=min_face, fallback=fallback)]
+        faces = answer(arr)  # a face whose model outputs are NaN or infinite has error/code and no age
         h, w = arr.shape[:2]
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
+
+    async def answer_upload(request: Request, answer) -> dict:
+        """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
+        (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
+        with bodies.hold() as hold:
+            # the body first, then a slot: a client sending slowly holds a connection, never a slot
+            data, content_type = await read_upload(request, max_upload, body_timeout, hold)
+            async with slots.slot():
+                t0 = time.perf_counter()
+                img = await anyio.to_thread.run_sync(partial(
+                    open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+                del data
+                need = working_bytes(img)
+                try:
+                    async with budget.reserve(need):
+                        return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
+                finally:
+                    img.close()
+                    if need > _TRIM_AFTER:
+                        release_memory()
 
     app = FastAPI(
         title="faceage",
@@ -239,8 +290,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.shutdown = shutdown
     install_error_handlers(app)
 
-    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True,
-              responses=_ERRORS,
+    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True, responses=_ERRORS,
               summary="Estimate the ages of the faces in a photo",
               openapi_extra={"requestBody": _REQUEST_BODY})
     async def estimate(
@@ -249,22 +299,33 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
-        with bodies.hold() as hold:
-            # the body first, then a slot: a client sending slowly holds a connection, never a slot
-            data, content_type = await read_upload(request, max_upload, body_timeout, hold)
-            async with slots.slot():
-                t0 = time.perf_counter()
-                img = await anyio.to_thread.run_sync(partial(
-                    open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-                del data
-                need = working_bytes(img)
-                try:
-                    async with budget.reserve(need):
-                        return await anyio.to_thread.run_sync(partial(work, img, t0, largest, min_face, fallback))
-                finally:
-                    img.close()
-                    if need > _TRIM_AFTER:
-                        release_memory()
+        def answer(arr) -> list[dict]:
+            return [f.to_dict() for f in est.predict(arr, largest=largest, min_face=min_face, fallback=fallback)]
+
+        return await answer_upload(request, answer)
+
+    @app.post("/v1/check", response_model=CheckResponse, response_model_exclude_unset=True, responses=_ERRORS,
+              summary="Age check: is each face in a photo at least `over` years old? pass or refer",
+              description="Each face gets the calibrated probability that the person is at least `over` "
+                          "(p_over) and the decision of the model's policy for `over` ('pass' or 'refer' to an "
+                          "ID check). The bundled model has policies for 13, 16, 18, 21 and 25, each chosen on "
+                          "validation photos so that at most 1% of those 1-5 years under passed; measured rates "
+                          "and limits: docs/age-checks.md. Upload and limits as for /v1/estimate.",
+              openapi_extra={"requestBody": _REQUEST_BODY})
+    async def check(
+        request: Request,
+        over: int = Query(..., ge=1, le=100, description="the age to check, e.g. 18"),
+        largest: bool = Query(False, description="only the largest face"),
+        min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+    ):
+        from faceage.agecheck import policy_for
+
+        policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
+
+        def answer(arr) -> list[dict]:
+            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face)]
+
+        return {**await answer_upload(request, answer), "policy": policy.summary()}
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
     async def healthz():
