@@ -5,7 +5,8 @@ RSS is sampled every 50 ms from /proc while the attack runs (peak), and again af
 has been idle for ``IDLE_S`` seconds; open file descriptors are counted the same way.
 
 Issue #25's attacks also send normal requests alongside (the committed portrait,
-tests/data/obama.jpg, one at a time) and report their statuses and latency: two video
+tests/data/obama.jpg, one at a time) and report their statuses and latency: four photos
+without a face (a blank 1000x750 PNG and a 12 MP noise JPEG, two of each at once); two video
 uploads of a 640x360, 240 frames/s, 60 s clip with ``?every=1``; a Matroska file whose
 3,000 frames are all stamped 0; a stream that declares 64x64 and switches to 3840x2160;
 2 and 50 clients sending their bodies at 1 byte/s; and, for comparison, no attack at all.
@@ -302,6 +303,18 @@ def run_attacks(args, argv) -> int:
     zero = hv.zero_time_mkv(tmp / "zero.mkv", frames=3000, size=(640, 360)).read_bytes()
     switch = hv.resolution_switch_mkv(tmp / "switch.mkv", small=(64, 64), large=(3840, 2160)).read_bytes()
 
+    blank = _png(Image.new("RGB", (1000, 750), (128, 128, 128)))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(buf, "JPEG", quality=60)
+    noise12 = buf.getvalue()
+
+    def faceless(server):
+        with Normal(server.base) as normal:
+            outcomes = _post_all(server.base, [blank, noise12] * 2)
+        return {"outcomes": _counts(outcomes), "normal": normal.summary(),
+                "upload": f"face-less photos: 1000x750 grey PNG and 12 MP noise JPEG ({len(noise12) / MB:.1f} MB), "
+                          "x2 each at once"}
+
     def baseline(server):
         with Normal(server.base) as normal:
             time.sleep(15)
@@ -328,6 +341,7 @@ def run_attacks(args, argv) -> int:
     attacks = [("4 worst-case uploads", worst_case), ("4 thin 1x50M px uploads", thin_case),
                ("32 clients x 10 MB junk", junk_case), ("slow headers", slow_headers),
                ("500 half-open connections", half_open), ("no attack (baseline)", baseline),
+               ("4 face-less photos", faceless),
                ("video DoS", video_dos), ("timestamp-0 MKV", zero_times),
                ("mid-stream resolution change", resolution_switch), ("2 slow-body clients", slow_2),
                ("50 slow-body clients", slow_50)]
