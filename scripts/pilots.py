@@ -59,11 +59,11 @@ def one_face_ms(runs: dict[str, Path], rounds: int = 7, repeats: int = 30) -> di
     return {name: round(v, 3) for name, v in best.items()}
 
 
-def row(name: str, run: Path, cfg: dict) -> dict:
+def row(name: str, run: Path, cfg) -> dict:
     from faceage.nets.model import count_macs, count_params, create_model
 
     summary = json.loads((run / "summary.json").read_text())
-    width, size = float(cfg["model"]["width"]), int(cfg["data"]["input_size"])
+    width, size = float(cfg.model.width), int(cfg.data.input_size)
     model = create_model("ma_sfv2", width)
     out = {"name": name, "tests": CANDIDATES[name][0], "width": width, "input_size": size,
            "params": count_params(model), "mmacs": round(count_macs(model, size) / 1e6, 1),

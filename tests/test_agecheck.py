@@ -9,6 +9,7 @@ from faceage.agecheck import (AgeCheckPolicy, Calibration, NoPolicyError, check_
                               fit_isotonic, fit_platt, fit_policy, over_logit, pass_threshold, policy_for,
                               raw_p_over, wilson)
 from faceage.errors import WeightsError
+from faceage.nets.spec import ModelSpec
 from faceage.weights import ModelRecord
 
 
@@ -92,13 +93,13 @@ def test_policy_fitting_refuses_data_it_cannot_use():
 def test_record_round_trip_keeps_the_policies_and_old_records_load(tmp_path):
     p, ages = _overconfident()
     policies = {o: fit_policy(p, ages, o, calibration=c) for o, c in ((16, "isotonic"), (18, "platt"))}
-    rec = ModelRecord(model={"arch": "ma_sfv2", "width": 0.5}, age_checks=policies)
+    rec = ModelRecord(model=ModelSpec("ma_sfv2", 0.5), age_checks=policies)
     back = ModelRecord.from_json(rec.to_json())
     assert back.age_checks == policies and back == rec
     old = json.loads(rec.to_json())
     del old["age_checks"]
     assert ModelRecord.from_json(json.dumps(old)).age_checks == {}
-    assert "age_checks" not in ModelRecord(model={"arch": "ma_sfv2", "width": 0.5}).to_json()
+    assert "age_checks" not in ModelRecord(model=ModelSpec("ma_sfv2", 0.5)).to_json()
 
 
 @pytest.mark.parametrize("change, words", [
@@ -115,7 +116,7 @@ def test_record_round_trip_keeps_the_policies_and_old_records_load(tmp_path):
 def test_bad_policies_fail_at_load_naming_the_field(change, words):
     p, ages = _overconfident()
     good = fit_policy(p, ages, 18).to_dict()
-    rec = json.loads(ModelRecord(model={"arch": "ma_sfv2", "width": 0.5}).to_json())
+    rec = json.loads(ModelRecord(model=ModelSpec("ma_sfv2", 0.5)).to_json())
     rec["age_checks"] = {"18": {**good, **change}}
     with pytest.raises(WeightsError, match=f"m.onnx: bad faceage record: age_checks\\[18\\].*{words}"):
         ModelRecord.from_json(json.dumps(rec), source="m.onnx")
@@ -125,7 +126,7 @@ def test_bad_policies_fail_at_load_naming_the_field(change, words):
 
 def test_unknown_threshold_is_a_clear_error():
     p, ages = _overconfident()
-    rec = ModelRecord(model={"arch": "ma_sfv2", "width": 0.5}, age_checks={18: fit_policy(p, ages, 18)})
+    rec = ModelRecord(model=ModelSpec("ma_sfv2", 0.5), age_checks={18: fit_policy(p, ages, 18)})
     assert policy_for(rec, 18).over == 18
     with pytest.raises(NoPolicyError, match="no age-check policy for over=20 .*it has: 18.*--fit-on"):
         policy_for(rec, 20)
@@ -200,7 +201,7 @@ def brightness_model(path: Path, sigma: float = 1.5, size: int = 16) -> Path:
          numpy_helper.from_array(np.array([1], np.int64), "axes")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
-    record = ModelRecord(model={"arch": "ma_sfv2", "width": 0.5}, input_size=size, crop=None)
+    record = ModelRecord(model=ModelSpec("ma_sfv2", 0.5), input_size=size, crop=None)
     helper.set_model_props(model, {"faceage": record.to_json()})
     onnx.save(model, str(path))
     return path

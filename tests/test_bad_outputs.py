@@ -46,12 +46,14 @@ def test_predict_reports_each_face_and_exits_4(nan_model, capsys):
 
 
 def test_batch_rows_carry_the_error(nan_estimator):
-    from faceage.batch.rows import COLUMNS, PredictOptions, predict_rows
+    from faceage.engine import COLUMNS, face_dicts, photo_rows, row_faces
+    from faceage.options import FaceOptions
 
-    rows = predict_rows(nan_estimator, str(PHOTO), str(PHOTO), PredictOptions())
+    rows = photo_rows(nan_estimator, str(PHOTO), str(PHOTO), FaceOptions())
     assert rows and all(set(r) == set(COLUMNS) for r in rows)
-    assert all(r["age"] is None and r["face"] == i and r["error"].endswith("[bad_model_output]")
-               for i, r in enumerate(rows))
+    assert all(r["age"] is None and r["face"] == i and "gave NaN or infinite outputs" in r["error"]
+               and r["code"] == "bad_model_output" for i, r in enumerate(rows))
+    assert [f.to_dict() for f in row_faces(rows)] == face_dicts(rows)  # rows give predict --json's faces back
 
 
 def test_the_image_route_answers_200_with_per_face_errors(nan_estimator):

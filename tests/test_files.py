@@ -71,7 +71,7 @@ def test_batch_reports_every_oddity_as_an_error_row(odd_folder, tmp_path, suffix
     out = tmp_path / f"ages{suffix}"
     report = run_batch([odd_folder], out, recursive=True, workers=1, progress=False)
     rows = list(read_rows(out))
-    codes = {r["path"]: (r["error"] or "").rpartition("[")[2].rstrip("]") or None for r in rows}
+    codes = {r["path"]: r["code"] for r in rows}
     assert codes == expected_codes(odd_folder)
     assert report.errors == 5 and report.no_face == 4
     if suffix != ".parquet":

@@ -38,11 +38,12 @@ FACE_KEYS = {"box", "eyes", "age", "age_interval", "score", "fallback"}
 
 def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
-    from faceage.nets.model import ModelSpec, create_model
+    from faceage.nets.model import create_model
+    from faceage.nets.spec import ModelSpec
     from faceage.weights import ModelRecord, save_model
 
     return save_model(create_model("ma_sfv2", 0.5),
-                      ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict()), path)
+                      ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec()), path)
 
 
 def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:
@@ -306,11 +307,11 @@ def test_page_has_no_external_assets(client):
 def test_inference_is_off_the_event_loop_and_bounded(app):
     """Slow estimates run in worker threads, at most `concurrency` at once; the event loop stays free."""
     est = app.state.estimator
-    original = est.predict
+    original = est.analyse
     active = peak = 0
     lock = threading.Lock()
 
-    def slow_predict(*a, **kw):
+    def slow_analyse(*a, **kw):
         nonlocal active, peak
         with lock:
             active += 1
@@ -332,13 +333,13 @@ def test_inference_is_off_the_event_loop_and_bounded(app):
             health_s = time.perf_counter() - t0
             return await asyncio.gather(*posts), health, health_s
 
-    est.predict = slow_predict
+    est.analyse = slow_analyse
     try:
         t0 = time.perf_counter()
         results, health, health_s = asyncio.run(scenario())
         total = time.perf_counter() - t0
     finally:
-        est.predict = original
+        est.analyse = original
     assert all(r.status_code == 200 for r in results)
     assert health.status_code == 200 and health_s < 0.25  # answered while estimates were sleeping
     assert peak == 2  # concurrency=2

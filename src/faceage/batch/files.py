@@ -24,6 +24,6 @@ def walk_images(paths: Iterable[str | os.PathLike], recursive: bool = False,
 
 def problem_row(path: str, error: ImageError) -> dict:
     """The output row of a path the walk could not use."""
-    from faceage.batch.rows import empty_row
+    from faceage.engine import empty_row
 
-    return empty_row(path, f"{error} [{error.code}]")
+    return empty_row(path, str(error), error.code)

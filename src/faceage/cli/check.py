@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from faceage.cli import add_tta_argument
-from faceage.cli.predict import detector_option, run_photos
+from faceage.cli import add_tta_argument, detector_option
+from faceage.cli.predict import run_photos
 
 HELP = "age checks: is each face at least --over N years old? pass or refer, per face"
 EPILOG = """examples:

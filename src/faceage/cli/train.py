@@ -5,8 +5,10 @@ import argparse
 import time
 from pathlib import Path
 
+from faceage.train.config import keys_help  # light: no torch
+
 HELP = "train an age model from a YAML config (or a preset: cpu, paper)"
-EPILOG = """examples:
+_EXAMPLES = """examples:
   faceage prepare utkface ../shared/data/utkface data/utkface-112
   faceage train --config cpu data.manifest=data/utkface-112/manifest.csv --out runs/cpu
   faceage train --config paper data.manifest=data/morph2/manifest.csv run.compile=true
@@ -20,7 +22,12 @@ redraws RUN/curves.png and writes an atomic checkpoint RUN/last.pt (the one befo
 RUN/last.prev.pt). --resume checks what it loads (shapes, types, finite values, random states,
 config.yaml); a bad last.pt falls back to last.prev.pt with a warning, and a folder without a
 usable checkpoint is refused unless --restart. An epoch whose loss or weights are NaN stops the
-run without saving anything of it."""
+run without saving anything of it.
+
+config keys (default: what it does):
+"""
+
+EPILOG = _EXAMPLES + keys_help()  # the key list comes from the config's one declaration (train.config.KEYS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@
 * ``POST /v1/estimate``: the photo as a multipart upload (field ``file``) or as the
   raw request body -> ``{faces, width, height, model, elapsed_ms}``; each face has
   the schema of :meth:`faceage.estimator.FaceAge.to_dict` (and of
-  ``faceage predict --json``). Query options ``largest``, ``min_face``, ``fallback``.
+  ``faceage predict --json``). Query options ``largest``, ``min_face``, ``max_faces``, ``fallback``
+  (:class:`faceage.estimator.FaceOptions`, as for ``predict``).
 * ``GET /healthz``, ``GET /v1/model`` (summary of the model's record), ``/docs``
   (OpenAPI) and ``GET /`` (the web page in ``static/``).
 
@@ -36,8 +37,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 import faceage
+from faceage.estimator import AgeEstimator
+from faceage.options import FaceOptions
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
-from faceage.serve.errors import install_error_handlers
+from faceage.serve.errors import ErrorResponse, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck,
                                   MemoryBudget, RequestSlots, SecurityHeaders, release_memory, shutdown_event)
 from faceage.serve.upload import open_upload, read_upload
@@ -121,11 +124,6 @@ class CheckResponse(BaseModel):
     elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
 
 
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="what is wrong and what to do")
-    code: str = Field(description="machine-readable error kind, e.g. not_an_image, too_large")
-
-
 class Health(BaseModel):
     status: str
     model: str
@@ -162,11 +160,11 @@ _REQUEST_BODY = {
 
 
 # ------------------------------------------------------------------------------------ the detector
-def detector_options(cnn: bool) -> dict:
-    """The server's detector options. Without dlib's CNN pass by default: on a photo without a face
-    that pass costs up to tens of seconds of CPU, which would let any client stall the server;
-    ``cnn=True`` (``faceage serve --cnn``) turns it on."""
-    return {"cnn": bool(cnn)}
+def server_detector_options(cnn: bool, options: dict | None = None) -> dict:
+    """The server's detector options: ``options`` (``faceage serve --detector-option``), without dlib's
+    CNN pass unless ``cnn``: on a photo without a face that pass costs up to tens of seconds of CPU,
+    which would let any client stall the server; ``cnn=True`` (``faceage serve --cnn``) turns it on."""
+    return {**(options or {}), "cnn": bool(cnn)}
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -185,21 +183,20 @@ def _sha256(path: Path) -> str | None:
 
 def model_summary(est, name: str) -> dict[str, Any]:
     rec = est.record
-    spec = dict(rec.model)
-    arch = f"{spec.get('arch', '?')}_{float(spec.get('width', 0)):g}x"
     return {
         "name": name,
-        "arch": arch,
+        "arch": rec.model.name,
         "backend": getattr(est.backend, "name", type(est.backend).__name__),
         "sha256": _sha256(est.model_path),
         "input_size": rec.input_size,
-        "num_classes": spec.get("num_classes"),
-        "ages": [0, int(spec.get("num_classes", 101)) - 1],
+        "num_classes": rec.num_classes,
+        "ages": [0, rec.num_classes - 1],
         "estimate": rec.estimate,
         "mean": list(rec.mean),
         "std": list(rec.std),
-        "crop": rec.crop,
-        "spec": spec,
+        "crop": rec.crop and rec.crop.to_dict(),
+        "spec": rec.model.to_dict(),
+        "scoring": rec.scoring.to_dict(),
         "training": rec.training,
         "tta": est.tta,
         "age_checks": sorted(rec.age_checks),  # POST /v1/check?over=N answers for these N
@@ -210,6 +207,7 @@ def model_summary(est, name: str) -> dict[str, Any]:
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
+               detector: str = "dlib", detector_options: dict | None = None,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
                queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None,
                max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None) -> FastAPI:
@@ -220,17 +218,17 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     in pixels; ``max_aspect``: thinnest accepted image (long side / short side);
     ``max_decoded``: bytes of decoded images held at once by all requests;
     ``concurrency``: requests read, decoded and estimated at once (default: CPU count, at
-    most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`detector_options`); ``tta``:
+    most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`server_detector_options`);
+    ``detector`` / ``detector_options``: the face detector, as for ``predict``; ``tta``:
     test-time views per face (see :class:`~faceage.estimator.AgeEstimator`);
     ``body_timeout`` / ``queue_timeout``: seconds for an upload to arrive / to wait for a
     slot; ``allowed_hosts``: the ``Host`` names answered (None: any); ``max_bodies``: bytes of
     request bodies held at once (bodies are read before a slot is taken); ``video_timeout``: the
     wall-clock budget of one video request (:mod:`faceage.serve.video`).
     """
-    from faceage.estimator import AgeEstimator
-
     est = model if isinstance(model, AgeEstimator) else AgeEstimator(
-        model, backend=backend, detector_options=detector_options(detector_cnn), tta=tta)
+        model, backend=backend, detector=detector, detector_options=server_detector_options(detector_cnn, detector_options) if detector == "dlib" else detector_options,
+        tta=tta)
     mp = Path(est.model_path)
     name = mp.name if mp.is_file() else mp.name or str(mp)
     concurrency = int(concurrency or max(1, min(4, os.cpu_count() or 1)))
@@ -297,10 +295,13 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         request: Request,
         largest: bool = Query(False, description="only the largest face"),
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+        max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
+        options = FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
+
         def answer(arr) -> list[dict]:
-            return [f.to_dict() for f in est.predict(arr, largest=largest, min_face=min_face, fallback=fallback)]
+            return [f.to_dict() for f in est.analyse(arr, options).ages()]  # the one per-photo path
 
         return await answer_upload(request, answer)
 
@@ -317,13 +318,14 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         over: int = Query(..., ge=1, le=100, description="the age to check, e.g. 18"),
         largest: bool = Query(False, description="only the largest face"),
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+        max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
     ):
         from faceage.agecheck import policy_for
 
         policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
 
         def answer(arr) -> list[dict]:
-            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face)]
+            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face, max_faces=max_faces)]
 
         return {**await answer_upload(request, answer), "policy": policy.summary()}
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceage.errors import FaceageError
@@ -38,6 +39,13 @@ STATUS = {
     # the server's own faults
     "bad_model_file": 500, "internal": 500,  # (bad_model_output is a per-face error in a 200 answer)
 }
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (the OpenAPI schema of the routes' 4xx/5xx responses)."""
+
+    detail: str = Field(description="what is wrong and what to do")
+    code: str = Field(description="machine-readable error kind, e.g. not_an_image, too_large")
 
 
 def status_of(code: str) -> int:

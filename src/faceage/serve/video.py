@@ -25,8 +25,7 @@ from functools import partial
 
 from fastapi import APIRouter, FastAPI, Query, Request
 
-from faceage.serve.app import ErrorResponse
-from faceage.serve.errors import ApiError
+from faceage.serve.errors import ApiError, ErrorResponse
 from faceage.serve.limits import BodyBudget, MemoryBudget, RequestSlots, WorkStop, run_watched
 from faceage.serve.upload import read_upload
 
