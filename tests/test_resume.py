@@ -65,7 +65,7 @@ def _damage(path, how: str) -> None:
 def test_a_bad_last_checkpoint_falls_back_to_the_previous_one(run, how, why):
     out, cfg = run
     _damage(out / "last.pt", how)
-    trainer = Trainer({**cfg, "optim": {**cfg["optim"], "epochs": 2}}, out, quiet=True)
+    trainer = Trainer(cfg.override({"optim": {"epochs": 2}}), out, quiet=True)
     trainer.setup()
     with pytest.warns(UserWarning, match=f"last.pt: .*{why}.*; resuming from the previous checkpoint .*last.prev.pt"):
         assert trainer.load_checkpoint()
@@ -107,7 +107,7 @@ def test_a_nan_epoch_is_never_saved(run):
     before = {n: (out / n).read_bytes() for n in ("last.pt", "last.prev.pt", "best.safetensors", "metrics.csv")}
     with pytest.raises(FaceageError, match=r"epoch 3: .* NaN or infinite, the training diverged; nothing of this "
                                            r"epoch was saved \(.*last.pt still holds epoch 2\)") as err:
-        train({**cfg, "optim": {**cfg["optim"], "epochs": 3}}, out, resume=True, quiet=True)
+        train(cfg.override({"optim": {"epochs": 3}}), out, resume=True, quiet=True)
     assert err.value.code == "diverged"
     assert {n: (out / n).read_bytes() for n in before} == before
 
