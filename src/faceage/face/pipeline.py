@@ -11,9 +11,10 @@ Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
 reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than 3/4 of the
 detector's working size, and enlarged to it for the detector when smaller (a 3000-px
 photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
-eyes are mapped back to the full-resolution photo, and each crop is cut from that decode when it holds enough pixels for the
-crop spec, otherwise from one sharper decode of the file (as small as the
-smallest face allows). Other inputs are decoded (or taken) in full, once.
+eyes are mapped back to the full-resolution photo, and each crop is cut from that
+decode when it holds enough pixels for the crop spec, otherwise from one sharper
+decode of the file (as small as the smallest face allows). Other inputs are decoded
+(or taken) in full, once.
 """
 from __future__ import annotations
 
