@@ -49,3 +49,34 @@ def test_interval_and_combine():
     logits = np.log(probs + 1e-300)
     assert abs(combine(logits, np.array([50.0]), "mean")[0] - (44.5 + 50) / 2) < 1e-6
     assert combine(logits, np.array([50.0]), "reg")[0] == 50.0
+
+
+def test_label_spread_grows_with_age():
+    """With a slope the target for a 70-year-old is wider than for a 7-year-old: a guess 3 years
+    off costs the child more than the old person, relative to a guess on the age."""
+    def cost(age: int, guess: int) -> float:
+        logits = torch.zeros(1, 101)
+        logits[0, guess] = 8.0
+        return age_loss(logits, torch.tensor([float(age)]), torch.tensor([age]), 0.0,
+                        label_sigma=0.5, label_sigma_slope=0.1).item()
+    child = cost(7, 10) - cost(7, 7)
+    old = cost(70, 73) - cost(70, 70)
+    assert child > 2 * old > 0
+
+
+def test_mean_variance_terms_hand_computed():
+    logits = torch.full((1, 101), -1e9)
+    logits[0, 20], logits[0, 30] = 0.0, 0.0  # p(20) = p(30) = 1/2: mean 25, variance 25
+    age = torch.tensor([20])
+    base = age_loss(logits, torch.tensor([20.0]), age, 0.0)
+    with_mv = age_loss(logits, torch.tensor([20.0]), age, 0.0, mean_weight=0.2, var_weight=0.05)
+    assert abs((with_mv - base).item() - (0.2 * 0.5 * 25.0 + 0.05 * 25.0)) < 1e-4
+
+
+def test_mean_term_pulls_the_expectation_to_the_true_age():
+    """Cross-entropy alone is indifferent to where the rest of the mass sits; the mean term is not."""
+    logits = torch.zeros(1, 101, requires_grad=True)
+    age = torch.tensor([15])
+    age_loss(logits, torch.tensor([15.0]), age, 0.0, mean_weight=1.0).backward()
+    grad = logits.grad[0]
+    assert grad[:15].mean() < 0 < grad[16:].mean()  # descent raises the young classes, lowers the old

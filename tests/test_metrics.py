@@ -11,3 +11,10 @@ def test_age_metrics_mae_cs_and_per_decade_bias():
     assert m["mae_by_decade"] == {"0-9": {"n": 2, "mae": 1.0, "bias": 1.0},
                                   "30-39": {"n": 2, "mae": 2.5, "bias": -2.5},
                                   "60-69": {"n": 1, "mae": 10.0, "bias": -10.0}}
+
+
+def test_age_metrics_by_band_includes_both_ends():
+    m = age_metrics(pred=[10, 20, 21, 55, 60], true=[8, 15, 16, 62, 70])
+    assert m["mae_by_band"]["13-17"] == {"n": 2, "mae": 5.0, "bias": 5.0}
+    assert m["mae_by_band"]["60+"] == {"n": 2, "mae": 8.5, "bias": -8.5}
+    assert m["mae_by_band"]["6-12"]["bias"] == 2.0 and "18-24" not in m["mae_by_band"]

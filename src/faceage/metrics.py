@@ -6,11 +6,15 @@ from pathlib import Path
 import numpy as np
 
 CS_LEVELS = tuple(range(11))
+#: the age bands where estimates go wrong most and where decisions are taken (inclusive years)
+AGE_BANDS = {"0-5": (0, 5), "6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25-59": (25, 59),
+             "60+": (60, 200)}
 
 
 def age_metrics(pred, true) -> dict:
     """n, MAE, CS(e) for e = 0..10 (share with |error| <= e years), MAE and bias (mean of
-    predicted - true: regression to the mean shows as + for the young, - for the old) per decade."""
+    predicted - true: regression to the mean shows as + for the young, - for the old) per decade
+    and per :data:`AGE_BANDS` band."""
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     err = np.abs(pred - true)
@@ -20,11 +24,18 @@ def age_metrics(pred, true) -> dict:
         if mask.any():
             by_decade[f"{lo}-{lo + 9}"] = {"n": int(mask.sum()), "mae": round(float(err[mask].mean()), 3),
                                            "bias": round(float((pred - true)[mask].mean()), 3)}
+    by_band = {}
+    for name, (lo, hi) in AGE_BANDS.items():
+        mask = (true >= lo) & (true <= hi)
+        if mask.any():
+            by_band[name] = {"n": int(mask.sum()), "mae": round(float(err[mask].mean()), 3),
+                             "bias": round(float((pred - true)[mask].mean()), 3)}
     return {
         "n": int(err.size),
         "mae": round(float(err.mean()), 4) if err.size else float("nan"),
         "cs": {str(e): round(float((err <= e).mean()), 4) for e in CS_LEVELS} if err.size else {},
         "mae_by_decade": by_decade,
+        "mae_by_band": by_band,
     }
 
 

@@ -51,7 +51,9 @@ DEFAULTS: dict = {
         "old_photo_scale": [0.2, 0.5],  # resolution kept by old_photo's resolution loss
         "jpeg": 0.0, "jpeg_quality": [15, 60],  # JPEG compression of the crop, quality range
     },
-    "loss": {"reg_weight": 0.1, "label_sigma": 0.0},
+    # label_sigma(_slope): Gaussian label spread of label_sigma + slope * age years (0: one-hot);
+    # mean_weight/var_weight: mean-variance loss on the age distribution (faceage.train.loss)
+    "loss": {"reg_weight": 0.1, "label_sigma": 0.0, "label_sigma_slope": 0.0, "mean_weight": 0.0, "var_weight": 0.0},
     "optim": {
         "lr": 0.001, "betas": [0.9, 0.999], "weight_decay": 0.0,
         "batch_size": 128, "epochs": 80,
@@ -199,7 +201,8 @@ SCHEMA = {
                 "noise_std": _number(0, 1), "grey": PROB, "jitter": PROB, "brightness": _number(0, 1),
                 "contrast": _number(0, 1), "blur": PROB, "old_photo": PROB, "old_photo_scale": _pair(0.05, 1),
                 "jpeg": PROB, "jpeg_quality": _pair(1, 100, integer=True)},
-    "loss": {"reg_weight": _number(0), "label_sigma": _number(0, 50)},
+    "loss": {"reg_weight": _number(0), "label_sigma": _number(0, 50), "label_sigma_slope": _number(0, 1),
+             "mean_weight": _number(0, 10), "var_weight": _number(0, 10)},
     "optim": {"lr": _number(0, 10, above=True), "betas": _pair(0, 0.99999), "weight_decay": _number(0),
               "batch_size": _number(1, integer=True), "epochs": _number(1, integer=True),
               "schedule": _choice("step", "cosine"), "step_every": _number(1, integer=True),

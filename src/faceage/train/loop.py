@@ -261,7 +261,7 @@ class Trainer(Checkpoints):
                 raise KeyboardInterrupt("stopped on request")
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits, reg = self.step_model(x)
-            loss = age_loss(logits.float(), reg.float(), y, cfg["loss"]["reg_weight"], cfg["loss"]["label_sigma"])
+            loss = age_loss(logits.float(), reg.float(), y, **cfg["loss"])
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -298,7 +298,7 @@ class Trainer(Checkpoints):
         """Validation loss and MAE (pooled, per estimate, and per data set)."""
         scores, ages = self.score_val(ddp.unwrap(self.model), self.record)
         loss = age_loss(torch.from_numpy(scores.logits), torch.from_numpy(scores.reg), torch.from_numpy(ages),
-                        self.cfg["loss"]["reg_weight"], self.cfg["loss"]["label_sigma"]).item()
+                        **self.cfg["loss"]).item()
         row = {"val_loss": loss, **{f"val_mae_{how}": float(np.abs(scores.ages(how) - ages).mean())
                                     for how in ("dex", "reg", "mean")}}
         if len(self.datasets) > 1:

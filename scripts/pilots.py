@@ -1,0 +1,121 @@
+"""Pilot runs that choose the accurate model's design (issue 22): width, input size and loss.
+
+Every candidate trains from scratch on the same rows with the same schedule (configs/accurate-pilot.yaml,
+one set of overrides per candidate), so their validation numbers compare; runs go to RUN_ROOT/<name>
+and a finished one is not trained again (a stopped one resumes). Then each candidate's parameters,
+MMACs and one-face CPU time (PyTorch, one thread, batch 1, median; all candidates timed back to back)
+are put beside its validation MAE and its bias at both ends, per data set.
+
+    python scripts/pilots.py                      # train what is missing, print the table
+    python scripts/pilots.py --only tail-1x112    # one candidate
+    python scripts/pilots.py --write              # also write docs/runs/accurate-pilots/pilots.{md,json}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+#: name -> (what it tests, config overrides on top of the pilot config)
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "tail-1x112": ("twice the width", ["model.width=1.0"]),
+    "tail-1x128": ("twice the width at 128 px (the crops' own size)", ["model.width=1.0", "data.input_size=128"]),
+    "tail-0.5x112": ("the tail-aimed loss and sampling on the fast model's network", ["model.width=0.5"]),
+    "v2loss-0.5x112": ("the fast model's design and loss (label spread 2, no tail terms, age balance 0.6)",
+                       ["model.width=0.5", "loss.label_sigma=2.0", "loss.label_sigma_slope=0", "loss.mean_weight=0",
+                        "loss.var_weight=0", "data.age_balance=0.6"]),
+}
+BANDS = ("6-12", "13-17", "60+")
+
+
+def one_face_ms(width: float, size: int, repeats: int = 40) -> float:
+    import torch
+
+    from faceage.nets.model import create_model
+
+    torch.set_num_threads(1)
+    model = create_model("ma_sfv2", width).eval()
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 5):
+            t = time.perf_counter()
+            model(x)
+            if i >= 5:
+                times.append(time.perf_counter() - t)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def row(name: str, run: Path, cfg: dict) -> dict:
+    from faceage.nets.model import count_macs, count_params, create_model
+
+    summary = json.loads((run / "summary.json").read_text())
+    width, size = float(cfg["model"]["width"]), int(cfg["data"]["input_size"])
+    model = create_model("ma_sfv2", width)
+    out = {"name": name, "tests": CANDIDATES[name][0], "width": width, "input_size": size,
+           "params": count_params(model), "mmacs": round(count_macs(model, size) / 1e6, 1),
+           "ms_per_face": round(one_face_ms(width, size), 2), "val_mae": summary["val"]["mae"],
+           "epochs": summary["epochs"]}
+    for data_set, rep in summary["val"].get("by_dataset", {}).items():
+        out[f"{data_set}_mae"] = rep["mae"]
+        for band in BANDS:
+            out[f"{data_set}_bias_{band}"] = rep["mae_by_band"].get(band, {}).get("bias")
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    sets = sorted({k[: -len("_mae")] for r in rows for k in r if k.endswith("_mae") and k != "val_mae"})
+    head = ["candidate", "params", "MMACs", "ms/face (x fast)", "val MAE"] + [f"{s} MAE" for s in sets] + \
+        [f"{s} bias {b}" for s in sets for b in BANDS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = next((r["ms_per_face"] for r in rows if r["width"] == 0.5 and r["input_size"] == 112), None)
+    for r in rows:
+        rel = f" ({r['ms_per_face'] / base:.1f}x)" if base else ""
+        cells = [r["name"], f"{r['params']:,}", f"{r['mmacs']}", f"{r['ms_per_face']}{rel}", f"{r['val_mae']:.3f}"]
+        cells += [f"{r.get(f'{s}_mae', float('nan')):.3f}" for s in sets]
+        cells += ["-" if r.get(f"{s}_bias_{b}") is None else f"{r[f'{s}_bias_{b}']:+.2f}" for s in sets for b in BANDS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="candidates:\n" + "\n".join(f"  {k}: {v[0]}" for k, v in CANDIDATES.items()))
+    ap.add_argument("--config", default="configs/accurate-pilot.yaml", help="the pilots' shared config")
+    ap.add_argument("--runs", default="runs/pilots", help="RUN_ROOT: one run folder per candidate")
+    ap.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), help="these candidates only")
+    ap.add_argument("--no-train", action="store_true", help="only tabulate the finished runs")
+    ap.add_argument("--write", action="store_true", help="write docs/runs/accurate-pilots/pilots.{md,json}")
+    a = ap.parse_args()
+
+    from faceage.train.config import load_config
+    from faceage.train.loop import train
+
+    names = a.only or list(CANDIDATES)
+    rows = []
+    for name in names:
+        run = Path(a.runs) / name
+        cfg = load_config(a.config, CANDIDATES[name][1])
+        if not (run / "summary.json").exists():
+            if a.no_train:
+                print(f"{name}: not trained yet ({run})")
+                continue
+            print(f"== {name}: {CANDIDATES[name][0]}", flush=True)
+            train(cfg, run, resume=(run / "last.pt").exists(), quiet=True)
+        rows.append(row(name, run, cfg))
+    text = table(rows)
+    print(text)
+    if a.write:
+        out = Path("docs/runs/accurate-pilots")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pilots.json").write_text(json.dumps({"config": a.config, "candidates": {
+            k: CANDIDATES[k][1] for k in names}, "rows": rows}, indent=2))
+        (out / "pilots.md").write_text(f"# Accurate-model pilots\n\n`python scripts/pilots.py --write` "
+                                       f"(config `{a.config}`)\n\n{text}\n")
+        print(f"wrote {out}/pilots.md and pilots.json")
+
+
+if __name__ == "__main__":
+    main()
