@@ -10,7 +10,7 @@ one logical CPU more than its actors for its read and write tasks. Bars from iss
     python benchmarks/batch_throughput.py                    # 2,000 images, writes docs/benchmarks/
     python benchmarks/batch_throughput.py --n 100 --out /tmp/bench
     python benchmarks/batch_throughput.py --n 60 --faceless 0.3 --no-ray   # 30% photos without a face
-    python benchmarks/batch_throughput.py --make-faceless work/faceless    # just the face-less photos
+    python benchmarks/batch_throughput.py --make-faceless work/faceless    # one of each, + a 7000x7000 PNG
 
 ``--faceless F``: that fraction of the collection is photos without a face, made here
 (seeded) in a temporary folder, in turn: a blank 1000x750 PNG, a 12 MP JPEG of noise,
@@ -108,6 +108,9 @@ def main() -> None:
     if args.make_faceless:
         args.make_faceless.mkdir(parents=True, exist_ok=True)
         print("\n".join(faceless(5, args.make_faceless)))
+        big = args.make_faceless / "one-colour-7000.png"  # 160 KB, 49 MP decoded: the memory case
+        Image.new("RGB", (7000, 7000), (90, 140, 200)).save(big, optimize=True)
+        print(big)
         return
     if not 0.0 <= args.faceless < 1.0:
         ap.error("--faceless is a fraction, 0 <= F < 1")
@@ -152,7 +155,7 @@ def main() -> None:
     with_face = args.n - n_faceless
     table = (markdown_table(header, rows) + f"\n\n{len(paths)} images ({with_face // 2} FG-NET + "
              f"{with_face - with_face // 2} UTKFace" + (f" + {n_faceless} without a face: blank, noise, landscapes, "
-                                                         "3-12 MP" if n_faceless else "") +
+                                                         "0.75-12 MP" if n_faceless else "") +
              f"), {machine()}; load average before {load_before[0]:.2f}, "
              f"after {load_after[0]:.2f}; same ages in every run: {same}\n\n"
              f"Command: `python benchmarks/batch_throughput.py {' '.join(sys.argv[1:])}`")

@@ -31,8 +31,8 @@ from faceage.face.detect import Detection, Detector, get_detector, scale_detecti
 from faceage.imageio import load_image, load_image_scaled
 
 #: A JPEG is decoded at the smallest DCT scale at least this fraction of the detector's
-#: working size, then enlarged to it: decoding 3000 px at 1/2 and enlarging 1.33x costs
-#: a third of a full decode, and HOG finds the enlarged faces as it does upsampled ones.
+#: working size, then enlarged to it: decoding 3000 px at 1/2 and enlarging 1.33x is
+#: cheaper than a full decode, and HOG finds the enlarged faces as it does upsampled ones.
 DECODE_FRACTION = 0.75
 
 
