@@ -9,7 +9,7 @@ one logical CPU more than its actors for its read and write tasks. Bars from iss
 
     python benchmarks/batch_throughput.py                    # 2,000 images, writes docs/benchmarks/
     python benchmarks/batch_throughput.py --n 100 --out /tmp/bench
-    python benchmarks/batch_throughput.py --n 60 --faceless 0.3 --no-ray   # 30% photos without a face
+    python benchmarks/batch_throughput.py --n 60 --faceless 0.3 --no-ray --write   # 30% without a face
     python benchmarks/batch_throughput.py --make-faceless work/faceless    # one of each, + a 7000x7000 PNG
 
 ``--faceless F``: that fraction of the collection is photos without a face, made here
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _common import SHARED_DATA, machine, markdown_table, write_results
+from _common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
 
 from faceage.batch import run_batch
 from faceage.batch.output import read_rows
@@ -103,8 +103,8 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="local mode only")
     ap.add_argument("--faceless", type=float, default=0.0, help="fraction of face-less photos (made here)")
     ap.add_argument("--make-faceless", type=Path, metavar="DIR", help="only write one of each face-less photo to DIR")
-    ap.add_argument("--out", type=Path, default=None, help="results folder (default docs/benchmarks)")
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
     if args.make_faceless:
         args.make_faceless.mkdir(parents=True, exist_ok=True)
         print("\n".join(faceless(5, args.make_faceless)))
@@ -163,11 +163,7 @@ def main() -> None:
             "cpus_available": len(os.sched_getaffinity(0)), "command": sys.argv[1:],
             "load_average_before": load_before, "load_average_after": load_after, "same_ages": same,
             "results": results}
-    name = "batch_throughput_faceless" if n_faceless else "batch_throughput"
-    if args.out is None:
-        write_results(name, data, table)
-    else:
-        write_results(name, data, table, out=args.out)
+    write_results("batch_throughput_faceless" if n_faceless else "batch_throughput", data, table, out=args.out)
 
 
 if __name__ == "__main__":

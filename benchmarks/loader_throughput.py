@@ -15,13 +15,14 @@ import time
 
 import numpy as np
 import torch
-from _common import machine, markdown_table, write_results
+from _common import add_output_arguments, machine, markdown_table, parse_args, write_results
 from PIL import Image
 
-from faceage.data.augment import augment, normalize
+from faceage.preprocess import normalize
+from faceage.train.augment import augment
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
-from faceage.train.config import DEFAULTS
+from faceage.train.config import AugmentConfig
 from faceage.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -38,7 +39,7 @@ class DecodeDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None]
         if not self.augment:
             return normalize(x, IMAGENET_MEAN, IMAGENET_STD)[0]
-        return augment(x, DEFAULTS["augment"], IMAGENET_MEAN, IMAGENET_STD, self.g)[0]
+        return augment(x, AugmentConfig(), IMAGENET_MEAN, IMAGENET_STD, self.g)[0]
 
 
 def time_batches(make_batches, n_images: int) -> float:
@@ -57,7 +58,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3000, help="images per measurement")
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
     torch.set_num_threads(1)
     samples = read_manifest(args.manifest).samples[: args.n]
     paths = [str(s.path) for s in samples]
@@ -79,7 +81,7 @@ def main() -> None:
             for i in range(0, len(perm), args.batch):
                 x = torch.from_numpy(images[np.sort(perm[i : i + args.batch])]).permute(0, 3, 1, 2)
                 if aug:
-                    yield augment(x, DEFAULTS["augment"], IMAGENET_MEAN, IMAGENET_STD, g)
+                    yield augment(x, AugmentConfig(), IMAGENET_MEAN, IMAGENET_STD, g)
                 else:
                     yield normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -97,7 +99,7 @@ def main() -> None:
          ["loading + augmentation", f"{plain[True]:.0f}", f"{cached[True]:.0f}", f"{ratio[True]:.1f}x"]],
     ) + f"\n\n{len(paths)} images at {args.size} px, batch {args.batch}, on {machine()}; the one-off cache build " \
         f"took {build_s:.1f} s and is reused by every later run on the same files."
-    write_results("loader_throughput", data, table)
+    write_results("loader_throughput", data, table, args.out)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
 """Parameters and multiply-adds of every model variant and input size (the README's table).
 
-    python benchmarks/model_table.py
+    python benchmarks/model_table.py --write      # docs/benchmarks/model_table.{json,md}
 """
 from __future__ import annotations
 
-from _common import markdown_table, write_results
+import argparse
 
-from faceage.nets.model import ARCHS, count_macs, count_params, create_model
-from faceage.nets.shufflenetv2 import STAGE_CHANNELS
+from _common import add_output_arguments, markdown_table, parse_args, write_results
+
+from faceage.nets.model import count_macs, count_params, create_model
+from faceage.nets.spec import ARCHS, STAGE_CHANNELS
 
 SIZES = (112, 160, 224)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_arguments(ap)
+    args = parse_args(ap, argv)
     rows, data = [], []
     for arch in ARCHS:
         for width in STAGE_CHANNELS:
@@ -28,7 +33,7 @@ def main() -> None:
         "\n\nParameters include the 101-way age head and its regression neuron. Multiply-adds are those of "
         "convolutions and matrix products (PyTorch's FLOP counter / 2); the attention's element-wise gating is "
         "not counted.")
-    write_results("model_table", {"sizes": SIZES, "models": data}, table)
+    write_results("model_table", {"sizes": SIZES, "models": data}, table, args.out)
 
 
 if __name__ == "__main__":

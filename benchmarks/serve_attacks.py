@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from serve_load import Server, free_port, pick_model, rss_mb
+from _serve import Server, free_port, pick_model, rss_mb
 
 IDLE_S = 5.0
 MB = 1024 * 1024
@@ -207,3 +207,19 @@ def markdown(r: dict) -> str:
                      f"{x['peak_rss_mb']} | {x['idle_rss_after_mb']} | {x['peak_fds']} | {x['fds_idle_after']} | "
                      f"{other or ''} | {'yes' if x['alive_after'] else 'NO'} |")
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The same run as ``serve_load.py --attacks``."""
+    import argparse
+
+    from _common import add_output_arguments, parse_args
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
+    add_output_arguments(ap)
+    return run_attacks(parse_args(ap, argv), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

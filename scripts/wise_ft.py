@@ -3,7 +3,7 @@
 Fine-tuning the bundled model on a new mix of data (configs/default-model-v2.yaml) gains on the new
 data and loses some of what the start model did well; the weights ``a * start + (1 - a) * tuned`` of
 two models on one fine-tuning path usually keep most of both. For each ``a`` and each strength of
-the age-prior correction (faceage.train.data.prior_correction) the validation splits of the config's
+the age-prior correction (faceage.data.sets.prior_correction) the validation splits of the config's
 data sets are scored the way `faceage predict` scores (faceage.scoring.score); the mix kept is the one
 with the lowest pooled validation MAE among those no worse than the start model on any data set
 (none: the fine-tuned model alone). Its 80% interval is then calibrated on the same splits, and the
@@ -26,7 +26,7 @@ import torch
 from faceage.runtime.torch_backend import TorchBackend
 from faceage.scoring import calibrate_interval, interval_coverage, score
 from faceage.train.config import load_config
-from faceage.train.data import cached_splits, load_samples, prior_correction, sampling_weights
+from faceage.data.sets import cached_splits, load_samples, prior_correction, sampling_weights
 from faceage.weights import load_model, save_model
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
@@ -43,12 +43,12 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
-    data = cfg["data"]
+    data = cfg.data
     samples, _, _ = load_samples(data)
-    splits = cached_splits(samples, int(data["input_size"]), data["cache_dir"], quiet=True)
+    splits = cached_splits(samples, int(data.input_size), data.cache_dir, quiet=True)
     train, val = splits["train"], splits["val"]
-    delta = prior_correction(train.ages, sampling_weights(train.ages, train.datasets, data["mix"],
-                                                          float(data["age_balance"]), int(data["age_bin"])))
+    delta = prior_correction(train.ages, sampling_weights(train.ages, train.datasets, data.mix,
+                                                          float(data.age_balance), int(data.age_bin)))
     start, record = load_model(a.start)
     tuned, tuned_record = load_model(a.tuned)
     # copies: load_state_dict below writes into the tensors a state_dict() returns
@@ -69,7 +69,7 @@ def main() -> None:
     grid, scored = [], {}
     for alpha in ALPHAS:
         tuned.load_state_dict(mix(alpha))
-        raw = score(TorchBackend.from_model(tuned, record, "cpu"), val.images, cfg["eval"]["tta"])
+        raw = score(TorchBackend.from_model(tuned, record, "cpu"), val.images, cfg.eval.tta)
         for strength in STRENGTHS:
             scored[alpha, strength] = replace(raw, logits=raw.logits + strength * delta)
             grid.append({"alpha": alpha, "strength": strength, **maes(scored[alpha, strength].age)})

@@ -32,18 +32,18 @@ def tiny_manifest(tmp_path) -> Path:
     return synthetic_dataset(tmp_path / "data")
 
 
-def tiny_config(manifest: Path, cache: Path, **over) -> dict:
+def tiny_config(manifest: Path, cache: Path, **over):
     from faceage.train.config import load_config
 
-    cfg = load_config("cpu", {
+    update: dict = {
         "data": {"manifest": str(manifest), "input_size": 32, "cache_dir": str(cache)},
         "optim": {"batch_size": 8, "epochs": 3, "warmup_epochs": 0},
         "run": {"threads": 1},
-    })
+    }
     for key, value in over.items():
         section, name = key.split(".")
-        cfg[section][name] = value
-    return cfg
+        update.setdefault(section, {})[name] = value
+    return load_config("cpu", update)
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +52,13 @@ def small_model(tmp_path_factory) -> Path:
     import torch
 
     from faceage.face.align import CropSpec
-    from faceage.nets.model import ModelSpec, create_model
+    from faceage.nets.model import create_model
+    from faceage.nets.spec import ModelSpec
     from faceage.weights import ModelRecord, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    record = ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict())
+    record = ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec())
     return save_model(create_model("ma_sfv2", 0.5).eval(), record, path)
 
 

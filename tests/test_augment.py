@@ -1,19 +1,16 @@
-import copy
 
 import torch
 
-from faceage.data.augment import augment, normalize
-from faceage.train.config import DEFAULTS
+from faceage.preprocess import normalize
+from faceage.train.augment import augment
+from faceage.train.config import AugmentConfig
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 def _cfg(**probs):
-    cfg = copy.deepcopy(DEFAULTS["augment"])
-    for key in ("flip", "rotate", "scale", "shift", "noise", "grey", "jitter", "blur"):
-        cfg[key] = 0.0
-    cfg.update(probs)
-    return cfg
+    off = dict.fromkeys(("flip", "rotate", "scale", "shift", "noise", "grey", "jitter", "blur"), 0.0)
+    return AugmentConfig(**{**off, **probs})
 
 
 def _batch(n=6, size=24):
@@ -39,8 +36,7 @@ def test_grey_makes_channels_equal():
 
 
 def test_all_augmentations_are_seeded_and_bounded():
-    cfg = copy.deepcopy(DEFAULTS["augment"])
-    cfg.update(flip=0.5, rotate=1.0, scale=1.0, shift=1.0, noise=1.0, grey=0.5, jitter=1.0, blur=0.5)
+    cfg = AugmentConfig(flip=0.5, rotate=1.0, scale=1.0, shift=1.0, noise=1.0, grey=0.5, jitter=1.0, blur=0.5)
     a = augment(_batch(), cfg, (0, 0, 0), (1, 1, 1), torch.Generator().manual_seed(3))
     b = augment(_batch(), cfg, (0, 0, 0), (1, 1, 1), torch.Generator().manual_seed(3))
     c = augment(_batch(), cfg, (0, 0, 0), (1, 1, 1), torch.Generator().manual_seed(4))

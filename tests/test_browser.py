@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from test_serve import FGNET, running_server, tiny_model  # noqa: E402
+from test_serve import FGNET, running_server, tiny_model, with_check_policy  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -39,7 +39,8 @@ def server(tmp_path_factory):
     torch.set_num_threads(1)
     from faceage.serve.app import create_app
 
-    model = os.environ.get("FACEAGE_SERVE_MODEL") or tiny_model(tmp_path_factory.mktemp("browser") / "tiny.safetensors")
+    model = os.environ.get("FACEAGE_SERVE_MODEL") or with_check_policy(
+        tiny_model(tmp_path_factory.mktemp("browser") / "tiny.safetensors"))
     app = create_app(model, concurrency=1)
     with running_server(app) as base:
         yield base, app
@@ -129,3 +130,32 @@ def test_drop_a_photo_and_error_message(server, page):
     status = page.inner_text("#status")
     assert "Error 422" in status and "not a recognised image" in status
     assert page.locator("#faces li").count() == 0
+
+
+def test_check_mode_shows_pass_or_refer(server, page):
+    base, app = server
+    photo = fgnet_photo()
+    page.errors.clear()  # the error test before this one logs a 422 on purpose
+    page.goto(f"{base}/")
+    page.wait_for_function("document.getElementById('mode').options.length > 1")
+    assert page.inner_text("#mode").count("age check") == len(app.state.estimator.record.age_checks)
+    page.select_option("#mode", "18")
+    assert page.is_visible("#check-note")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#faces li[data-decision]", timeout=60_000)
+    expected = app.state.estimator.check(photo, 18)
+    shown = page.get_attribute("#faces li", "data-decision")
+    assert shown == expected[0].decision
+    assert ("pass: 18 or older" if shown == "pass" else "refer: check an ID") in page.inner_text("#faces li .age")
+    assert f"p(18+) {expected[0].p_over:.3f}" in page.inner_text("#faces li")
+    assert '"decision"' in page.inner_text("#json") and "(over 18)" in page.inner_text("#status")
+    left, top, right, bottom = expected[0].box
+    rgb = page.evaluate(
+        "([x, y]) => Array.from(document.getElementById('canvas').getContext('2d').getImageData(x, y, 1, 1).data)",
+        [left, (top + bottom) // 2])
+    want = (40, 220, 90) if shown == "pass" else (235, 60, 60)  # green pass, red refer
+    assert max(abs(a - b) for a, b in zip(rgb, want)) < 40, rgb
+    page.select_option("#mode", "")  # back to ages: the same photo is estimated again
+    page.wait_for_selector("#faces li .age:not(.decision)", timeout=60_000)
+    assert re.search(r"\d+\.\d years", page.inner_text("#faces li .age"))
+    assert not page.errors, page.errors

@@ -51,3 +51,29 @@ def test_exit_codes_come_from_one_table(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "photo.png"), "--model", str(bad)]) == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.safetensors" in err and "[bad_model_file]" in err
+
+
+def test_exit_codes_mean_what_the_help_says(tmp_path, capsys):
+    """A lone unreadable image exits 5; a port in use exits 6 (not 3, "unusable data set"); a bad detector
+    option is refused by type (exit 2), each with one line."""
+    import socket
+
+    assert main([]) == 0
+    usage = capsys.readouterr().out
+    assert "5 unreadable image (given alone)" in usage and "6 serve cannot listen" in usage
+    (tmp_path / "photo.jpg").write_text("not an image")
+    assert main(["predict", str(tmp_path / "photo.jpg")]) == 5
+    assert "not a recognised image" in capsys.readouterr().err
+    (tmp_path / "other.jpg").write_text("not an image either")
+    assert main(["predict", str(tmp_path / "photo.jpg"), str(tmp_path / "other.jpg")]) == 1  # some files failed
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "photo.jpg"), "--detector-option", "cnn=maybe"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "option cnn: 'maybe' is not true or false" in err
+    pytest.importorskip("uvicorn")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--port", str(busy.getsockname()[1])]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[address_unusable]" in err and "--port" in err

@@ -128,7 +128,7 @@ def test_only_rank0_writes_and_checkpoint_loads_in_one_process(runs):
     # a single process continues the DDP run for a 4th epoch
     cont = tmp / "continued"
     shutil.copytree(tmp / "ddp", cont)
-    summary = Trainer(dict(cfg, optim=dict(cfg["optim"], epochs=3)), cont, quiet=True).fit(resume=True)
+    summary = Trainer(cfg.override({"optim": {"epochs": 3}}), cont, quiet=True).fit(resume=True)
     assert summary["epochs"] == 3
     assert [r["epoch"] for r in csv.DictReader(open(cont / "metrics.csv"))] == ["1", "2", "3"]
 
@@ -163,7 +163,7 @@ def test_amp_dtype_and_batch_checks(tmp_path):
     with pytest.raises(ConfigError, match="run.amp"):
         load_config("cpu", ["run.amp=fp8"])
     cfg = load_config("cpu", ["run.gpu_cache=true", "run.sync_bn=false", "run.prefetch=2"])
-    assert cfg["run"]["gpu_cache"] is True
+    assert cfg.run.gpu_cache is True
 
 
 def test_global_batch_must_split_evenly(tmp_path, monkeypatch):

@@ -247,13 +247,12 @@ def test_lopo_extra_training_rows_join_every_fold_and_are_never_scored(tmp_path)
 
 
 def test_lopo_refuses_crop_mismatch(tmp_path):
-    from faceage.train.data import crop_differences as check_crop
+    from faceage.face.align import CropSpec
+    from faceage.data.sets import crop_differences as check_crop
 
-    assert check_crop({"size": 128, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0},
-                      {"size": 112, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0}) == []
-    assert check_crop({"size": 112, "eye_distance": 0.30, "eye_y": 0.38, "margin": 0.0},
-                      {"size": 112, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0})
-    assert check_crop(None, {"size": 112, "eye_distance": 0.34, "eye_y": 0.38, "margin": 0.0})
+    assert check_crop(CropSpec(128, 0.34, 0.38, 0.0), CropSpec(112, 0.34, 0.38, 0.0)) == []
+    assert check_crop(CropSpec(112, 0.30, 0.38, 0.0), CropSpec(112, 0.34, 0.38, 0.0))
+    assert check_crop(None, CropSpec(112, 0.34, 0.38, 0.0))
 
 
 # -- compare ---------------------------------------------------------------------------------------

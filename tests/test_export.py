@@ -36,7 +36,7 @@ def _crops(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small random model whose ages spread over the range, its fp32 and int8 exports."""
-    from faceage.data.augment import normalize
+    from faceage.preprocess import normalize
     from faceage.export import export_onnx
     from faceage.nets.model import create_model
     from faceage.weights import IMAGENET_MEAN, IMAGENET_STD, save_model
@@ -55,7 +55,7 @@ def exported(tmp_path_factory):
         model.eval()
         model.head.fc.weight.mul_(5.0)
     root = tmp_path_factory.mktemp("export")
-    record = ModelRecord(model=model.spec.to_dict(), input_size=SIZE, crop=CropSpec(size=SIZE).to_dict(),
+    record = ModelRecord(model=model.spec, input_size=SIZE, crop=CropSpec(size=SIZE),
                          training={"note": "test model"})
     st = save_model(model, record, root / "m.safetensors")
     fp32 = export_onnx(st, root / "m.onnx")

@@ -271,8 +271,13 @@ def test_estimator_detector_options(small_model):
     det = est.pipeline.detector
     assert isinstance(det, DlibDetector) and not det.use_cnn and det.max_side == 640 and det.rotations == (15.0, -15.0)
     assert est.pipeline.detector is get_detector("dlib", cnn=False, max_side=640, rotations=(15, -15))  # shared
-    with pytest.raises(ConfigError, match="bad options"):
+    with pytest.raises(ConfigError, match="unknown face detector 'dlib' option 'no_such_option'"):
         AgeEstimator(small_model, detector_options={"no_such_option": 1})
+    with pytest.raises(ConfigError, match="did you mean max_side"):
+        AgeEstimator(small_model, detector_options={"max_sides": 640})
+    with pytest.raises(ConfigError, match="option cnn: 'maybe' is not true or false"):
+        AgeEstimator(small_model, detector_options={"cnn": "maybe"})
+    assert not AgeEstimator(small_model, detector_options={"cnn": "false"}).pipeline.detector.use_cnn  # not True
     faces = est.predict(DATA / "obama_and_biden.jpg", max_faces=2)
     assert len(faces) == 2 and faces[0].box[2] - faces[0].box[0] >= faces[1].box[2] - faces[1].box[0]
 
@@ -377,3 +382,19 @@ def test_cnn_pass_still_recovers_fgnet_portraits():
         pytest.skip("FG-NET 033A02.JPG not available")
     faces = FacePipeline().faces(path)
     assert [f.detector for f in faces] == ["cnn"]
+
+
+def test_video_uses_the_estimators_detector_and_face_options(small_model):
+    """VideoAnalysis once built its own dlib pipeline: a detector given to AgeEstimator was ignored for video."""
+    from faceage.estimator import AgeEstimator
+    from faceage.options import FaceOptions
+    from faceage.video.io import Frame
+    from faceage.video.pipeline import VideoAnalysis
+
+    est = AgeEstimator(small_model, detector=_Boxes())
+    frames = [Frame(i, i / 10, np.full((200, 300, 3), 100, np.uint8)) for i in range(12)]
+    video = VideoAnalysis(est, frames, every=1, min_track=1)
+    found = [sorted(f.box for f in r.faces) for r in video][-1]
+    assert found == sorted([(10, 10, 110, 110), (150, 20, 210, 80), (250, 30, 280, 60)])
+    video = VideoAnalysis(est, frames, every=1, min_track=1, faces=FaceOptions(largest=True))
+    assert {f.box for r in video for f in r.faces} == {(10, 10, 110, 110)}

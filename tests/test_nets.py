@@ -4,7 +4,8 @@ from torch import nn
 
 from faceage.nets.attention import SpatialAttention, SqueezeExcite
 from faceage.nets.model import count_macs, count_params, create_model
-from faceage.nets.shufflenetv2 import STAGE_CHANNELS, InvertedResidual, ShuffleNetV2
+from faceage.nets.shufflenetv2 import InvertedResidual, ShuffleNetV2
+from faceage.nets.spec import STAGE_CHANNELS
 
 TORCHVISION_PARAMS = {0.5: 1_366_792, 1.0: 2_278_604, 1.5: 3_503_624, 2.0: 7_393_996}
 

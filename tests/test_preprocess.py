@@ -10,7 +10,6 @@ from faceage import AgeEstimator
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
 from faceage.data.prepare import prepare
-from faceage.face.align import CropSpec
 from faceage.imageio import load_image
 from faceage.preprocess import input_batch, normalization, normalize_nchw, resize_crop
 
@@ -24,7 +23,7 @@ def _training_and_inference_inputs(photos: list[Path], tmp: Path, image_format: 
     index = tmp / "photos.csv"
     with open(index, "w", newline="") as fh:
         csv.writer(fh).writerows([("path", "age")] + [(str(p), 30) for p in photos])
-    prepare("csv", index, tmp / "prepared", spec=CropSpec.from_dict(est.record.crop), workers=1,
+    prepare("csv", index, tmp / "prepared", spec=est.record.crop, workers=1,
             image_format=image_format, progress=False)
     samples = read_manifest(tmp / "prepared" / "manifest.csv").samples
     cache = build_cache(samples, est.input_size, tmp / "cache", workers=1, quiet=True)
@@ -73,7 +72,7 @@ def test_resize_and_normalisation_are_the_documented_functions():
 
 def test_torch_normalisation_uses_the_same_constants():
     torch = pytest.importorskip("torch")
-    from faceage.data.augment import normalize
+    from faceage.preprocess import normalize
 
     x = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -38,11 +38,12 @@ FACE_KEYS = {"box", "eyes", "age", "age_interval", "score", "fallback"}
 
 def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
-    from faceage.nets.model import ModelSpec, create_model
+    from faceage.nets.model import create_model
+    from faceage.nets.spec import ModelSpec
     from faceage.weights import ModelRecord, save_model
 
     return save_model(create_model("ma_sfv2", 0.5),
-                      ModelRecord(model=ModelSpec().to_dict(), input_size=112, crop=CropSpec().to_dict()), path)
+                      ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec()), path)
 
 
 def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:
@@ -306,11 +307,11 @@ def test_page_has_no_external_assets(client):
 def test_inference_is_off_the_event_loop_and_bounded(app):
     """Slow estimates run in worker threads, at most `concurrency` at once; the event loop stays free."""
     est = app.state.estimator
-    original = est.predict
+    original = est.analyse
     active = peak = 0
     lock = threading.Lock()
 
-    def slow_predict(*a, **kw):
+    def slow_analyse(*a, **kw):
         nonlocal active, peak
         with lock:
             active += 1
@@ -332,13 +333,13 @@ def test_inference_is_off_the_event_loop_and_bounded(app):
             health_s = time.perf_counter() - t0
             return await asyncio.gather(*posts), health, health_s
 
-    est.predict = slow_predict
+    est.analyse = slow_analyse
     try:
         t0 = time.perf_counter()
         results, health, health_s = asyncio.run(scenario())
         total = time.perf_counter() - t0
     finally:
-        est.predict = original
+        est.analyse = original
     assert all(r.status_code == 200 for r in results)
     assert health.status_code == 200 and health_s < 0.25  # answered while estimates were sleeping
     assert peak == 2  # concurrency=2
@@ -784,3 +785,62 @@ def test_every_image_error_code_is_a_client_status():
     raised = set(re.findall(r'code="(\w+)"', Path(faceage.imageio.__file__).read_text())) | {"corrupt_image"}
     assert raised and all(400 <= STATUS[c] < 500 for c in raised), raised
     assert STATUS["bad_model_file"] == STATUS["internal"] == 500
+
+
+# ------------------------------------------------------------------------------------ /v1/check
+def with_check_policy(path: Path) -> Path:
+    """``path``'s model with an "over 18" policy in its record (pass when p_over >= 0.5: meaningless ages,
+    but real decisions to test the behaviour with)."""
+    from dataclasses import replace
+
+    from faceage.agecheck import AgeCheckPolicy, Calibration
+    from faceage.weights import read_record, write_record
+
+    policy = AgeCheckPolicy(18, 0.0, 0.5, Calibration("platt", a=0.5, b=0.0), 0.01, (13, 17), {"data": "test"})
+    return write_record(path, replace(read_record(path), age_checks={18: policy}))
+
+
+@pytest.fixture(scope="module")
+def check_client(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from faceage.serve.app import create_app
+
+    path = with_check_policy(tiny_model(tmp_path_factory.mktemp("check-model") / "tiny.safetensors"))
+    app = create_app(path, max_upload=MAX_UPLOAD, max_pixels=MAX_PIXELS, concurrency=1)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c, app
+
+
+def test_check_answers_decisions_as_the_python_api(check_client):
+    client, app = check_client
+    photo = fgnet_photo()
+    data = photo.read_bytes()
+    r1 = client.post("/v1/check?over=18", files={"file": (photo.name, data, "image/jpeg")})
+    r2 = client.post("/v1/check?over=18&largest=true", content=data, headers={"Content-Type": "image/jpeg"})
+    assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
+    b1 = r1.json()
+    assert set(b1) == {"faces", "policy", "width", "height", "model", "elapsed_ms"}
+    assert b1["faces"] == [c.to_dict() for c in app.state.estimator.check(photo, 18)] and len(b1["faces"]) >= 1
+    assert r2.json()["faces"] == b1["faces"][:1]
+    face = b1["faces"][0]
+    assert set(face) == {"box", "age", "p_over", "decision"} and face["decision"] in ("pass", "refer")
+    assert face["decision"] == ("pass" if face["p_over"] >= 0.5 else "refer")
+    assert b1["policy"] == {"over": 18, "threshold": 0.5, "logit_threshold": 0.0, "max_share": 0.01, "band": [13, 17],
+                            "calibration": "platt"}
+    assert client.get("/v1/model").json()["age_checks"] == [18]
+
+
+def test_check_refuses_ages_without_a_policy_and_bad_input_as_estimate_does(check_client):
+    client, _ = check_client
+    flat = encode(np.full((40, 40, 3), 128, np.uint8))
+    body = assert_error(client.post("/v1/check?over=21", content=flat), 422, "no_policy")
+    assert "over=21" in body["detail"] and "it has: 18" in body["detail"]
+    assert_error(client.post("/v1/check?over=0", content=flat), 422, "bad_parameter")
+    assert_error(client.post("/v1/check", content=flat), 422, "bad_parameter")
+    r = client.post("/v1/check?over=18", content=flat)
+    assert r.status_code == 200 and r.json()["faces"] == []  # no face: nobody passes
+    for name, raw, ctype, status, code in BAD_BODIES:
+        headers = {"Content-Type": ctype} if ctype else {}
+        assert_error(client.post("/v1/check?over=18", content=raw, headers=headers), status, code)
+    assert_error(client.post("/v1/check?over=18", content=b"\0" * (MAX_UPLOAD + 1)), 413, "too_large")

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -13,17 +14,21 @@ from faceage.train.loop import Trainer, train
 
 def test_presets_and_overrides():
     paper = load_config("paper")
-    assert paper["model"] == {"arch": "ma_sfv2", "width": 2.0, "se_reduction": 4, "init": None}
-    assert paper["data"]["input_size"] == 224 and paper["optim"]["batch_size"] == 128
-    assert paper["optim"]["epochs"] == 80 and paper["optim"]["lr"] == 0.001 and paper["loss"]["reg_weight"] == 0.1
+    assert paper.model.to_dict() == {"arch": "ma_sfv2", "width": 2.0, "se_reduction": 4, "init": None}
+    assert paper.data.input_size == 224 and paper.optim.batch_size == 128
+    assert paper.optim.epochs == 80 and paper.optim.lr == 0.001 and paper.loss.reg_weight == 0.1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        paper.optim.lr = 0.1  # a config is never changed in place: override() makes a new, checked one
+    assert paper.override({"optim": {"lr": 0.1}}).optim.lr == 0.1 and paper.optim.lr == 0.001
+    assert load_config(overrides=paper.to_dict()) == paper  # the plain form (config.yaml) reads back the same
     cfg = load_config("cpu", ["optim.lr=0.5", "model.width=1.0"])
-    assert cfg["optim"]["lr"] == 0.5 and cfg["model"]["width"] == 1.0
+    assert cfg.optim.lr == 0.5 and cfg.model.width == 1.0
     assert parse_override("augment.scale_range=[0.8, 1.2]") == {"augment": {"scale_range": [0.8, 1.2]}}
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config("cpu", ["optim.lrr=0.1"])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("no-such-preset")
-    assert load_config("paper", ["run.compile=reduce-overhead"])["run"]["compile"] == "reduce-overhead"
+    assert load_config("paper", ["run.compile=reduce-overhead"]).run.compile == "reduce-overhead"
     with pytest.raises(ConfigError, match="run.compile = 'fast': must be one of"):
         load_config("paper", ["run.compile=fast"])
 
@@ -102,7 +107,7 @@ def test_best_weights_record_travels(tiny_manifest, tmp_path):
 
     train(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "run", quiet=True)
     rec = read_record(tmp_path / "run")
-    assert rec.input_size == 32 and rec.model["arch"] == "ma_sfv2"
+    assert rec.input_size == 32 and rec.model.arch == "ma_sfv2"
     assert rec.training["n_train"] + rec.training["n_val"] == 48
     assert json.loads(rec.to_json())["format"] == 1
 
@@ -160,12 +165,12 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     import numpy as np
 
     from conftest import synthetic_dataset
-    from faceage.train.data import prior_correction, sampling_weights
+    from faceage.data.sets import prior_correction, sampling_weights
 
     a, b = synthetic_dataset(tmp_path / "a", n=40), synthetic_dataset(tmp_path / "b", n=24, seed=1)
-    cfg = tiny_config(a, tmp_path / "cache", **{"data.manifest": None})
-    cfg["data"].update(datasets={"alpha": str(a), "beta": str(b)}, mix={"alpha": 1, "beta": 1}, age_balance=1.0)
-    cfg["augment"].update(old_photo=0.5, jpeg=0.5)
+    cfg = tiny_config(a, tmp_path / "cache", **{"data.manifest": None}).override({
+        "data": {"datasets": {"alpha": str(a), "beta": str(b)}, "mix": {"alpha": 1, "beta": 1}, "age_balance": 1.0},
+        "augment": {"old_photo": 0.5, "jpeg": 0.5}})
     out = tmp_path / "run"
     summary = train(cfg, out, quiet=True)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -207,7 +212,7 @@ def test_training_learns_a_learnable_task(tmp_path):
     manifest = synthetic_dataset(tmp_path / "data", n=200, size=32, seed=3)
     cfg = tiny_config(manifest, tmp_path / "cache", **{"optim.epochs": 8, "optim.batch_size": 16,
                                                        "optim.lr": 0.003, "eval.tta": "none"})
-    cfg["augment"].update(noise=0.0, jitter=0.0, grey=0.0, blur=0.0)  # keep the brightness signal intact
+    cfg = cfg.override({"augment": {"noise": 0.0, "jitter": 0.0, "grey": 0.0, "blur": 0.0}})  # keep the brightness signal
     summary = train(cfg, tmp_path / "run", quiet=True)
     split = list(csv.DictReader(open(tmp_path / "run" / "split.csv")))
     train_ages = np.array([int(r["age"]) for r in split if r["split"] == "train"])
@@ -234,3 +239,29 @@ def test_broken_last_checkpoint_falls_back_to_the_previous_one(tiny_manifest, tm
     prev.write_bytes(b"")
     with pytest.raises(WeightsError, match="cannot resume: .*last.pt: .*last.prev.pt: "):
         train(cfg, out, resume=True, quiet=True)
+
+
+def test_train_help_lists_every_key_from_the_declaration(capsys):
+    from faceage.cli import main
+    from faceage.train.config import KEYS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for section, keys in KEYS.items():
+        for key, decl in keys.items():
+            assert f"{section}.{key} = " in out and decl.help.split()[0] in out
+
+
+def test_a_data_set_smaller_than_the_batch_is_refused(tiny_manifest, tmp_path, capsys):
+    """Once, an epoch of len // batch_size = 0 steps trained nothing and saved an untrained best.safetensors."""
+    from faceage.cli import main
+
+    with pytest.raises(ManifestError, match="fewer than one batch"):
+        train(tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.batch_size": 4096}), tmp_path / "run",
+              quiet=True)
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+    code = main(["train", "--config", "cpu", f"data.manifest={tiny_manifest}", "data.input_size=32",
+                 f"data.cache_dir={tmp_path / 'cache'}", "optim.batch_size=4096", "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and "optim.batch_size" in err

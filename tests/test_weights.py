@@ -3,23 +3,24 @@ import torch
 from safetensors.torch import save_file
 
 from faceage.errors import WeightsError
+from faceage.face.align import CropSpec
 from faceage.nets.model import create_model
+from faceage.nets.spec import ModelSpec
 from faceage.weights import ModelRecord, load_model, read_record, save_model
 
 
 def _record(**kw):
-    return ModelRecord(model={"arch": "sfv2", "width": 0.5, "se_reduction": 4, "num_classes": 101}, **kw)
+    return ModelRecord(model=ModelSpec("sfv2", 0.5), **kw)
 
 
 def test_roundtrip_keeps_outputs_and_record(tmp_path):
     torch.manual_seed(0)
     model = create_model("sfv2", 0.5).eval()
-    path = save_model(model, _record(input_size=64, crop={"size": 64, "eye_distance": 0.3, "eye_y": 0.4,
-                                                          "margin": 0.0}), tmp_path / "m.safetensors")
+    path = save_model(model, _record(input_size=64, crop=CropSpec(64, 0.3, 0.4, 0.0)), tmp_path / "m.safetensors")
     loaded, rec = load_model(path)
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x)[0], model(x)[0])
-    assert rec.input_size == 64 and rec.crop["eye_distance"] == 0.3
+    assert rec.input_size == 64 and rec.crop.eye_distance == 0.3
 
 
 def test_half_storage_is_smaller_and_close(tmp_path):
@@ -49,7 +50,7 @@ def test_bad_files_give_clear_errors(tmp_path):
 def test_mismatched_architecture_is_rejected(tmp_path):
     path = save_model(create_model("sfv2", 0.5), _record(), tmp_path / "m.safetensors")
     wrong = tmp_path / "wrong.safetensors"
-    rec = ModelRecord(model={"arch": "ma_sfv2", "width": 0.5, "se_reduction": 4, "num_classes": 101})
+    rec = ModelRecord(model=ModelSpec("ma_sfv2", 0.5))
     from safetensors.torch import load_file
     save_file(load_file(str(path)), str(wrong), metadata={"faceage": rec.to_json()})
     with pytest.raises(WeightsError, match="do not match ma_sfv2_0.5x"):
@@ -101,6 +102,10 @@ def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
     ({"model": {"arch": "sfv2"}}, "lacks width"),
     ({"model": {"arch": "sfv2", "width": 0.5, "depth": 3}}, "unknown fields"),
     ({"model": {"arch": "sfv2", "width": 0.5, "num_classes": 0}}, "num_classes"),
+    ({"model": {"arch": "sfv2", "width": 0.75}}, r"unknown width 0.75; choose one of \[0.5, 1.0, 1.5, 2.0\]"),
+    ({"model": {"arch": "resnet", "width": 0.5}}, "unknown architecture"),
+    ({"scoring": {"tta": "sideways", "resize": "bilinear"}}, "scoring.tta"),
+    ({"scoring": {"tta": "none", "resize": "lanczos"}}, "scoring.resize"),
     ({"interval_temperature": 0}, "interval_temperature"),
     ({"training": [1]}, "training must be an object"),
     ({"format": 2}, "record format 2"),
@@ -118,10 +123,17 @@ def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path
 
     from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
 
-    rec = read_record(_with_record(tmp_path, json.dumps(GOOD)))
-    assert rec.interval_temperature == 1.0 and rec.crop["size"] == 64 and rec.num_classes == 101
+    from faceage.nets.spec import ModelSpec
+    from faceage.weights import Scoring
+
+    rec = read_record(_with_record(tmp_path, json.dumps(GOOD)))  # a record as version 1 and 2 wrote it
+    assert rec.interval_temperature == 1.0 and rec.crop == CropSpec(64, 0.3, 0.4, 0.0) and rec.num_classes == 101
+    assert rec.model == ModelSpec("sfv2", 0.5) and rec.scoring == Scoring("zoomflip", "bilinear")
+    again = read_record(_with_record(tmp_path, rec.to_json(), "again.safetensors"))
+    assert again == rec  # typed fields written and read back unchanged
     folder = default_model_path("torch").parent
-    assert read_record(folder / DEFAULT_MODEL).input_size == 112
+    bundled = read_record(folder / DEFAULT_MODEL)
+    assert bundled.input_size == 112 and bundled.model.name == "ma_sfv2_0.5x" and bundled.crop is not None
     from faceage.runtime.onnx_backend import OnnxBackend
 
     assert OnnxBackend(folder / DEFAULT_ONNX).record == read_record(folder / DEFAULT_MODEL)

@@ -41,6 +41,12 @@ class WeightsError(FaceageError, ValueError):
     code = "bad_model_file"
 
 
+class AddressError(FaceageError, OSError):
+    """``faceage serve`` cannot listen on its address (the port is in use, or the address is not this machine's)."""
+
+    code = "address_unusable"
+
+
 class ConfigError(FaceageError, ValueError):
     """A training config has an unknown key or a bad value."""
 

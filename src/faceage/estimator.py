@@ -6,7 +6,7 @@ safe to call from several threads.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
 from faceage.imageio import load_image
+from faceage.options import FaceOptions
 from faceage.views import check_tta
 
 DEFAULT_MODEL = "default.safetensors"
@@ -54,6 +55,35 @@ class FaceAge:
         d["age_interval"] = list(self.age_interval)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaceAge":
+        """The inverse of :meth:`to_dict` (extra keys, such as a row's ``path``, are ignored)."""
+        return cls(tuple(int(v) for v in d["box"]), tuple(tuple(float(v) for v in e) for e in d["eyes"]),
+                   float(d["age"]), tuple(float(v) for v in d["age_interval"]), float(d["score"]),
+                   bool(d["fallback"]))
+
+
+#: the keys of :meth:`FaceAge.to_dict`, in order
+FACE_FIELDS = ("box", "eyes", "age", "age_interval", "score", "fallback")
+
+
+@dataclass
+class PhotoAnalysis:
+    """One photo analysed: the faces found (largest first, with their aligned crops) and their scores."""
+
+    faces: list  # faceage.face.pipeline.Face
+    scores: object = field(repr=False)  # faceage.scoring.Scores, one row per face
+
+    def ages(self) -> list[FaceAge]:
+        """The faces as :class:`FaceAge` (rounded as ``predict`` reports them)."""
+        ages, intervals = self.scores.age, self.scores.interval()
+        return [
+            FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
+                    round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), round(float(f.score), 3),
+                    f.fallback)
+            for f, a, (lo, hi) in zip(self.faces, ages, intervals)
+        ]
+
 
 @dataclass(frozen=True)
 class AgeEstimate:
@@ -86,11 +116,9 @@ class AgeEstimator:
         self.backend = load_backend(self.model_path, backend=backend, device=device)
         self.record = self.backend.record
         self.tta = check_tta(tta)
-        from faceage.face.pipeline import FacePipeline
-
+        self.detector, self.detector_options = detector, dict(detector_options or {})
         # built now so that a bad detector option fails here, not at the first photo
-        self._pipeline = FacePipeline(detector, spec=CropSpec.from_dict(self.record.crop or {}),
-                                      **(detector_options or {}))
+        self._pipeline = self.face_pipeline()
 
     @property
     def input_size(self) -> int:
@@ -100,6 +128,17 @@ class AgeEstimator:
     def pipeline(self):
         """The face pipeline cropping as the model was trained."""
         return self._pipeline
+
+    def face_pipeline(self, **overrides):
+        """A face pipeline with this estimator's detector and crop spec, its detector options updated
+        by ``overrides`` (video detects with cheaper settings). A detector given as an object is used
+        as it is: it configures itself."""
+        from faceage.face.pipeline import FacePipeline
+
+        spec = self.record.crop or CropSpec()
+        if not isinstance(self.detector, str):
+            return FacePipeline(self.detector, spec=spec, **self.detector_options)  # options given too: refused
+        return FacePipeline(self.detector, spec=spec, **{**self.detector_options, **overrides})
 
     def score_aligned(self, crops):
         """:class:`faceage.scoring.Scores` for aligned crops (made with the record's crop spec, or
@@ -120,30 +159,62 @@ class AgeEstimator:
             for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
         ]
 
-    def predict(self, image, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
-                fallback: bool = False) -> list[FaceAge]:
-        """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first.
+    def analyse(self, image, options: FaceOptions = FaceOptions(), *, pipeline=None) -> PhotoAnalysis:
+        """The one path from a photo to its faces' scores (predict, batch, Ray, Spark, serve and video).
 
-        ``largest``: only the biggest face; ``max_faces``: the biggest this many (0: all);
-        ``min_face``: ignore faces narrower than this many pixels (of the full photo).
-        No face gives ``[]``; with ``fallback=True`` a centre crop is scored instead
-        and marked ``fallback=True``. Unreadable images raise :class:`faceage.errors.ImageError`.
-        A JPEG path or bytes is decoded at a reduced scale for detection (see
-        :mod:`faceage.face.pipeline`); boxes and eyes are in the full photo's pixels.
-        """
+        ``image``: path, bytes, PIL image or HxWx3 uint8 RGB array. A JPEG path or bytes is
+        decoded at a reduced scale for detection (see :mod:`faceage.face.pipeline`); boxes and
+        eyes are in the full photo's pixels. ``pipeline``: another face pipeline of this
+        estimator (:meth:`face_pipeline`) instead of its own. Unreadable images raise
+        :class:`faceage.errors.ImageError`."""
         if self.record.crop is None:  # a model trained on pre-cropped images: use the image whole
             img = load_image(image)
             h, w = img.shape[:2]
-            est = self.predict_aligned([img])[0]
-            return [FaceAge((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), est.age, est.age_interval,
-                            0.0, True)]
-        faces = self.pipeline.faces(image, largest=largest, fallback=fallback, min_face=min_face, max_faces=max_faces)
-        ests = self.predict_aligned([f.crop for f in faces])
-        return [
-            FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
-                    e.age, e.age_interval, round(float(f.score), 3), f.fallback)
-            for f, e in zip(faces, ests)
-        ]
+            from faceage.face.pipeline import Face
+
+            face = Face((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), 0.0, "whole-image", img, True)
+            return PhotoAnalysis([face], self.score_aligned([img]))
+        faces = (pipeline or self._pipeline).faces(image, largest=options.largest, fallback=options.fallback,
+                                                   min_face=options.min_face, max_faces=options.max_faces)
+        return PhotoAnalysis(faces, self.score_aligned([f.crop for f in faces]))
+
+    def predict(self, image, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
+                fallback: bool = False) -> list[FaceAge]:
+        """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first
+        (:meth:`analyse` with :class:`FaceOptions`). No face gives ``[]``; with ``fallback=True`` a
+        centre crop is scored instead and marked ``fallback=True``."""
+        return self.analyse(image, FaceOptions(largest, min_face, max_faces, fallback)).ages()
+
+    def check(self, image, over: int = 18, *, policy=None, largest: bool = False, min_face: int = 0,
+              max_faces: int = 0) -> list:
+        """An age check per face in ``image``: :class:`faceage.agecheck.AgeCheck` (box, age, calibrated
+        ``p_over``, ``decision`` "pass" or "refer", the policy), largest first; no face gives ``[]``.
+
+        ``policy``: an :class:`faceage.agecheck.AgeCheckPolicy` (e.g. from
+        :func:`faceage.agecheck.fit_policy` on your own labelled faces); by default the model record's
+        policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
+        :class:`faceage.agecheck.NoPolicyError`).
+        Faces are found as :meth:`predict` finds them."""
+        from faceage.agecheck import checks
+
+        policy = self._policy(over, policy)
+        photo = self.analyse(image, FaceOptions(largest, min_face, max_faces))  # the one per-photo path
+        return checks(photo.scores, policy, [tuple(int(v) for v in f.box) for f in photo.faces])
+
+    def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
+        """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""
+        from faceage.agecheck import checks
+
+        return checks(self.score_aligned(crops), self._policy(over, policy))
+
+    def _policy(self, over: int, policy):
+        from faceage.agecheck import NoPolicyError, policy_for
+
+        if policy is None:
+            return policy_for(self.record, over)
+        if policy.over != over:
+            raise NoPolicyError(f"the policy given is for over={policy.over}, not over={over}")
+        return policy
 
     def predict_video(self, video=None, *, camera: int | None = None, every: int = 5, start: float = 0.0,
                       end: float | None = None, **options):

@@ -38,10 +38,11 @@ def load_eval_samples(data: str | Path, fmt: str | None) -> tuple[list[Sample], 
     return imported.samples, imported.problems, False
 
 
-def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool = False) -> dict:
-    """Per-image predictions and metrics. Unreadable images are reported and skipped."""
-    crops, ages, no_face, problems, paths = [], [], 0, [], []
-    start = time.perf_counter()
+def eval_crops(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool = False):
+    """(crops, ages, paths, fallback, problems): each readable sample's crop as ``evaluate`` scores it
+    (prepared crops resized; raw photos: the largest face, or a centre crop where none is found: ``fallback``
+    is True for those rows)."""
+    crops, ages, fallback, problems, paths = [], [], [], [], []
     for s in tqdm(samples, desc="preprocessing" if prealigned else "detect + align", unit="img", disable=quiet):
         try:
             img = load_image(s.path)
@@ -50,12 +51,20 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
             continue
         if prealigned or estimator.record.crop is None:
             crops.append(resize_crop(img, estimator.input_size))
+            fallback.append(False)
         else:
             face = estimator.pipeline.faces(img, largest=True, fallback=True)[0]
-            no_face += face.fallback
+            fallback.append(bool(face.fallback))
             crops.append(face.crop)
         ages.append(s.age)
         paths.append(str(s.path))
+    return crops, ages, paths, fallback, problems
+
+
+def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool = False) -> dict:
+    """Per-image predictions and metrics. Unreadable images are reported and skipped."""
+    start = time.perf_counter()
+    crops, ages, paths, fallback, problems = eval_crops(estimator, samples, prealigned=prealigned, quiet=quiet)
     if not crops:
         raise FaceageError(f"no readable image to evaluate; first problems: {problems[:3]}")
     scores = estimator.score_aligned(crops)
@@ -71,7 +80,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
         "mae_dex": round(float(np.abs(preds["dex"] - true).mean()), 4),
         "mae_reg": round(float(np.abs(preds["reg"] - true).mean()), 4),
         "mae_mean": round(float(np.abs(preds["mean"] - true).mean()), 4),
-        "no_face": int(no_face),
+        "no_face": int(sum(fallback)),
         "unreadable": len(problems),
         "problems": problems[:50],
         "pipeline": ("prealigned crops" if prealigned else "whole image" if estimator.record.crop is None

@@ -78,6 +78,19 @@ def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) ->
     onnx.save(m, str(path))
 
 
+def write_onnx_record(path: str | Path, record: ModelRecord) -> Path:
+    """Replace an .onnx file's faceage record (its graph and other metadata kept), atomically."""
+    import shutil
+
+    path = Path(path)
+    read_onnx_record(path)  # a faceage ONNX file
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(path, tmp)
+    _set_metadata(tmp, record)
+    tmp.replace(path)
+    return path
+
+
 def read_onnx_record(path: str | Path) -> ModelRecord:
     """The faceage record in an .onnx file's metadata (onnxruntime only, no torch/onnx)."""
     from faceage.runtime.onnx_backend import OnnxBackend

@@ -63,11 +63,23 @@ _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _HIGH_DEPTH_MODES = {"I", "F"}
 
 
+class NamedBytes(bytes):
+    """An encoded image's bytes with the name its errors give (a batch row's path): decoded like any bytes,
+    JPEGs at a reduced scale for detection included."""
+
+    def __new__(cls, data: bytes | bytearray | memoryview, name: str) -> "NamedBytes":
+        self = super().__new__(cls, data)
+        self.name = str(name)
+        return self
+
+
 def _describe(src, name: str | None) -> str:
     if name:
         return str(name)
     if isinstance(src, (str, os.PathLike)):
         return str(src)
+    if isinstance(src, NamedBytes):
+        return src.name
     if isinstance(src, (bytes, bytearray, memoryview)):
         return "<bytes>"
     if isinstance(src, Image.Image):

@@ -39,6 +39,22 @@ def normalization(mean, std) -> tuple[np.ndarray, np.ndarray]:
     return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
 
+def normalize(batch_uint8, mean, std):
+    """(N, H, W, 3) or (N, 3, H, W) uint8 torch tensor -> normalised float (N, 3, H, W), on its device.
+    (torch is not imported here: the tensor brings it.)"""
+    x = batch_uint8
+    if x.shape[-1] == 3 and x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)
+    return standardize(x.float(), mean, std)
+
+
+def standardize(x, mean, std):
+    """A (N, 3, H, W) float torch tensor on the 0..255 scale, normalised in place with
+    :func:`normalization`'s constants (the ones the numpy path and export use)."""
+    scale, shift = (x.new_tensor(v).view(1, 3, 1, 1) for v in normalization(mean, std))
+    return x.mul_(scale).add_(shift)
+
+
 def normalize_nchw(batch_uint8: np.ndarray, mean, std) -> np.ndarray:
     """(N, S, S, 3) uint8 -> normalised (N, 3, S, S) float32 (the numpy form; torch and ONNX use the same
     ``normalization`` constants)."""

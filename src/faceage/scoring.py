@@ -44,8 +44,7 @@ class Scores:
 def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Scores:
     """Score (N, S, S, 3) uint8 network-input crops (see :mod:`faceage.preprocess`) in batches."""
     record = backend.record
-    n_classes = int(record.model.get("num_classes", 101))
-    logits, reg = [np.zeros((0, n_classes), np.float32)], [np.zeros(0, np.float32)]
+    logits, reg = [np.zeros((0, record.num_classes), np.float32)], [np.zeros(0, np.float32)]
     for i in range(0, len(crops), batch_size):
         batch = np.ascontiguousarray(crops[i : i + batch_size])
         lg, rg = backend.run(make_views(batch, tta))
@@ -53,7 +52,7 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         logits.append(lg)
         reg.append(rg)
     logits = np.concatenate(logits)
-    if record.logit_bias is not None:  # the record's prior correction (faceage.train.data.prior_correction)
+    if record.logit_bias is not None:  # the record's prior correction (faceage.data.sets.prior_correction)
         logits = logits + np.asarray(record.logit_bias, np.float32)
     return Scores(logits, np.concatenate(reg), record.estimate, float(record.interval_temperature))
 

@@ -15,9 +15,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceage.errors import WeightsError
+from faceage.face.align import CropSpec
+from faceage.nets.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from faceage.agecheck import AgeCheckPolicy
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,10 +30,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.safetensors")
 #: how an age is made from the network's outputs (faceage.ages.combine)
 ESTIMATES = ("dex", "reg", "mean")
-#: the architecture's fields (faceage.nets.model.ModelSpec) and their types; arch and width are required
-ARCH_FIELDS = {"arch": str, "width": float, "se_reduction": int, "num_classes": int}
 INPUT_SIZES = (16, 1024)
-CLASS_COUNTS = (2, 1000)
+#: the resize filters faceage.preprocess knows (Pillow's names)
+RESIZE_FILTERS = ("bilinear",)
 
 
 class _Invalid(ValueError):
@@ -59,75 +63,104 @@ def _triple(value: Any, name: str, positive: bool) -> tuple[float, float, float]
     return out
 
 
-def _architecture(value: Any) -> dict:
+def _architecture(value: Any) -> ModelSpec:
     if not isinstance(value, dict):
-        raise _Invalid(f"model must be an object with {', '.join(ARCH_FIELDS)}, not {json.dumps(value)[:40]}")
-    unknown = sorted(set(value) - set(ARCH_FIELDS))
-    missing = [k for k in ("arch", "width") if k not in value]
-    if unknown or missing:
-        raise _Invalid(f"model has unknown fields {unknown}" if unknown else f"model lacks {', '.join(missing)}")
-    if not isinstance(value["arch"], str) or not value["arch"]:
-        raise _Invalid(f"model.arch must be a name, not {json.dumps(value['arch'])[:40]}")
-    out = {"arch": value["arch"], "width": _number(value["width"], "model.width", float, 0.0625, 4.0)}
-    if "se_reduction" in value:
-        out["se_reduction"] = _number(value["se_reduction"], "model.se_reduction", int, 1, 1024)
-    if "num_classes" in value:
-        out["num_classes"] = _number(value["num_classes"], "model.num_classes", int, *CLASS_COUNTS)
-    return out
+        raise _Invalid(f"model must be an object (arch, width, se_reduction, num_classes), not {json.dumps(value)[:40]}")
+    try:
+        return ModelSpec.from_dict(value)
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"model: {exc}") from None
 
 
-def _crop(value: Any) -> dict | None:
+def _crop(value: Any) -> CropSpec | None:
     if value is None:
         return None
-    from faceage.face.align import CropSpec
-
     if not isinstance(value, dict):
         raise _Invalid(f"crop must be an object (CropSpec) or null, not {json.dumps(value)[:40]}")
     for k, v in value.items():
         if k in ("size", "eye_distance", "eye_y", "margin"):
             _number(v, f"crop.{k}", int if k == "size" else float)
     try:
-        return CropSpec.from_dict(value).to_dict()
+        return CropSpec.from_dict(value)
     except (TypeError, ValueError) as exc:
         raise _Invalid(f"crop: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """The inference settings a model's interval temperature, prior correction and reported numbers
+    were measured under: the test-time views (:mod:`faceage.views`) and the resize filter of
+    :mod:`faceage.preprocess`. Records written before these were stored read as today's defaults."""
+
+    tta: str = "zoomflip"
+    resize: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return {"tta": self.tta, "resize": self.resize}
+
+
+def _scoring(value: Any) -> Scoring:
+    from faceage.views import TTA
+
+    if value is None:
+        return Scoring()
+    if not isinstance(value, dict) or set(value) - {"tta", "resize"}:
+        raise _Invalid(f"scoring must be an object with tta and resize, not {json.dumps(value)[:60]}")
+    cal = Scoring(**value)
+    if cal.tta not in TTA:
+        raise _Invalid(f"scoring.tta must be one of {', '.join(TTA)}, not {json.dumps(cal.tta)[:40]}")
+    if cal.resize not in RESIZE_FILTERS:
+        raise _Invalid(f"scoring.resize must be one of {', '.join(RESIZE_FILTERS)}, not "
+                       f"{json.dumps(cal.resize)[:40]}")
+    return cal
+
+
 @dataclass
 class ModelRecord:
-    """How to rebuild the network (``model``: the architecture, ModelSpec's fields) and prepare
-    its input (the rest). Build it with checked values: :meth:`from_json` checks every field."""
+    """How to rebuild the network (``model``) and prepare its input (the rest), typed. Build it with
+    checked values: :meth:`from_json` checks every field.
 
-    model: dict
+    A field added later is read with a default from records written before it, so every record
+    written by an earlier faceage keeps loading (``format`` changes only when that cannot hold)."""
+
+    model: ModelSpec
     input_size: int = 112
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    crop: dict | None = None  # CropSpec of the face aligner; None = images are used whole (pre-cropped)
+    crop: CropSpec | None = None  # the face aligner's geometry; None = images are used whole (pre-cropped)
     estimate: str = "dex"
-    training: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # provenance: what the training run reported (free-form)
     # softmax temperature for the age interval, calibrated on validation data so that the 80%
     # interval holds about 80% of true ages (1.0: the distribution as the network gives it)
     interval_temperature: float = 1.0
     # added to the logits before anything is read off them: the age prior of the (balanced) training
     # sample exchanged for the data's own, with the strength chosen on validation data; None: nothing
     logit_bias: tuple[float, ...] | None = None
+    scoring: Scoring = field(default_factory=Scoring)
+    # age-check policies by threshold ("over 18": calibration of p_over + pass threshold, with the validation
+    # figures behind them; faceage.agecheck); records written before them load with none
+    age_checks: dict[int, "AgeCheckPolicy"] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
-        return int(self.model.get("num_classes", 101))
+        return self.model.num_classes
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "format": FORMAT_VERSION,
-                "model": self.model,
+                "model": self.model.to_dict(),
                 "input_size": self.input_size,
                 "mean": list(self.mean),
                 "std": list(self.std),
-                "crop": self.crop,
+                "crop": None if self.crop is None else self.crop.to_dict(),
                 "estimate": self.estimate,
                 "training": self.training,
                 "interval_temperature": self.interval_temperature,
                 "logit_bias": None if self.logit_bias is None else [round(float(v), 6) for v in self.logit_bias],
+                "scoring": self.scoring.to_dict(),
+                **({"age_checks": {str(k): p.to_dict() for k, p in self.age_checks.items()}} if self.age_checks
+                   else {}),
             },
             sort_keys=True,
         )
@@ -154,8 +187,9 @@ class ModelRecord:
             training = data.get("training") or {}
             if not isinstance(training, dict):
                 raise _Invalid("training must be an object")
+            model = _architecture(data["model"])
             return cls(
-                model=_architecture(data["model"]),
+                model=model,
                 input_size=_number(data["input_size"], "input_size", int, *INPUT_SIZES),
                 mean=_triple(data.get("mean", IMAGENET_MEAN), "mean", positive=False),
                 std=_triple(data.get("std", IMAGENET_STD), "std", positive=True),
@@ -164,11 +198,21 @@ class ModelRecord:
                 training=training,
                 interval_temperature=_number(data.get("interval_temperature", 1.0), "interval_temperature",
                                              float, 1e-3, 1e3),
-                logit_bias=_bias(data.get("logit_bias"), int(data["model"].get("num_classes", 101))
-                                 if isinstance(data["model"], dict) else 101),
+                logit_bias=_bias(data.get("logit_bias"), model.num_classes),
+                scoring=_scoring(data.get("scoring")),
+                age_checks=_age_checks(data.get("age_checks"), model),
             )
         except _Invalid as exc:
             raise WeightsError(f"{source}: bad faceage record: {exc}; re-export or retrain the model") from None
+
+
+def _age_checks(value, model: ModelSpec) -> dict:
+    from faceage.agecheck import check_policies
+
+    try:
+        return check_policies(value, model.num_classes)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _bias(value, n: int) -> tuple[float, ...] | None:
@@ -226,6 +270,19 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     return path
 
 
+def write_record(path: str | Path, record: ModelRecord) -> Path:
+    """Replace a .safetensors file's record, its tensors kept byte for byte (no torch needed), atomically."""
+    from safetensors.numpy import load_file, save_file
+
+    path = resolve_model_path(path)
+    read_record(path)  # a file faceage wrote, with a valid record
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(load_file(str(path)), str(tmp), metadata={"faceage": record.to_json()})
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    tmp.replace(path)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -236,14 +293,11 @@ def load_model(path: str | Path, device: str = "cpu"):
     """(model in eval mode, record). Errors name the file and the mismatch."""
     from safetensors.torch import load_file
 
-    from faceage.nets.model import AgeNet, ModelSpec
+    from faceage.nets.model import AgeNet
 
     path = resolve_model_path(path)
     record = read_record(path)
-    try:
-        spec = ModelSpec(**record.model)
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: record describes an unknown model ({exc})") from exc
+    spec = record.model
     model = AgeNet(spec)
     try:
         state = load_file(str(path))

@@ -3,7 +3,8 @@
 While a run goes, each chunk of rows is written to ``OUTPUT.parts/part-NNNNN.EXT``
 atomically (a temporary name, then a rename), so a killed run leaves only whole
 chunks. The paths in them (and in ``OUTPUT`` itself, from an earlier finished run)
-are done; a rerun skips them. :meth:`PartStore.finish` streams ``OUTPUT`` and the parts
+are done, failed ones included; a rerun skips them (with ``retry_errors`` the rows of
+failed paths are removed first, so those paths are tried again). :meth:`PartStore.finish` streams ``OUTPUT`` and the parts
 into a new ``OUTPUT``, keeping each path's rows from the first place it appears (so a
 run killed during the merge cannot duplicate rows), then removes the parts folder.
 
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from faceage.batch.rows import COLUMNS, SCHEMA
+from faceage.engine import COLUMNS, SCHEMA
 from faceage.errors import FaceageError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
@@ -94,22 +95,22 @@ def read_rows(path: str | os.PathLike) -> Iterator[dict]:
     fmt = output_format(path)
     if fmt == "parquet":
         for batch in _pyarrow().parquet.ParquetFile(path).iter_batches():
-            yield from batch.to_pylist()
+            yield from ({**dict.fromkeys(COLUMNS), **r} for r in batch.to_pylist())  # a column added later: None
     elif fmt == "csv":
         types = {"int": int, "double": float, "boolean": lambda v: v == "True"}
         with open(path, newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
-                yield {c: None if r[c] == "" else json.loads(r[c]) if c in _LIST_COLUMNS
+                yield {c: None if r.get(c, "") == "" else json.loads(r[c]) if c in _LIST_COLUMNS
                        else types.get(SCHEMA[c], str)(r[c]) for c in COLUMNS}
     else:
         with open(path, encoding="utf-8") as fh:
-            yield from (json.loads(line) for line in fh)
+            yield from ({**dict.fromkeys(COLUMNS), **json.loads(line)} for line in fh)  # a column added later: None
 
 
 class PartStore:
     """The parts folder of one output file: what is done, new chunks, and the final merge."""
 
-    def __init__(self, output: str | os.PathLike, settings: dict) -> None:
+    def __init__(self, output: str | os.PathLike, settings: dict, *, retry_errors: bool = False) -> None:
         self.output = Path(output)
         self.format = output_format(self.output)
         self.folder = self.output.with_name(self.output.name + ".parts")
@@ -125,7 +126,18 @@ class PartStore:
         saved.write_text(json.dumps(settings, indent=2) + "\n")
         for tmp in self.folder.glob("*.tmp"):  # a chunk whose write was interrupted
             tmp.unlink()
+        if retry_errors:
+            for src in self.sources():
+                self._drop_errors(src)
         self._next = len(self.parts())
+
+    def _drop_errors(self, path: Path) -> None:
+        """Rewrite ``path`` without its error rows (atomically), so that those paths count as not done."""
+        if not any(r["error"] is not None for r in read_rows(path)):
+            return
+        tmp = path.with_name(path.name + ".retry.tmp")
+        _write_stream(self.format, (r for r in read_rows(path) if r["error"] is None), tmp)
+        os.replace(tmp, path)
 
     def parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"part-*.{self.format}"))

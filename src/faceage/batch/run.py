@@ -1,42 +1,26 @@
 """Local batch mode: N worker processes, each with its own single-threaded model.
 
-Paths are discovered lazily and sent to the workers in small tasks, with only a few
-tasks per worker in flight (memory stays flat on any tree size); results come back
-in discovery order and are written in chunks (:mod:`faceage.batch.output`), so a
-rerun of the same command skips what is done and finishes the rest.
+Paths are discovered lazily and sent one at a time to the workers of the engine's isolation
+layer (:func:`faceage.engine.isolated_rows`): memory stays flat on any tree size, a file whose
+worker dies becomes an error row (``worker_crashed``) and the run goes on. Results come back in
+discovery order and are written in chunks (:mod:`faceage.batch.output`), so a rerun of the same
+command skips what is done, failed files included (``retry_errors`` tries those again), and
+finishes the rest.
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import signal
 import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from itertools import islice
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable
 
 from faceage.batch.files import walk_images
 from faceage.batch.output import PartStore
-from faceage.batch.rows import PredictOptions, predict_many, single_threaded_estimator
+from faceage.engine import PredictOptions, isolated_rows
 from faceage.errors import FaceageError
-
-_OPTIONS: PredictOptions | None = None  # this worker process's settings
-
-
-def _init_worker(options: PredictOptions) -> None:
-    global _OPTIONS
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _OPTIONS = options
-    single_threaded_estimator(options)  # load the model before the first task arrives
-
-
-def _predict_task(paths: list[str]) -> list[dict]:
-    return predict_many(_OPTIONS, paths, paths)
 
 
 @dataclass
@@ -66,12 +50,6 @@ class BatchReport:
         return (f"{self.images} images in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s): {self.faces} faces, "
                 f"{self.no_face} without a face, {self.errors} unreadable; {self.skipped} already done; "
                 f"{self.rows} rows in {self.output}")
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 class _Counter(threading.Thread):
@@ -117,40 +95,35 @@ class _Sink:
 
 def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
               options: PredictOptions = PredictOptions(), recursive: bool = False, workers: int | None = None,
-              task_size: int = 8, chunk_size: int = 512, progress: bool = True) -> BatchReport:
+              chunk_size: int = 512, progress: bool = True, retry_errors: bool = False) -> BatchReport:
     """Predict every image under ``paths`` into ``output`` (.parquet, .csv or .jsonl), resumably.
 
-    ``workers`` processes (default: one per available core) each score ``task_size``
-    images at a time; rows are written every ``chunk_size`` images, which is also the
-    most a killed run has to redo.
+    ``workers`` processes (default: one per available core) each score one image at a time;
+    rows are written every ``chunk_size`` images, which is also the most a killed run has to
+    redo. A rerun skips every image already in the output, those that failed included, unless
+    ``retry_errors``.
     """
     paths = [str(p) for p in paths]
     if next(iter(walk_images(paths, recursive)), None) is None:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
     workers = max(1, workers or len(os.sched_getaffinity(0)))
-    store = PartStore(output, asdict(options))
+    options.estimator()  # a bad model or detector option: one error here, not one per file in the workers
+    store = PartStore(output, options.settings(), retry_errors=retry_errors)
     done = store.done()
     report = BatchReport(str(output), skipped=len(done))
     counter = _Counter(paths, recursive, done)
     counter.start()
     sink = _Sink(store, report, counter, chunk_size, progress)
     todo = (p for p in map(str, walk_images(paths, recursive)) if p not in done)
-    in_flight: deque[Future] = deque()
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")  # fresh processes: no forked dlib/onnxruntime state
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(options,)) as pool:
-        try:
-            for task in _chunks(todo, task_size):
-                in_flight.append(pool.submit(_predict_task, task))
-                while len(in_flight) > 4 * workers or (in_flight and in_flight[0].done()):
-                    sink.add(in_flight.popleft().result())
-            while in_flight:
-                sink.add(in_flight.popleft().result())
-        finally:  # also when interrupted: keep the images already scored
-            for f in in_flight:
-                f.cancel()
-            sink.flush()
-            sink.bar.close()
+    results = isolated_rows(options, todo, workers=workers)
+    try:
+        for rows in results:
+            sink.add(rows)
+    finally:  # also when interrupted: keep the images already scored
+        results.close()
+        sink.flush()
+        sink.bar.close()
     report.rows = store.finish()
     report.seconds = time.perf_counter() - t0
     return report
@@ -166,9 +139,9 @@ def run_cli(args: argparse.Namespace) -> int:
             raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
     if args.workers is not None and args.workers < 1:
         raise FaceageError(f"--workers {args.workers}: give 1 or more processes")
-    options = PredictOptions(model=args.model, tta=args.tta, largest=args.largest, min_face=args.min_face,
-                             max_faces=args.max_faces, fallback=args.fallback,
-                             detector_options=tuple(sorted(dict(args.detector_option).items())))
-    report = run_batch(args.paths, args.output, options=options, recursive=args.recursive, workers=args.workers)
+    from faceage.cli import predict_options
+
+    report = run_batch(args.paths, args.output, options=predict_options(args), recursive=args.recursive,
+                       workers=args.workers, retry_errors=args.retry_errors)
     print(report.summary(), file=sys.stderr)
     return 1 if report.errors else 0

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
-from faceage.errors import ConfigError, FaceageError, ImageError, ManifestError, WeightsError
+from faceage.errors import AddressError, ConfigError, FaceageError, ImageError, ManifestError, WeightsError
 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
     "predict": "predict",
+    "check": "check",
     "evaluate": "evaluate",
     "train": "train",
     "prepare": "prepare",
@@ -26,6 +28,7 @@ COMMANDS = {
 
 _SUMMARIES = {
     "predict": "estimate ages of the faces in photos",
+    "check": "age checks: is each face at least N? pass or refer",
     "evaluate": "score a model on a labelled data set (MAE, CS curve, error by age)",
     "train": "train an age model from a YAML config",
     "prepare": "import a data set: detect, align and crop faces, write a manifest",
@@ -43,6 +46,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ManifestError: 3,  # a data set or manifest without usable rows
     WeightsError: 4,  # a model file or checkpoint that cannot be used
     ImageError: 5,  # an image given alone that cannot be decoded
+    AddressError: 6,  # serve: the port is in use or the address is not this machine's
     FaceageError: 2,
     KeyboardInterrupt: 130,
 }
@@ -62,6 +66,43 @@ def add_tta_argument(p: argparse.ArgumentParser) -> None:
                         "the network runs), flip = face + mirror image, none = the face only")
 
 
+def detector_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value), VALUE read as JSON when it is JSON (``false``, ``1024``, ``[15, -15]``);
+    the detector then checks it against its option's type (``cnn=maybe`` is refused)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def add_photo_arguments(p: argparse.ArgumentParser, *, fallback: bool = True) -> None:
+    """The options that decide how a photo (or a video frame) is processed, the same for predict, batch and
+    video: the model, its test-time views, the face detector and its options, and which faces are scored."""
+    p.add_argument("--largest", action="store_true", help="only the largest face of each image")
+    p.add_argument("--min-face", type=int, default=0, help="ignore faces narrower than this many pixels")
+    p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
+    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                   help="a face detector option, VALUE as JSON (repeatable), e.g. cnn=false, max_side=1024, "
+                        "close_up=0 (see docs/face-frontend.md)")
+    if fallback:
+        p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
+    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    add_tta_argument(p)
+
+
+def predict_options(args: argparse.Namespace):
+    """The :class:`faceage.engine.PredictOptions` of :func:`add_photo_arguments`' options, checked."""
+    from faceage.engine import PredictOptions
+
+    return PredictOptions(model=args.model, tta=args.tta, detector=getattr(args, "detector", "dlib"),
+                          detector_options=dict(args.detector_option), largest=args.largest,
+                          min_face=args.min_face, max_faces=args.max_faces, fallback=getattr(args, "fallback", False))
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceage",
@@ -70,7 +111,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "  faceage train --config cpu\n  faceage evaluate --data data/manifest.csv --model runs/cpu\n\n"
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
-        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image; 130 interrupted",
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image (given alone);\n"
+        "6 serve cannot listen on its address (port in use); 130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

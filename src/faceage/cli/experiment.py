@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from faceage.cli import add_tta_argument
+
 HELP = "research protocols: split, ablation with repeated runs, leave-one-person-out, compare"
 EPILOG = """examples:
   faceage experiment split data/utkface-128/manifest.csv --ratios 7:2:1 --seed 0
@@ -99,6 +101,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--out", "-o", required=True, help="report folder")
     c.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
 
+    from faceage.experiments.age_check import SOURCES_HELP
+
+    ac = sub.add_parser("age-check", help="age checks (over 13/16/18/21/25): share passed per age band, "
+                        "calibration, trade-off; fits and stores the policies",
+                        description="Score data sets the way `faceage check` does and report, for each threshold, "
+                        "the share passed per age band (and per gender/race on UTKFace) with Wilson 95% intervals, "
+                        "the trade-off curve and the reliability diagram before/after calibration. --fit fits the "
+                        "policies on validation sets; --write-model stores them in model files.",
+                        formatter_class=fmt, epilog="examples:\n  faceage experiment age-check "
+                        "--data utkface-val=configs/default-model-v2.yaml:utkface "
+                        "--data fgnet=fgnet:../shared/data/fgnet --out work/age-check\n"
+                        "  faceage experiment age-check --model my.onnx --data val=my-faces/manifest.csv --fit val "
+                        "--write-model my.onnx --out work/my-age-check")
+    ac.add_argument("--data", action="append", required=True, metavar="LABEL=SOURCE", help=SOURCES_HELP)
+    ac.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    ac.add_argument("--out", "-o", required=True, help="report folder")
+    ac.add_argument("--thresholds", default="13,16,18,21,25", help="ages to check (default 13,16,18,21,25)")
+    ac.add_argument("--fit", default=None, metavar="LABEL,...",
+                    help="fit the policies on these --data sets pooled (validation rows only); else report the "
+                    "model's own")
+    ac.add_argument("--max-share", type=float, default=0.01,
+                    help="with --fit: at most this share of those aged over-5..over-1 pass (default 0.01)")
+    ac.add_argument("--band", type=int, default=5, help="with --fit: the years just under the threshold (default 5)")
+    ac.add_argument("--write-model", nargs="+", default=None, metavar="FILE",
+                    help="store the fitted policies in these model files (.safetensors / .onnx of the same model)")
+    add_tta_argument(ac)
+
 
 def run(args: argparse.Namespace) -> int:
     from faceage.errors import ConfigError
@@ -106,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     command = command_line()
     if args.experiment is None:
-        print("choose an experiment: split, ablation, lopo, compare (faceage experiment --help)")
+        print("choose an experiment: split, ablation, lopo, compare, age-check (faceage experiment --help)")
         return 2
     if args.experiment == "split":
         from faceage.experiments.split import split_manifest
@@ -118,6 +147,22 @@ def run(args: argparse.Namespace) -> int:
         if res["dropped_rows"]:
             print(f"{len(res['dropped_rows'])} unreadable rows left out, e.g. {res['dropped_rows'][0]}")
         print(res["histograms"])
+        return 0
+
+    if args.experiment == "age-check":
+        from faceage.experiments.age_check import check_thresholds, run_age_check
+
+        doc = run_age_check(args.model, args.data, args.out, thresholds=check_thresholds(args.thresholds),
+                            fit=args.fit.split(",") if args.fit else None, max_share=args.max_share,
+                            band=args.band, write_models=args.write_model, tta=args.tta, command=command,
+                            quiet=False)
+        for o, p in doc["results"]["policies"].items():
+            print(f"over {o}: pass if p_over >= {p['threshold']:.6f} ({p['calibration']['method']} calibration)")
+        for label, r in doc["results"]["sets"].items():
+            r18 = r.get("18") or next(iter(r.values()))
+            print(f"{label}: over {r18['over']}: " + ", ".join(
+                f"{b} {100 * v['share']:.1f}% passed" for b, v in r18["bands"].items() if v["n"]))
+        print(f"report: {args.out}/report.md")
         return 0
 
     if args.experiment == "compare":

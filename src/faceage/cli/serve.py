@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from faceage.cli import add_tta_argument
+from faceage.cli import add_tta_argument, detector_option
 
 HELP = "serve age estimation over HTTP: a REST API and a web page"
 EPILOG = """examples:
@@ -52,8 +52,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
+    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                   help="a face detector option, VALUE as JSON (repeatable), as for predict (cnn: see --cnn)")
     add_tta_argument(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise :class:`AddressError` when ``host:port`` cannot be listened on (in use, or not this machine's)."""
+    import socket
+
+    from faceage.errors import AddressError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise AddressError(f"--host {host}: not an address of this machine ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise AddressError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop the program using the "
+                               "port or choose another with --port") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         "max_upload": int(args.max_upload_mb * serve_app.MB),
         "concurrency": args.concurrency,
         "detector_cnn": args.cnn,
+        "detector": args.detector,
+        "detector_options": dict(args.detector_option),
         "tta": args.tta,
         "allowed_hosts": hosts,
     }
@@ -95,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         from faceage.weights import resolve_model_path
 
         options["model"] = str(resolve_model_path(args.model).resolve())  # fail here, before binding
+    check_address(args.host, args.port)  # before the model is loaded; uvicorn would exit 3, "unusable data set"
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
     server = {"host": args.host, "port": args.port, "log_level": args.log_level,
               "http": serve_app.GuardedH11Protocol}

@@ -5,8 +5,10 @@ import argparse
 import time
 from pathlib import Path
 
+from faceage.train.config import keys_help  # light: no torch
+
 HELP = "train an age model from a YAML config (or a preset: cpu, paper)"
-EPILOG = """examples:
+_EXAMPLES = """examples:
   faceage prepare utkface ../shared/data/utkface data/utkface-112
   faceage train --config cpu data.manifest=data/utkface-112/manifest.csv --out runs/cpu
   faceage train --config paper data.manifest=data/morph2/manifest.csv run.compile=true
@@ -15,7 +17,12 @@ EPILOG = """examples:
 Every config key can be overridden as SECTION.KEY=VALUE (values are YAML):
   optim.epochs=30 optim.lr=0.002 model.width=1.0 loss.reg_weight=0 augment.flip=0
 The config used is saved as RUN/config.yaml; each epoch appends to RUN/metrics.csv,
-redraws RUN/curves.png and writes an atomic checkpoint RUN/last.pt."""
+redraws RUN/curves.png and writes an atomic checkpoint RUN/last.pt.
+
+config keys (default: what it does):
+"""
+
+EPILOG = _EXAMPLES + keys_help()  # the key list comes from the config's one declaration (train.config.KEYS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

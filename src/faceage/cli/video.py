@@ -5,7 +5,7 @@ import argparse
 import sys
 import warnings
 
-from faceage.cli import add_tta_argument
+from faceage.cli import add_photo_arguments, predict_options
 
 HELP = "estimate the ages of the people in a video file or a camera stream"
 EPILOG = """examples:
@@ -41,15 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=("logpool", "mixture"), default="logpool",
                    help="how per-frame age distributions are fused (default logpool; see docs/video.md)")
     p.add_argument("--keep-audio", action="store_true", help="copy the audio into --out (default: dropped)")
-    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
-    add_tta_argument(p)
+    add_photo_arguments(p, fallback=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from faceage.errors import FaceageError
-    from faceage.estimator import AgeEstimator
     from faceage.video.draw import draw_tracks
     from faceage.video.io import VideoWarning, VideoWriter
     from faceage.video.report import tracks_document, write_tracks
@@ -60,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise FaceageError("--keep-audio needs a video file and --out")
     if args.every < 1 or args.min_track < 1 or args.detect_side < 64 or args.max_gap < 0:
         raise FaceageError("need --every >= 1, --min-track >= 1, --detect-side >= 64 and --max-gap >= 0")
-    est = AgeEstimator(args.model, tta=args.tta)
-    video = est.predict_video(args.input, camera=args.webcam, every=args.every, start=args.start, end=args.end,
-                              detect_side=args.detect_side, min_track=args.min_track, max_gap=args.max_gap,
-                              fusion=args.fusion)
+    options = predict_options(args)
+    video = options.estimator().predict_video(
+        args.input, camera=args.webcam, every=args.every, start=args.start, end=args.end, detect_side=args.detect_side,
+        min_track=args.min_track, max_gap=args.max_gap, fusion=args.fusion, faces=options.faces)
     info = video.info
     total = None
     if info.duration:

@@ -77,6 +77,24 @@ def utkface(src) -> Manifest:
     return _done(samples, problems, root, "utkface")
 
 
+_UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
+UTK_GENDER = {"0": "men", "1": "women"}
+UTK_RACE = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "other"}
+
+
+def utkface_groups(paths: list[str]) -> dict[str, "np.ndarray"]:
+    """Row masks ``{"gender: men": ..., "race: Asian": ...}`` from UTKFace's original file names
+    (``AGE_GENDER_RACE_...``); a name without the fields is in no group."""
+    import numpy as np
+
+    labels = [_UTK_NAME.match(Path(p).name) for p in paths]
+    out = {}
+    for key, names, idx in (("gender", UTK_GENDER, 2), ("race", UTK_RACE, 3)):
+        for code, name in names.items():
+            out[f"{key}: {name}"] = np.array([m is not None and m.group(idx) == code for m in labels], bool)
+    return out
+
+
 _FGNET = re.compile(r"^(\d{3})a(\d{2})([ab]?)$", re.IGNORECASE)
 
 

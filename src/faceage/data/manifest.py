@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from faceage.errors import ManifestError
+from faceage.face.align import CropSpec
 
 MAX_AGE = 120
 
@@ -133,7 +134,8 @@ def with_splits(samples: list[Sample], assignment: dict[Path, str]) -> list[Samp
     return [replace(s, split=assignment.get(s.path, s.split)) for s in samples]
 
 
-def prepared_crop(manifest: str | Path) -> dict | None:
+def prepared_crop(manifest: str | Path) -> CropSpec | None:
     """The crop geometry a manifest from `faceage prepare` was made with (its prepare.json); None otherwise."""
     prep = Path(manifest).parent / "prepare.json"
-    return json.loads(prep.read_text()).get("crop_spec") if Path(manifest).is_file() and prep.is_file() else None
+    spec = json.loads(prep.read_text()).get("crop_spec") if Path(manifest).is_file() and prep.is_file() else None
+    return None if spec is None else CropSpec.from_dict(spec)

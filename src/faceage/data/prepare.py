@@ -43,11 +43,11 @@ RESULTS = "results.jsonl"
 _PIPE = None  # per-process FacePipeline
 
 
-def _init_worker(spec_dict: dict, detector: str | Detector) -> None:
+def _init_worker(spec: CropSpec, detector: str | Detector) -> None:
     global _PIPE
     from faceage.face.pipeline import FacePipeline
 
-    _PIPE = FacePipeline(detector, CropSpec.from_dict(spec_dict))
+    _PIPE = FacePipeline(detector, spec)
 
 
 def _process(job: tuple[str, str, str, bool, int]) -> dict:
@@ -223,7 +223,7 @@ def prepare(
             bar = tqdm(total=len(todo), unit="file", desc=f"prepare {kind}", smoothing=0.05)
         try:
             for rec in imap_isolated(_process, todo, workers=min(workers, max(1, len(todo))),
-                                     initializer=_init_worker, initargs=(spec.to_dict(), detector),
+                                     initializer=_init_worker, initargs=(spec, detector),
                                      on_crash=_crashed, suspect=lambda rec: rec.get("suspect", False)):
                 record(rec)
                 bar and bar.update(1)

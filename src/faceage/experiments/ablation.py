@@ -30,7 +30,6 @@ Rerunning the same command skips finished runs and resumes interrupted ones.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import shutil
@@ -46,6 +45,7 @@ from faceage.data.split import group_keys
 from faceage.errors import ConfigError, FaceageError
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
 from faceage.experiments.split import parse_ratios, split_samples, split_violations
+from faceage.train.config import Config, load_config
 
 NO_AUGMENT = {"flip": 0.0, "rotate": 0.0, "scale": 0.0, "shift": 0.0, "noise": 0.0, "grey": 0.0,
               "jitter": 0.0, "blur": 0.0}
@@ -155,42 +155,33 @@ def prepare_data(out: Path, aligned: str | Path | None, unaligned: str | Path | 
 
 
 # -- one run ---------------------------------------------------------------------------------------
-def variant_config(base: dict, variant: str, manifest: str | Path, seed: int) -> dict:
-    from faceage.train.config import _merge
-
-    cfg = copy.deepcopy(base)
-    _merge(cfg, copy.deepcopy(VARIANTS[variant]["overrides"]), "")
-    cfg["data"]["manifest"] = str(manifest)
-    cfg["data"]["path"] = None
-    cfg["data"]["limit"] = None
-    cfg["run"]["seed"] = int(seed)
-    return cfg
+def variant_config(base: Config, variant: str, manifest: str | Path, seed: int) -> Config:
+    return base.override(VARIANTS[variant]["overrides"]).override(
+        {"data": {"manifest": str(manifest), "path": None, "limit": None}, "run": {"seed": int(seed)}})
 
 
 def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "best.safetensors",
-                   cfg: dict | None = None) -> dict:
+                   cfg: Config | None = None) -> dict:
     """Score a finished run's weights on one split of its split.csv (the cached arrays, as in training)."""
     from faceage.metrics import age_metrics
     from faceage.runtime.torch_backend import TorchBackend
     from faceage.scoring import score
-    from faceage.train.data import cached_splits
+    from faceage.data.sets import cached_splits
     from faceage.train.distributed import pick_device
 
     run_dir = Path(run_dir)
     if cfg is None:
-        from faceage.train.config import load_config
-
         cfg = load_config(run_dir / "config.yaml")
     samples = read_manifest(run_dir / "split.csv").samples
-    data = cached_splits(samples, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
+    data = cached_splits(samples, int(cfg.data.input_size), cfg.data.cache_dir, quiet=True)
     if split not in data:
         raise FaceageError(f"{run_dir}: no {split!r} rows in split.csv")
-    device = pick_device(cfg["run"]["device"])
+    device = pick_device(cfg.run.device)
     part = data[split]
-    pred = score(TorchBackend(run_dir / weights, device=str(device)), part.images, cfg["eval"]["tta"]).age
+    pred = score(TorchBackend(run_dir / weights, device=str(device)), part.images, cfg.eval.tta).age
     report = age_metrics(pred, part.ages)
     report["split"] = split
-    report["tta"] = cfg["eval"]["tta"]
+    report["tta"] = cfg.eval.tta
     report["pred"] = [round(float(p), 3) for p in pred]
     report["true"] = [int(a) for a in part.ages]
     report["paths"] = [Path(s.source or s.path).name for s in part.samples]
@@ -205,7 +196,7 @@ def _read_metrics(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def run_one(cfg: dict, run_dir: Path, quiet: bool = True, stop_at_step: int | None = None) -> dict:
+def run_one(cfg: Config, run_dir: Path, quiet: bool = True, stop_at_step: int | None = None) -> dict:
     """Train (or resume, or skip) one run, then score it on its test rows (test.json)."""
     from faceage.train.loop import train
 
@@ -222,7 +213,7 @@ def run_one(cfg: dict, run_dir: Path, quiet: bool = True, stop_at_step: int | No
 
 
 # -- the grid --------------------------------------------------------------------------------------
-def run_ablation(base: dict, out: str | Path, aligned=None, unaligned=None, unaligned_format: str | None = None,
+def run_ablation(base: Config, out: str | Path, aligned=None, unaligned=None, unaligned_format: str | None = None,
                  variants: list[str] | None = None, seeds: int | list[int] = 33, ratios: str = "7:2:1",
                  split_seed: int = 0, limit: int | None = None, command: str | None = None, quiet: bool = True,
                  stop_at_step: int | None = None, max_runs: int | None = None) -> dict:
@@ -240,7 +231,7 @@ def run_ablation(base: dict, out: str | Path, aligned=None, unaligned=None, unal
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     data = prepare_data(out, aligned if "aligned" in need else None, unaligned if "unaligned" in need else None,
                         unaligned_format, ratios, split_seed, limit, quiet=False)
-    state = {"base_config": base, "variants": variants, "seeds": seed_list, "data": data, "command": command}
+    state = {"base_config": base.to_dict(), "variants": variants, "seeds": seed_list, "data": data, "command": command}
     (out / "ablation.json").write_text(json.dumps(state, indent=2, default=str))
     trained = 0
     total = len(seed_list) * len(variants)
@@ -362,7 +353,7 @@ def write_ablation_report(out: str | Path, report_dir: str | Path | None = None,
                 src = r["dir"] / "curves.png"
                 if src.is_file():
                     shutil.copy2(src, cdir / f"{v}-seed{r['seed']}.png")
-    base = state["base_config"]
+    base = load_config(overrides=state["base_config"])  # a state written before a key existed: its default
     d = state["data"]
     counts = next(d[k]["counts"] for k in ("aligned", "unaligned") if k in d)
     body = [
@@ -371,9 +362,9 @@ def write_ablation_report(out: str | Path, report_dir: str | Path | None = None,
         f"keeps its best epoch by validation MAE ({counts['val']} images) and is scored on "
         f"{counts['test']} held-out test images (subject/duplicate-exclusive split, seed {d['split_seed']}).",
         "",
-        f"Base config: {base['model']['width']}x width, {base['data']['input_size']} px, "
-        f"{base['optim']['epochs']} epochs, batch {base['optim']['batch_size']}, lr {base['optim']['lr']} "
-        f"({base['optim']['schedule']}), lambda {base['loss']['reg_weight']}.",
+        f"Base config: {base.model.width}x width, {base.data.input_size} px, "
+        f"{base.optim.epochs} epochs, batch {base.optim.batch_size}, lr {base.optim.lr} "
+        f"({base.optim.schedule}), lambda {base.loss.reg_weight}.",
         "",
         "## Test MAE per variant",
         "",
@@ -382,7 +373,7 @@ def write_ablation_report(out: str | Path, report_dir: str | Path | None = None,
         "",
         "Per-run training curves: `curves/VARIANT-seedK.png`.",
     ]
-    prov = provenance(command if command is not None else state.get("command"), base,
+    prov = provenance(command if command is not None else state.get("command"), base.to_dict(),
                       data={k: d[k]["fingerprint"] for k in ("aligned", "unaligned") if k in d})
     return write_report(rdir, "Ablation: MA-SFV2 variants x seeds", "\n".join(body),
                         {"variants": table, "data": d, "seeds": state["seeds"]}, prov, images)

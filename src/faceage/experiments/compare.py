@@ -63,12 +63,13 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
         preds[label] = p
         curves[label] = rep["cs"]
         spec = record.model
-        table[label] = {"path": str(resolve_model_path(path)), "arch": spec.get("arch"), "width": spec.get("width"),
-                        "input_size": record.input_size, "crop": record.crop, "n": rep["n"], "mae": rep["mae"],
+        table[label] = {"path": str(resolve_model_path(path)), "arch": spec.arch, "width": spec.width,
+                        "input_size": record.input_size, "crop": record.crop and record.crop.to_dict(), "n": rep["n"],
+                        "mae": rep["mae"],
                         "mae_dex": rep["mae_dex"], "mae_reg": rep["mae_reg"], "cs": rep["cs"],
                         "mae_by_decade": rep["mae_by_decade"], "no_face": rep["no_face"],
                         "pipeline": rep["pipeline"], "tta": est.tta, "training": record.training}
-        rows.append([label, f"{spec.get('arch')} {spec.get('width')}x", record.input_size, rep["n"], rep["mae"],
+        rows.append([label, f"{spec.arch} {spec.width}x", record.input_size, rep["n"], rep["mae"],
                      rep["mae_dex"], rep["mae_reg"], rep["cs"]["5"], rep["cs"]["10"], rep["no_face"]])
         if not quiet:
             print(f"{label}: MAE {rep['mae']:.3f} on {rep['n']} images")

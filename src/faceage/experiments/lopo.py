@@ -25,7 +25,6 @@ from its last epoch; ``jobs`` > 1 runs folds in parallel processes.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import statistics
@@ -40,33 +39,29 @@ import numpy as np
 
 from faceage.data.manifest import Sample, prepared_crop, read_manifest, write_manifest
 from faceage.errors import ConfigError, FaceageError
+from faceage.face.align import CropSpec
 from faceage.experiments.report import data_fingerprint, md_table, provenance, write_report
-from faceage.train.data import crop_differences
+from faceage.data.sets import crop_differences
+from faceage.train.config import Config, load_config
 from faceage.train.loop import Trainer
+from faceage.weights import read_record
 
 HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
 
 
-def fold_config(base: dict, init: str | Path | None) -> tuple[dict, dict | None]:
+def fold_config(base: Config, init: str | Path | None) -> tuple[Config, dict | None]:
     """The config every fold trains with (network and input size from ``init``'s record), and that record."""
-    cfg = copy.deepcopy(base)
     if init is None:
-        return cfg, None
-    from faceage.weights import read_record
-
+        return base, None
     record = read_record(init)
-    spec = dict(record.model)
-    if spec.pop("num_classes", 101) != 101:
-        raise ConfigError(f"{init}: a {record.model.get('num_classes')}-class model cannot be fine-tuned here")
-    for key, value in spec.items():
-        if key not in cfg["model"]:
-            raise ConfigError(f"{init}: record key model.{key} unknown to the training config")
-        cfg["model"][key] = value
-    cfg["data"]["input_size"] = int(record.input_size)
-    cfg["eval"]["estimate"] = record.estimate
-    cfg["model"]["init"] = str(init)
-    return cfg, {"path": str(init), "model": record.model, "input_size": record.input_size, "crop": record.crop,
-                 "training": record.training}
+    spec = record.model
+    if spec.num_classes != 101:
+        raise ConfigError(f"{init}: a {spec.num_classes}-class model cannot be fine-tuned here")
+    cfg = base.override({"model": {"arch": spec.arch, "width": spec.width, "se_reduction": spec.se_reduction,
+                                   "init": str(init)},
+                         "data": {"input_size": int(record.input_size)}, "eval": {"estimate": record.estimate}})
+    return cfg, {"path": str(init), "model": record.model.to_dict(), "input_size": record.input_size,
+                 "crop": record.crop and record.crop.to_dict(), "training": record.training}
 
 
 def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed: int) -> list[Sample]:
@@ -114,7 +109,7 @@ def make_folds(samples: list[Sample], out: Path, val_frac: float, seed: int, pre
     return subjects
 
 
-def _crop_check(first: dict | None, second: dict | None, allow: bool, problem: str, advice: str) -> list[str] | str:
+def _crop_check(first: CropSpec | None, second: CropSpec | None, allow: bool, problem: str, advice: str) -> list[str] | str:
     """"match", or the differences between two crop geometries (an error unless ``allow``)."""
     diffs = crop_differences(first, second)
     if diffs and not allow:
@@ -144,7 +139,7 @@ def check_same_experiment(path: Path, state: dict) -> None:
                           "differ); rerun with the same command to resume, or choose a new --out")
 
 
-def run_fold(cfg: dict, out: Path, subject: str, weights: str, keep_models: bool,
+def run_fold(cfg: Config, out: Path, subject: str, weights: str, keep_models: bool,
              stop_at_step: int | None = None) -> dict:
     """Train (resume/skip) one fold and score its held-out subject; returns fold.json's content."""
     from faceage.experiments.ablation import evaluate_split
@@ -154,9 +149,7 @@ def run_fold(cfg: dict, out: Path, subject: str, weights: str, keep_models: bool
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    cfg = copy.deepcopy(cfg)
-    cfg["data"]["manifest"] = str(out / "data" / f"fold-{subject}.csv")
-    cfg["data"]["limit"] = None
+    cfg = cfg.override({"data": {"manifest": str(out / "data" / f"fold-{subject}.csv"), "limit": None}})
     run_dir = fdir / "run"
     if not (run_dir / "summary.json").is_file():
         trainer = Trainer(cfg, run_dir, quiet=True, stop_at_step=stop_at_step)
@@ -180,20 +173,20 @@ def _run_fold_job(job: tuple) -> dict:  # top level: picklable for worker proces
     return run_fold(*job)
 
 
-def zero_shot(init: str | Path, samples: list[Sample], cfg: dict) -> dict:
+def zero_shot(init: str | Path, samples: list[Sample], cfg: Config) -> dict:
     """The starting model on every image, without any fine-tuning (a reference for the LOPO figure)."""
     from faceage.data.cache import build_cache
     from faceage.metrics import age_metrics
     from faceage.runtime.torch_backend import TorchBackend
     from faceage.scoring import score
 
-    cache = build_cache(samples, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
+    cache = build_cache(samples, int(cfg.data.input_size), cfg.data.cache_dir, quiet=True)
     ages = np.array([samples[i].age for i in cache.index], dtype=np.float64)
-    pred = score(TorchBackend(init), np.array(cache.images), cfg["eval"]["tta"]).age
-    return {**age_metrics(pred, ages), "tta": cfg["eval"]["tta"]}
+    pred = score(TorchBackend(init), np.array(cache.images), cfg.eval.tta).age
+    return {**age_metrics(pred, ages), "tta": cfg.eval.tta}
 
 
-def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = None, init: str | Path | None = None,
+def run_lopo(base: Config, data: str | Path, out: str | Path, fmt: str | None = None, init: str | Path | None = None,
              val_frac: float = 0.1, seed: int = 0, jobs: int = 1, weights: str = "best.safetensors",
              keep_models: bool = False, max_folds: int | None = None, allow_crop_mismatch: bool = False,
              command: str | None = None, stop_at_step: int | None = None, extra_train: str | Path | None = None,
@@ -202,7 +195,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     ``extra_*``: add another prepared data set's rows to every fold's training split (see the module doc)."""
     from faceage.experiments.ablation import load_any
     from faceage.experiments.report import command_line
-    from faceage.train.data import cached_splits
+    from faceage.data.sets import cached_splits
 
     out = Path(out)
     command = command if command is not None else command_line()
@@ -219,7 +212,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     data_crop = prepared_crop(data)
     cfg, init_info = fold_config(base, init)
     if init_info is not None:
-        init_info["crop_check"] = _crop_check(init_info["crop"], data_crop, allow_crop_mismatch,
+        init_info["crop_check"] = _crop_check(read_record(init).crop, data_crop, allow_crop_mismatch,
                                               f"crop geometry of {data} differs from the model {init}",
                                               "prepare the data with the model's crop")
     extra, extra_info = [], None
@@ -231,9 +224,9 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
         extra = pick_extra(extra_samples, extra_per_decade, extra_min_age, seed)
         extra_info = {"data": str(extra_train), "rows": len(extra), "per_decade": extra_per_decade,
                       "min_age": extra_min_age, "fingerprint": data_fingerprint(extra), "crop_check": check}
-    state = {"base_config": cfg, "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
+    state = {"base_config": cfg.to_dict(), "data": str(data), "init": init_info, "val_frac": val_frac, "seed": seed,
              "weights": weights, "subjects": subjects_all, "command": command,
-             "fingerprint": data_fingerprint(samples), "data_crop": data_crop, "extra_train": extra_info}
+             "fingerprint": data_fingerprint(samples), "data_crop": data_crop and data_crop.to_dict(), "extra_train": extra_info}
     check_same_experiment(out / "lopo.json", state)  # before any file of OUT is written
     subjects = make_folds(samples, out, val_frac, seed, prep, extra)
     if max_folds:
@@ -241,7 +234,7 @@ def run_lopo(base: dict, data: str | Path, out: str | Path, fmt: str | None = No
     (out / "lopo.json").write_text(json.dumps(state, indent=2, default=str))
     # decode the images once, before any fold (every fold's manifest lists the same rows in the same order)
     first = read_manifest(out / "data" / f"fold-{subjects[0]}.csv").samples
-    cached_splits(first, int(cfg["data"]["input_size"]), cfg["data"]["cache_dir"], quiet=True)
+    cached_splits(first, int(cfg.data.input_size), cfg.data.cache_dir, quiet=True)
     if init is not None and not (out / "zero_shot.json").is_file():
         (out / "zero_shot.json").write_text(json.dumps(zero_shot(init, samples, cfg)))
     todo = [s for s in subjects if not (out / "folds" / s / "fold.json").is_file()]
@@ -278,8 +271,8 @@ def _per_decade(extra: dict) -> str:
     return f", at most {extra['per_decade']} per age decade" if extra.get("per_decade") is not None else ""
 
 
-def _backbone_note(cfg: dict) -> str:
-    scale = float(cfg["optim"].get("backbone_lr_scale", 1.0))
+def _backbone_note(cfg: Config) -> str:
+    scale = float(cfg.optim.backbone_lr_scale)
     return f"; backbone at lr x {scale:g}" if scale != 1.0 else ""
 
 
@@ -320,7 +313,7 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
         for f in folds:
             for p, t, a in zip(f["paths"], f["true"], f["pred"]):
                 fh.write(f"{f['subject']},{p},{t},{a:.2f}\n")
-    cfg = state["base_config"]
+    cfg = load_config(overrides=state["base_config"])  # a state written before a key existed: its default
     init = state.get("init")
     body = [
         (f"The first {len(subjects)} of {n_all} folds only: " if len(subjects) < n_all else "")
@@ -338,11 +331,11 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
         ]),
         "",
         (f"Each fold fine-tunes `{init['path']}` ({init['model'].get('arch')} {init['model'].get('width')}x, "
-         f"{init['input_size']} px; crop check: {init.get('crop_check')}) for {cfg['optim']['epochs']} epochs at "
-         f"lr {cfg['optim']['lr']} ({cfg['optim']['schedule']}"
-         f"{_backbone_note(cfg)}), batch {cfg['optim']['batch_size']}; "
-         if init else f"Each fold trains {cfg['model']['arch']} {cfg['model']['width']}x from scratch for "
-         f"{cfg['optim']['epochs']} epochs; ")
+         f"{init['input_size']} px; crop check: {init.get('crop_check')}) for {cfg.optim.epochs} epochs at "
+         f"lr {cfg.optim.lr} ({cfg.optim.schedule}"
+         f"{_backbone_note(cfg)}), batch {cfg.optim.batch_size}; "
+         if init else f"Each fold trains {cfg.model.arch} {cfg.model.width}x from scratch for "
+         f"{cfg.optim.epochs} epochs; ")
         + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']})."
         + (f" Every fold's training split also holds {extra['rows']} rows of `{extra['data']}` (its training rows, "
            f"ages >= {extra['min_age']}{_per_decade(extra)}; crop check: "
@@ -364,7 +357,7 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
                "folds": [{k: f[k] for k in ("subject", "n", "mae", "best_val_mae", "best_epoch", "seconds")}
                          for f in folds],
                "n_folds_done": len(folds), "n_folds": len(state["subjects"]), "init": init}
-    prov = provenance(state.get("command"), cfg, data={"manifest": state["fingerprint"]})
+    prov = provenance(state.get("command"), cfg.to_dict(), data={"manifest": state["fingerprint"]})
     prov["data_source"] = state["data"]
     return write_report(rdir, "Leave-one-person-out", "\n".join(body), results, prov,
                         ["cs_curve.png", "error_by_age.png"])

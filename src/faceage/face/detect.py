@@ -111,19 +111,35 @@ _INSTANCES_LOCK = threading.Lock()
 
 def get_detector(name: str = "dlib", **options) -> Detector:
     """Return a (cached, shared) detector of backend ``name`` built with ``options``."""
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown face detector {name!r}; choose one of {sorted(DETECTORS)}")
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # JSON lists -> hashable
+    from faceage.options import typed_options
+
+    factory = DETECTORS.get(name) or _imported_detector(name)
+    options = typed_options(factory, options, f"face detector {name!r}")  # "false" -> False, lists -> tuples
     key = (name, tuple(sorted(options.items())))
     with _INSTANCES_LOCK:
         det = _INSTANCES.get(key)
         if det is None:
             try:
-                det = DETECTORS[name](**options)
+                det = factory(**options)
             except TypeError as exc:
                 raise ConfigError(f"face detector {name!r}: bad options {options} ({exc})") from exc
             _INSTANCES[key] = det
         return det
+
+
+def _imported_detector(name: str) -> Callable[..., Detector]:
+    """A detector factory named ``package.module:attribute``: a detector of one's own, named by plain text
+    so that it reaches worker processes, Ray actors and Spark executors like the built-in ones."""
+    module, sep, attr = name.partition(":")
+    if not sep:
+        raise ConfigError(f"unknown face detector {name!r}; choose one of {sorted(DETECTORS)} or name your own "
+                          "as package.module:factory")
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"face detector {name!r} cannot be imported ({exc})") from None
 
 
 # ---------------------------------------------------------------------------- dlib

@@ -12,13 +12,13 @@ Example (a folder, or a Parquet file with a ``path`` column, to Parquet; docs/ba
     predict_dataset(paths, concurrency=8).write_parquet("ages/")
 
 Each actor is a process with one single-threaded model: ``concurrency`` actors use
-``concurrency`` CPUs. Rows are those of ``faceage predict --output`` (:data:`faceage.batch.rows.SCHEMA`).
+``concurrency`` CPUs. Rows are those of ``faceage predict --output`` (:data:`faceage.engine.SCHEMA`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from faceage.batch.rows import COLUMNS, PredictOptions, predict_many, single_threaded_estimator
+from faceage.engine import COLUMNS, PredictOptions, estimator_for, predict_many
 
 try:
     import ray.data
@@ -36,7 +36,7 @@ class AgePredictor:
     def __init__(self, column: str = "path", path_column: str = "path", **options) -> None:
         self.column, self.path_column = column, path_column
         self.options = PredictOptions(**options)
-        single_threaded_estimator(self.options)
+        estimator_for(self.options)  # loaded once per actor, before the first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = predict_many(self.options, batch[self.column], batch[self.path_column])

@@ -15,13 +15,13 @@ Example (docs/batch.md)::
 ``mapInPandas`` rather than ``predict_batch_udf``: a photo gives any number of faces,
 and one output row per face needs a UDF that may return more rows than it gets.
 Spark runs one Python worker per task slot and reuses it, so each worker loads its
-single-threaded model once (:func:`faceage.batch.rows.single_threaded_estimator`).
+single-threaded model once (:func:`faceage.engine.estimator_for`).
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from faceage.batch.rows import COLUMNS, SCHEMA, PredictOptions, predict_many
+from faceage.engine import COLUMNS, SCHEMA, PredictOptions, predict_many
 
 try:
     import pandas as pd

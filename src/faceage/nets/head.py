@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NUM_AGES = 101  # ages 0..100; older labels are clamped to 100 for the classifier
+from faceage.nets.spec import NUM_AGES  # ages 0..100; older labels are clamped to 100 for the classifier
 
 
 class AgeHead(nn.Module):

@@ -1,38 +1,12 @@
 """Age models by name: ``sfv2`` (plain ShuffleNetV2) and ``ma_sfv2`` (with mixed attention)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-from faceage.nets.head import NUM_AGES, AgeHead
-from faceage.nets.shufflenetv2 import STAGE_CHANNELS, STAGE_REPEATS, ShuffleNetV2
-
-ARCHS = {"sfv2": False, "ma_sfv2": True}  # name -> uses mixed attention
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the network; stored with its weights."""
-
-    arch: str = "ma_sfv2"
-    width: float = 0.5
-    se_reduction: int = 4
-    num_classes: int = NUM_AGES
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {sorted(ARCHS)}")
-        if float(self.width) not in STAGE_CHANNELS:
-            raise ValueError(f"unknown width {self.width}; choose one of {sorted(STAGE_CHANNELS)}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.arch}_{self.width:g}x"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from faceage.nets.head import AgeHead
+from faceage.nets.shufflenetv2 import ShuffleNetV2
+from faceage.nets.spec import STAGE_REPEATS, ModelSpec
 
 
 class AgeNet(nn.Module):
@@ -42,7 +16,7 @@ class AgeNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.backbone = ShuffleNetV2(
-            STAGE_CHANNELS[float(spec.width)], STAGE_REPEATS, attention=ARCHS[spec.arch], se_reduction=spec.se_reduction
+            spec.channels, STAGE_REPEATS, attention=spec.attention, se_reduction=spec.se_reduction
         )
         self.head = AgeHead(self.backbone.out_channels, spec.num_classes)
 

@@ -1,6 +1,6 @@
 """ShuffleNetV2 (Ma et al. 2018) with optional mixed attention (MA-SFV2, Liu et al. 2020).
 
-The paper's Table 1 is data here: ``STAGE_CHANNELS`` per width and
+The paper's Table 1 is data in :mod:`faceage.nets.spec`: ``STAGE_CHANNELS`` per width and
 ``STAGE_REPEATS``. Without attention the backbone is exactly torchvision's
 ShuffleNetV2 (same layers, same parameter count).
 
@@ -18,13 +18,7 @@ from torch import nn
 
 from faceage.nets.attention import MixedAttention
 
-STAGE_REPEATS = (4, 8, 4)
-STAGE_CHANNELS = {
-    0.5: (24, 48, 96, 192, 1024),
-    1.0: (24, 116, 232, 464, 1024),
-    1.5: (24, 176, 352, 704, 1024),
-    2.0: (24, 244, 488, 976, 2048),
-}
+from faceage.nets.spec import STAGE_REPEATS  # the paper's Table 1 (and STAGE_CHANNELS) are declared there
 
 
 def shuffle_index(channels: int, groups: int = 2) -> torch.Tensor:

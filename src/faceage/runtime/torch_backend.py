@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceage.data.augment import normalize
+from faceage.preprocess import normalize
 from faceage.weights import ModelRecord, load_model
 
 

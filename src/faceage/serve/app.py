@@ -5,7 +5,8 @@
 * ``POST /v1/estimate``: the photo as a multipart upload (field ``file``) or as the
   raw request body -> ``{faces, width, height, model, elapsed_ms}``; each face has
   the schema of :meth:`faceage.estimator.FaceAge.to_dict` (and of
-  ``faceage predict --json``). Query options ``largest``, ``min_face``, ``fallback``.
+  ``faceage predict --json``). Query options ``largest``, ``min_face``, ``max_faces``, ``fallback``
+  (:class:`faceage.estimator.FaceOptions`, as for ``predict``).
 * ``GET /healthz``, ``GET /v1/model`` (summary of the model's record), ``/docs``
   (OpenAPI) and ``GET /`` (the web page in ``static/``).
 
@@ -37,8 +38,10 @@ from pydantic import BaseModel, Field
 
 import faceage
 from faceage.errors import FaceageError
+from faceage.estimator import AgeEstimator
+from faceage.options import FaceOptions
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
-from faceage.serve.errors import install_error_handlers
+from faceage.serve.errors import ErrorResponse, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
                                   RequestSlots, SecurityHeaders, release_memory)
 from faceage.serve.upload import open_upload, read_upload
@@ -83,9 +86,29 @@ class EstimateResponse(BaseModel):
     elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
 
 
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="what is wrong and what to do")
-    code: str = Field(description="machine-readable error kind, e.g. not_an_image, too_large")
+class CheckFace(BaseModel):
+    box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
+    age: float = Field(description="estimated age in years")
+    p_over: float = Field(description="calibrated probability that the person is at least `over`")
+    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID)")
+
+
+class CheckPolicy(BaseModel):
+    over: int = Field(description="the age checked")
+    threshold: float = Field(description="a face passes when its p_over reaches this")
+    logit_threshold: float = Field(description="the same threshold on the uncalibrated log-odds")
+    max_share: float = Field(description="at most this share of validation faces aged band[0]..band[1] passed")
+    band: list[int] = Field(description="the ages just under the threshold whose pass rate the policy bounds")
+    calibration: str = Field(description="how p_over was calibrated (platt or isotonic)")
+
+
+class CheckResponse(BaseModel):
+    faces: list[CheckFace] = Field(description="faces, largest first; [] when none is found (nobody passes)")
+    policy: CheckPolicy
+    width: int = Field(description="image width in pixels (after EXIF rotation)")
+    height: int = Field(description="image height in pixels (after EXIF rotation)")
+    model: str = Field(description="name of the model that answered (see GET /v1/model)")
+    elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
 
 
 class Health(BaseModel):
@@ -100,7 +123,8 @@ _ERRORS = {
                                                  "over the decoded-size limit"},
     415: {"model": ErrorResponse, "description": "not an image type this server decodes"},
     422: {"model": ErrorResponse, "description": "not an image, a corrupt/truncated image, an image too thin "
-                                                 "to hold a face, or a bad query option"},
+                                                 "to hold a face, a bad query option, or (/v1/check) an age "
+                                                 "the model has no policy for (code no_policy)"},
     503: {"model": ErrorResponse, "description": "busy: no slot within the queue timeout; retry"},
 }
 
@@ -123,11 +147,11 @@ _REQUEST_BODY = {
 
 
 # ------------------------------------------------------------------------------------ the detector
-def detector_options(cnn: bool) -> dict:
-    """The server's detector options. Without dlib's CNN pass by default: on a photo without a face
-    that pass costs up to tens of seconds of CPU, which would let any client stall the server;
-    ``cnn=True`` (``faceage serve --cnn``) turns it on."""
-    return {"cnn": bool(cnn)}
+def server_detector_options(cnn: bool, options: dict | None = None) -> dict:
+    """The server's detector options: ``options`` (``faceage serve --detector-option``), without dlib's
+    CNN pass unless ``cnn``: on a photo without a face that pass costs up to tens of seconds of CPU,
+    which would let any client stall the server; ``cnn=True`` (``faceage serve --cnn``) turns it on."""
+    return {**(options or {}), "cnn": bool(cnn)}
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -146,23 +170,23 @@ def _sha256(path: Path) -> str | None:
 
 def model_summary(est, name: str) -> dict[str, Any]:
     rec = est.record
-    spec = dict(rec.model)
-    arch = f"{spec.get('arch', '?')}_{float(spec.get('width', 0)):g}x"
     return {
         "name": name,
-        "arch": arch,
+        "arch": rec.model.name,
         "backend": getattr(est.backend, "name", type(est.backend).__name__),
         "sha256": _sha256(est.model_path),
         "input_size": rec.input_size,
-        "num_classes": spec.get("num_classes"),
-        "ages": [0, int(spec.get("num_classes", 101)) - 1],
+        "num_classes": rec.num_classes,
+        "ages": [0, rec.num_classes - 1],
         "estimate": rec.estimate,
         "mean": list(rec.mean),
         "std": list(rec.std),
-        "crop": rec.crop,
-        "spec": spec,
+        "crop": rec.crop and rec.crop.to_dict(),
+        "spec": rec.model.to_dict(),
+        "scoring": rec.scoring.to_dict(),
         "training": rec.training,
         "tta": est.tta,
+        "age_checks": sorted(rec.age_checks),  # POST /v1/check?over=N answers for these N
         "faceage_version": faceage.__version__,
     }
 
@@ -170,6 +194,7 @@ def model_summary(est, name: str) -> dict[str, Any]:
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
+               detector: str = "dlib", detector_options: dict | None = None,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
                queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
@@ -179,15 +204,15 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     in pixels; ``max_aspect``: thinnest accepted image (long side / short side);
     ``max_decoded``: bytes of decoded images held at once by all requests;
     ``concurrency``: requests read, decoded and estimated at once (default: CPU count, at
-    most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`detector_options`); ``tta``:
+    most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`server_detector_options`);
+    ``detector`` / ``detector_options``: the face detector, as for ``predict``; ``tta``:
     test-time views per face (see :class:`~faceage.estimator.AgeEstimator`);
     ``body_timeout`` / ``queue_timeout``: seconds for an upload to arrive / to wait for a
     slot; ``allowed_hosts``: the ``Host`` names answered (None: any).
     """
-    from faceage.estimator import AgeEstimator
-
     est = model if isinstance(model, AgeEstimator) else AgeEstimator(
-        model, backend=backend, detector_options=detector_options(detector_cnn), tta=tta)
+        model, backend=backend, detector=detector, detector_options=server_detector_options(detector_cnn, detector_options) if detector == "dlib" else detector_options,
+        tta=tta)
     mp = Path(est.model_path)
     name = mp.name if mp.is_file() else mp.name or str(mp)
     concurrency = int(concurrency or max(1, min(4, os.cpu_count() or 1)))
@@ -205,15 +230,34 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     slots = RequestSlots(concurrency, queue_timeout)
     budget = MemoryBudget(max_decoded, queue_timeout)
 
-    def work(img, t0: float, largest: bool, min_face: int, fallback: bool) -> dict:
+    def work(img, t0: float, answer) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
-        faces = [f.to_dict() for f in est.predict(arr, largest=largest, min_face=min_face, fallback=fallback)]
-        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f["age_interval"])) for f in faces):
+        faces = answer(arr)
+        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f.get("age_interval", ())))
+                   and math.isfinite(f.get("p_over", 0.0)) for f in faces):
             raise FaceageError(f"the model {name} gave a non-finite age; its weights are damaged",
                                code="bad_model_output")
         h, w = arr.shape[:2]
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
+
+    async def answer_upload(request: Request, answer) -> dict:
+        """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
+        (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
+        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
+            data, content_type = await read_upload(request, max_upload, body_timeout)
+            t0 = time.perf_counter()
+            img = await anyio.to_thread.run_sync(partial(
+                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+            del data
+            need = working_bytes(img)
+            try:
+                async with budget.reserve(need):
+                    return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
+            finally:
+                img.close()
+                if need > _TRIM_AFTER:
+                    release_memory()
 
     app = FastAPI(
         title="faceage",
@@ -233,22 +277,39 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         request: Request,
         largest: bool = Query(False, description="only the largest face"),
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+        max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
-        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
-            data, content_type = await read_upload(request, max_upload, body_timeout)
-            t0 = time.perf_counter()
-            img = await anyio.to_thread.run_sync(partial(
-                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-            del data
-            need = working_bytes(img)
-            try:
-                async with budget.reserve(need):
-                    return await anyio.to_thread.run_sync(partial(work, img, t0, largest, min_face, fallback))
-            finally:
-                img.close()
-                if need > _TRIM_AFTER:
-                    release_memory()
+        options = FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
+
+        def answer(arr) -> list[dict]:
+            return [f.to_dict() for f in est.analyse(arr, options).ages()]  # the one per-photo path
+
+        return await answer_upload(request, answer)
+
+    @app.post("/v1/check", response_model=CheckResponse, responses=_ERRORS,
+              summary="Age check: is each face in a photo at least `over` years old? pass or refer",
+              description="Each face gets the calibrated probability that the person is at least `over` "
+                          "(p_over) and the decision of the model's policy for `over` ('pass' or 'refer' to an "
+                          "ID check). The bundled model has policies for 13, 16, 18, 21 and 25, each chosen on "
+                          "validation photos so that at most 1% of those 1-5 years under passed; measured rates "
+                          "and limits: docs/age-checks.md. Upload and limits as for /v1/estimate.",
+              openapi_extra={"requestBody": _REQUEST_BODY})
+    async def check(
+        request: Request,
+        over: int = Query(..., ge=1, le=100, description="the age to check, e.g. 18"),
+        largest: bool = Query(False, description="only the largest face"),
+        min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
+        max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
+    ):
+        from faceage.agecheck import policy_for
+
+        policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
+
+        def answer(arr) -> list[dict]:
+            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face, max_faces=max_faces)]
+
+        return {**await answer_upload(request, answer), "policy": policy.summary()}
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
     async def healthz():

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceage.errors import FaceageError
@@ -25,6 +26,7 @@ STATUS = {
     # the request
     "empty_body": 400, "bad_request": 400, "bad_multipart": 400, "no_file": 400, "disconnected": 400,
     "bad_host": 400, "body_timeout": 408, "too_large": 413, "bad_parameter": 422, "busy": 503,
+    "no_policy": 422,  # an age check for a threshold the model has no policy for (faceage.agecheck)
     # the image (faceage.errors.ImageError codes)
     "empty_image": 400, "too_many_pixels": 413, "image_too_large": 413, "unsupported_format": 415,
     "not_an_image": 422, "corrupt_image": 422, "image_too_thin": 422, "bad_array": 422,
@@ -34,6 +36,13 @@ STATUS = {
     # the server's own faults
     "bad_model_file": 500, "bad_model_output": 500, "internal": 500,
 }
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (the OpenAPI schema of the routes' 4xx/5xx responses)."""
+
+    detail: str = Field(description="what is wrong and what to do")
+    code: str = Field(description="machine-readable error kind, e.g. not_an_image, too_large")
 
 
 def status_of(code: str) -> int:

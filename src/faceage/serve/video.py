@@ -16,8 +16,7 @@ from functools import partial
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 
-from faceage.serve.app import ErrorResponse
-from faceage.serve.errors import ApiError
+from faceage.serve.errors import ApiError, ErrorResponse
 from faceage.serve.upload import read_upload
 
 MB = 1024 * 1024

@@ -1,140 +1,38 @@
-"""Training configuration: defaults + a YAML file + ``key=value`` overrides, every knob named.
+"""Training configuration: one declaration per key, frozen dataclasses per section.
 
-A preset name (``cpu``, ``paper``) or a path to a YAML file selects the base.
-Unknown keys are errors, so a typo cannot silently train the wrong model.
+Each key is declared once in :data:`KEYS` (default, check, help). From that declaration come
+the typed sections (``cfg.optim.lr``: frozen dataclasses built by :func:`_section_class`), the
+checks at load (an unknown key is an error with the nearest known one; a bad value names
+the key and the allowed range), and the key list of ``faceage train --help``.
+
+A preset name (``cpu``, ``paper``) or a path to a YAML file selects the base, ``KEY=VALUE``
+overrides (values read as YAML) go on top: :func:`load_config`. A config is never changed in
+place: :meth:`Config.override` returns a new, checked one.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import difflib
+import json
 import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from faceage.errors import ConfigError
+from faceage.nets.spec import ARCHS, SE_REDUCTIONS, WIDTHS
+from faceage.options import unknown_key
 from faceage.views import TTA
-
-DEFAULTS: dict = {
-    "model": {
-        "arch": "ma_sfv2", "width": 0.5, "se_reduction": 4,
-        "init": None,  # start from this model file's weights (fine-tuning, a longer schedule); same network
-    },
-    "data": {
-        "manifest": None,  # CSV (path,age[,subject][,split]); from `faceage prepare` or your own
-        "datasets": None,  # or several: {name: manifest CSV}; each split on its own, scored on its own
-        # sampling (docs/training.md): each dataset's share of an epoch ({name: share}; None = by size), and
-        # within a dataset each age bin drawn in proportion to count ** (1 - age_balance): 0 = as the data
-        # come, 1 = every age bin equally often
-        "mix": None,
-        "age_balance": 0.0,
-        "age_bin": 5,  # years per age bin for age_balance
-        "path": None,  # or a data set folder read by an importer
-        "format": "utkface",  # importer for `path`
-        "split_ratios": {"train": 7, "val": 2},  # used when the manifest has no split column
-        "split_seed": 0,
-        "input_size": 112,
-        "cache_dir": None,  # default: ~/.cache/faceage
-        "limit": None,  # use at most this many images (quick experiments)
-    },
-    "augment": {
-        "flip": 0.5,  # probability of a horizontal flip
-        "rotate": 0.5, "rotate_deg": 15.0,  # probability, max angle
-        "scale": 0.5, "scale_range": [0.9, 1.1],
-        "shift": 0.5, "shift_frac": 0.05,
-        "noise": 0.3, "noise_std": 0.03,  # additive Gaussian noise, on the 0..1 scale
-        "grey": 0.1,  # greyscale (old photos)
-        "jitter": 0.5, "brightness": 0.2, "contrast": 0.2,
-        "blur": 0.1,  # resolution loss (scans, small faces)
-        "old_photo": 0.0,  # scanned-print look: sepia, faded contrast, resolution loss, grain
-        "old_photo_scale": [0.2, 0.5],  # resolution kept by old_photo's resolution loss
-        "jpeg": 0.0, "jpeg_quality": [15, 60],  # JPEG compression of the crop, quality range
-    },
-    # label_sigma(_slope): Gaussian label spread of label_sigma + slope * age years (0: one-hot);
-    # mean_weight/var_weight: mean-variance loss on the age distribution (faceage.train.loss)
-    "loss": {"reg_weight": 0.1, "label_sigma": 0.0, "label_sigma_slope": 0.0, "mean_weight": 0.0, "var_weight": 0.0},
-    "optim": {
-        "lr": 0.001, "betas": [0.9, 0.999], "weight_decay": 0.0,
-        "batch_size": 128, "epochs": 80,
-        "schedule": "step", "step_every": 20, "gamma": 0.2,  # or "cosine"
-        "warmup_epochs": 0,
-        "backbone_lr_scale": 1.0,  # fine-tuning: the backbone learns at lr x this, the age head at lr
-    },
-    # tta: the test-time views validation scores with (faceage.views.TTA), as predict and evaluate do
-    "eval": {"estimate": "dex", "tta": "zoomflip", "batch_size": 256},
-    "run": {
-        "seed": 0, "device": "auto",
-        "amp": True,  # GPU mixed precision: true = bf16 where supported, else fp16 + GradScaler; or "bf16"/"fp16"
-        "channels_last": True,
-        "compile": False,  # true (torch.compile's default mode) or a mode name from COMPILE_MODES
-        "threads": None, "save_half": False,
-        # GPU fast path and distributed training (docs/training.md)
-        "gpu_cache": False,  # hold the decoded uint8 train images on the GPU; augment there in batches
-        "prefetch": None,  # batches prepared ahead by background threads (None: up to 8 on a GPU, 0 on a CPU)
-        "pin_memory": True,  # page-locked host batches + non-blocking copies (GPU, without gpu_cache)
-        "sync_bn": True,  # under DDP: BatchNorm statistics over the global batch (SyncBatchNorm)
-    },
-}
 
 PRESETS = ("cpu", "paper")
 # "reduce-overhead" replays CUDA graphs: for small networks whose steps are bound by kernel launches
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _merge(base: dict, update: dict, where: str) -> None:
-    for key, value in update.items():
-        if key not in base:
-            near = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
-            hint = f"did you mean {where}{near[0]}? " if near else ""
-            raise ConfigError(f"unknown config key {where}{key!r}; {hint}known: {sorted(base)}")
-        if isinstance(base[key], dict) and value is None:
-            base[key] = None  # an optional mapping switched off (data.mix=null); check_config says if not allowed
-        elif isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {where}{key} must be a mapping")
-            _merge(base[key], value, f"{where}{key}.")
-        else:
-            base[key] = value
-
-
-def parse_override(text: str) -> dict:
-    """``optim.lr=0.01`` -> {"optim": {"lr": 0.01}} (values parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. optim.epochs=5)")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
-
-
-def load_config(source: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
-    cfg = copy.deepcopy(DEFAULTS)
-    if source is not None:
-        text = None
-        if str(source) in PRESETS:
-            text = resources.files("faceage.train.presets").joinpath(f"{source}.yaml").read_text()
-        elif Path(source).is_file():
-            text = Path(source).read_text()
-        else:
-            raise ConfigError(f"config {source!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {source}: top level must be a mapping")
-        _merge(cfg, data, "")
-    if isinstance(overrides, dict):
-        _merge(cfg, overrides, "")
-    else:
-        for item in overrides or []:
-            _merge(cfg, parse_override(item), "")
-    check_config(cfg)
-    return cfg
-
-
 # -- value checks: every key's type and range, checked at load, before any work ---------------------
-
-
 def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, above: bool = False,
             optional: bool = False):
     """A number (an int where ``integer``) in [lo, hi] (or > lo where ``above``); None allowed if ``optional``."""
@@ -188,40 +86,234 @@ def _mapping(values, optional: bool = True):
 
 
 PROB = _number(0, 1)
-SCHEMA = {
-    "model": {"arch": _choice("sfv2", "ma_sfv2"), "width": _choice(0.5, 1.0, 1.5, 2.0),
-              "se_reduction": _number(1, 64, integer=True), "init": _text()},
-    "data": {"manifest": _text(), "datasets": _mapping(_text(optional=False)), "mix": _mapping(_number(0)),
-             "age_balance": PROB, "age_bin": _number(1, 100, integer=True), "path": _text(), "format": _text(False),
-             "split_ratios": _mapping(_number(0), optional=False), "split_seed": _number(0, integer=True),
-             "input_size": _number(16, 1024, integer=True), "cache_dir": _text(),
-             "limit": _number(1, integer=True, optional=True)},
-    "augment": {"flip": PROB, "rotate": PROB, "rotate_deg": _number(0, 180), "scale": PROB,
-                "scale_range": _pair(0.1, 10), "shift": PROB, "shift_frac": _number(0, 0.5), "noise": PROB,
-                "noise_std": _number(0, 1), "grey": PROB, "jitter": PROB, "brightness": _number(0, 1),
-                "contrast": _number(0, 1), "blur": PROB, "old_photo": PROB, "old_photo_scale": _pair(0.05, 1),
-                "jpeg": PROB, "jpeg_quality": _pair(1, 100, integer=True)},
-    "loss": {"reg_weight": _number(0), "label_sigma": _number(0, 50), "label_sigma_slope": _number(0, 1),
-             "mean_weight": _number(0, 10), "var_weight": _number(0, 10)},
-    "optim": {"lr": _number(0, 10, above=True), "betas": _pair(0, 0.99999), "weight_decay": _number(0),
-              "batch_size": _number(1, integer=True), "epochs": _number(1, integer=True),
-              "schedule": _choice("step", "cosine"), "step_every": _number(1, integer=True),
-              "gamma": _number(0, 1, above=True), "warmup_epochs": _number(0, integer=True),
-              "backbone_lr_scale": _number(0, above=True)},
-    "eval": {"estimate": _choice("dex", "reg", "mean"), "tta": _choice(*TTA), "batch_size": _number(1, integer=True)},
-    "run": {"seed": _number(0, integer=True), "device": _text(False), "amp": _choice(True, False, "bf16", "fp16"),
-            "channels_last": _choice(True, False), "compile": _choice(True, False, *COMPILE_MODES),
-            "threads": _number(1, 256, integer=True, optional=True), "save_half": _choice(True, False),
-            "gpu_cache": _choice(True, False), "prefetch": _number(0, 64, integer=True, optional=True),
-            "pin_memory": _choice(True, False), "sync_bn": _choice(True, False)},
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, its check (None or what is wrong) and what it does."""
+
+    default: Any
+    check: Callable[[Any], str | None]
+    help: str
+
+
+#: every key of every section, declared once
+KEYS: dict[str, dict[str, Key]] = {
+    "model": {
+        "arch": Key("ma_sfv2", _choice(*ARCHS), "network: ma_sfv2 (with mixed attention) or sfv2"),
+        "width": Key(0.5, _choice(*WIDTHS), "ShuffleNetV2 width multiplier (stage channels in faceage.nets.spec)"),
+        "se_reduction": Key(4, _number(*SE_REDUCTIONS, integer=True), "channel reduction in the SE attention"),
+        "init": Key(None, _text(), "start from this model file's weights (fine-tuning, a longer schedule); "
+                                   "same network"),
+    },
+    "data": {
+        "manifest": Key(None, _text(), "CSV (path,age[,subject][,split]); from `faceage prepare` or your own"),
+        "datasets": Key(None, _mapping(_text(optional=False)),
+                        "or several: {name: manifest CSV}; each split on its own, scored on its own"),
+        "mix": Key(None, _mapping(_number(0)), "each dataset's share of an epoch ({name: share}; null = by size)"),
+        "age_balance": Key(0.0, PROB, "within a dataset each age bin is drawn in proportion to count ** (1 - "
+                                      "age_balance): 0 = as the data come, 1 = every age bin equally often"),
+        "age_bin": Key(5, _number(1, 100, integer=True), "years per age bin for age_balance"),
+        "path": Key(None, _text(), "or a data set folder read by an importer"),
+        "format": Key("utkface", _text(False), "importer for data.path"),
+        "split_ratios": Key({"train": 7, "val": 2}, _mapping(_number(0), optional=False),
+                            "used when the manifest has no split column"),
+        "split_seed": Key(0, _number(0, integer=True), "seed of the split"),
+        "input_size": Key(112, _number(16, 1024, integer=True), "network input, pixels"),
+        "cache_dir": Key(None, _text(), "decoded-image cache (default: ~/.cache/faceage)"),
+        "limit": Key(None, _number(1, integer=True, optional=True), "use at most this many images (quick "
+                                                                    "experiments)"),
+    },
+    "augment": {
+        "flip": Key(0.5, PROB, "probability of a horizontal flip"),
+        "rotate": Key(0.5, PROB, "probability of a rotation"),
+        "rotate_deg": Key(15.0, _number(0, 180), "largest rotation, degrees"),
+        "scale": Key(0.5, PROB, "probability of a scaling"),
+        "scale_range": Key([0.9, 1.1], _pair(0.1, 10), "scaling range [low, high]"),
+        "shift": Key(0.5, PROB, "probability of a shift"),
+        "shift_frac": Key(0.05, _number(0, 0.5), "largest shift, fraction of the side"),
+        "noise": Key(0.3, PROB, "probability of additive Gaussian noise"),
+        "noise_std": Key(0.03, _number(0, 1), "its standard deviation, on the 0..1 scale"),
+        "grey": Key(0.1, PROB, "probability of greyscale (old photos)"),
+        "jitter": Key(0.5, PROB, "probability of brightness/contrast jitter"),
+        "brightness": Key(0.2, _number(0, 1), "largest brightness change"),
+        "contrast": Key(0.2, _number(0, 1), "largest contrast change"),
+        "blur": Key(0.1, PROB, "probability of resolution loss (scans, small faces)"),
+        "old_photo": Key(0.0, PROB, "probability of a scanned-print look: sepia, faded contrast, resolution "
+                                    "loss, grain"),
+        "old_photo_scale": Key([0.2, 0.5], _pair(0.05, 1), "resolution kept by old_photo's resolution loss"),
+        "jpeg": Key(0.0, PROB, "probability of JPEG compression of the crop"),
+        "jpeg_quality": Key([15, 60], _pair(1, 100, integer=True), "its quality range [low, high]"),
+    },
+    "loss": {  # faceage.train.loss.age_loss takes this section key for key
+        "reg_weight": Key(0.1, _number(0), "weight of the regression term |reg - age|"),
+        "label_sigma": Key(0.0, _number(0, 50), "Gaussian label spread, years (0: one-hot)"),
+        "label_sigma_slope": Key(0.0, _number(0, 1), "spread growing with age: label_sigma + slope * age"),
+        "mean_weight": Key(0.0, _number(0, 10), "mean-variance loss: weight of the expectation's squared error"),
+        "var_weight": Key(0.0, _number(0, 10), "mean-variance loss: weight of the distribution's variance"),
+    },
+    "optim": {
+        "lr": Key(0.001, _number(0, 10, above=True), "learning rate (Adam)"),
+        "betas": Key([0.9, 0.999], _pair(0, 0.99999), "Adam betas"),
+        "weight_decay": Key(0.0, _number(0), "weight decay"),
+        "batch_size": Key(128, _number(1, integer=True), "global batch (all processes together)"),
+        "epochs": Key(80, _number(1, integer=True), "epochs"),
+        "schedule": Key("step", _choice("step", "cosine"), "learning-rate schedule"),
+        "step_every": Key(20, _number(1, integer=True), "step schedule: epochs between decays"),
+        "gamma": Key(0.2, _number(0, 1, above=True), "step schedule: decay factor"),
+        "warmup_epochs": Key(0, _number(0, integer=True), "linear warm-up epochs"),
+        "backbone_lr_scale": Key(1.0, _number(0, above=True), "fine-tuning: the backbone learns at lr x this, "
+                                                              "the age head at lr"),
+    },
+    "eval": {
+        "estimate": Key("dex", _choice("dex", "reg", "mean"), "how an age is read off the outputs"),
+        "tta": Key("zoomflip", _choice(*TTA), "test-time views validation scores with, as predict does"),
+        "batch_size": Key(256, _number(1, integer=True), "validation batch"),
+    },
+    "run": {
+        "seed": Key(0, _number(0, integer=True), "random seed"),
+        "device": Key("auto", _text(False), "auto, cpu, cuda or cuda:N"),
+        "amp": Key(True, _choice(True, False, "bf16", "fp16"), "GPU mixed precision: true = bf16 where "
+                                                               "supported, else fp16 + GradScaler"),
+        "channels_last": Key(True, _choice(True, False), "channels-last memory format"),
+        "compile": Key(False, _choice(True, False, *COMPILE_MODES), "torch.compile (true: its default mode)"),
+        "threads": Key(None, _number(1, 256, integer=True, optional=True), "CPU threads (null: PyTorch's choice)"),
+        "save_half": Key(False, _choice(True, False), "store weights as float16"),
+        "gpu_cache": Key(False, _choice(True, False), "hold the decoded uint8 train images on the GPU; augment "
+                                                      "there in batches"),
+        "prefetch": Key(None, _number(0, 64, integer=True, optional=True), "batches prepared ahead by background "
+                                                                           "threads (null: up to 8 on a GPU, 0 on a CPU)"),
+        "pin_memory": Key(True, _choice(True, False), "page-locked host batches + non-blocking copies (GPU, "
+                                                      "without gpu_cache)"),
+        "sync_bn": Key(True, _choice(True, False), "under DDP: BatchNorm statistics over the global batch"),
+    },
 }
 
 
+class Section:
+    """Base of the generated section classes: attribute access, and the plain form for YAML and reports."""
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _section_class(name: str, keys: dict[str, Key]) -> type:
+    def field(key: Key):
+        if isinstance(key.default, list):
+            return dataclasses.field(default_factory=lambda d=key.default: tuple(d), metadata={"help": key.help})
+        if isinstance(key.default, dict):
+            return dataclasses.field(default_factory=lambda d=key.default: dict(d), metadata={"help": key.help})
+        return dataclasses.field(default=key.default, metadata={"help": key.help})
+
+    return dataclasses.make_dataclass(f"{name.capitalize()}Config", [(k, Any, field(key)) for k, key in keys.items()],
+                                      bases=(Section,), frozen=True,
+                                      namespace={"__doc__": f"The ``{name}`` section of the training config."})
+
+
+SECTIONS: dict[str, type] = {name: _section_class(name, keys) for name, keys in KEYS.items()}
+ModelConfig, DataConfig, AugmentConfig, LossConfig, OptimConfig, EvalConfig, RunConfig = SECTIONS.values()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A checked training config: ``cfg.optim.lr``. Build it with :func:`load_config` or :meth:`override`."""
+
+    model: ModelConfig
+    data: DataConfig
+    augment: AugmentConfig
+    loss: LossConfig
+    optim: OptimConfig
+    eval: EvalConfig
+    run: RunConfig
+
+    def to_dict(self) -> dict:
+        """The nested plain form (config.yaml, experiment state files)."""
+        return {name: getattr(self, name).to_dict() for name in KEYS}
+
+    def override(self, update: dict) -> "Config":
+        """A new config with ``update`` ({section: {key: value}}) on top, checked like a loaded one."""
+        return from_dict(_merged(self.to_dict(), update))
+
+
+def defaults() -> dict:
+    """Every key's default, as the nested plain form."""
+    return {section: {k: _plain(key.default) for k, key in keys.items()} for section, keys in KEYS.items()}
+
+
+def _merged(base: dict, update: dict, where: str = "") -> dict:
+    """``base`` (the nested plain form) with ``update`` on top; unknown keys are errors with a did-you-mean."""
+    out = dict(base)
+    for key, value in update.items():
+        if key not in base:
+            raise unknown_key(f"{where}{key}", [f"{where}{k}" for k in base], "config key")
+        if not where:  # a section
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {key} must be a mapping of its keys ({', '.join(KEYS[key])})")
+            out[key] = _merged(base[key], value, f"{key}.")
+        elif isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = {**base[key], **value}  # a mapping (data.split_ratios, data.datasets): entries merge
+        else:
+            out[key] = value  # null switches an optional mapping off; check_config says if not allowed
+    return out
+
+
+def from_dict(data: dict) -> Config:
+    """A :class:`Config` from the nested plain form (every section and key present), checked."""
+    check_config(data)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data[name].items()}
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=0.01`` -> {"optim": {"lr": 0.01}} (values parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. optim.epochs=5)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults, then a preset or YAML file, then overrides (``KEY=VALUE`` texts or a nested mapping)."""
+    cfg = defaults()
+    if source is not None:
+        if str(source) in PRESETS:
+            text = resources.files("faceage.train.presets").joinpath(f"{source}.yaml").read_text()
+        elif Path(source).is_file():
+            text = Path(source).read_text()
+        else:
+            raise ConfigError(f"config {source!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {source}: top level must be a mapping")
+        cfg = _merged(cfg, data)
+    if isinstance(overrides, dict):
+        cfg = _merged(cfg, overrides)
+    else:
+        for item in overrides or []:
+            cfg = _merged(cfg, parse_override(item))
+    return from_dict(cfg)
+
+
 def check_config(cfg: dict) -> None:
-    """Every value against :data:`SCHEMA`; the first bad one raises ConfigError naming the key."""
-    for section, checks in SCHEMA.items():
-        for key, check in checks.items():
-            problem = check(cfg[section][key])
+    """Every value of the nested plain form against its declaration; the first bad one raises ConfigError
+    naming the key."""
+    for section, keys in KEYS.items():
+        for key, decl in keys.items():
+            problem = decl.check(cfg[section][key])
             if problem:
                 raise ConfigError(f"config {section}.{key} = {cfg[section][key]!r}: {problem}")
     if cfg["data"]["datasets"] and (cfg["data"]["manifest"] or cfg["data"]["path"]):
@@ -231,5 +323,16 @@ def check_config(cfg: dict) -> None:
                           f"optim.epochs ({cfg['optim']['epochs']})")
 
 
-def dump_config(cfg: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+def keys_help() -> str:
+    """Every key with its default and what it does (``faceage train --help``)."""
+    def shown(value) -> str:
+        return value if isinstance(value, str) else json.dumps(_plain(value))
+
+    lines = []
+    for section, keys in KEYS.items():
+        lines += [f"  {section}.{k} = {shown(key.default)}: {key.help}" for k, key in keys.items()]
+    return "\n".join(lines)
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -26,20 +26,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from faceage.data.augment import augment, jpeg
+from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
-from faceage.errors import ConfigError
+from faceage.errors import ConfigError, ManifestError
 from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
 from faceage.nets.model import AgeNet, count_params
 from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
-from faceage.train.config import dump_config
-from faceage.train.data import (
+from faceage.train.config import Config, dump_config
+from faceage.data.sets import (
     cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
 )
 from faceage.train.loss import age_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
-from faceage.weights import ModelRecord, save_model
+from faceage.weights import ModelRecord, Scoring, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
@@ -47,11 +47,11 @@ METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_ma
 
 @dataclass
 class Trainer(Checkpoints):
-    cfg: dict
+    cfg: Config
     out: Path
     quiet: bool = False
     stop_at_step: int | None = None  # raise KeyboardInterrupt there (tests of resume)
-    data: dict | None = None  # {"train": SplitData, "val": SplitData} to use instead of cfg["data"] (benchmarks)
+    data: dict | None = None  # {"train": SplitData, "val": SplitData} to use instead of cfg.data (benchmarks)
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -59,10 +59,10 @@ class Trainer(Checkpoints):
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self) -> None:
-        cfg, run = self.cfg, self.cfg["run"]
-        if run["threads"]:
-            torch.set_num_threads(int(run["threads"]))
-        self.dist = ddp.setup(run["device"])
+        cfg, run = self.cfg, self.cfg.run
+        if run.threads:
+            torch.set_num_threads(int(run.threads))
+        self.dist = ddp.setup(run.device)
         self.is_main = self.dist.is_main
         if not self.is_main:
             self.quiet = True
@@ -70,55 +70,62 @@ class Trainer(Checkpoints):
         self.out = Path(ddp.broadcast_object(str(self.out), self.dist))
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(run["seed"])
+        torch.manual_seed(run.seed)
         self.device = self.dist.device
-        size = int(cfg["data"]["input_size"])
+        size = int(cfg.data.input_size)
         crop = None
         if self.data is None:
-            samples, problems, crop = load_samples(cfg["data"])
+            samples, problems, crop = load_samples(cfg.data)
             for p in problems[:20]:
                 self.log(f"skipped row: {p}")
             if len(problems) > 20:
                 self.log(f"... and {len(problems) - 20} more skipped rows")
-            samples = with_splits(samples, cfg["data"])
+            samples = with_splits(samples, cfg.data)
             if self.is_main:
                 write_manifest(samples, self.out / "split.csv")
             with ddp.rank0_first(self.dist):  # one process decodes the cache, the others reuse it
-                self.data = cached_splits(samples, size, cfg["data"]["cache_dir"], quiet=self.quiet)
-        self.global_batch = int(cfg["optim"]["batch_size"])
+                self.data = cached_splits(samples, size, cfg.data.cache_dir, quiet=self.quiet)
+        self.global_batch = int(cfg.optim.batch_size)
         if self.global_batch % self.dist.world_size:
             raise ConfigError(f"optim.batch_size {self.global_batch} (the global batch) must be divisible by "
                               f"the number of processes, {self.dist.world_size}")
+        n_train = len(self.data["train"].ages)
+        if n_train < self.global_batch:  # an epoch drops the ragged last batch: it would train nothing
+            raise ManifestError(f"{n_train} training images, fewer than one batch (optim.batch_size "
+                                f"{self.global_batch}): nothing would be trained; add data or set a smaller "
+                                f"optim.batch_size (e.g. optim.batch_size={max(2, n_train // 2)})")
+        self._gpu_cache = bool(run.gpu_cache)
         spec = model_spec(cfg)
         self.model = AgeNet(spec)
-        init = cfg["model"]["init"]
+        init = cfg.model.init
         if init:
             init_crop = load_init_weights(self.model, spec, size, init)
             for diff in crop_differences(init_crop, crop) if crop is not None else []:
                 self.log(f"warning: model.init {init} was trained on other crops than this data's: {diff}")
-        if self.dist.enabled and run["sync_bn"]:
+        if self.dist.enabled and run.sync_bn:
             self.model = ddp.convert_sync_batchnorm(self.model, self.device)
         self.model = self.model.to(self.device)
-        if run["channels_last"]:
+        if run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp_dtype = amp_dtype(self.device, run["amp"])
+        self.amp_dtype = amp_dtype(self.device, run.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        opt = cfg["optim"]
+        opt = cfg.optim
         self.optimizer = torch.optim.Adam(
-            param_groups(self.model, float(opt["backbone_lr_scale"])), lr=opt["lr"], betas=tuple(opt["betas"]),
-            weight_decay=opt["weight_decay"],
+            param_groups(self.model, float(opt.backbone_lr_scale)), lr=opt.lr, betas=tuple(opt.betas),
+            weight_decay=opt.weight_decay,
         )
         self.datasets = sorted(set(self.data["val"].datasets.tolist()))
         # per-data-set validation MAE (the record's estimate) next to the pooled figures
         self.metric_fields = METRIC_FIELDS[:-1] + tuple(
             f"val_mae_{d}" for d in self.datasets if len(self.datasets) > 1) + METRIC_FIELDS[-1:]
         self.record = ModelRecord(
-            model=spec.to_dict(),
+            model=spec,
             input_size=size,
             crop=crop,
-            estimate=cfg["eval"]["estimate"],
+            estimate=cfg.eval.estimate,
+            scoring=Scoring(tta=cfg.eval.tta),  # the views its interval and val numbers are measured with
             training={
-                "data": str(cfg["data"]["datasets"] or cfg["data"]["manifest"] or cfg["data"]["path"]),
+                "data": str(cfg.data.datasets or cfg.data.manifest or cfg.data.path),
                 "n_train": len(self.data["train"].ages),
                 "n_val": len(self.data["val"].ages),
                 "params": count_params(self.model),
@@ -129,7 +136,7 @@ class Trainer(Checkpoints):
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
         self.step_model = self.model  # wrapped for DDP / torch.compile by build_step_model()
-        self.gen = torch.Generator().manual_seed(run["seed"])  # the sampler: same on every rank
+        self.gen = torch.Generator().manual_seed(run.seed)  # the sampler: same on every rank
         self.epoch = 0
         self.best = float("inf")
         self.history: list[dict] = []
@@ -144,12 +151,12 @@ class Trainer(Checkpoints):
             # DDP broadcasts rank 0's weights and buffers, so every rank starts identical
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        mode = self.cfg["run"]["compile"]
+        mode = self.cfg.run.compile
         self.step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
 
     def _prepare_train_images(self):
         """The train images as a tensor on the device (``run.gpu_cache``), or None to gather from host memory."""
-        if self._train_images is not None or not self.cfg["run"]["gpu_cache"]:
+        if self._train_images is not None or not self._gpu_cache:
             return self._train_images
         images = np.asarray(self.data["train"].images)
         if self.device.type == "cuda":
@@ -157,7 +164,7 @@ class Trainer(Checkpoints):
             if images.nbytes > 0.5 * free:
                 self.log(f"run.gpu_cache: the train cache ({images.nbytes / 2**30:.1f} GiB) is more than half "
                          f"the free GPU memory ({free / 2**30:.1f} GiB); keeping it in host memory")
-                self.cfg["run"]["gpu_cache"] = False
+                self._gpu_cache = False  # this run's choice; config.yaml keeps what was asked
                 return None
         self._train_images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         self._train_ages = torch.from_numpy(self.data["train"].ages).to(self.device)
@@ -173,35 +180,35 @@ class Trainer(Checkpoints):
         if images is not None:  # uint8 cache already on the device: gather there
             idx_dev = idx.to(dev, non_blocking=True)
             x, y = images[idx_dev], self._train_ages[idx_dev]
-            if cfg["augment"]["jpeg"] > 0:  # JPEG coding runs on the host
-                x = torch.from_numpy(jpeg(x.cpu().numpy(), cfg["augment"], self._jpeg_gen(step))).to(dev)
+            if cfg.augment.jpeg > 0:  # JPEG coding runs on the host
+                x = torch.from_numpy(jpeg(x.cpu().numpy(), cfg.augment, self._jpeg_gen(step))).to(dev)
         else:
             train = self.data["train"]
             x = torch.from_numpy(train.images[idx.numpy()])
-            if cfg["augment"]["jpeg"] > 0:
-                x = torch.from_numpy(jpeg(x.numpy(), cfg["augment"], self._jpeg_gen(step)))
+            if cfg.augment.jpeg > 0:
+                x = torch.from_numpy(jpeg(x.numpy(), cfg.augment, self._jpeg_gen(step)))
             y = torch.from_numpy(train.ages[idx.numpy()])
-            if dev.type == "cuda" and cfg["run"]["pin_memory"]:
+            if dev.type == "cuda" and cfg.run.pin_memory:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        g = torch.Generator().manual_seed(batch_seed(cfg["run"]["seed"], self.epoch, step, info.rank))
-        x = augment(x.permute(0, 3, 1, 2), cfg["augment"], self.record.mean, self.record.std, g)
-        if cfg["run"]["channels_last"]:
+        g = torch.Generator().manual_seed(batch_seed(cfg.run.seed, self.epoch, step, info.rank))
+        x = augment(x.permute(0, 3, 1, 2), cfg.augment, self.record.mean, self.record.std, g)
+        if cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
     def _jpeg_gen(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(batch_seed(self.cfg["run"]["seed"] + 7919, self.epoch, step,
+        return torch.Generator().manual_seed(batch_seed(self.cfg.run.seed + 7919, self.epoch, step,
                                                         self.dist.rank))
 
     def draw_weights(self) -> torch.Tensor | None:
         """Per-row draw probabilities under data.mix / data.age_balance; None = a plain permutation."""
-        train, data = self.data["train"], self.cfg["data"]
-        if data["mix"] is None and not data["age_balance"]:
+        train, data = self.data["train"], self.cfg.data
+        if data.mix is None and not data.age_balance:
             return None
         if getattr(self, "_weights", None) is None:
             self._weights = torch.from_numpy(sampling_weights(
-                train.ages, train.datasets, data["mix"], float(data["age_balance"]), int(data["age_bin"])))
+                train.ages, train.datasets, data.mix, float(data.age_balance), int(data.age_bin)))
         return self._weights
 
     def epoch_order(self) -> torch.Tensor:
@@ -214,7 +221,7 @@ class Trainer(Checkpoints):
 
     def _batches(self, perm: torch.Tensor, steps: int):
         """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
-        ahead = self.cfg["run"]["prefetch"]
+        ahead = self.cfg.run.prefetch
         if ahead is None:  # on a GPU: enough CPU threads to draw the augmentation's random numbers in time
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             ahead = max(2, min(8, (os.cpu_count() or 2) // local)) if self.device.type == "cuda" else 0
@@ -244,7 +251,7 @@ class Trainer(Checkpoints):
     def train_epoch(self) -> tuple[float, float]:
         cfg, dev = self.cfg, self.device
         bs = self.global_batch
-        lr = cfg["optim"]["lr"] * lr_factor(self.epoch, cfg["optim"])
+        lr = cfg.optim.lr * lr_factor(self.epoch, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         perm = self.epoch_order()
@@ -253,7 +260,7 @@ class Trainer(Checkpoints):
         self.step_model.train()
         total = torch.zeros((), dtype=torch.float64, device=dev)
         seen = 0
-        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg['optim']['epochs']}", unit="batch",
+        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", unit="batch",
                    disable=self.quiet, dynamic_ncols=True)
         start = time.perf_counter()
         for step, x, y in self._batches(perm, steps):
@@ -261,7 +268,7 @@ class Trainer(Checkpoints):
                 raise KeyboardInterrupt("stopped on request")
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits, reg = self.step_model(x)
-            loss = age_loss(logits.float(), reg.float(), y, **cfg["loss"])
+            loss = age_loss(logits.float(), reg.float(), y, **cfg.loss.to_dict())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -285,11 +292,11 @@ class Trainer(Checkpoints):
         val = self.data["val"]
         n = len(val.ages)
         if not shared:
-            return score(TorchBackend.from_model(model, record, self.device), val.images, self.cfg["eval"]["tta"],
-                         batch_size=self.cfg["eval"]["batch_size"]), val.ages
+            return score(TorchBackend.from_model(model, record, self.device), val.images, self.cfg.eval.tta,
+                         batch_size=self.cfg.eval.batch_size), val.ages
         lo, hi = ddp.shard_range(n, self.dist)
         backend = TorchBackend.from_model(model, record, self.device)
-        part = score(backend, val.images[lo:hi], self.cfg["eval"]["tta"], batch_size=self.cfg["eval"]["batch_size"])
+        part = score(backend, val.images[lo:hi], self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size)
         lt = ddp.gather_rows(torch.from_numpy(part.logits), n, self.dist)
         rt = ddp.gather_rows(torch.from_numpy(part.reg), n, self.dist)
         return Scores(lt.numpy(), rt.numpy(), record.estimate, record.interval_temperature), val.ages
@@ -298,7 +305,7 @@ class Trainer(Checkpoints):
         """Validation loss and MAE (pooled, per estimate, and per data set)."""
         scores, ages = self.score_val(ddp.unwrap(self.model), self.record)
         loss = age_loss(torch.from_numpy(scores.logits), torch.from_numpy(scores.reg), torch.from_numpy(ages),
-                        **self.cfg["loss"]).item()
+                        **self.cfg.loss.to_dict()).item()
         row = {"val_loss": loss, **{f"val_mae_{how}": float(np.abs(scores.ages(how) - ages).mean())
                                     for how in ("dex", "reg", "mean")}}
         if len(self.datasets) > 1:
@@ -319,15 +326,15 @@ class Trainer(Checkpoints):
                 ddp.cleanup(self.dist)
 
     def _fit(self) -> dict:
-        epochs = int(self.cfg["optim"]["epochs"])
-        key = f"val_mae_{self.cfg['eval']['estimate']}"
+        epochs = int(self.cfg.optim.epochs)
+        key = f"val_mae_{self.cfg.eval.estimate}"
         n = len(self.data["train"].ages)
         where = f"device {self.device}"
         if self.dist.enabled:
             where = f"{self.dist.world_size} processes ({self.dist.backend}, {self.device.type})"
-        self.log(f"training {self.record.model} on {n} images, validating on {len(self.data['val'].ages)}, "
+        self.log(f"training {self.record.model.to_dict()} on {n} images, validating on {len(self.data['val'].ages)}, "
                  f"{where}, {self.record.training['params']:,} parameters -> {self.out}")
-        half = self.cfg["run"]["save_half"]
+        half = self.cfg.run.save_half
         while self.epoch < epochs:
             t0 = time.perf_counter()
             train_loss, lr = self.train_epoch()
@@ -374,12 +381,12 @@ class Trainer(Checkpoints):
             record.training["prior_correction"] = {"strength": strength, "val_mae_by_strength": maes}
             self.log(f"age prior put back at strength {strength} (validation MAE by strength: {maes})")
         record.interval_temperature = calibrate_interval(scores, ages)
-        save_model(model, record, self.out / "best.safetensors", half=self.cfg["run"]["save_half"])
+        save_model(model, record, self.out / "best.safetensors", half=self.cfg.run.save_half)
         scores.interval_temperature = record.interval_temperature
         pred = scores.age
         report = age_metrics(pred, ages)
         report["mae_reg"] = round(float(np.abs(scores.reg - ages).mean()), 4)
-        report["tta"] = self.cfg["eval"]["tta"]
+        report["tta"] = self.cfg.eval.tta
         interval = scores.interval()
         report["interval_coverage"] = interval_coverage(interval, ages)
         names = self.data["val"].datasets
@@ -387,7 +394,7 @@ class Trainer(Checkpoints):
             report["by_dataset"] = {d: {**age_metrics(pred[names == d], ages[names == d]),
                                         "interval_coverage": interval_coverage(interval, ages, names == d)}
                                     for d in self.datasets}
-        curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model["arch"]: report["cs"]}
+        curves = {d: v["cs"] for d, v in report.get("by_dataset", {}).items()} or {record.model.arch: report["cs"]}
         plot_cs_curves(curves, self.out / "cs_curve.png", "Validation CS")
         plot_error_by_age(pred, ages, self.out / "error_by_age.png")
         summary = {"run": str(self.out), "epochs": self.epoch, "best_val_mae": self.best,
@@ -401,6 +408,6 @@ class Trainer(Checkpoints):
         return summary
 
 
-def train(cfg: dict, out: str | Path, resume: bool = False, quiet: bool = False,
+def train(cfg: Config, out: str | Path, resume: bool = False, quiet: bool = False,
           stop_at_step: int | None = None) -> dict:
     return Trainer(cfg, Path(out), quiet=quiet, stop_at_step=stop_at_step).fit(resume=resume)

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from faceage.errors import ConfigError
-from faceage.nets.model import ModelSpec
+from faceage.face.align import CropSpec
+from faceage.nets.spec import ModelSpec
+from faceage.train.config import Config, OptimConfig
 
 
 def amp_dtype(device: torch.device, amp=True) -> torch.dtype | None:
@@ -29,19 +31,20 @@ def batch_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
-def lr_factor(epoch: int, optim: dict) -> float:
+def lr_factor(epoch: int, optim: OptimConfig) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based)."""
-    warm = optim["warmup_epochs"]
+    warm = optim.warmup_epochs
     if epoch < warm:
         return (epoch + 1) / (warm + 1)
-    if optim["schedule"] == "cosine":
-        t = (epoch - warm) / max(1, optim["epochs"] - warm)
+    if optim.schedule == "cosine":
+        t = (epoch - warm) / max(1, optim.epochs - warm)
         return 0.5 * (1 + math.cos(math.pi * t))
-    return optim["gamma"] ** (epoch // optim["step_every"])
+    return optim.gamma ** (epoch // optim.step_every)
 
 
-def model_spec(cfg: dict) -> ModelSpec:
-    return ModelSpec(**{k: v for k, v in cfg["model"].items() if k != "init"})
+def model_spec(cfg: Config) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(arch=m.arch, width=m.width, se_reduction=m.se_reduction)
 
 
 def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
@@ -53,13 +56,13 @@ def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
             {"params": [p for n, p in named if n.startswith("head.")], "lr_scale": 1.0}]
 
 
-def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> dict | None:
+def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> CropSpec | None:
     """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
     from faceage.weights import load_model
 
     source, record = load_model(path)
-    if record.model != spec.to_dict() or int(record.input_size) != size:
-        raise ConfigError(f"model.init {path}: it is {record.model} at {record.input_size} px, the config asks "
+    if record.model != spec or int(record.input_size) != size:
+        raise ConfigError(f"model.init {path}: it is {record.model.to_dict()} at {record.input_size} px, the config asks "
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
     model.load_state_dict(source.state_dict(), strict=True)
     return record.crop

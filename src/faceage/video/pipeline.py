@@ -22,11 +22,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from faceage.errors import FaceageError
+from faceage.options import FaceOptions
 from faceage.video.fusion import Fusion, frame_weight
 from faceage.video.io import Frame, VideoReader
 from faceage.video.track import Tracker
 
 Box = tuple[int, int, int, int]
+#: how video detects faces with the dlib detector (the tracker bridges a face missed in one frame)
+VIDEO_DETECTOR_OPTIONS = {"fast_face": 0, "recover": False, "cnn": False}
 
 
 @dataclass(frozen=True)
@@ -107,19 +110,19 @@ class VideoAnalysis:
     """
 
     def __init__(self, estimator, frames: Iterable[Frame], *, every: int = 5, detect_side: int = 800,
-                 min_track: int = 10, fusion: str = "logpool", max_gap: float = 2.0) -> None:
-        from faceage.face.align import CropSpec
-        from faceage.face.pipeline import FacePipeline
-
+                 min_track: int = 10, fusion: str = "logpool", max_gap: float = 2.0,
+                 faces: FaceOptions = FaceOptions()) -> None:
         if every < 1 or detect_side < 64 or min_track < 1 or max_gap < 0:
             raise ValueError("need every >= 1, detect_side >= 64, min_track >= 1, max_gap >= 0")
         if estimator.record.crop is None:
             raise FaceageError(f"{estimator.model_path}: the model was trained on pre-cropped images; "
                                "video needs a model with a face crop record")
-        spec = CropSpec.from_dict(estimator.record.crop)
-        self._estimator, self._frames, self._every = estimator, frames, int(every)
-        self._pipeline = FacePipeline("dlib", spec=spec, max_side=int(detect_side), fast_face=0, recover=False,
-                                      cnn=False)  # HOG only (upsampled too on frames of at most 640 px)
+        spec = estimator.record.crop
+        self._estimator, self._frames, self._every, self._faces = estimator, frames, int(every), faces
+        # the estimator's detector, made cheaper for frames when it is dlib: HOG only (upsampled too on frames
+        # of at most 640 px), on frames downscaled to detect_side; any other detector is used as it is
+        cheaper = {**VIDEO_DETECTOR_OPTIONS, "max_side": int(detect_side)} if estimator.detector == "dlib" else {}
+        self._pipeline = estimator.face_pipeline(**cheaper)
         self._crop_eye_px = spec.eye_distance * spec.size
         self._tracker = Tracker(max_gap=max_gap)
         self._fusion, self._min_track = fusion, int(min_track)
@@ -135,9 +138,9 @@ class VideoAnalysis:
 
     # -- detection frames
     def _detect(self, frame: Frame) -> dict[int, Box]:
-        faces = self._pipeline.faces(frame.image)
+        photo = self._estimator.analyse(frame.image, self._faces, pipeline=self._pipeline)
+        faces, scores = photo.faces, photo.scores
         keys = self._tracker.update(frame.time, [f.box for f in faces])
-        scores = self._estimator.score_aligned([f.crop for f in faces]) if faces else None
         out = {}
         for row, (key, face) in enumerate(zip(keys, faces)):
             t = self._tracks.setdefault(key, _Track(Fusion(self._fusion)))

@@ -1,9 +1,10 @@
-// faceage web page: send the chosen photo to /v1/estimate, draw boxes and ages, show the JSON.
+// faceage web page: send the chosen photo to /v1/estimate (ages) or /v1/check?over=N (pass / refer),
+// draw boxes with ages or decisions, show the JSON.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const GREEN = "rgb(40,220,90)", ORANGE = "rgb(255,170,0)";
-  let busy = 0;
+  const GREEN = "rgb(40,220,90)", ORANGE = "rgb(255,170,0)", RED = "rgb(235,60,60)";
+  let busy = 0, lastFile = null;
 
   function setStatus(text, isError) {
     $("status").textContent = text;
@@ -36,15 +37,17 @@
     ctx.font = `bold ${fontPx}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
     body.faces.forEach((f, i) => {
-      const colour = f.fallback ? ORANGE : GREEN;
+      const check = body.policy !== undefined;
+      const colour = check ? (f.decision === "pass" ? GREEN : RED) : f.fallback ? ORANGE : GREEN;
       const [l, t, r, b] = f.box.map((v) => v * scale);
       ctx.lineWidth = lw; ctx.strokeStyle = colour;
       ctx.strokeRect(l, t, r - l, b - t);
-      for (const [x, y] of f.eyes) {
+      for (const [x, y] of f.eyes || []) {
         ctx.beginPath(); ctx.arc(x * scale, y * scale, lw * 1.5, 0, 2 * Math.PI); ctx.stroke();
       }
-      const [lo, hi] = f.age_interval;
-      const label = `${body.faces.length > 1 ? (i + 1) + ": " : ""}${f.age.toFixed(0)} (${lo.toFixed(0)}-${hi.toFixed(0)})`;
+      const what = check ? (f.decision === "pass" ? `pass ${body.policy.over}+` : "refer")
+        : `${f.age.toFixed(0)} (${f.age_interval[0].toFixed(0)}-${f.age_interval[1].toFixed(0)})`;
+      const label = `${body.faces.length > 1 ? (i + 1) + ": " : ""}${what}`;
       const tw = ctx.measureText(label).width + 2 * lw, th = fontPx + 2 * lw;
       const y = t > th ? t - th : Math.min(b + lw, canvas.height - th);
       ctx.fillStyle = colour; ctx.fillRect(l, y, tw, th);
@@ -60,13 +63,21 @@
       li.dataset.age = String(f.age);
       li.classList.toggle("fallback", !!f.fallback);
       const age = document.createElement("span");
-      age.className = "age"; age.textContent = `${f.age.toFixed(1)} years`;
       const interval = document.createElement("span");
       interval.className = "interval";
-      interval.textContent = ` 80% interval ${f.age_interval[0].toFixed(0)}-${f.age_interval[1].toFixed(0)}`;
       const box = document.createElement("div");
       box.className = "box";
-      box.textContent = f.fallback ? "no face found: centre crop scored" : `box ${f.box.join(", ")} · score ${f.score}`;
+      if (body.policy !== undefined) {  // an age check
+        li.dataset.decision = f.decision;
+        age.className = `age decision ${f.decision}`;
+        age.textContent = f.decision === "pass" ? `pass: ${body.policy.over} or older` : `refer: check an ID`;
+        interval.textContent = ` p(${body.policy.over}+) ${f.p_over.toFixed(3)} · looks ${f.age.toFixed(0)}`;
+        box.textContent = `box ${f.box.join(", ")}`;
+      } else {
+        age.className = "age"; age.textContent = `${f.age.toFixed(1)} years`;
+        interval.textContent = ` 80% interval ${f.age_interval[0].toFixed(0)}-${f.age_interval[1].toFixed(0)}`;
+        box.textContent = f.fallback ? "no face found: centre crop scored" : `box ${f.box.join(", ")} · score ${f.score}`;
+      }
       li.append(age, interval, box);
       ol.append(li);
     }
@@ -74,16 +85,19 @@
 
   async function estimate(file) {
     if (!file) return;
+    lastFile = file;
     const mine = ++busy;
-    setStatus(`Estimating ${file.name || "photo"}…`);
+    const over = $("mode").value;
+    setStatus(`${over ? "Checking" : "Estimating"} ${file.name || "photo"}…`);
     const params = new URLSearchParams();
     if ($("largest").checked) params.set("largest", "true");
-    if ($("fallback").checked) params.set("fallback", "true");
+    if (over) params.set("over", over);
+    else if ($("fallback").checked) params.set("fallback", "true");
     const form = new FormData();
     form.append("file", file, file.name || "photo");
     let resp, body;
     try {
-      resp = await fetch(`/v1/estimate?${params}`, { method: "POST", body: form });
+      resp = await fetch(`/v1/${over ? "check" : "estimate"}?${params}`, { method: "POST", body: form });
       const text = await resp.text();
       try { body = JSON.parse(text); } catch (e) { body = { detail: text || resp.statusText }; }
     } catch (e) {
@@ -104,11 +118,18 @@
     if (loaded) URL.revokeObjectURL(loaded.url);
     listFaces(body);
     const n = body.faces.length;
-    setStatus(n === 0 ? "No face found." :
-      `${n} face${n > 1 ? "s" : ""} · ${body.width}×${body.height} px · ${body.elapsed_ms.toFixed(0)} ms · ${body.model}`);
+    const passed = body.faces.filter((f) => f.decision === "pass").length;
+    setStatus(n === 0 ? "No face found." + (over ? " Nobody passes." : "") :
+      `${n} face${n > 1 ? "s" : ""}${over ? ` · ${passed} pass, ${n - passed} refer (over ${over})` : ""}` +
+      ` · ${body.width}×${body.height} px · ${body.elapsed_ms.toFixed(0)} ms · ${body.model}`);
   }
 
   $("file").addEventListener("change", (e) => estimate(e.target.files[0]));
+  $("mode").addEventListener("change", () => {
+    $("check-note").hidden = !$("mode").value;
+    $("fallback").disabled = !!$("mode").value;  // a check never scores a centre crop
+    if (lastFile) estimate(lastFile);
+  });
   const drop = $("drop");
   ["dragenter", "dragover"].forEach((t) => document.addEventListener(t, (e) => {
     e.preventDefault(); drop.classList.add("over");
@@ -122,5 +143,10 @@
   fetch("/v1/model").then((r) => r.json()).then((m) => {
     $("model").textContent = `model: ${m.name} (${m.arch}, ${m.input_size} px, ${m.backend})`;
     if (m.limits) $("limit").textContent = `${+(m.limits.max_upload_bytes / 1048576).toFixed(1)} MB`;
+    for (const over of m.age_checks || []) {
+      const opt = document.createElement("option");
+      opt.value = String(over); opt.textContent = `age check: ${over} or older?`;
+      $("mode").append(opt);
+    }
   }).catch(() => { $("model").textContent = "model: unavailable"; });
 })();

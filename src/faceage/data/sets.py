@@ -1,4 +1,4 @@
-"""From a config's ``data`` section to cached train/val arrays, and how an epoch samples them."""
+"""Data sets for training: from a config's ``data`` section to cached train/val arrays, and how an epoch samples them."""
 from __future__ import annotations
 
 import random
@@ -10,6 +10,8 @@ from faceage.data.cache import build_cache
 from faceage.data.manifest import Sample, prepared_crop, read_manifest
 from faceage.data.split import assign_splits
 from faceage.errors import ConfigError, ManifestError
+from faceage.face.align import CropSpec
+from faceage.train.config import DataConfig
 
 CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
 
@@ -26,24 +28,24 @@ class SplitData:
         return np.array([s.dataset or "data" for s in self.samples])
 
 
-def crop_differences(a: dict | None, b: dict | None, names=("model", "data")) -> list[str]:
+def crop_differences(a: CropSpec | None, b: CropSpec | None, names=("model", "data")) -> list[str]:
     """Differences between two crop geometries ([] = they match)."""
     if a is None and b is None:
         return []
     if a is None or b is None:
-        return [f"{names[0]} crop {a} vs {names[1]} crop {b}"]
-    return [f"{k}: {names[0]} {a.get(k)} vs {names[1]} {b.get(k)}" for k in CROP_KEYS
-            if abs(float(a.get(k, 0)) - float(b.get(k, 0))) > 1e-6]
+        return [f"{names[0]} crop {a and a.to_dict()} vs {names[1]} crop {b and b.to_dict()}"]
+    return [f"{k}: {names[0]} {getattr(a, k)} vs {names[1]} {getattr(b, k)}" for k in CROP_KEYS
+            if abs(float(getattr(a, k)) - float(getattr(b, k))) > 1e-6]
 
 
-def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
+def load_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | None]:
     """Samples, problems, and the crop spec they were prepared with (None if not known).
 
     With ``data.datasets`` each named manifest is split on its own (seeded, duplicate-aware) and
     its rows are tagged with its name; all of them must be cropped with the same geometry."""
-    if data.get("datasets"):  # load_config has checked that manifest and path are unset
+    if data.datasets:  # load_config has checked that manifest and path are unset
         samples, problems, crop, first = [], [], None, None
-        for name, manifest in data["datasets"].items():
+        for name, manifest in data.datasets.items():
             m = read_manifest(manifest)
             this = prepared_crop(manifest)
             if first is None:
@@ -54,27 +56,27 @@ def load_samples(data: dict) -> tuple[list[Sample], list[str], dict | None]:
             samples += [replace(s, dataset=str(name)) for s in with_splits(m.samples, data)]
             problems += m.problems
         return samples, problems, crop
-    if data.get("manifest"):
-        manifest = read_manifest(data["manifest"])
-        return manifest.samples, manifest.problems, prepared_crop(data["manifest"])
-    if data.get("path"):
+    if data.manifest:
+        manifest = read_manifest(data.manifest)
+        return manifest.samples, manifest.problems, prepared_crop(data.manifest)
+    if data.path:
         from faceage.data.importers import import_dataset
 
-        imported = import_dataset(data["format"], data["path"])
+        imported = import_dataset(data.format, data.path)
         return imported.samples, imported.problems, None
     raise ConfigError("set data.manifest (a CSV), data.datasets ({name: CSV}) or data.path (a data set folder)")
 
 
-def with_splits(samples: list[Sample], data: dict) -> list[Sample]:
+def with_splits(samples: list[Sample], data: DataConfig) -> list[Sample]:
     """Keep the manifest's train/val split if it has one, else make a seeded grouped split."""
-    if data.get("limit"):
+    if data.limit:
         samples = sorted(samples, key=lambda s: str(s.path))
-        random.Random(data["split_seed"]).shuffle(samples)
-        samples = samples[: int(data["limit"])]
+        random.Random(data.split_seed).shuffle(samples)
+        samples = samples[: int(data.limit)]
     names = {s.split for s in samples}
     if {"train", "val"} <= names:
         return samples
-    splits = assign_splits(samples, data["split_ratios"], seed=data["split_seed"])
+    splits = assign_splits(samples, data.split_ratios, seed=data.split_seed)
     return [replace(s, split=name) for s, name in zip(samples, splits)]
 
 

@@ -13,27 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceage.preprocess import normalization
+from faceage.preprocess import standardize
+from faceage.train.config import AugmentConfig
 
 GREY = torch.tensor([0.299, 0.587, 0.114])
 # rows: output R, G, B from input R, G, B (the common sepia matrix)
 SEPIA = torch.tensor([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
-
-
-def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """(N, H, W, 3) or (N, 3, H, W) uint8 -> normalised float (N, 3, H, W)."""
-    x = batch_uint8
-    if x.shape[-1] == 3 and x.shape[1] != 3:
-        x = x.permute(0, 3, 1, 2)
-    return standardize(x.float(), mean, std)
-
-
-def standardize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """A (N, 3, H, W) float batch on the 0..255 scale, normalised in place with
-    :func:`faceage.preprocess.normalization`'s constants (the ones inference and export use)."""
-    scale, shift = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-                    for v in normalization(mean, std))
-    return x.mul_(scale).add_(shift)
 
 
 def _chance(p: float, n: int, g: torch.Generator) -> torch.Tensor:
@@ -65,7 +50,7 @@ def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     return grid
 
 
-def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator) -> torch.Tensor:
+def augment(batch_uint8: torch.Tensor, cfg: AugmentConfig, mean, std, g: torch.Generator) -> torch.Tensor:
     """Augment a (N, 3, S, S) uint8 batch and return it normalised.
 
     All random draws come from ``g`` (a CPU generator), so a run is reproducible
@@ -78,53 +63,53 @@ def augment(batch_uint8: torch.Tensor, cfg: dict, mean, std, g: torch.Generator)
     x = batch_uint8.float()
 
     # geometry: flip, rotation, scale and shift as one affine warp
-    flip = torch.where(_chance(cfg["flip"], n, g), -1.0, 1.0)
-    angle = _uniform(-1, 1, n, g) * math.radians(cfg["rotate_deg"]) * _chance(cfg["rotate"], n, g)
-    lo, hi = cfg["scale_range"]
-    scale = torch.where(_chance(cfg["scale"], n, g), _uniform(lo, hi, n, g), 1.0)
-    shift = _uniform(-1, 1, 2 * n, g).view(n, 2) * 2 * cfg["shift_frac"]
-    shift = shift * _chance(cfg["shift"], n, g)[:, None]
+    flip = torch.where(_chance(cfg.flip, n, g), -1.0, 1.0)
+    angle = _uniform(-1, 1, n, g) * math.radians(cfg.rotate_deg) * _chance(cfg.rotate, n, g)
+    lo, hi = cfg.scale_range
+    scale = torch.where(_chance(cfg.scale, n, g), _uniform(lo, hi, n, g), 1.0)
+    shift = _uniform(-1, 1, 2 * n, g).view(n, 2) * 2 * cfg.shift_frac
+    shift = shift * _chance(cfg.shift, n, g)[:, None]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([cos * flip, -sin, shift[:, 0], sin * flip, cos, shift[:, 1]], 1)
     (theta,) = _on(device, theta)
     x = F.grid_sample(x, _affine_grid(theta, size), mode="bilinear", padding_mode="border", align_corners=False)
 
     # photometric: greyscale, brightness/contrast, resolution loss, noise (on the 0..255 scale)
-    grey = _rows(_chance(cfg["grey"], n, g), device)
+    grey = _rows(_chance(cfg.grey, n, g), device)
     if grey is not None:
         x[grey] = (x[grey] * GREY.to(device).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    jitter = _chance(cfg["jitter"], n, g).float()
-    b = _uniform(-cfg["brightness"], cfg["brightness"], n, g) * 255 * jitter
-    c = 1 + _uniform(-cfg["contrast"], cfg["contrast"], n, g) * jitter
+    jitter = _chance(cfg.jitter, n, g).float()
+    b = _uniform(-cfg.brightness, cfg.brightness, n, g) * 255 * jitter
+    c = 1 + _uniform(-cfg.contrast, cfg.contrast, n, g) * jitter
     b, c = _on(device, b, c)
     # (x - m) * c + m + b with m the image mean, as one pass: x * c + (m * (1 - c) + b)
     m = x.mean(dim=(1, 2, 3))
     x = torch.addcmul((m * (1 - c) + b).view(n, 1, 1, 1), x, c.view(n, 1, 1, 1))
-    blur = _rows(_chance(cfg["blur"], n, g), device)
+    blur = _rows(_chance(cfg.blur, n, g), device)
     if blur is not None:
         small = F.interpolate(x[blur], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
         x[blur] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
-    noise = _rows(_chance(cfg["noise"], n, g), device)
+    noise = _rows(_chance(cfg.noise, n, g), device)
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=g))
     if noise is not None:  # drawn where the batch lives, from a generator seeded by ``g``
         dg = torch.Generator(device).manual_seed(noise_seed)
-        x[noise] += torch.randn((len(noise), *x.shape[1:]), generator=dg, device=device) * (cfg["noise_std"] * 255)
-    if cfg["old_photo"] > 0:  # drawn last, so configs without it augment exactly as before
+        x[noise] += torch.randn((len(noise), *x.shape[1:]), generator=dg, device=device) * (cfg.noise_std * 255)
+    if cfg.old_photo > 0:  # drawn last, so configs without it augment exactly as before
         x = _old_photo(x.clamp_(0, 255), cfg, n, g)
     return standardize(x.clamp_(0, 255), mean, std)
 
 
-def _old_photo(x: torch.Tensor, cfg: dict, n: int, g: torch.Generator) -> torch.Tensor:
+def _old_photo(x: torch.Tensor, cfg: AugmentConfig, n: int, g: torch.Generator) -> torch.Tensor:
     """Scanned-print look for the rows drawn: a sepia tint, faded contrast lifted towards paper white,
     a resolution loss of ``old_photo_scale`` (one factor per batch) and film grain."""
     device, size = x.device, x.shape[-1]
-    pick = _chance(cfg["old_photo"], n, g)
+    pick = _chance(cfg.old_photo, n, g)
     rows = _rows(pick, device)
     k = int(pick.sum())
     tint = _uniform(0.3, 1.0, k, g) * _chance(0.6, k, g)  # sepia strength (0: none)
     fade = _uniform(0.55, 0.9, k, g)  # contrast kept
     lift = _uniform(0.0, 45.0, k, g)  # towards white
-    lo, hi = cfg["old_photo_scale"]
+    lo, hi = cfg.old_photo_scale
     factor = float(_uniform(lo, hi, 1, g))
     grain = _uniform(0.01, 0.05, k, g) * 255
     grain_seed = int(torch.randint(0, 2**62, (1,), generator=g))
@@ -144,12 +129,12 @@ def _old_photo(x: torch.Tensor, cfg: dict, n: int, g: torch.Generator) -> torch.
     return x
 
 
-def jpeg(images: np.ndarray, cfg: dict, g: torch.Generator) -> np.ndarray:
+def jpeg(images: np.ndarray, cfg: AugmentConfig, g: torch.Generator) -> np.ndarray:
     """JPEG-compress the drawn rows of an (N, H, W, 3) uint8 host batch at a quality from
     ``jpeg_quality`` (as photos are before they are cropped); other rows are returned untouched."""
     n = images.shape[0]
-    pick = _chance(cfg["jpeg"], n, g)
-    lo, hi = cfg["jpeg_quality"]
+    pick = _chance(cfg.jpeg, n, g)
+    lo, hi = cfg.jpeg_quality
     quality = torch.randint(int(lo), int(hi) + 1, (n,), generator=g)
     if not pick.any():
         return images

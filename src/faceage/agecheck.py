@@ -1,0 +1,458 @@
+"""Age checks: "is this person at least ``over``?" answered ``pass`` or ``refer`` (numpy only).
+
+A check reads the odds that the age is at least ``over`` off the face's scored age
+distribution (the logits of :func:`faceage.scoring.score`, the record's prior correction included;
+as log-odds, so that an over-confident network's 0.9999999 and 0.999999999 stay apart), maps them
+through a calibration fitted on validation data (so that of faces with ``p_over`` near 0.9 about
+90% really are over), and passes a face when those odds reach a threshold chosen on the same
+validation data so that at most ``max_share`` (default 1%) of the people just under the
+threshold (aged ``over - 5`` to ``over - 1``) pass. The calibration is monotone, so the
+threshold is the same on the raw odds and on the calibrated ``p_over``; it is stored as both.
+A model record carries one :class:`AgeCheckPolicy` per threshold (``ModelRecord.age_checks``) with the validation
+figures behind it; :func:`fit_policy` makes one from any labelled faces.
+
+What it is not: a certification. The figures are measured rates on public data sets; who
+is referred most, and how often minors pass outside those sets, is in ``docs/age-checks.md``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from faceage.errors import ConfigError
+
+#: the thresholds a bundled model carries policies for
+STANDARD_THRESHOLDS = (13, 16, 18, 21, 25)
+DEFAULT_MAX_SHARE = 0.01
+#: years just under the threshold whose pass rate the policy bounds: over-5 .. over-1
+DEFAULT_BAND = 5
+CALIBRATIONS = ("platt", "beta", "isotonic")
+#: the maps ``auto`` chooses from: smooth and strictly increasing, so that p_over alone tells the decision
+#: (isotonic regression is flat in steps, and 1.0 over its top step, where the thresholds lie)
+AUTO_CALIBRATIONS = ("platt", "beta")
+ECE_BINS = 10
+
+
+# ------------------------------------------------------------------------------------ statistics
+def over_logit(logits: np.ndarray, over: int) -> np.ndarray:
+    """log P(age >= over) - log P(age < over) per row of (N, C) logits over the whole ages 0..C-1
+    (the raw p_over is its sigmoid)."""
+    z = np.asarray(logits, np.float64)
+    if not 1 <= int(over) < z.shape[-1]:
+        raise ValueError(f"over={over}: an age check needs a threshold in 1..{z.shape[-1] - 1}")
+    return _logsumexp(z[:, int(over):]) - _logsumexp(z[:, :int(over)])
+
+
+def raw_p_over(z: np.ndarray) -> np.ndarray:
+    """The network's own P(age >= over), before calibration, from :func:`over_logit`'s log-odds."""
+    return _sigmoid(z)
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(axis=1, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a share k/n; (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: |observed share - mean p| per equal-width bin, weighted by rows."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(y[m].mean() - p[m].mean())
+    return float(total / p.size)
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width bin: rows, mean p and the observed share over (for the reliability diagram)."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    return [{"bin": [b / bins, (b + 1) / bins], "n": int((idx == b).sum()),
+             "mean_p": float(p[idx == b].mean()) if (idx == b).any() else None,
+             "observed": float(y[idx == b].mean()) if (idx == b).any() else None} for b in range(bins)]
+
+
+# ------------------------------------------------------------------------------------ calibration
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from the raw log-odds z of being over (:func:`over_logit`) to the calibrated p_over.
+
+    ``platt``: sigmoid(a * z + b) (a > 0; a < 1 softens an over-confident model);
+    ``beta``: sigmoid(a * log p + c * -log(1 - p) + b) with p = sigmoid(z), a, c >= 0 (Kull et al. 2017:
+    Platt with a different slope on each side; c = a is Platt);
+    ``isotonic``: linear interpolation through the knots (x: log-odds, y: p), both non-decreasing."""
+
+    method: str
+    a: float = 1.0
+    b: float = 0.0
+    c: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, np.float64)
+        if self.method == "platt":
+            return _sigmoid(self.a * z + self.b)
+        if self.method == "beta":
+            return _sigmoid(_beta_features(z) @ np.array([self.a, self.c]) + self.b)
+        return np.interp(z, self.x, self.y)
+
+    def to_dict(self) -> dict:
+        if self.method == "platt":
+            return {"method": "platt", "a": self.a, "b": self.b}
+        if self.method == "beta":
+            return {"method": "beta", "a": self.a, "b": self.b, "c": self.c}
+        return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, d) -> "Calibration":
+        """A checked calibration; ValueError says what is wrong."""
+        if not isinstance(d, dict) or d.get("method") not in CALIBRATIONS:
+            raise ValueError(f"calibration must be an object with method {', '.join(CALIBRATIONS)}")
+        if d["method"] == "beta":
+            a, b, c = (_finite(d.get(k), f"calibration.{k}") for k in "abc")
+            if min(a, c) < 0 or a + c <= 0:
+                raise ValueError(f"calibration a and c must be >= 0 and not both 0 (a monotone map), not {a}, {c}")
+            return cls("beta", a=a, b=b, c=c)
+        if d["method"] == "platt":
+            a, b = _finite(d.get("a"), "calibration.a"), _finite(d.get("b"), "calibration.b")
+            if a <= 0:
+                raise ValueError(f"calibration.a must be positive (a monotone map), not {a}")
+            return cls("platt", a=a, b=b)
+        x, y = d.get("x"), d.get("y")
+        if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or len(x) < 2:
+            raise ValueError("isotonic calibration needs lists x and y of the same length (at least 2)")
+        x = tuple(_finite(v, "calibration.x") for v in x)
+        y = tuple(_finite(v, "calibration.y") for v in y)
+        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or min(y) < 0 or max(y) > 1:
+            raise ValueError("isotonic calibration knots must be non-decreasing, and y within 0..1")
+        return cls("isotonic", x=x, y=y)
+
+
+def _finite(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def _beta_features(z: np.ndarray) -> np.ndarray:
+    """(log p, -log(1 - p)) of p = sigmoid(z), computed from z without rounding p to 0 or 1."""
+    z = np.asarray(z, np.float64)
+    return np.stack([-np.logaddexp(0.0, -z), np.logaddexp(0.0, z)], axis=-1)
+
+
+def _logistic(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weights of a logistic regression of y on X's columns and an intercept (last): damped Newton steps
+    on the log-loss (a tiny ridge keeps separable data finite)."""
+    X = np.concatenate([np.asarray(X, np.float64), np.ones((len(X), 1))], axis=1)
+    y = np.asarray(y, np.float64)
+    ridge = 1e-4
+
+    def loss(w: np.ndarray) -> float:
+        z = X @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * w @ w)
+
+    w = np.zeros(X.shape[1])
+    w[0] = 1.0
+    cur = loss(w)
+    for _ in range(100):
+        q = _sigmoid(X @ w)
+        grad = X.T @ (q - y) + ridge * w
+        hess = (X * (q * (1 - q))[:, None]).T @ X + ridge * np.eye(len(w))
+        step, t = np.linalg.solve(hess, grad), 1.0
+        while t > 1e-8 and loss(w - t * step) > cur:  # halve the step until the loss falls
+            t /= 2
+        w, prev = w - t * step, cur
+        cur = loss(w)
+        if prev - cur < 1e-10 * max(1.0, abs(cur)):
+            break
+    return w
+
+
+def fit_platt(z: np.ndarray, y: np.ndarray) -> Calibration:
+    """Logistic regression of y on the raw log-odds z."""
+    a, b = _logistic(np.asarray(z, np.float64)[:, None], y)
+    if not a > 0:
+        raise ValueError("p_over does not rise with the true share over the threshold on these rows: "
+                         "the model cannot separate them, so no monotone calibration exists")
+    return Calibration("platt", a=float(a), b=float(b))
+
+
+def fit_beta(z: np.ndarray, y: np.ndarray) -> Calibration:
+    """Beta calibration: logistic regression of y on log p and -log(1 - p)."""
+    a, c, b = _logistic(_beta_features(z), y)
+    if min(a, c) < 0 or a + c <= 0:
+        raise ValueError(f"beta calibration is not monotone on these rows (a {a:.3g}, c {c:.3g})")
+    return Calibration("beta", a=float(a), b=float(b), c=float(c))
+
+
+def fit_isotonic(z: np.ndarray, y: np.ndarray) -> Calibration:
+    """Pool-adjacent-violators: the non-decreasing step function of z closest to y, as interpolation knots."""
+    order = np.argsort(z, kind="stable")
+    xs, ys = np.asarray(z, np.float64)[order], np.asarray(y, np.float64)[order]
+    vals, wts, xs_lo, xs_hi = [], [], [], []
+    for xv, yv in zip(xs, ys):
+        vals.append(yv), wts.append(1.0), xs_lo.append(xv), xs_hi.append(xv)
+        while len(vals) > 1 and vals[-2] >= vals[-1]:
+            w = wts[-2] + wts[-1]
+            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+            wts[-2], xs_hi[-2] = w, xs_hi[-1]
+            del vals[-1], wts[-1], xs_lo[-1], xs_hi[-1]
+    kx, ky = [], []
+    for lo, hi, v in zip(xs_lo, xs_hi, vals):  # each block is flat from its first to its last p
+        kx += [lo, hi]
+        ky += [v, v]
+    kx, ky = np.asarray(kx), np.clip(ky, 0, 1)
+    return Calibration("isotonic", x=tuple(map(float, kx)), y=tuple(map(float, ky)))
+
+
+FITTERS = {"platt": fit_platt, "beta": fit_beta, "isotonic": fit_isotonic}
+
+
+def choose_calibration(z: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[str, dict]:
+    """Of :data:`AUTO_CALIBRATIONS`, the map with the lowest cross-validated ECE (fitted on 4/5 of the rows,
+    measured on the fifth, so no map is rewarded for memorising the rows it is scored on); ties go to the
+    simpler. Isotonic regression is measured too, for comparison, but never chosen: it is flat in steps."""
+    order = np.random.default_rng(seed).permutation(len(z))
+    parts = np.array_split(order, folds)
+    scores = {}
+    for method, fit in FITTERS.items():
+        out = np.empty(len(z))
+        try:
+            for k in range(folds):
+                held = parts[k]
+                rest = np.concatenate([parts[j] for j in range(folds) if j != k])
+                out[held] = fit(z[rest], y[rest])(z[held])
+            scores[method] = ece(out, y)
+        except ValueError:  # not monotone on some fold: not a candidate
+            scores[method] = float("inf")
+    best = min(AUTO_CALIBRATIONS, key=lambda m: (round(scores[m], 4), AUTO_CALIBRATIONS.index(m)))
+    if not math.isfinite(scores[best]):
+        raise ValueError("no monotone calibration fits these rows: p_over does not rise with the share over")
+    return best, {m: round(v, 5) for m, v in scores.items()}
+
+
+# ------------------------------------------------------------------------------------ policies
+@dataclass(frozen=True)
+class AgeCheckPolicy:
+    """How an "over N" check decides: pass when the raw log-odds of being over reach ``logit_threshold``
+    (the same as: when the calibrated p_over reaches ``threshold``, the calibration being monotone).
+
+    The threshold was chosen so that at most ``max_share`` of the validation faces aged
+    ``band[0]..band[1]`` passed; ``validation`` holds the figures behind it."""
+
+    over: int
+    logit_threshold: float
+    threshold: float  # calibrated p_over at logit_threshold (for people; logit_threshold decides)
+    calibration: Calibration
+    max_share: float = DEFAULT_MAX_SHARE
+    band: tuple[int, int] = (0, 0)
+    validation: dict = field(default_factory=dict)
+
+    def calibrated(self, z: np.ndarray) -> np.ndarray:
+        return self.calibration(z)
+
+    def decide(self, z: float) -> str:
+        return "pass" if z >= self.logit_threshold else "refer"
+
+    def summary(self) -> dict:
+        """What a caller needs to know about the policy (not the full validation figures)."""
+        return {"over": self.over, "threshold": self.threshold, "logit_threshold": self.logit_threshold,
+                "max_share": self.max_share, "band": list(self.band), "calibration": self.calibration.method}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["band"] = list(self.band)
+        d["calibration"] = self.calibration.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d, num_classes: int = 101) -> "AgeCheckPolicy":
+        """A checked policy; ValueError names the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError("an age-check policy must be an object")
+        unknown = sorted(set(d) - {"over", "logit_threshold", "threshold", "calibration", "max_share", "band",
+                                   "validation"})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        over = d.get("over")
+        if isinstance(over, bool) or not isinstance(over, int) or not 1 <= over < num_classes:
+            raise ValueError(f"over must be a whole age in 1..{num_classes - 1}, not {over!r}")
+        logit_threshold = _finite(d.get("logit_threshold"), "logit_threshold")
+        threshold = _finite(d.get("threshold"), "threshold")
+        max_share = _finite(d.get("max_share", DEFAULT_MAX_SHARE), "max_share")
+        if not 0 <= threshold <= 1 or not 0 < max_share < 1:
+            raise ValueError(f"threshold must be in 0..1 and max_share in (0, 1), not {threshold}, {max_share}")
+        band = d.get("band", [0, 0])
+        if (not isinstance(band, list) or len(band) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                    for v in band) or band[0] > band[1]):
+            raise ValueError(f"band must be [first age, last age], not {band!r}")
+        validation = d.get("validation", {})
+        if not isinstance(validation, dict):
+            raise ValueError("validation must be an object")
+        return cls(over, logit_threshold, threshold, Calibration.from_dict(d.get("calibration")), max_share,
+                   tuple(band), validation)
+
+
+def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
+    """A record's ``age_checks`` JSON ({"18": policy, ...} or null) -> {18: AgeCheckPolicy}; ValueError if bad."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("age_checks must be an object {threshold: policy} or null")
+    out = {}
+    for key, d in value.items():
+        try:
+            policy = AgeCheckPolicy.from_dict(d, num_classes)
+        except ValueError as exc:
+            raise ValueError(f"age_checks[{key}]: {exc}") from None
+        if str(policy.over) != str(key):
+            raise ValueError(f"age_checks[{key}] holds the policy for over={policy.over}")
+        out[policy.over] = policy
+    return dict(sorted(out.items()))
+
+
+def pass_threshold(z_band: np.ndarray, max_share: float) -> float:
+    """The lowest threshold at which at most ``max_share`` of ``z_band`` pass (z >= threshold): halfway
+    between the largest value that must be refused and the next larger one (+1 above the largest)."""
+    if z_band.size == 0:
+        raise ValueError("no validation face in the band under the threshold: the pass rate cannot be bounded")
+    desc = np.sort(np.asarray(z_band, np.float64))[::-1]
+    refuse = desc[math.floor(max_share * desc.size + 1e-9)]  # the top floor(share * n) may pass
+    above = desc[desc > refuse]
+    return float(refuse + ((above.min() - refuse) / 2 if above.size else 1.0))
+
+
+def passed(z: np.ndarray, threshold: float, rows: np.ndarray) -> dict:
+    """{n, passed, share, wilson} of ``rows`` (passed: z >= threshold)."""
+    n = int(rows.sum())
+    k = int((z[rows] >= threshold).sum())
+    lo, hi = wilson(k, n)
+    return {"n": n, "passed": k, "share": round(k / n, 5) if n else None, "wilson95": [round(lo, 5), round(hi, 5)]}
+
+
+AGE_BANDS = {"6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25+": (25, 200)}
+
+
+def band_rows(ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return (ages >= lo) & (ages <= hi)
+
+
+def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float = DEFAULT_MAX_SHARE,
+               band: int = DEFAULT_BAND, calibration: str = "auto", data: str = "") -> AgeCheckPolicy:
+    """A policy for "over ``over``" from the raw log-odds z (:func:`over_logit`) of labelled faces
+    (validation rows, never test rows).
+
+    The calibration (``auto``: of Platt and beta, the lower cross-validated ECE; see
+    :func:`choose_calibration`) is fitted on every row; the threshold lets at most ``max_share`` of the
+    rows aged ``over - band .. over - 1`` pass."""
+    z, ages = np.asarray(z, np.float64), np.asarray(ages)
+    if z.shape != ages.shape or z.ndim != 1:
+        raise ValueError("z and ages must be 1-D and of the same length")
+    if not 0 < max_share < 1:
+        raise ValueError(f"max_share must be in (0, 1), not {max_share}")
+    y = (ages >= over).astype(np.float64)
+    if y.min() == y.max():
+        raise ValueError(f"every face is {'over' if y[0] else 'under'} {over}: a calibration needs both")
+    chosen, cv = choose_calibration(z, y)
+    if calibration == "auto":
+        calibration = chosen
+    if calibration not in FITTERS:
+        raise ValueError(f"calibration must be auto, {', '.join(CALIBRATIONS)}, not {calibration!r}")
+    cal = FITTERS[calibration](z, y)
+    lo = max(0, over - band)
+    in_band = band_rows(ages, lo, over - 1)
+    t = pass_threshold(z[in_band], max_share)
+    figures = {
+        "data": data, "n": int(ages.size),
+        "ece_raw": round(ece(raw_p_over(z), y), 5), "ece_calibrated": round(ece(cal(z), y), 5),
+        "ece_cross_validated": cv,
+        "band": passed(z, t, in_band),
+        "adults": passed(z, t, ages >= over),
+        "ages": {name: passed(z, t, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
+    }
+    return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1),
+                          figures)
+
+
+def policy_from_data(estimator, data, over: int, *, fmt: str | None = None, max_share: float = DEFAULT_MAX_SHARE,
+                     band: int = DEFAULT_BAND) -> AgeCheckPolicy:
+    """A policy for ``over`` fitted on labelled faces scored by ``estimator``: a prepared manifest (its
+    ``val`` rows when it has a split, else every row) or a data set folder read by the ``fmt`` importer
+    (whole pipeline; photos without a face are left out). Never fit on the faces you report as a test."""
+    from faceage.evaluate import eval_crops, load_eval_samples
+
+    samples, _, prealigned = load_eval_samples(data, fmt)
+    val = [s for s in samples if s.split == "val"]
+    rows = val or samples
+    crops, ages, _, fallback, problems = eval_crops(estimator, rows, prealigned=prealigned, quiet=True)
+    keep = [i for i, f in enumerate(fallback) if not f]
+    if not keep:
+        raise ConfigError(f"{data}: no usable face to fit an age-check policy on; first problems: {problems[:3]}")
+    z = over_logit(estimator.score_aligned([crops[i] for i in keep]).logits, over)
+    try:
+        return fit_policy(z, np.asarray(ages)[keep], over, max_share=max_share, band=band,
+                          data=f"{data}{' (val rows)' if val else ''}: {len(keep)} faces")
+    except ValueError as exc:
+        raise ConfigError(f"{data}: cannot fit an age-check policy for over={over}: {exc}") from None
+
+
+class NoPolicyError(ConfigError):
+    """The model carries no policy for this threshold."""
+
+    code = "no_policy"
+
+
+def policy_for(record, over: int) -> AgeCheckPolicy:
+    """The record's policy for ``over``, or an error that says which thresholds it has and what to do."""
+    policies = getattr(record, "age_checks", None) or {}
+    if int(over) in policies:
+        return policies[int(over)]
+    have = ", ".join(map(str, policies)) or "none"
+    raise NoPolicyError(f"this model has no age-check policy for over={over} (it has: {have}); use one of those, "
+                        "or fit a policy on labelled faces (faceage check --fit-on MANIFEST, or "
+                        "faceage.agecheck.fit_policy) and pass it as policy=")
+
+
+@dataclass(frozen=True)
+class AgeCheck:
+    """One face's answer to "at least ``policy.over``?"."""
+
+    box: tuple[int, int, int, int] | None  # as in FaceAge; None for an aligned crop
+    age: float  # the point estimate, one decimal (as predict gives it)
+    p_over: float  # calibrated P(age >= over)
+    decision: str  # "pass" or "refer"
+    policy: AgeCheckPolicy
+
+    def to_dict(self) -> dict:
+        return {"box": None if self.box is None else list(self.box), "age": self.age,
+                "p_over": round(self.p_over, 4), "decision": self.decision}
+
+
+def checks(scores, policy: AgeCheckPolicy, boxes=None) -> list[AgeCheck]:
+    """AgeCheck per row of :class:`faceage.scoring.Scores` (``boxes``: one per row, or None)."""
+    z = over_logit(scores.logits, policy.over)
+    boxes = [None] * len(z) if boxes is None else boxes
+    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(zi)), policy)
+            for b, a, q, zi in zip(boxes, scores.age, policy.calibrated(z), z)]

@@ -1,0 +1,46 @@
+"""Every script and benchmark honours --help: it prints its usage and exits 0 without running anything, writing
+any file, or touching .git."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for folder in ("scripts", "benchmarks") for p in (ROOT / folder).glob("*.py")
+                 if not p.name.startswith("_"))
+
+
+def _tree_state() -> dict[str, float]:
+    """Modification times of every file outside the ignored run folders (tracked or not), .git included."""
+    skip = {"__pycache__", ".pytest_cache", "work", "runs"}
+    return {str(p): p.stat().st_mtime for p in ROOT.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(ROOT).parts)}
+
+
+def _help(script: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+
+def test_every_script_and_benchmark_honours_help():
+    assert len(SCRIPTS) >= 15  # the glob found them
+    before = _tree_state()
+    with ThreadPoolExecutor(4) as pool:
+        results = dict(zip(SCRIPTS, pool.map(_help, SCRIPTS)))
+    for script, r in results.items():
+        name = script.relative_to(ROOT)
+        assert r.returncode == 0, f"{name} --help: exit {r.returncode}\n{r.stderr[-2000:]}"
+        assert r.stdout.startswith("usage:"), f"{name} --help printed no usage (did it run?):\n{r.stdout[:500]}"
+    after = _tree_state()
+    assert {p for p in set(before) | set(after) if before.get(p) != after.get(p)} == set()
+
+
+@pytest.mark.parametrize("script", ["benchmarks/model_table.py", "scripts/golden.py"])
+def test_tracked_results_are_written_only_with_write(script):
+    r = _help(ROOT / script)
+    assert "--write" in r.stdout
