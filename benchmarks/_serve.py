@@ -33,9 +33,9 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[str, str]:
     if arg:
         return arg, f"--model {arg}"
     try:
-        from faceage.estimator import default_model_path
+        from faceage.models import locate
 
-        return str(default_model_path()), "the bundled default model"
+        return str(locate()), "the bundled default model"
     except Exception:
         from faceage.face.align import CropSpec
         from faceage.nets.model import create_model

@@ -394,12 +394,12 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from faceage.estimator import default_model_path
+    from faceage.models import locate
     from faceage.export import export_onnx
     from faceage.nets.model import count_macs, count_params
     from faceage.weights import load_model, resolve_model_path
 
-    model_path = resolve_model_path(args.model) if args.model else default_model_path()
+    model_path = resolve_model_path(args.model) if args.model else locate()
     if model_path.suffix == ".onnx":
         model_path = model_path.with_suffix(".safetensors")
     peer_py = ensure_peer_venv()

@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 
 from faceage import AgeEstimator
-from faceage.estimator import default_model_path
+from faceage.models import locate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 PHOTOS = ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")
 
 
 def model_digest(backend: str) -> str:
-    return hashlib.sha256(default_model_path(backend).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(locate(None, backend).read_bytes()).hexdigest()[:16]
 
 
 def golden(backend: str) -> dict:

@@ -292,13 +292,13 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_bundled_models_carry_the_same_policies_for_the_usual_thresholds():
-    from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
+    from faceage.models import locate
     from faceage.runtime.onnx_backend import OnnxBackend
     from faceage.weights import read_record
 
-    folder = default_model_path("torch").parent
-    rec = read_record(folder / DEFAULT_MODEL)
-    assert OnnxBackend(folder / DEFAULT_ONNX).record == rec
+    torch_file, onnx_file = locate(None, "torch"), locate(None, "onnx")
+    rec = read_record(torch_file)
+    assert OnnxBackend(onnx_file).record == rec
     assert sorted(rec.age_checks) == [13, 16, 18, 21, 25]
     for over, pol in rec.age_checks.items():
         v = pol.validation

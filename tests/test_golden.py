@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from faceage import AgeEstimator
-from faceage.estimator import default_model_path
+from faceage.models import locate
 from faceage.export import parity
 from faceage.imageio import load_image
 
@@ -22,7 +22,7 @@ BOX_PX, AGE_YEARS = 2, 0.1
 def test_bundled_model_matches_golden_outputs(backend):
     import hashlib
 
-    digest = hashlib.sha256(default_model_path(backend).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(locate(None, backend).read_bytes()).hexdigest()[:16]
     assert digest == GOLDEN["model"][backend], "the bundled model changed: run python scripts/golden.py"
     est = AgeEstimator(backend=backend)
     for name, want in GOLDEN["faces"][backend].items():
@@ -45,5 +45,5 @@ def test_bundled_onnx_and_safetensors_are_the_same_model():
                       for f in est.pipeline.faces(load_image(DATA / name))])
     from faceage.preprocess import input_batch
 
-    p = parity(default_model_path("torch"), default_model_path("onnx"), input_batch(crops, est.input_size))
+    p = parity(locate(None, "torch"), locate(None, "onnx"), input_batch(crops, est.input_size))
     assert p.n == 4 and p.max_age_diff < 0.05 and p.max_logit_diff < 1e-3, p

@@ -121,7 +121,7 @@ def test_bad_record_fields_fail_at_load_with_the_file_name(tmp_path, change, wor
 def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path):
     import json
 
-    from faceage.estimator import DEFAULT_MODEL, DEFAULT_ONNX, default_model_path
+    from faceage.models import locate
 
     from faceage.nets.spec import ModelSpec
     from faceage.weights import Scoring
@@ -131,12 +131,12 @@ def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path
     assert rec.model == ModelSpec("sfv2", 0.5) and rec.scoring == Scoring("zoomflip", "bilinear")
     again = read_record(_with_record(tmp_path, rec.to_json(), "again.safetensors"))
     assert again == rec  # typed fields written and read back unchanged
-    folder = default_model_path("torch").parent
-    bundled = read_record(folder / DEFAULT_MODEL)
+    torch_file, onnx_file = locate(None, "torch"), locate(None, "onnx")
+    bundled = read_record(torch_file)
     assert bundled.input_size == 112 and bundled.model.name == "ma_sfv2_0.5x" and bundled.crop is not None
     from faceage.runtime.onnx_backend import OnnxBackend
 
-    assert OnnxBackend(folder / DEFAULT_ONNX).record == read_record(folder / DEFAULT_MODEL)
+    assert OnnxBackend(onnx_file).record == read_record(torch_file)
 
 
 def test_nan_and_integer_weights_are_refused(tmp_path):

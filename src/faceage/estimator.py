@@ -7,7 +7,6 @@ safe to call from several threads.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +17,9 @@ from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
 from faceage.imageio import load_image
+from faceage.models import locate
 from faceage.options import FaceOptions
 from faceage.views import check_tta
-
-DEFAULT_MODEL = "default.safetensors"
-DEFAULT_ONNX = "default.onnx"  # the same model exported by `faceage export`: runs on ONNX Runtime, no PyTorch
-
-
-def default_model_path(backend: str = "auto") -> Path:
-    """The bundled model: its ONNX form unless ``backend="torch"`` (ONNX Runtime is faster on CPU and needs no torch)."""
-    names = (DEFAULT_MODEL, DEFAULT_ONNX) if backend == "torch" else (DEFAULT_ONNX, DEFAULT_MODEL)
-    base = resources.files("faceage.models")
-    for name in names:
-        path = Path(str(base.joinpath(name)))
-        if path.is_file():
-            return path
-    raise WeightsError(f"the bundled model {Path(str(base.joinpath(DEFAULT_MODEL)))} is missing; "
-                       "reinstall faceage or pass model=FILE")
-
 
 @dataclass(frozen=True)
 class FaceAge:
@@ -113,8 +97,8 @@ class AgeEstimate:
 class AgeEstimator:
     """Estimate ages of faces in photos.
 
-    ``model``: a model file (.safetensors or .onnx) or training run folder; the
-    bundled default when omitted. ``backend``: "auto", "torch" or "onnx".
+    ``model``: a bundled model's name (``"fast"``; :func:`faceage.models.list_models`), a model
+    file (.safetensors or .onnx) or a training run folder; the default bundled model when omitted. ``backend``: "auto", "torch" or "onnx".
     ``tta``: test-time views averaged per face (:mod:`faceage.views`): ``"zoomflip"``
     (default: zoom 0.95 as is + zoom 1.05 mirrored, two runs of the age network), ``"full"``
     (four), ``"flip"`` (two) or ``"none"``; on the default model's validation split 5.13 /
@@ -128,7 +112,7 @@ class AgeEstimator:
                  detector_options: dict | None = None, device: str = "cpu", tta: str = "zoomflip") -> None:
         from faceage.runtime import load_backend
 
-        self.model_path = Path(model) if model is not None else default_model_path(backend)
+        self.model_path = locate(model, backend)
         self.backend = load_backend(self.model_path, backend=backend, device=device)
         self.record = self.backend.record
         self.tta = check_tta(tta)

@@ -144,10 +144,15 @@ def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
             img = img.convert("RGB")
         except (ValueError, OSError) as exc:
             raise ImageError(f"{label}: cannot convert image mode {mode!r} to RGB ({exc}); save it as RGB JPEG or PNG") from exc
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageError(f"{label}: decoded to an unusable shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise ImageError(f"{label}: decoded to an unusable shape {(h, w, 3)}")
+    # in strips of about 16 MB: np.asarray of the whole image holds its bytes twice (300 MB at 50 MP)
+    arr = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, (16 << 20) // (3 * w))
+    for top in range(0, h, rows):
+        arr[top:top + rows] = np.asarray(img.crop((0, top, w, min(h, top + rows))), dtype=np.uint8)
+    return arr
 
 
 def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: float | None = None) -> None:
@@ -309,8 +314,8 @@ def _from_pil(img: Image.Image, label: str, max_pixels: int, max_aspect: float |
         what = "truncated or corrupt" if opened_here else "could not be decoded"
         raise ImageError(f"{label}: {img.format or 'the'} image is {what} ({type(exc).__name__}: {exc}); "
                          "re-export or re-download the file") from exc
-    try:
-        img = ImageOps.exif_transpose(img) or img
+    try:  # in place on an image opened here: a copy of a 50 MP photo is 200 MB more
+        img = ImageOps.exif_transpose(img, in_place=opened_here) or img
     except Exception:  # broken EXIF must not make a good image unreadable
         pass
     return _to_rgb(img, label)
@@ -393,8 +398,9 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
             k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
             if k > 1 and not (max_pixels and w * h > max_pixels):  # an over-limit one fails in decode_opened
                 img.draft("RGB", (w // k, h // k))
+        stored = img.size  # as decoded, before the EXIF turn (done in place)
         arr = decode_opened(img, name=label, max_pixels=max_pixels)
-        return arr, ((w, h) if arr.shape[1] == img.size[0] else (h, w))
+        return arr, ((w, h) if arr.shape[:2] == stored[::-1] else (h, w))
     arr = load_image(src, name=name, max_pixels=max_pixels)
     return arr, (arr.shape[1], arr.shape[0])
 

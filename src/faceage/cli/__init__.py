@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "export",
     "serve": "serve",
     "video": "video",
+    "models": "models",
 }
 
 _SUMMARIES = {
@@ -36,6 +37,7 @@ _SUMMARIES = {
     "export": "export a model to ONNX (fp32 or int8) for inference without PyTorch",
     "serve": "REST API and web page for age estimation",
     "video": "ages of the people in a video or a camera stream, tracked and fused over time",
+    "models": "list the bundled models (names for --model)",
 }
 
 
@@ -54,6 +56,10 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 def exit_code(exc: BaseException) -> int:
     return next(EXIT_CODES[c] for c in type(exc).__mro__ if c in EXIT_CODES)
+
+
+#: the --model option's help, the same in every command
+MODEL_HELP = "a bundled model's name (faceage models: fast), a model file or a training run folder (default: fast)"
 
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
@@ -90,7 +96,7 @@ def add_photo_arguments(p: argparse.ArgumentParser, *, fallback: bool = True) ->
                         "close_up=0 (see docs/face-frontend.md)")
     if fallback:
         p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
-    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     add_tta_argument(p)
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from faceage.cli import add_tta_argument, detector_option
+from faceage.cli import MODEL_HELP, add_tta_argument, detector_option
 from faceage.cli.predict import run_photos
 
 HELP = "age checks: is each face at least --over N years old? pass or refer, per face"
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
     p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
                    help="a face detector option, VALUE as JSON (repeatable), as for predict")
-    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--fit-on", metavar="DATA", default=None,
                    help="fit the policy for --over on these labelled faces instead of the model's own: a prepared "
                         "manifest (its 'val' rows if it has a split, else every row) or a folder with --format; "

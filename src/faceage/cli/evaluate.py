@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from faceage.cli import add_tta_argument
+from faceage.cli import MODEL_HELP, add_tta_argument
 
 HELP = "score a model on labelled images: MAE (DEX and regression), CS(0..10), MAE by decade"
 EPILOG = """examples:
@@ -23,7 +23,7 @@ Writes report.json, predictions.csv, cs_curve.png and error_by_age.png to --out.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="manifest CSV or data set folder")
     p.add_argument("--format", default=None, help="importer for a folder: utkface, fgnet, morph2, afad, csv, folder")
-    p.add_argument("--model", default=None, help="model file or training run folder (default: bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--split", default=None, help="only rows of this split (e.g. val, test)")
     p.add_argument("--estimate", choices=("dex", "reg", "mean"), default=None, help="override the model's estimate")
     add_tta_argument(p)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceage.cli import add_tta_argument
+from faceage.cli import MODEL_HELP, add_tta_argument
 
 HELP = "research protocols: split, ablation with repeated runs, leave-one-person-out, compare"
 EPILOG = """examples:
@@ -115,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "  faceage experiment age-check --model my.onnx --data val=my-faces/manifest.csv --fit val "
                         "--write-model my.onnx --out work/my-age-check")
     ac.add_argument("--data", action="append", required=True, metavar="LABEL=SOURCE", help=SOURCES_HELP)
-    ac.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    ac.add_argument("--model", default=None, help=MODEL_HELP)
     ac.add_argument("--out", "-o", required=True, help="report folder")
     ac.add_argument("--thresholds", default="13,16,18,21,25", help="ages to check (default 13,16,18,21,25)")
     ac.add_argument("--fit", default=None, metavar="LABEL,...",

@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     from faceage.errors import FaceageError
     from faceage.export import export_onnx, load_crops, parity
-    from faceage.weights import read_record, resolve_model_path
+    from faceage.models import locate
+    from faceage.weights import read_record
 
-    model_path = resolve_model_path(args.model)
+    model_path = locate(args.model, "torch")
     record = read_record(model_path)
     size = record.input_size
     calibration = None

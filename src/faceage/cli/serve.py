@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from faceage.cli import add_tta_argument, detector_option
+from faceage.cli import MODEL_HELP, add_tta_argument, detector_option
 
 HELP = "serve age estimation over HTTP: a REST API and a web page"
 EPILOG = """examples:
@@ -31,7 +31,7 @@ pip install "faceage[serve]"."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes, each with its own copy of the model (default 1)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MB (default 10)")
@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
     protocol = {"header_timeout": args.header_timeout or serve_app.HEADER_TIMEOUT,
                 "max_connections": args.max_connections or serve_app.DEFAULT_MAX_CONNECTIONS}
     if args.model is not None:
-        from faceage.weights import resolve_model_path
+        from faceage.models import locate
 
-        options["model"] = str(resolve_model_path(args.model).resolve())  # fail here, before binding
+        options["model"] = str(locate(args.model).resolve())  # a name or path; fail here, before binding
     check_address(args.host, args.port)  # before the model is loaded; uvicorn would exit 3, "unusable data set"
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
     server = {"host": args.host, "port": args.port, "log_level": args.log_level,

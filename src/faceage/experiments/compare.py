@@ -37,7 +37,6 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
     from faceage.estimator import AgeEstimator
     from faceage.evaluate import evaluate, load_eval_samples
     from faceage.metrics import plot_cs_curves
-    from faceage.weights import read_record, resolve_model_path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,8 +51,8 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
     table, curves, preds, paths, true = {}, {}, {}, None, None
     rows = []
     for label, path in models.items():
-        record = read_record(path)
-        est = AgeEstimator(path, backend=backend)
+        est = AgeEstimator(path, backend=backend)  # a bundled model's name, a file or a run folder
+        record = est.record
         rep = evaluate(est, samples, prealigned=prealigned, quiet=quiet)
         p, t, ps, _ = (rep.pop(k) for k in ("_pred", "_true", "_paths", "_interval"))
         if paths is None:
@@ -63,7 +62,7 @@ def run_compare(models: list[str] | dict[str, str], data: str | Path, out: str |
         preds[label] = p
         curves[label] = rep["cs"]
         spec = record.model
-        table[label] = {"path": str(resolve_model_path(path)), "arch": spec.arch, "width": spec.width,
+        table[label] = {"path": str(est.model_path), "arch": spec.arch, "width": spec.width,
                         "input_size": record.input_size, "crop": record.crop and record.crop.to_dict(), "n": rep["n"],
                         "mae": rep["mae"],
                         "mae_dex": rep["mae_dex"], "mae_reg": rep["mae_reg"], "cs": rep["cs"],

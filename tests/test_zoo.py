@@ -1,0 +1,53 @@
+"""Bundled models by name: AgeEstimator("fast"), --model fast, faceage models."""
+import json
+from pathlib import Path
+
+import pytest
+
+from faceage.cli import main
+from faceage.errors import WeightsError
+from faceage.models import DEFAULT, MODELS, list_models, locate
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_every_bundled_model_has_both_files_with_the_same_record():
+    from faceage.runtime.onnx_backend import OnnxBackend
+    from faceage.weights import read_record
+
+    assert list_models()[0] == DEFAULT and set(list_models()) == set(MODELS)
+    for name in list_models():
+        onnx, weights = locate(name, "onnx"), locate(name, "torch")
+        assert onnx.suffix == ".onnx" and weights.suffix == ".safetensors"
+        assert OnnxBackend(onnx).record == read_record(weights)
+    assert locate() == locate(DEFAULT)
+
+
+def test_names_paths_and_typos(tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match="did you mean fast"):
+        locate("fsat")
+    with pytest.raises(WeightsError, match="model file not found"):
+        locate("no/such/model.onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").mkdir()  # a run folder that happens to be called like a bundled model: the folder wins
+    with pytest.raises(WeightsError, match="folder holds none of"):
+        locate("fast")
+
+
+def test_predict_by_name_is_the_default_model(capsys):
+    assert main(["predict", str(DATA / "obama.jpg"), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(DATA / "obama.jpg"), "--json", "--model", DEFAULT]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"] == default["faces"]
+    assert main(["predict", str(DATA / "obama.jpg"), "--model", "fsat"]) == 4
+    assert "did you mean fast" in capsys.readouterr().err
+
+
+def test_models_command_lists_size_record_and_headline(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == list_models() and rows[0]["default"]
+    fast = rows[0]
+    assert fast["arch"] == "ma_sfv2_0.5x" and fast["input_size"] == 112 and fast["params"] == 477259
+    assert 1 < fast["files"]["onnx"]["mb"] < 8 and fast["headline"]["UTKFace val MAE"] > 0
+    assert 18 in fast["age_checks"]
