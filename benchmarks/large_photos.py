@@ -1,6 +1,7 @@
 """Build the large test photos of benchmarks/face_frontend.py, reproducibly.
 
     python benchmarks/large_photos.py                 # -> work/large-photos/*.jpg + photos.json
+    python benchmarks/large_photos.py --groups 3      # also -> work/group-photos/*.jpg + photos.json
 
 12 MP and larger JPEGs (quality 90), each made from the public-domain photos in
 ../shared/testimages (upscaled: one face, or a group as the background) and FG-NET
@@ -11,6 +12,11 @@ side; the smallest, about 200 px, are 40 px in the detector's default
 reduced-scale decode must honour the tag. Nothing is downloaded; the same seed
 gives byte-identical files. ``photos.json`` lists each photo with what was pasted
 where (the pasted rectangles, not face boxes: the benchmark compares detectors).
+
+Group photos (``--groups N``, :func:`build_groups`): 4000 x 3000 JPEGs, each with 15-20
+faces whose dlib box is 150-300 px wide (3.75-7.5% of the long side), cut from FG-NET
+and UTKFace photos and pasted at seeded random places that do not overlap; their
+``photos.json`` lists each face box pasted (the ground truth of the benchmark).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from _common import REPO, SHARED_DATA
 
 TESTIMAGES = SHARED_DATA.parent / "testimages"
 OUT = REPO / "work" / "large-photos"
+GROUPS = REPO / "work" / "group-photos"
 
 
 def background(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -124,13 +131,85 @@ def build(out: Path, seed: int) -> list[dict]:
     return photos
 
 
+def face_sources(rng: np.random.Generator, n: int) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
+    """``n`` photos (FG-NET and UTKFace, seeded) where dlib's HOG finds exactly one face,
+    with that face's box: what a group photo is made of."""
+    import dlib
+
+    hog = dlib.get_frontal_face_detector()
+    fg = sorted((SHARED_DATA / "fgnet" / "images").iterdir())
+    utk = sorted((SHARED_DATA / "utkface").glob("*.jpg"))
+    if not fg or not utk:
+        sys.exit(f"FG-NET or UTKFace images missing under {SHARED_DATA}")
+    out = []
+    for i in rng.permutation(len(fg) + len(utk)):
+        im = rgb(fg[i] if i < len(fg) else utk[i - len(fg)])
+        found = hog(np.asarray(im), 1)
+        if len(found) == 1 and found[0].width() >= 60:
+            r = found[0]
+            out.append((im, (r.left(), r.top(), r.right(), r.bottom())))
+            if len(out) == n:
+                return out
+    raise RuntimeError(f"only {len(out)} usable face photos under {SHARED_DATA}")
+
+
+def group_photo(rng: np.random.Generator, size: tuple[int, int] = (4000, 3000), faces: tuple[int, int] = (15, 20),
+                widths: tuple[int, int] = (150, 300)) -> tuple[Image.Image, list[list[int]]]:
+    """A gradient with 15-20 heads pasted at random places, none overlapping; the face boxes."""
+    canvas = background(size, rng)
+    n = int(rng.integers(faces[0], faces[1] + 1))
+    taken: list[tuple[int, int, int, int]] = []
+    boxes = []
+    for im, (l, t, r, b) in face_sources(rng, n):
+        width = int(rng.integers(widths[0], widths[1] + 1))
+        k = width / (r - l)
+        half = 0.85 * (r - l)  # the head around the face box (as in tests/test_frontend.py), inside the photo
+        cx, cy = (l + r) / 2, (t + b) / 2
+        cl, ct = max(0, round(cx - half)), max(0, round(cy - half))
+        head = im.crop((cl, ct, min(im.width, round(cx + half)), min(im.height, round(cy + half))))
+        head = head.resize((round(head.width * k), round(head.height * k)), Image.BICUBIC)
+        for _ in range(500):
+            x = int(rng.integers(0, size[0] - head.width))
+            y = int(rng.integers(0, size[1] - head.height))
+            spot = (x, y, x + head.width, y + head.height)
+            if all(spot[2] <= o[0] or o[2] <= spot[0] or spot[3] <= o[1] or o[3] <= spot[1] for o in taken):
+                break
+        else:
+            raise RuntimeError(f"no room for {n} heads in {size}")
+        canvas.paste(head, spot[:2])
+        taken.append(spot)
+        fx, fy = x + (l - cl) * k, y + (t - ct) * k
+        boxes.append([round(fx), round(fy), round(fx + width), round(fy + (b - t) * k)])
+    return canvas, boxes
+
+
+def build_groups(out: Path, seed: int, n: int) -> list[dict]:
+    """``n`` group photos (see the module docstring) into ``out``, with ``photos.json``."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for i in range(n):
+        img, boxes = group_photo(rng)
+        name = f"group-{len(boxes)}-faces-12mp-{i}.jpg"
+        img.save(out / name, quality=90)
+        photos.append({"file": name, "size": list(img.size), "megapixels": round(img.width * img.height / 1e6, 1),
+                       "what": f"{len(boxes)} faces 150-300 px wide pasted at random places on a gradient",
+                       "faces": boxes})
+    (out / "photos.json").write_text(json.dumps({"seed": seed, "photos": photos}, indent=2) + "\n")
+    return photos
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--groups", type=int, default=0, help="also build this many group photos into --groups-out")
+    ap.add_argument("--groups-out", type=Path, default=GROUPS)
     args = ap.parse_args()
     for p in build(args.out, args.seed):
         print(f"{args.out / p['file']}: {p['size'][0]}x{p['size'][1]} ({p['megapixels']} MP), {p['what']}")
+    for p in build_groups(args.groups_out, args.seed, args.groups) if args.groups else []:
+        print(f"{args.groups_out / p['file']}: {p['size'][0]}x{p['size'][1]} ({p['megapixels']} MP), {p['what']}")
     return 0
 
 

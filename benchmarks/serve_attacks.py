@@ -1,8 +1,16 @@
-"""Resource use of ``faceage serve`` under the attacks of issue #18 (run by ``serve_load.py --attacks``).
+"""Resource use of ``faceage serve`` under the attacks of issues #18 and #25 (run by ``serve_load.py --attacks``).
 
 Each attack gets a fresh server (so one's memory does not hide another's). The server's
 RSS is sampled every 50 ms from /proc while the attack runs (peak), and again after it
 has been idle for ``IDLE_S`` seconds; open file descriptors are counted the same way.
+
+Issue #25's attacks also send normal requests alongside (the committed portrait,
+tests/data/obama.jpg, one at a time) and report their statuses and latency: four photos
+without a face (a blank 1000x750 PNG and a 12 MP noise JPEG, two of each at once); two video
+uploads of a 640x360, 240 frames/s, 60 s clip with ``?every=1``; a Matroska file whose
+3,000 frames are all stamped 0; a stream that declares 64x64 and switches to 3840x2160;
+2 and 50 clients sending their bodies at 1 byte/s; and, for comparison, no attack at all.
+The clips are made by ``scripts/hostile_videos.py``.
 """
 from __future__ import annotations
 
@@ -23,8 +31,114 @@ from PIL import Image
 
 from _serve import Server, free_port, pick_model, rss_mb
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import hostile_videos as hv  # noqa: E402
+
 IDLE_S = 5.0
 MB = 1024 * 1024
+PORTRAIT = REPO / "tests" / "data" / "obama.jpg"
+#: seconds the slow-body attacks last: past the server's 30 s body timeout, so its answer to them shows
+SLOW_BODY_S = 33.0
+
+
+class Normal:
+    """Normal requests (the portrait, one at a time) in a thread while an attack runs."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.data, self.results = base, PORTRAIT.read_bytes(), []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=120) as client:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    r = client.post(f"{self.base}/v1/estimate", content=self.data)
+                    what = "200 ok" if r.status_code == 200 else f"{r.status_code} {r.json().get('code')}"
+                except httpx.TransportError as exc:
+                    what = f"transport {type(exc).__name__}"
+                self.results.append((time.perf_counter() - t0, what))
+
+    def __enter__(self) -> "Normal":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        ms = np.array([t for t, _ in self.results]) * 1000
+        return {"n": len(ms), "statuses": _counts([w for _, w in self.results]),
+                "p50_ms": round(float(np.median(ms)), 0), "p95_ms": round(float(np.percentile(ms, 95)), 0),
+                "max_ms": round(float(ms.max()), 0)}
+
+
+def _post_video(base: str, data: bytes, query: str = "", timeout: float = 600) -> dict:
+    t0 = time.perf_counter()
+    try:
+        r = httpx.post(f"{base}/v1/estimate-video{query}", content=data, timeout=timeout)
+        what = f"{r.status_code} {r.json().get('code', 'ok') if r.status_code != 200 else 'ok'}"
+    except httpx.TransportError as exc:
+        what = f"transport {type(exc).__name__}"
+    return {"outcome": what, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _videos_with_normal(server, clips: list[bytes], query: str = "") -> dict:
+    """POST the clips at once (a thread each) with normal requests alongside until all are answered."""
+    out: list = [None] * len(clips)
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, _post_video(server.base, clips[i], query)))
+               for i in range(len(clips))]
+    with Normal(server.base) as normal:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return {"outcomes": _counts([o["outcome"] for o in out]), "video_seconds": [o["seconds"] for o in out],
+            "normal": normal.summary()}
+
+
+def _slow_body_client(host: str, port: int, stop: threading.Event, log: list) -> None:
+    """A client that sends a 100 kB body at 1 byte/s; logs how the server ended it."""
+    t0 = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"POST /v1/estimate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n")
+            s.settimeout(1.0)
+            while not stop.is_set():
+                s.sendall(b"\x89")
+                try:
+                    head = s.recv(64)
+                except socket.timeout:
+                    continue
+                status = head.split(b" ")[1].decode() if head.startswith(b"HTTP/") else "closed"
+                log.append((status, round(time.perf_counter() - t0, 1)))
+                return
+    except OSError as exc:
+        log.append((f"error {type(exc).__name__}", round(time.perf_counter() - t0, 1)))
+        return
+    log.append(("still sending", round(time.perf_counter() - t0, 1)))
+
+
+def _slow_bodies(server, n: int) -> dict:
+    host, port = server.base.removeprefix("http://").split(":")
+    stop, log = threading.Event(), []
+    clients = [threading.Thread(target=_slow_body_client, args=(host, int(port), stop, log), daemon=True)
+               for _ in range(n)]
+    for c in clients:
+        c.start()
+    time.sleep(1.0)  # all of them mid-body
+    with Normal(server.base) as normal:
+        time.sleep(SLOW_BODY_S - 1.0)
+    stop.set()
+    for c in clients:
+        c.join()
+    ended = _counts([f"{status} after {round(t / 5) * 5:g} s" if status != "still sending" else status
+                     for status, t in log])
+    return {"outcomes": ended, "normal": normal.summary()}
 
 
 class Sampler:
@@ -176,10 +290,64 @@ def run_attacks(args, argv) -> int:
         return {"connections": len(socks), "refused": refused, "still_open_after_12_s": open_after,
                 "upload": "500 connections sending half a request head"}
 
-    results = [attack(model, tmp, name, run) for name, run in (
-        ("4 worst-case uploads", worst_case), ("4 thin 1x50M px uploads", thin_case),
-        ("32 clients x 10 MB junk", junk_case), ("slow headers", slow_headers),
-        ("500 half-open connections", half_open))]
+    frame = np.asarray(Image.open(PORTRAIT).convert("RGB").resize((640, 360)))
+    second = tmp / "one-second.mp4"
+    from faceage.video.io import VideoWriter
+
+    with VideoWriter(second, fps=240) as w:
+        for i in range(240):
+            f = frame.copy()
+            f[:, (i * 3) % 600:(i * 3) % 600 + 8] = 255
+            w.write(f, i / 240)
+    dos = hv.repeated_mkv(second, tmp / "dos.mkv", 60).read_bytes()
+    zero = hv.zero_time_mkv(tmp / "zero.mkv", frames=3000, size=(640, 360)).read_bytes()
+    switch = hv.resolution_switch_mkv(tmp / "switch.mkv", small=(64, 64), large=(3840, 2160)).read_bytes()
+
+    blank = _png(Image.new("RGB", (1000, 750), (128, 128, 128)))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(buf, "JPEG", quality=60)
+    noise12 = buf.getvalue()
+
+    def faceless(server):
+        with Normal(server.base) as normal:
+            outcomes = _post_all(server.base, [blank, noise12] * 2)
+        return {"outcomes": _counts(outcomes), "normal": normal.summary(),
+                "upload": f"face-less photos: 1000x750 grey PNG and 12 MP noise JPEG ({len(noise12) / MB:.1f} MB), "
+                          "x2 each at once"}
+
+    def baseline(server):
+        with Normal(server.base) as normal:
+            time.sleep(15)
+        return {"normal": normal.summary(), "upload": "normal requests alone, 15 s"}
+
+    def video_dos(server):
+        return {**_videos_with_normal(server, [dos, dos], "?every=1"),
+                "upload": f"640x360, 240 frames/s, 60 s clip ({len(dos) / MB:.1f} MB), ?every=1, x2 at once"}
+
+    def zero_times(server):
+        return {**_videos_with_normal(server, [zero]),
+                "upload": f"MKV, 3,000 640x360 frames all stamped 0 ({len(zero) / MB:.1f} MB)"}
+
+    def resolution_switch(server):
+        return {**_videos_with_normal(server, [switch]),
+                "upload": f"MKV declaring 64x64, 10 frames, then 20 of 3840x2160 ({len(switch) / MB:.1f} MB)"}
+
+    def slow_2(server):
+        return {**_slow_bodies(server, 2), "upload": f"2 clients sending a body at 1 byte/s, {SLOW_BODY_S:g} s"}
+
+    def slow_50(server):
+        return {**_slow_bodies(server, 50), "upload": f"50 clients sending a body at 1 byte/s, {SLOW_BODY_S:g} s"}
+
+    attacks = [("4 worst-case uploads", worst_case), ("4 thin 1x50M px uploads", thin_case),
+               ("32 clients x 10 MB junk", junk_case), ("slow headers", slow_headers),
+               ("500 half-open connections", half_open), ("no attack (baseline)", baseline),
+               ("4 face-less photos", faceless),
+               ("video DoS", video_dos), ("timestamp-0 MKV", zero_times),
+               ("mid-stream resolution change", resolution_switch), ("2 slow-body clients", slow_2),
+               ("50 slow-body clients", slow_50)]
+    wanted = [a.strip() for a in (args.only or "").split(",") if a.strip()]
+    results = [attack(model, tmp, name, run) for name, run in attacks
+               if not wanted or any(w.lower() in name.lower() for w in wanted)]
     report = {"benchmark": "serve_attacks",
               "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model_note": model_note, "idle_wait_s": IDLE_S, "results": results,
@@ -190,7 +358,8 @@ def run_attacks(args, argv) -> int:
     (args.out / "serve_attacks.md").write_text(markdown(report))
     print(markdown(report))
     bad = [r for r in results if not r["alive_after"] or r["tracebacks"] or
-           any(k.startswith("5") and not k.startswith("503") for k in r.get("outcomes", {}))]
+           any(k.startswith("5") and not k.startswith("503") for k in r.get("outcomes", {})) or
+           any(not k.startswith("200") for k in r.get("normal", {}).get("statuses", {}))]
     return 1 if bad else 0
 
 
@@ -198,14 +367,20 @@ def markdown(r: dict) -> str:
     lines = ["# `faceage serve` under resource attacks", "",
              f"`{r['command'].strip()}`; model: {r['model_note']}; {r['machine']['cpus']} CPU cores "
              f"({r['machine']['note']}). Idle RSS is read {r['idle_wait_s']:g} s after the attack.", "",
-             "| attack | outcomes | seconds | RSS before (MB) | peak RSS (MB) | idle RSS after (MB) | peak fds | "
-             "fds after | other | alive after |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "Normal requests alongside: the portrait, one at a time, while the attack runs (count, statuses, "
+             "latency p50 / p95 / max).", "",
+             "| attack | outcomes | normal requests alongside | seconds | RSS before (MB) | peak RSS (MB) | "
+             "idle RSS after (MB) | peak fds | fds after | other | alive after |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for x in r["results"]:
         other = {k: v for k, v in x.items() if k in ("dropped_after_s", "connections", "refused",
-                                                       "still_open_after_12_s")}
-        lines.append(f"| {x['attack']} ({x['upload']}) | {x.get('outcomes', '')} | {x['seconds']} | {x['rss_before_mb']} | "
-                     f"{x['peak_rss_mb']} | {x['idle_rss_after_mb']} | {x['peak_fds']} | {x['fds_idle_after']} | "
-                     f"{other or ''} | {'yes' if x['alive_after'] else 'NO'} |")
+                                                       "still_open_after_12_s", "video_seconds")}
+        n = x.get("normal")
+        normal = (f"{n['n']} x {n['statuses']}, {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['max_ms']:.0f} ms"
+                  if n else "")
+        lines.append(f"| {x['attack']} ({x['upload']}) | {x.get('outcomes', '')} | {normal} | {x['seconds']} | "
+                     f"{x['rss_before_mb']} | {x['peak_rss_mb']} | {x['idle_rss_after_mb']} | {x['peak_fds']} | "
+                     f"{x['fds_idle_after']} | {other or ''} | {'yes' if x['alive_after'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,9 +13,11 @@ server's RSS before and after (and along the way), to JSON + Markdown.
 
 ``--attacks`` runs, against a fresh server each: 4 concurrent worst-case uploads (the
 largest image the decoded-size budget accepts, and the 97 KB 1 x 50,000,000 px PNG), 32
-clients each sending 10 MB of junk, a client sending its headers at 1 byte/s, and 500
-half-open connections; it samples the server's RSS (peak, and idle afterwards) and open
-file descriptors, and writes docs/benchmarks/serve_attacks.{json,md}.
+clients each sending 10 MB of junk, a client sending its headers at 1 byte/s, 500
+half-open connections, and issue 25's video and slow-body attacks with normal requests
+alongside (benchmarks/serve_attacks.py); it samples the server's RSS (peak, and idle
+afterwards) and open file descriptors, and writes docs/benchmarks/serve_attacks.{json,md}
+(``--only video,slow`` runs a subset).
 
 Without --model it serves the bundled model, or, when that is not there yet, a
 freshly made untrained MA-SFV2 0.5x (same cost per request; the ages are meaningless).
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=None, help="server --concurrency (default: its own)")
     add_output_arguments(ap)
     ap.add_argument("--attacks", action="store_true", help="measure RSS and descriptors under the attacks instead")
+    ap.add_argument("--only", default=None, metavar="NAMES",
+                    help="with --attacks: only the attacks whose names contain one of these (comma-separated)")
     args = parse_args(ap, argv)
     if args.attacks:
         from serve_attacks import run_attacks

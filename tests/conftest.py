@@ -83,3 +83,42 @@ def batch_expected(batch_photos) -> dict:
     from batch_data import predict_json
 
     return predict_json("-r", str(batch_photos))
+
+
+TEST_PHOTOS = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def nan_model(tmp_path_factory) -> Path:
+    """An ONNX 'age model' (default crop record, 112 px) whose outputs are finite on the grey load-time
+    test crop and NaN on any real face: sqrt(-(x - 127)^2) is NaN wherever a pixel is not 127."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faceage.face.align import CropSpec
+    from faceage.nets.model import ModelSpec
+    from faceage.weights import ModelRecord
+
+    record = ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec())
+    nodes = [helper.make_node("Cast", ["crops"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["x", "grey"], ["d"]),
+             helper.make_node("Mul", ["d", "d"], ["sq"]),
+             helper.make_node("Neg", ["sq"], ["neg"]),
+             helper.make_node("Sqrt", ["neg"], ["root"]),
+             helper.make_node("ReduceMean", ["root", "hw"], ["reg"], keepdims=0),
+             helper.make_node("Unsqueeze", ["reg", "one"], ["col"]),
+             helper.make_node("MatMul", ["col", "w"], ["logits"])]
+    consts = [numpy_helper.from_array(np.array(127, np.float32), "grey"),
+              numpy_helper.from_array(np.array([1, 2, 3], np.int64), "hw"),
+              numpy_helper.from_array(np.array([1], np.int64), "one"),
+              numpy_helper.from_array(np.linspace(0, 1, 101, dtype=np.float32)[None], "w")]
+    graph = helper.make_graph(
+        nodes, "nan-on-faces", [helper.make_tensor_value_info("crops", TensorProto.UINT8, ["batch", 112, 112, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 101]),
+         helper.make_tensor_value_info("reg", TensorProto.FLOAT, ["batch"])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"faceage": record.to_json()})
+    path = tmp_path_factory.mktemp("nan-model") / "nan.onnx"
+    onnx.save(model, str(path))
+    return path

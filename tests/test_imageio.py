@@ -231,3 +231,26 @@ def test_iter_images_reports_bad_paths_and_goes_on(tmp_path, monkeypatch):
     assert "dangling symbolic link" in problems[1][2] and "Permission denied" in problems[2][2]
     with pytest.raises(ImageError, match="missing.jpg: no such file"):
         list(iter_images([tmp_path / "missing.jpg", tmp_path / "d"]))
+
+
+def test_a_huge_file_is_refused_from_its_size_before_reading(tmp_path):
+    import tracemalloc
+
+    from faceage.imageio import load_image_scaled, max_file_bytes
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as fh:  # 1.5 GB, sparse: no disk used
+        fh.write(b"\xff\xd8\xff\xe0")
+        fh.truncate(1536 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        for load in (load_image, lambda p: load_image_scaled(p, 800)):
+            with pytest.raises(ImageError, match=r"huge.jpg: the file is 1,536 MB, over the 207 MB") as err:
+                load(huge)
+            assert err.value.code == "file_too_large"
+        assert tracemalloc.get_traced_memory()[1] < 8 * 1024 * 1024  # not read into memory
+    finally:
+        tracemalloc.stop()
+    assert max_file_bytes(100_000) < max_file_bytes()  # the limit follows max_pixels
+    small = _save(Image.fromarray(_rgb()), tmp_path / "ok.png")
+    assert load_image(small, max_pixels=1200).shape == (30, 40, 3)

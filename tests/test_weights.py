@@ -168,25 +168,31 @@ def test_model_files_get_the_umask_permissions(tmp_path):
 
 
 # --------------------------------------------------------------------------- ONNX graphs checked at load
-def _onnx(path, record: dict, *, outputs=("logits", "reg"), weight: float = 0.001, size: int = 16):
-    """A tiny linear 'age model' graph (uint8 NHWC crops -> logits, reg) carrying ``record``."""
+def _onnx(path, record: dict, *, outputs=("logits", "reg"), weight: float = 0.001, size: int = 16,
+          open_size: bool = False, pooled: bool = False):
+    """A tiny linear 'age model' graph (uint8 NHWC crops -> logits, reg) carrying ``record``. ``open_size``:
+    the input's height and width are symbolic; ``pooled``: the pixels are averaged first, so any size runs."""
     import json
 
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.full((size * size * 3, 101), weight, np.float32)
+    w = np.full((3 if pooled else size * size * 3, 101), weight, np.float32)
+    flatten = (helper.make_node("ReduceMean", ["x", "hw"], ["flat"], keepdims=0) if pooled
+               else helper.make_node("Flatten", ["x"], ["flat"], axis=1))
     nodes = [helper.make_node("Cast", ["crops"], ["x"], to=TensorProto.FLOAT),
-             helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+             flatten,
              helper.make_node("MatMul", ["flat", "w"], ["logits"]),
              helper.make_node("ReduceMean", ["logits", "axes"], ["reg"], keepdims=0)]
     outs = {"logits": helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 101]),
             "reg": helper.make_tensor_value_info("reg", TensorProto.FLOAT, ["batch"])}
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("crops", TensorProto.UINT8, ["batch", size, size, 3])],
+        nodes, "tiny", [helper.make_tensor_value_info(
+            "crops", TensorProto.UINT8, ["batch", "h", "w", 3] if open_size else ["batch", size, size, 3])],
         [outs[o] for o in outputs],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "axes")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "axes"),
+         numpy_helper.from_array(np.array([1, 2], np.int64), "hw")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     helper.set_model_props(model, {"faceage": json.dumps(record)})
@@ -212,3 +218,19 @@ def test_onnx_graph_checked_against_the_record(tmp_path):
         OnnxBackend(_onnx(tmp_path / "nan.onnx", ONNX_RECORD, weight=float("nan")))
     with pytest.raises(WeightsError, match="rec.onnx: bad faceage record: estimate"):
         OnnxBackend(_onnx(tmp_path / "rec.onnx", {**ONNX_RECORD, "estimate": "mode"}))
+
+
+def test_onnx_input_size_the_graph_leaves_open(tmp_path):
+    """A fixed size that disagrees with the record is refused (above); a symbolic one: the record's size
+    wins, with a warning, and a graph that cannot run at it is refused at load."""
+    import numpy as np
+
+    from faceage.runtime.onnx_backend import OnnxBackend
+
+    with pytest.warns(UserWarning, match="leaves its input size open; crops are made at the record's 24 px"):
+        backend = OnnxBackend(_onnx(tmp_path / "open.onnx", {**ONNX_RECORD, "input_size": 24}, open_size=True,
+                                    pooled=True))
+    assert backend.record.input_size == 24 and backend.run(np.zeros((3, 24, 24, 3), np.uint8))[0].shape == (3, 101)
+    with pytest.warns(UserWarning), pytest.raises(
+            WeightsError, match=r"flat.onnx: the ONNX graph does not run on crops of the record's input size 32 px"):
+        OnnxBackend(_onnx(tmp_path / "flat.onnx", {**ONNX_RECORD, "input_size": 32}, open_size=True))

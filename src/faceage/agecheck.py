@@ -440,19 +440,31 @@ class AgeCheck:
     """One face's answer to "at least ``policy.over``?"."""
 
     box: tuple[int, int, int, int] | None  # as in FaceAge; None for an aligned crop
-    age: float  # the point estimate, one decimal (as predict gives it)
-    p_over: float  # calibrated P(age >= over)
-    decision: str  # "pass" or "refer"
+    age: float | None  # the point estimate, one decimal (as predict gives it); None only with an error
+    p_over: float | None  # calibrated P(age >= over); None only with an error
+    decision: str  # "pass" or "refer" (always "refer" with an error)
     policy: AgeCheckPolicy
+    error: str | None = None  # the model's outputs were NaN or infinite (code faceage.scoring.BAD_OUTPUT)
 
     def to_dict(self) -> dict:
-        return {"box": None if self.box is None else list(self.box), "age": self.age,
-                "p_over": round(self.p_over, 4), "decision": self.decision}
+        d = {"box": None if self.box is None else list(self.box), "age": self.age,
+             "p_over": None if self.p_over is None else round(self.p_over, 4), "decision": self.decision}
+        if self.error is not None:
+            from faceage.scoring import BAD_OUTPUT
+
+            d.update(error=self.error, code=BAD_OUTPUT)
+        return d
 
 
-def checks(scores, policy: AgeCheckPolicy, boxes=None) -> list[AgeCheck]:
-    """AgeCheck per row of :class:`faceage.scoring.Scores` (``boxes``: one per row, or None)."""
-    z = over_logit(scores.logits, policy.over)
+def checks(scores, policy: AgeCheckPolicy, boxes=None, model: str = "model") -> list[AgeCheck]:
+    """AgeCheck per row of :class:`faceage.scoring.Scores` (``boxes``: one per row, or None); a row whose
+    outputs are NaN or infinite is referred, with the error and no age (never a pass)."""
+    from faceage.scoring import bad_output_message
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = over_logit(scores.logits, policy.over)
+        p = policy.calibrated(z)
     boxes = [None] * len(z) if boxes is None else boxes
-    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(zi)), policy)
-            for b, a, q, zi in zip(boxes, scores.age, policy.calibrated(z), z)]
+    return [AgeCheck(b, round(float(a), 1), float(q), policy.decide(float(zi)), policy) if ok
+            else AgeCheck(b, None, None, "refer", policy, bad_output_message(model))
+            for b, a, q, zi, ok in zip(boxes, scores.age, p, z, scores.finite)]

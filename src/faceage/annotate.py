@@ -37,6 +37,9 @@ def annotate(image: np.ndarray, faces) -> Image.Image:
         for x, y in f.eyes:
             r = width * 1.5
             draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(1, width // 2))
+        if f.error is not None:
+            draw_label(draw, f.box, f"no age ({f.code})", (230, 60, 60), width, font)
+            continue
         lo, hi = f.age_interval
         draw_label(draw, f.box, f"{f.age:.0f} ({lo:.0f}-{hi:.0f})", colour, width, font)
     return img

@@ -146,8 +146,10 @@ def row_faces(rows: list[dict]) -> list[FaceAge]:
 
 
 def face_dicts(rows: list[dict]) -> list[dict]:
-    """The faces of one photo's rows as ``predict --json`` and the API give them."""
-    return [{k: r[k] for k in FACE_FIELDS} for r in rows if r["face"] is not None]
+    """The faces of one photo's rows as ``predict --json`` and the API give them (a face without an age
+    keeps its ``error`` and ``code``)."""
+    return [{k: r[k] for k in FACE_FIELDS} | ({"error": r["error"], "code": r["code"]} if r["error"] else {})
+            for r in rows if r["face"] is not None]
 
 
 def predict_many(options: PredictOptions, sources: Iterable, paths: Iterable[str]) -> list[dict]:

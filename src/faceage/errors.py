@@ -21,9 +21,10 @@ class FaceageError(Exception):
 class ImageError(FaceageError, ValueError):
     """An image could not be decoded or is outside the accepted limits.
 
-    Codes: ``empty_image``, ``file_not_found``, ``unreadable_file``, ``not_an_image``,
+    Codes: ``empty_image``, ``file_not_found``, ``unreadable_file``, ``symlink_loop``, ``not_an_image``,
     ``unsupported_format``, ``corrupt_image``, ``too_many_pixels``, ``image_too_thin``,
-    ``image_too_large`` (decoded working size), ``bad_array`` (a bad in-memory input).
+    ``image_too_large`` (decoded working size), ``file_too_large`` (a file larger than
+    :func:`faceage.imageio.max_file_bytes`, refused before reading), ``bad_array`` (a bad in-memory input).
     """
 
     code = "corrupt_image"
@@ -51,3 +52,11 @@ class ConfigError(FaceageError, ValueError):
     """A training config has an unknown key or a bad value."""
 
     code = "bad_config"
+
+
+class ModelOutputError(WeightsError):
+    """The model gave NaN or infinite outputs. Reported per face (``FaceAge.error``, the batch row's
+    ``error``, the server's face ``code``), never as an age; ``faceage predict`` exits with this
+    class's status (4) when some face got one."""
+
+    code = "bad_model_output"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from faceage.preprocess import input_batch
-from faceage.scoring import score
+from faceage.scoring import BAD_OUTPUT, bad_output_message, score
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
@@ -35,24 +35,37 @@ class FaceAge:
 
     box: tuple[int, int, int, int]  # left, top, right, bottom in input pixels
     eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
-    age: float  # years, one decimal
-    age_interval: tuple[float, float]  # 80% interval of the predicted distribution
+    age: float | None  # years, one decimal (None only with an error)
+    age_interval: tuple[float, float] | None  # 80% interval of the predicted distribution
     score: float  # detector confidence
     fallback: bool = False  # True: no face found, a centre crop was scored instead
+    error: str | None = None  # set (with age None) when the model's outputs were NaN or infinite
+
+    @property
+    def code(self) -> str | None:
+        """The error's code (:data:`faceage.scoring.BAD_OUTPUT`), None for a face with an age."""
+        return None if self.error is None else BAD_OUTPUT
 
     def to_dict(self) -> dict:
+        """``predict --json``'s face: box, eyes, age, age_interval, score, fallback; a face without an age
+        has ``age`` and ``age_interval`` null and ``error`` and ``code`` keys (plain JSON, never NaN)."""
         d = asdict(self)
         d["box"] = list(self.box)
         d["eyes"] = [list(e) for e in self.eyes]
-        d["age_interval"] = list(self.age_interval)
+        d["age_interval"] = None if self.age_interval is None else list(self.age_interval)
+        if self.error is None:
+            del d["error"]
+        else:
+            d["code"] = self.code
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FaceAge":
         """The inverse of :meth:`to_dict` (extra keys, such as a row's ``path``, are ignored)."""
+        error = d.get("error")  # a face row's error is its face's (non-finite model outputs)
         return cls(tuple(int(v) for v in d["box"]), tuple(tuple(float(v) for v in e) for e in d["eyes"]),
-                   float(d["age"]), tuple(float(v) for v in d["age_interval"]), float(d["score"]),
-                   bool(d["fallback"]))
+                   None if error else float(d["age"]), None if error else tuple(float(v) for v in d["age_interval"]),
+                   float(d["score"]), bool(d["fallback"]), error)
 
 
 #: the keys of :meth:`FaceAge.to_dict`, in order
@@ -65,15 +78,17 @@ class PhotoAnalysis:
 
     faces: list  # faceage.face.pipeline.Face
     scores: object = field(repr=False)  # faceage.scoring.Scores, one row per face
+    model: str = "model"  # the model's file name, for errors
 
     def ages(self) -> list[FaceAge]:
-        """The faces as :class:`FaceAge` (rounded as ``predict`` reports them)."""
-        ages, intervals = self.scores.age, self.scores.interval()
+        """The faces as :class:`FaceAge` (rounded as ``predict`` reports them); a face whose outputs are NaN
+        or infinite (:attr:`faceage.scoring.Scores.finite`) has no age and an error naming the model."""
+        ages, intervals, finite = self.scores.age, self.scores.interval(), self.scores.finite
         return [
             FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
-                    round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), round(float(f.score), 3),
-                    f.fallback)
-            for f, a, (lo, hi) in zip(self.faces, ages, intervals)
+                    round(float(a), 1) if ok else None, (round(float(lo), 1), round(float(hi), 1)) if ok else None,
+                    round(float(f.score), 3), f.fallback, None if ok else bad_output_message(self.model))
+            for f, a, (lo, hi), ok in zip(self.faces, ages, intervals, finite)
         ]
 
 
@@ -81,9 +96,10 @@ class PhotoAnalysis:
 class AgeEstimate:
     """The age model's answer for one aligned crop."""
 
-    age: float
-    age_interval: tuple[float, float]
+    age: float | None  # None (with ``error``) when the model's outputs were NaN or infinite
+    age_interval: tuple[float, float] | None
     distribution: np.ndarray = field(repr=False)  # probabilities of ages 0..100 (left out of the repr)
+    error: str | None = None  # code faceage.scoring.BAD_OUTPUT
 
 
 class AgeEstimator:
@@ -146,9 +162,11 @@ class AgeEstimator:
         """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
         arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
         scores = self.score_aligned(crops)
+        bad = bad_output_message(self.model_path.name)
         return [
-            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p)
-            for a, (lo, hi), p in zip(scores.age, scores.interval(), scores.probs)
+            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p) if ok
+            else AgeEstimate(None, None, p, bad)
+            for a, (lo, hi), p, ok in zip(scores.age, scores.interval(), scores.probs, scores.finite)
         ]
 
     def analyse(self, image: ImageSource, options: FaceOptions = FaceOptions(), *, pipeline=None) -> PhotoAnalysis:
@@ -165,16 +183,18 @@ class AgeEstimator:
             from faceage.face.pipeline import Face
 
             face = Face((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), 0.0, "whole-image", img, True)
-            return PhotoAnalysis([face], self.score_aligned([img]))
+            return PhotoAnalysis([face], self.score_aligned([img]), self.model_path.name)
         faces = (pipeline or self._pipeline).faces(image, largest=options.largest, fallback=options.fallback,
                                                    min_face=options.min_face, max_faces=options.max_faces)
-        return PhotoAnalysis(faces, self.score_aligned([f.crop for f in faces]))
+        return PhotoAnalysis(faces, self.score_aligned([f.crop for f in faces]), self.model_path.name)
 
     def predict(self, image: ImageSource, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
                 fallback: bool = False) -> list[FaceAge]:
         """Faces in ``image`` (path, bytes, PIL image or HxWx3 uint8 RGB array), largest first
         (:meth:`analyse` with :class:`FaceOptions`). No face gives ``[]``; with ``fallback=True`` a
-        centre crop is scored instead and marked ``fallback=True``."""
+        centre crop is scored instead and marked ``fallback=True``. A face whose model outputs are NaN or
+        infinite has ``age`` None and ``error`` set (code ``bad_model_output``): one bad face never hides
+        the others."""
         return self.analyse(image, FaceOptions(largest, min_face, max_faces, fallback)).ages()
 
     def check(self, image: ImageSource, over: int = 18, *, policy=None, largest: bool = False, min_face: int = 0,
@@ -191,13 +211,14 @@ class AgeEstimator:
 
         policy = self._policy(over, policy)
         photo = self.analyse(image, FaceOptions(largest, min_face, max_faces))  # the one per-photo path
-        return checks(photo.scores, policy, [tuple(int(v) for v in f.box) for f in photo.faces])
+        return checks(photo.scores, policy, [tuple(int(v) for v in f.box) for f in photo.faces],
+                      self.model_path.name)
 
     def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
         """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""
         from faceage.agecheck import checks
 
-        return checks(self.score_aligned(crops), self._policy(over, policy))
+        return checks(self.score_aligned(crops), self._policy(over, policy), model=self.model_path.name)
 
     def _policy(self, over: int, policy):
         from faceage.agecheck import NoPolicyError, policy_for

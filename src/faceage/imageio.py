@@ -22,6 +22,7 @@ and what to do, with a ``code`` (see the class). The server decodes through
 """
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import os
@@ -36,6 +37,16 @@ from faceage.errors import ImageError
 #: Largest accepted image, in pixels (about 8000 x 6250). Larger files are rejected
 #: before decoding; pass ``max_pixels=`` to raise the limit deliberately.
 DEFAULT_MAX_PIXELS = 50_000_000
+MB = 1024 * 1024
+#: room for metadata (EXIF, ICC profiles, thumbnails) in a file on top of its pixels
+_FILE_OVERHEAD = 16 * MB
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest image file read from disk: ``max_pixels`` stored uncompressed at 4 bytes a pixel
+    (8-bit RGBA TIFF or BMP) plus metadata; 207 MB (MiB) at the default pixel limit. A larger file cannot be
+    an acceptable image, so it is refused from its size, before a byte of it is read."""
+    return 4 * int(max_pixels or DEFAULT_MAX_PIXELS) + _FILE_OVERHEAD
 
 #: Pillow format id -> name shown to users (None: a variant shown under another name;
 #: older Pillows have a separate MPO plugin for phone JPEGs)
@@ -133,10 +144,15 @@ def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
             img = img.convert("RGB")
         except (ValueError, OSError) as exc:
             raise ImageError(f"{label}: cannot convert image mode {mode!r} to RGB ({exc}); save it as RGB JPEG or PNG") from exc
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageError(f"{label}: decoded to an unusable shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise ImageError(f"{label}: decoded to an unusable shape {(h, w, 3)}")
+    # in strips of about 16 MB: np.asarray of the whole image holds its bytes twice (300 MB at 50 MP)
+    arr = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, (16 << 20) // (3 * w))
+    for top in range(0, h, rows):
+        arr[top:top + rows] = np.asarray(img.crop((0, top, w, min(h, top + rows))), dtype=np.uint8)
+    return arr
 
 
 def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: float | None = None) -> None:
@@ -298,14 +314,18 @@ def _from_pil(img: Image.Image, label: str, max_pixels: int, max_aspect: float |
         what = "truncated or corrupt" if opened_here else "could not be decoded"
         raise ImageError(f"{label}: {img.format or 'the'} image is {what} ({type(exc).__name__}: {exc}); "
                          "re-export or re-download the file") from exc
-    try:
-        img = ImageOps.exif_transpose(img) or img
+    try:  # in place on an image opened here: a copy of a 50 MP photo is 200 MB more
+        img = ImageOps.exif_transpose(img, in_place=opened_here) or img
     except Exception:  # broken EXIF must not make a good image unreadable
         pass
     return _to_rgb(img, label)
 
 
-def _read_file(path: Path, label: str) -> bytes:
+def read_image_file(path: Path, label: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file, or an :class:`ImageError`: missing, not a file, unreadable, empty, or
+    larger than :func:`max_file_bytes` (checked from its size before reading, and again while reading)."""
+    label = str(path) if label is None else label
+    limit = max_file_bytes(max_pixels)
     if not path.exists():
         kind = "dangling symbolic link" if path.is_symlink() else "file not found"
         raise ImageError(f"{label}: {kind}; check the path", code="file_not_found")
@@ -313,13 +333,26 @@ def _read_file(path: Path, label: str) -> bytes:
         raise ImageError(f"{label}: not a file; pass an image file (or use a folder-aware command)",
                          code="file_not_found")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise _file_too_large(label, size, limit)
+            data = fh.read(limit + 1)  # the file may grow after fstat
     except OSError as exc:
         raise ImageError(f"{label}: cannot read ({exc.strerror or exc}); check its permissions",
                          code="unreadable_file") from exc
+    if len(data) > limit:
+        raise _file_too_large(label, None, limit)
     if not data:
         raise ImageError(f"{label}: file is empty (0 bytes); re-copy or remove it", code="empty_image")
     return data
+
+
+def _file_too_large(label: str, size: int | None, limit: int) -> ImageError:
+    what = f"{size / MB:,.0f} MB" if size is not None else "growing while read and now"
+    return ImageError(f"{label}: the file is {what}, over the {limit / MB:,.0f} MB that an image of at most "
+                      "max_pixels can take; it is not a photo this tool reads (raise max_pixels if it is one)",
+                      code="file_too_large")
 
 
 def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -338,7 +371,7 @@ def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int = D
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif isinstance(src, (str, os.PathLike)):
-        data = _read_file(Path(src), label)
+        data = read_image_file(Path(src), label, max_pixels)
     else:
         raise ImageError(f"{label}: unsupported input type {type(src).__name__}; pass a path, bytes, PIL image or "
                          "uint8 array", code="bad_array")
@@ -358,15 +391,16 @@ def load_image_scaled(src: ImageSource, min_side: int, *, name: str | None = Non
     """
     if min_side > 0 and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         label = _describe(src, name)
-        data = _read_file(Path(src), label) if isinstance(src, (str, os.PathLike)) else bytes(src)
+        data = read_image_file(Path(src), label, max_pixels) if isinstance(src, (str, os.PathLike)) else bytes(src)
         img = open_image(data, name=label)  # the same decoders and header checks as load_image
         w, h = img.size
         if img.format == "JPEG":
             k = next((k for k in (8, 4, 2) if -(-max(w, h) // k) >= min_side), 1)
             if k > 1 and not (max_pixels and w * h > max_pixels):  # an over-limit one fails in decode_opened
                 img.draft("RGB", (w // k, h // k))
+        stored = img.size  # as decoded, before the EXIF turn (done in place)
         arr = decode_opened(img, name=label, max_pixels=max_pixels)
-        return arr, ((w, h) if arr.shape[1] == img.size[0] else (h, w))
+        return arr, ((w, h) if arr.shape[:2] == stored[::-1] else (h, w))
     arr = load_image(src, name=name, max_pixels=max_pixels)
     return arr, (arr.shape[1], arr.shape[0])
 
@@ -375,37 +409,64 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _scan(folder: Path, recursive: bool, report: Callable[[str, ImageError], None]) -> list[Path]:
-    """Image files in ``folder``; unreadable sub-folders and dangling links go to ``report``."""
-    found: list[Path] = []
+def _listing(folder: Path, report: Callable[[str, ImageError], None]) -> list:
+    """``folder``'s entries sorted by name; [] (reported) when it cannot be listed."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        report(str(folder), ImageError(f"{folder}: cannot list the folder ({exc.strerror or exc}); check its "
+                                       "permissions", code="unreadable_file"))
+        return []
 
-    def unreadable(exc: OSError) -> None:
-        report(str(exc.filename), ImageError(f"{exc.filename}: cannot list the folder ({exc.strerror or exc}); "
-                                             "check its permissions", code="unreadable_file"))
 
-    for top, dirs, names in os.walk(folder, onerror=unreadable):
-        for name in names:
-            f = Path(top) / name
-            if not _is_image(f):
+def _walk(folder: Path, recursive: bool, report: Callable[[str, ImageError], None]) -> Iterator[Path]:
+    """Image files under ``folder``, streamed: one folder's entries are listed and sorted at a time and
+    sub-folders are entered in their place (the order of sorting all paths part by part), so a tree of
+    millions of photos starts at once in flat memory, at any depth. Links to folders are not entered
+    (no loops). Every file-system oddity goes to ``report`` and the walk goes on: a folder that cannot
+    be listed (``unreadable_file``), a dangling link (``file_not_found``), a link loop
+    (``symlink_loop``), a file that cannot be examined (``unreadable_file``). Names that are not valid
+    UTF-8 come as Python decodes them (surrogate escapes): opening them works, and the batch output
+    writers escape them (:func:`faceage.batch.output.escape_path`)."""
+    stack = [iter(_listing(folder, report))]
+    while stack:
+        e = next(stack[-1], None)
+        if e is None:
+            stack.pop()
+            continue
+        path = Path(e.path)
+        try:
+            if e.is_dir(follow_symlinks=False):
+                if recursive:
+                    stack.append(iter(_listing(path, report)))
+            elif not _is_image(path):
                 continue
-            if f.is_symlink() and not f.exists():
-                report(str(f), ImageError(f"{f}: dangling symbolic link; fix or remove it", code="file_not_found"))
-            elif f.is_file():
-                found.append(f)
-        if not recursive:
-            dirs.clear()
-    return sorted(found)
+            elif e.is_file():  # follows a link
+                yield path
+            elif e.is_symlink() and not os.path.exists(e.path):
+                report(str(path), ImageError(f"{path}: dangling symbolic link; fix or remove it",
+                                             code="file_not_found"))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                report(str(path), ImageError(f"{path}: symbolic link loop (it leads back to itself); fix or "
+                                             "remove it", code="symlink_loop"))
+            else:
+                report(str(path), ImageError(f"{path}: cannot examine it ({exc.strerror or exc}); check its "
+                                             "permissions", code="unreadable_file"))
 
 
 def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = False,
-                on_error: Callable[[ImageError], None] | None = None) -> Iterator[Path]:
-    """Yield image files from files, folders (image suffixes only, sorted) and glob patterns.
+                on_error: Callable[[str, ImageError], None] | None = None) -> Iterator[Path]:
+    """Yield image files from files, folders (image suffixes only, streamed in sorted order: :func:`_walk`)
+    and glob patterns: the one folder walk of ``predict`` and batch mode.
 
     A named file is yielded whatever its suffix (decoding decides); a folder is scanned
     for :data:`IMAGE_SUFFIXES`, recursively when ``recursive``. A path that matches
-    nothing, a dangling link or an unreadable folder is an :class:`ImageError`: raised,
-    or passed to ``on_error(path, error)`` (and the scan goes on) when given, so that one
-    bad path never hides the good ones.
+    nothing, a dangling link, a link loop, an unreadable folder or a file that cannot be
+    examined is an :class:`ImageError` with a code: raised, or passed to
+    ``on_error(path, error)`` (and the scan goes on) when given, so that one bad path
+    never hides the good ones.
     """
     def report(path: str, exc: ImageError) -> None:
         if on_error is None:
@@ -419,13 +480,23 @@ def iter_images(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
         if p.is_file():
             yield p
         elif p.is_dir():
-            yield from _scan(p, recursive, report)
+            yield from _walk(p, recursive, report)
         elif glob.has_magic(str(item)):
             hits = sorted(Path(h) for h in glob.glob(str(item), recursive=recursive))
             hits = [h for h in hits if h.is_file() and _is_image(h)]
             if not hits:
                 report(str(item), ImageError(f"{item}: the pattern matches no image files", code="file_not_found"))
             yield from hits
+        elif p.is_symlink() and _loops(p):
+            report(str(item), ImageError(f"{item}: symbolic link loop (it leads back to itself)", code="symlink_loop"))
         else:
             what = "dangling symbolic link" if p.is_symlink() else "no such file or folder"
             report(str(item), ImageError(f"{item}: {what}", code="file_not_found"))
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from faceage.ages import age_interval, combine, softmax
+from faceage.errors import ModelOutputError
 from faceage.views import average_views, make_views
 
 
@@ -24,21 +25,43 @@ class Scores:
     interval_temperature: float = 1.0
 
     @property
+    def finite(self) -> np.ndarray:
+        """(N,) bool: rows whose outputs are all finite. A NaN or infinite output (damaged weights, or
+        a model that overflows on some inputs) has no age: callers report that row as a
+        :data:`BAD_OUTPUT` error (:func:`bad_output_message`), never as an age."""
+        return np.isfinite(self.logits).all(axis=1) & np.isfinite(self.reg)
+
+    @property
     def age(self) -> np.ndarray:
-        return combine(self.logits, self.reg, self.estimate)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows stay NaN: see `finite`
+            return combine(self.logits, self.reg, self.estimate)
 
     def ages(self, how: str) -> np.ndarray:
-        return combine(self.logits, self.reg, how)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return combine(self.logits, self.reg, how)
 
     @property
     def probs(self) -> np.ndarray:
         """The predicted age distribution (ages 0..100)."""
-        return softmax(self.logits.astype(np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return softmax(self.logits.astype(np.float64))
 
     def interval(self, coverage: float = 0.8) -> np.ndarray:
         """(N, 2) central interval, from the distribution sharpened or widened by the record's
         calibrated temperature (so that about ``coverage`` of true ages fall inside)."""
-        return age_interval(softmax(self.logits.astype(np.float64) / self.interval_temperature), coverage)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return age_interval(softmax(self.logits.astype(np.float64) / self.interval_temperature), coverage)
+
+
+#: the error code of a face whose model outputs are NaN or infinite (a per-face error everywhere:
+#: FaceAge.error, batch rows, the server's answers, video tracks)
+BAD_OUTPUT = ModelOutputError.code
+
+
+def bad_output_message(model: str) -> str:
+    """The per-face message for a non-finite output of ``model`` (see :attr:`Scores.finite`)."""
+    return (f"the model {model} gave NaN or infinite outputs for this face, so it has no age; its weights are "
+            "damaged or it overflows on this input: use another model or re-export it from a good checkpoint")
 
 
 def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Scores:

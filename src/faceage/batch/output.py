@@ -1,4 +1,4 @@
-"""Chunked, resumable output: Parquet, CSV or JSON Lines, chosen by the file's suffix.
+r"""Chunked, resumable output: Parquet, CSV or JSON Lines, chosen by the file's suffix.
 
 While a run goes, each chunk of rows is written to ``OUTPUT.parts/part-NNNNN.EXT``
 atomically (a temporary name, then a rename), so a killed run leaves only whole
@@ -11,12 +11,17 @@ run killed during the merge cannot duplicate rows), then removes the parts folde
 Parquet cells keep lists (``box``, ``eyes``, ``age_interval``); CSV writes them as JSON
 text and empty cells for missing values. pyarrow is imported only here, and only
 for Parquet (``pip install 'faceage[parquet]'``).
+
+Every file is UTF-8, whatever the file names: a ``path`` is written in the escaped form of
+:func:`escape_path` (lossless: a backslash is written ``\\``, a byte of the name that is not
+UTF-8 ``\xNN``; every other path as it is) and read back by :func:`unescape_path`.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,8 +29,59 @@ from typing import Iterable, Iterator
 from faceage.engine import COLUMNS, SCHEMA
 from faceage.errors import FaceageError
 
+_HEX = re.compile(rb"[0-9a-fA-F]{2}")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 _LIST_COLUMNS = [c for c, t in SCHEMA.items() if t.startswith("array")]
+
+
+def escape_path(path: str) -> str:
+    r"""``path`` as written in an output file: UTF-8 text that gives the name back exactly
+    (:func:`unescape_path`). On POSIX a name is bytes, and Python hands one that is not UTF-8 over with
+    surrogate escapes, which no UTF-8 writer takes: each such byte is written ``\xNN``, and a backslash
+    ``\\`` so that the form stays unambiguous. Other paths (nearly all) are written as they are.
+    On Windows (names are Unicode, the backslash is the separator) the path is kept as is."""
+    if os.sep == "\\":
+        return path
+    raw = os.fsencode(path)
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") if b"\\" in raw or _undecodable(
+        raw) else path
+
+
+def _undecodable(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def unescape_path(text: str) -> str:
+    """The path that :func:`escape_path` wrote as ``text``."""
+    if os.sep == "\\" or "\\" not in text:
+        return text
+    raw, out, i = text.encode("utf-8"), bytearray(), 0
+    while i < len(raw):
+        if raw[i:i + 2] == b"\\\\":
+            out += b"\\"
+            i += 2
+        elif raw[i:i + 2] == b"\\x" and _HEX.fullmatch(raw[i + 2:i + 4]):
+            out.append(int(raw[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def _plain_text(value):
+    r"""Free text (an error message naming a path) as UTF-8: undecodable bytes shown as ``\xNN``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def _escaped(row: dict) -> dict:
+    return {**row, "path": escape_path(row["path"]), "error": _plain_text(row.get("error"))}
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -76,6 +132,7 @@ class _Writer:
                 self.csv.writeheader()
 
     def write(self, rows: list[dict]) -> None:
+        rows = [_escaped(r) for r in rows]
         if self.fmt == "parquet":
             self.out.write_table(self.pa.Table.from_pylist(rows, schema=self.schema))
         elif self.fmt == "csv":
@@ -95,6 +152,12 @@ def read_rows(path: str | os.PathLike) -> Iterator[dict]:
     """Rows of an output file, streamed, with the types they were written with."""
     path = Path(path)
     fmt = output_format(path)
+    for row in _read(path, fmt):
+        row["path"] = unescape_path(row["path"])
+        yield row
+
+
+def _read(path: Path, fmt: str) -> Iterator[dict]:
     if fmt == "parquet":
         for batch in _pyarrow().parquet.ParquetFile(path).iter_batches():
             yield from ({**dict.fromkeys(COLUMNS), **r} for r in batch.to_pylist())  # a column added later: None

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from faceage.batch.files import walk_images
+from faceage.batch.files import problem_row, walk_images
 from faceage.batch.output import PartStore
 from faceage.engine import PredictOptions, isolated_rows
 from faceage.errors import FaceageError
@@ -59,11 +59,8 @@ class _Counter(threading.Thread):
         super().__init__(daemon=True)
         self.args, self.done, self.total = (paths, recursive), done, None
 
-    def run(self) -> None:
-        try:
-            self.total = sum(str(p) not in self.done for p in walk_images(*self.args))
-        except FaceageError:  # a missing input: the main loop reports it when it gets there
-            pass
+    def run(self) -> None:  # problems are the main loop's to report
+        self.total = sum(str(p) not in self.done for p in walk_images(*self.args, lambda *p: None))
 
 
 class _Sink:
@@ -104,7 +101,8 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     ``retry_errors``.
     """
     paths = [str(p) for p in paths]
-    if next(iter(walk_images(paths, recursive)), None) is None:
+    problems: list = []
+    if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
     workers = max(1, workers or len(os.sched_getaffinity(0)))
     options.estimator()  # a bad model or detector option: one error here, not one per file in the workers
@@ -114,7 +112,12 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     counter = _Counter(paths, recursive, done)
     counter.start()
     sink = _Sink(store, report, counter, chunk_size, progress)
-    todo = (p for p in map(str, walk_images(paths, recursive)) if p not in done)
+
+    def problem(path: str, error) -> None:  # a file-system oddity: an error row as soon as it is met
+        if path not in done:
+            sink.add([problem_row(path, error)])
+
+    todo = (p for p in map(str, walk_images(paths, recursive, problem)) if p not in done)
     t0 = time.perf_counter()
     results = isolated_rows(options, todo, workers=workers)
     try:

@@ -48,7 +48,7 @@ _SUMMARIES = {
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: 2,  # bad options, config or usage
     ManifestError: 3,  # a data set or manifest without usable rows
-    WeightsError: 4,  # a model file or checkpoint that cannot be used
+    WeightsError: 4,  # a model file or checkpoint that cannot be used; ModelOutputError: NaN/inf outputs
     ImageError: 5,  # an image given alone that cannot be decoded
     AddressError: 6,  # serve: the port is in use or the address is not this machine's
     MissingExtraError: 7,  # an optional dependency is not installed (the message names the pip line)
@@ -122,9 +122,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "  faceage evaluate --data crops/manifest.csv --model runs/cpu\n\n"
         "Run 'faceage COMMAND --help' for the options of one command.\n\n"
         "exit status: 0 done; 1 some files failed (the others were processed); 2 bad options or config;\n"
-        "3 unusable data set or manifest; 4 unusable model file or checkpoint; 5 unreadable image (given alone);\n"
-        "6 serve cannot listen on its address (port in use); 7 an optional dependency is missing (the message\n"
-        "names the 'pip install' line); 130 interrupted",
+        "3 unusable data set or manifest; 4 unusable model file or checkpoint, or NaN/infinite model outputs\n"
+        "(predict: for some face); 5 unreadable image (given alone); 6 serve cannot listen on its address\n"
+        "(port in use); 7 an optional dependency is missing (the message names the 'pip install' line);\n"
+        "130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"faceage {__version__}")
@@ -149,6 +150,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed \udcNN-escaped, never a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:

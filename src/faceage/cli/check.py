@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             bar.write(f"{path}: no face found")
         else:
             for c in checks:
+                if c.error is not None:  # NaN or infinite model outputs: referred, no age
+                    bar.write(f"{path}: box {list(c.box)} {c.decision}: {c.error} [bad_model_output]")
+                    continue
                 bar.write(f"{path}: box {list(c.box)} age {c.age:.1f} p_over({args.over}) {c.p_over:.3f} "
                           f"{c.decision}")
 

@@ -24,9 +24,12 @@ Text output: one line per face: file, box [left, top, right, bottom], age and it
 80% interval. --json: one JSON object per image: {"path", "faces": [{"box", "eyes",
 "age", "age_interval", "score"}]}; unreadable files give {"path", "error"}. Each file is
 estimated in a worker process: a file that fails (even with a native crash), a missing
-path or a dangling link is reported as that file's error and the run goes on. The exit
-status is 1 when some file could not be read, 5 when the only file given could not be
-read, 0 otherwise. PATH - reads one image from standard input (reported as path "-").
+path or a dangling link is reported as that file's error and the run goes on. A face
+whose model outputs are NaN or infinite is reported with no age and an error (code
+bad_model_output; --json: "age": null, "error", "code"). The exit status is 4 when some
+face got such an error, else 1 when some file could not be read, 5 when the only file
+given could not be read, 0 otherwise.
+PATH - reads one image from standard input (reported as path "-").
 
 --annotate DIR: copies with boxes and ages drawn, in the input's format (PNG where Pillow
 cannot write it) and at the input's place under the folder it was found in (DIR/sub/x.jpg
@@ -70,14 +73,20 @@ def run(args: argparse.Namespace) -> int:
         return run_cli(args)
     taken: set[Path] = set()  # never write over an input, nor twice to one file
     data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
+    bad_faces = 0  # faces whose model outputs were NaN or infinite (no age)
 
     def show(path: Path, faces: list, bar) -> None:
+        nonlocal bad_faces
+        bad_faces += sum(f.error is not None for f in faces)
         if args.json:
-            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}), flush=True)
+            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}, allow_nan=False), flush=True)
         elif not faces:
             bar.write(f"{path}: no face found")
         else:
             for f in faces:
+                if f.error is not None:
+                    bar.write(f"{path}: box {list(f.box)} error: {f.error} [{f.code}]", file=sys.stderr)
+                    continue
                 lo, hi = f.age_interval
                 note = " (no face found: centre crop)" if f.fallback else ""
                 bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
@@ -89,8 +98,16 @@ def run(args: argparse.Namespace) -> int:
             save_annotated(annotate(load_image(source), faces), source, Path(args.annotate),
                            Path("stdin") if stdin else place(path, args.paths), taken)
 
-    return run_photos(args, "predict", dataclasses.asdict(predict_options(args).faces), show, taken=taken,
-                      stdin=data)
+    status = run_photos(args, "predict", dataclasses.asdict(predict_options(args).faces), show, taken=taken,
+                        stdin=data)
+    if bad_faces:
+        from faceage.cli import exit_code
+        from faceage.errors import ModelOutputError
+
+        print(f"{bad_faces} faces got NaN or infinite model outputs (no age) [{ModelOutputError.code}]",
+              file=sys.stderr)
+        return exit_code(ModelOutputError())
+    return status
 
 
 def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,

@@ -19,6 +19,10 @@ EPILOG = """examples:
 POST /v1/estimate answers {"faces": [{"box", "eyes", "age", "age_interval", "score",
 "fallback"}], "width", "height", "model", "elapsed_ms"} (faces as in 'faceage predict
 --json'); bad input gets a 4xx JSON error {"detail", "code"}. GET /healthz, GET /v1/model.
+POST /v1/estimate-video answers the tracks of a short clip; clips are analysed in their own
+slot, never an image's, each within --video-timeout seconds. Bodies are read before a slot is
+taken (slow clients hold connections, not slots). On SIGTERM the server stops taking work,
+stops clip analyses at their next frame and exits within a few seconds.
 The server binds to 127.0.0.1 unless --host says otherwise (and then answers only the
 Host names 127.0.0.1, localhost and ::1: see --allowed-hosts). Needs the serve extra:
 pip install "faceage[serve]"."""
@@ -44,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds for a request's headers to arrive before the connection is dropped (default 10)")
     p.add_argument("--body-timeout", type=float, default=None,
                    help="seconds for an upload to arrive before it is refused with 408 (default 30)")
+    p.add_argument("--video-timeout", type=float, default=None,
+                   help="seconds of analysis per clip on /v1/estimate-video before it is stopped with 413 "
+                        "(default 120)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="open connections per worker; more are answered 503 and closed (default 256)")
     p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise FaceageError("--workers must be at least 1")
     positive = {"--max-upload-mb": args.max_upload_mb, "--max-aspect": args.max_aspect,
                 "--max-decoded-mb": args.max_decoded_mb, "--header-timeout": args.header_timeout,
-                "--body-timeout": args.body_timeout, "--max-connections": args.max_connections}
+                "--body-timeout": args.body_timeout, "--max-connections": args.max_connections,
+                "--video-timeout": args.video_timeout}
     bad = [name for name, value in positive.items() if value is not None and value <= 0]
     if bad:
         raise FaceageError(f"{', '.join(bad)} must be positive")
@@ -110,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         "allowed_hosts": hosts,
     }
     optional = {"max_pixels": args.max_pixels, "max_aspect": args.max_aspect, "body_timeout": args.body_timeout,
+                "video_timeout": args.video_timeout,
                 "max_decoded": args.max_decoded_mb and int(args.max_decoded_mb * serve_app.MB)}
     options.update({k: v for k, v in optional.items() if v is not None})
     protocol = {"header_timeout": args.header_timeout or serve_app.HEADER_TIMEOUT,
@@ -121,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)  # before the model is loaded; uvicorn would exit 3, "unusable data set"
     print(f"faceage serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr, flush=True)
     server = {"host": args.host, "port": args.port, "log_level": args.log_level,
-              "http": serve_app.GuardedH11Protocol}
+              "http": serve_app.GuardedH11Protocol,  # its shutdown() stops long work at once (SIGTERM)
+              "timeout_graceful_shutdown": serve_app.SHUTDOWN_GRACE}
     if args.workers == 1:
         if args.threads:
             serve_app.set_threads(args.threads)

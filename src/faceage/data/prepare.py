@@ -57,9 +57,9 @@ def _process(job: tuple[str, str, str, bool, int]) -> dict:
     t0 = time.perf_counter()
     rec = _error_record(key, src, None)
     try:
-        from faceage.imageio import load_image
+        from faceage.imageio import load_image, read_image_file
 
-        data = Path(src).read_bytes()
+        data = read_image_file(Path(src))
         rec["sha1"] = hashlib.sha1(data).hexdigest()
         img = load_image(data, name=src)
         faces = _PIPE.faces(img, fallback=fallback)

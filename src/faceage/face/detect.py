@@ -10,17 +10,19 @@ added without touching callers.
 The ``dlib`` backend (the paper's choice) uses dlib's HOG frontal detector and the
 public-domain 5-point shape predictor, shipped (with the MMOD model) in the faceage
 package (eye centre = mean of that eye's two corner points). It works on a copy
-downscaled once so that its longest side is at most ``max_side`` (1000 px: a
-4000-px JPEG is decoded at 1/4 for it), and runs passes from coarse to fine, each
+downscaled once so that its longest side is at most ``max_side`` (2000 px: HOG's
+smallest face, about 64 px, is then 3.2% of a large photo's long side, 128 px of a
+4000-px photo, which is decoded at 1/2 for it; 2560 makes it 2.5% at about twice the
+time), and runs passes from coarse to fine, each
 adding the faces the previous ones could not see (duplicates merged by
 non-maximum suppression):
 
 0. ``hog-fast``  HOG on a copy just large enough for faces at least ``fast_face``
                  (half) of the shorter side wide, on small working images (below);
-1. ``hog``       HOG on the working image (faces from 80 px);
+1. ``hog``       HOG on the working image (faces from 64-80 px);
 2. ``hog-up1``   HOG with one 2x upsampling (faces from 40 px), on small working
                  images (longest side at most ``up1_max_side``, 640 px), or when
-                 nothing was found so far.
+                 nothing was found so far on a working image of at most 1000 px.
 
 On a small working image a close-up ends the search early: a single face at least
 ``close_up`` of the image's shorter side wide (a portrait or a face crop, where the
@@ -28,12 +30,20 @@ next pass would cost 4x to look for smaller faces around it). A large working
 image always gets pass 1 after pass 0. Faces that dlib's HOG finds at upsample 0
 on the working image, and at upsample 1 where pass 2 runs, are thus never lost
 (apart from faces next to a close-up). When nothing is found, recovery passes
-follow:
+follow, on a copy at most ``recover_side`` (640 px) long, so that their cost does
+not grow with the photo:
 
 3. ``hog-up2``   a second upsampling, only for small images;
 4. ``hog-rot+25`` / ``hog-rot-25``: HOG (one upsampling) on copies rotated by
                  +-25 degrees, boxes and eyes mapped back (tilted heads);
-5. ``cnn``       dlib's CNN (MMOD) detector, last resort (slow on CPU).
+5. ``cnn``       dlib's CNN (MMOD) detector, last resort, without upsampling on a
+                 copy at most ``cnn_side`` (320 px) long: its time and memory grow
+                 with the pixels it sees (22 s and 3 GB on a 2000 x 1500 input), so
+                 both are bounded; the faces it recovers are portraits HOG missed,
+                 large enough for that copy.
+
+A flat image (no contrast at face scale: a blank frame) skips the recovery passes:
+nothing in it can be a face.
 
 No pass ever sees an image too small for it: HOG's window is 80 px, so a pass
 runs only where the (scaled, upsampled) shorter side holds one window, and an
@@ -51,6 +61,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from faceage.errors import ConfigError
 
 Box = tuple[int, int, int, int]
 Point = tuple[float, float]
@@ -100,7 +112,6 @@ _INSTANCES_LOCK = threading.Lock()
 
 def get_detector(name: str = "dlib", **options) -> Detector:
     """Return a (cached, shared) detector of backend ``name`` built with ``options``."""
-    from faceage.errors import ConfigError
     from faceage.options import typed_options
 
     factory = DETECTORS.get(name) or _imported_detector(name)
@@ -120,8 +131,6 @@ def get_detector(name: str = "dlib", **options) -> Detector:
 def _imported_detector(name: str) -> Callable[..., Detector]:
     """A detector factory named ``package.module:attribute``: a detector of one's own, named by plain text
     so that it reaches worker processes, Ray actors and Spark executors like the built-in ones."""
-    from faceage.errors import ConfigError
-
     module, sep, attr = name.partition(":")
     if not sep:
         raise ConfigError(f"unknown face detector {name!r}; choose one of {sorted(DETECTORS)} or name your own "
@@ -216,6 +225,16 @@ def _nms(dets: list[Detection], thresh: float = 0.3) -> list[Detection]:
 HOG_WINDOW = 80
 #: The shortest side any pass can use: one window after two 2x upsamplings.
 MIN_SIDE = HOG_WINDOW // 4
+#: The narrowest face box dlib's HOG finds without upsampling (64-80 px; measured on the
+#: test photos' faces scaled down): 3.2% of the long side at ``max_side`` = 2000, 2.5% at 2560.
+HOG_MIN_FACE = 64
+#: Working images up to this long side get the upsampled HOG pass when nothing was found
+#: (the working size before ``max_side`` grew; above it, pass 1 already sees such faces).
+UP1_RECOVER_MAX_SIDE = 1000
+#: A recovery copy whose grey levels spread over less than this, once averaged to
+#: ``FLAT_THUMB`` px, is flat: nothing in it can be a face.
+FLAT_SPREAD = 6.0
+FLAT_THUMB = 64
 
 
 @register_detector("dlib")
@@ -224,19 +243,22 @@ class DlibDetector:
 
     Options: ``fast_face`` (the quick first pass looks for faces at least this fraction
     of the shorter side wide; 0 turns it off),
-    ``max_side`` (detect on a copy downscaled to this longest side; 0: full size),
+    ``max_side`` (detect on a copy downscaled to this longest side; 0: full size;
+    faces narrower than ``HOG_MIN_FACE / max_side`` of a larger photo's long side are not looked for),
     ``close_up`` (on a small image, a single face at least this fraction of the shorter
     side wide ends the search; 0: never), ``up1_max_side`` (images with a longest side
     up to this are small: passes 0 and 2 run on them), ``recover`` (run passes 3-5 when
     nothing is found), ``rotations`` (degrees tried in pass 4), ``cnn`` (allow pass 5),
     ``up2_max_side`` (pass 3 only when the working image's longest side is at most
-    this), ``hog_threshold`` (dlib's detection threshold adjustment).
+    this), ``hog_threshold`` (dlib's detection threshold adjustment),
+    ``recover_side`` (passes 3-5 run on a copy at most this long), ``cnn_side`` (the
+    CNN sees a copy at most this long, without upsampling: its time and memory bound).
     """
 
     def __init__(
         self,
         fast_face: float = 0.5,
-        max_side: int = 1000,
+        max_side: int = 2000,
         close_up: float = 0.4,
         up1_max_side: int = 640,
         recover: bool = True,
@@ -244,6 +266,8 @@ class DlibDetector:
         cnn: bool = True,
         up2_max_side: int = 700,
         hog_threshold: float = 0.0,
+        recover_side: int = 640,
+        cnn_side: int = 320,
     ):
         self.fast_face = float(fast_face)
         self.max_side = int(max_side)
@@ -254,6 +278,11 @@ class DlibDetector:
         self.use_cnn = bool(cnn)
         self.up2_max_side = int(up2_max_side)
         self.hog_threshold = float(hog_threshold)
+        self.recover_side = int(recover_side)
+        self.cnn_side = int(cnn_side)
+        if self.recover_side < HOG_WINDOW or self.cnn_side < HOG_WINDOW:
+            raise ConfigError(f"recover_side and cnn_side must be at least {HOG_WINDOW} (one HOG window), "
+                             f"got {self.recover_side} and {self.cnn_side}")
 
     # -- single passes on a working (RGB uint8) image; return detections in its coords
     def _landmarks(self, img: np.ndarray, rect, shape_pred) -> tuple[Point, Point]:
@@ -286,20 +315,28 @@ class DlibDetector:
                 out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(score), name))
         return out
 
-    def _cnn(self, img: np.ndarray, upsample: int) -> list[Detection]:
-        """dlib's MMOD CNN; only on images whose shorter side holds a window (it corrupts
-        the heap on slivers such as 8 x 2000 px)."""
-        if min(img.shape[:2]) * 2 ** upsample < HOG_WINDOW:
+    def _cnn(self, img: np.ndarray) -> list[Detection]:
+        """dlib's MMOD CNN on a copy of ``img`` at most ``cnn_side`` long, without upsampling
+        (its time and memory grow with its input: 3 GB at 2000 x 1500); boxes mapped back,
+        landmarks on ``img`` itself. Only where the shorter side holds a window (it
+        corrupts the heap on slivers such as 8 x 2000 px)."""
+        import dlib
+
+        small = _shrunk(img, self.cnn_side)
+        if min(small.shape[:2]) < HOG_WINDOW:
             return []
+        k = img.shape[1] / small.shape[1]
         cnn = _DlibModels.cnn()
         _, shape_pred = _DlibModels.hog_and_shape()
         with _DlibModels._lock:
-            found = cnn(img, upsample)
+            found = cnn(small, 0)
             out = []
             for d in found:
-                rect = d.rect
+                r = d.rect
+                rect = dlib.rectangle(*(round(v * k) for v in (r.left(), r.top(), r.right(), r.bottom())))
                 eyes = self._landmarks(img, rect, shape_pred)
-                out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(d.confidence), "cnn"))
+                out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes,
+                                     float(d.confidence), "cnn"))
         return out
 
     def _rotated(self, img: np.ndarray, degrees: float) -> list[Detection]:
@@ -344,23 +381,34 @@ class DlibDetector:
             if self._close_up(found, short):
                 return found
         found = _nms(found + self._hog(img, 0, "hog"))
-        if (small and not self._close_up(found, short)) or (not found and self.recover):
+        if (small and not self._close_up(found, short)) or (not found and self.recover
+                                                            and long <= UP1_RECOVER_MAX_SIDE):
             found = _nms(found + self._hog(img, 1, "hog-up1"))
         if found or not self.recover:
             return found
-        if long <= self.up2_max_side:
+        if self.max_side and long > self.max_side:  # a sliver kept long (see detect): no slow passes
+            return []
+        rec = _shrunk(img, self.recover_side)  # the recovery passes' cost does not grow with the photo
+        if _flat(rec):
+            return []
+        found = self._recover(rec, up2=long <= self.up2_max_side)
+        if found and rec is not img:
+            found = scale_detections(found, w / rec.shape[1], h / rec.shape[0])
+        return found
+
+    def _recover(self, img: np.ndarray, up2: bool) -> list[Detection]:
+        """Passes 3-5 on a (bounded) image where passes 0-2 found nothing; ``up2``: a small
+        working image, worth a second upsampling."""
+        if up2:
             found = self._hog(img, 2, "hog-up2")
             if found:
                 return found
-        if self.max_side and long > self.max_side:  # a sliver kept long (see detect): no slow passes
-            return []
+        found = []
         for deg in self.rotations:
             found += self._rotated(img, deg)
         if found:
             return _nms(found)
-        if self.use_cnn:
-            found = self._cnn(img, 1 if long <= 1000 else 0)
-        return found
+        return self._cnn(img) if self.use_cnn else []
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         img = np.asarray(image)
@@ -383,6 +431,22 @@ class DlibDetector:
         else:
             dets = self._passes(img)
         return sorted(dets, key=lambda d: d.area, reverse=True)
+
+
+def _shrunk(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` downscaled (area-averaged) so that its longest side is at most ``side``; itself when it is."""
+    h, w = img.shape[:2]
+    if max(h, w) <= side:
+        return img
+    k = side / max(h, w)
+    return np.asarray(Image.fromarray(img).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BOX))
+
+
+def _flat(img: np.ndarray) -> bool:
+    """No contrast at face scale: averaged to ``FLAT_THUMB`` px, its grey levels spread over
+    less than ``FLAT_SPREAD`` (a blank frame; not noise, whose average keeps some spread)."""
+    thumb = np.asarray(Image.fromarray(_shrunk(img, FLAT_THUMB)).convert("L"), dtype=np.float32)
+    return float(thumb.max() - thumb.min()) < FLAT_SPREAD
 
 
 def scale_detections(dets: list[Detection], sx: float, sy: float) -> list[Detection]:

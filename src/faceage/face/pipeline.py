@@ -8,11 +8,13 @@ one centre-crop :class:`Face` with ``fallback=True``, ``box`` = the whole image 
 detector serialises its own calls and alignment is pure.
 
 Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
-reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than the
-detector's working size; boxes and eyes are mapped back to the full-resolution
-photo, and each crop is cut from that decode when it holds enough pixels for the
-crop spec, otherwise from one sharper decode of the file (as small as the
-smallest face allows). Other inputs are decoded (or taken) in full, once.
+reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than 3/4 of the
+detector's working size, and enlarged to it for the detector when smaller (a 3000-px
+photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
+eyes are mapped back to the full-resolution photo, and each crop is cut from that
+decode when it holds enough pixels for the crop spec, otherwise from one sharper
+decode of the file (as small as the smallest face allows). Other inputs are decoded
+(or taken) in full, once.
 """
 from __future__ import annotations
 
@@ -21,11 +23,17 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec, align, center_crop, center_crop_eyes
 from faceage.face.detect import Detection, Detector, get_detector, scale_detections
 from faceage.imageio import load_image, load_image_scaled
+
+#: A JPEG is decoded at the smallest DCT scale at least this fraction of the detector's
+#: working size, then enlarged to it: decoding 3000 px at 1/2 and enlarging 1.33x is
+#: cheaper than a full decode, and HOG finds the enlarged faces as it does upsampled ones.
+DECODE_FRACTION = 0.75
 
 
 @dataclass
@@ -86,10 +94,14 @@ class FacePipeline:
             return image
         return load_image(image)
 
+    def _side(self) -> int:
+        """The detector's working size (its ``max_side``), 0 when it has none."""
+        return int(getattr(self.detector, "max_side", 0) or 0)
+
     def _decode(self, image) -> _Decoded:
-        side = int(getattr(self.detector, "max_side", 0) or 0)
+        side = self._side()
         if side and isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-            arr, full = load_image_scaled(image, side)
+            arr, full = load_image_scaled(image, math.ceil(side * DECODE_FRACTION))
             return _Decoded(arr, full, image if arr.shape[1] < full[0] or arr.shape[0] < full[1] else None)
         arr = self._as_array(image)
         return _Decoded(arr, (arr.shape[1], arr.shape[0]))
@@ -106,10 +118,7 @@ class FacePipeline:
         if min_face < 0 or max_faces < 0:
             raise ConfigError(f"min_face and max_faces must be >= 0, got {min_face} and {max_faces}")
         dec = self._decode(image)
-        sx, sy = dec.factor
-        dets = self.detector.detect(dec.array)
-        if (sx, sy) != (1.0, 1.0):
-            dets = scale_detections(dets, sx, sy)
+        dets = self._detect(dec)
         dets = sorted((d for d in dets if d.box[2] - d.box[0] >= min_face), key=lambda d: d.area, reverse=True)
         keep = 1 if largest else max_faces
         if keep:
@@ -128,6 +137,20 @@ class FacePipeline:
 
         return [Face(d.box, d.eyes, d.score, d.detector, align(src.array, (inside(d.eyes[0]), inside(d.eyes[1])),
                                                                 self.spec), False) for d in dets]
+
+    def _detect(self, dec: _Decoded) -> list[Detection]:
+        """The detector's faces in full-resolution pixels. A reduced decode smaller than the
+        detector's working size (and than the photo) is enlarged to it first, so that the
+        smallest face the detector sees is the same fraction of the photo as on a full decode."""
+        arr = dec.array
+        h, w = arr.shape[:2]
+        target = min(self._side(), max(dec.full_size))
+        if max(h, w) < target:
+            k = target / max(h, w)
+            arr = np.asarray(Image.fromarray(arr).resize((round(w * k), round(h * k)), Image.BILINEAR))
+        dets = self.detector.detect(arr)
+        sx, sy = dec.full_size[0] / arr.shape[1], dec.full_size[1] / arr.shape[0]
+        return scale_detections(dets, sx, sy) if (sx, sy) != (1.0, 1.0) else dets
 
     def _crop_source(self, dec: _Decoded, dets: list[Detection]) -> _Decoded:
         """``dec`` when it has at least one pixel per crop pixel for every face, else one

@@ -8,6 +8,7 @@ file exported by other means, with the record added) is normalised here in numpy
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,11 @@ class OnnxBackend:
             raise WeightsError(f"{self.path}: the ONNX input {inp.name!r} is {inp.type}, expected uint8 NHWC or "
                                "float NCHW crops")
         _check_shape(self.path, f"input {inp.name!r}", inp.shape, wanted)
+        if any(w is not None and not isinstance(d, int) for d, w in zip(inp.shape, wanted)):
+            # nothing in the graph says what size it was trained at: the record's size is used, and the
+            # load-time run (_check_outputs) is the check that the graph takes it
+            warnings.warn(f"{self.path}: the ONNX graph leaves its input size open; crops are made at the record's "
+                          f"{s} px, so the record must give the size the model was trained at", stacklevel=3)
         outs = {o.name: o for o in self.session.get_outputs()}
         if any(name not in outs for name in OUTPUTS):
             raise WeightsError(f"{self.path}: the ONNX graph has outputs {sorted(outs)}, expected {list(OUTPUTS)}; "
@@ -83,9 +89,20 @@ class OnnxBackend:
         return inp.name, inp.type == "tensor(uint8)"
 
     def _check_outputs(self) -> None:
-        """Run a grey crop once: NaN weights or constants show up here, at load, not as NaN ages."""
-        s = self.record.input_size
-        logits, reg = self.run(np.full((1, s, s, 3), 127, np.uint8))
+        """Run a grey crop of the record's size once: a graph that does not take that size (its size
+        left open in the graph), wrong output shapes, NaN weights or constants show up here, at load,
+        not at the first photo or as NaN ages."""
+        s, n = self.record.input_size, self.record.num_classes
+        try:
+            logits, reg = self.run(np.full((2, s, s, 3), 127, np.uint8))
+        except WeightsError as exc:
+            raise WeightsError(f"{self.path}: the ONNX graph does not run on crops of the record's input size "
+                               f"{s} px ({exc.__cause__ or exc}); the record and the graph disagree: re-export the "
+                               "model with 'faceage export'") from None
+        if logits.shape != (2, n) or reg.shape != (2,):
+            raise WeightsError(f"{self.path}: on two {s} px crops the ONNX graph gives logits {list(logits.shape)} "
+                               f"and reg {list(reg.shape)}, expected [2, {n}] and [2]; the record and the graph "
+                               "disagree: re-export the model with 'faceage export'")
         if not (np.isfinite(logits).all() and np.isfinite(reg).all()):
             raise WeightsError(f"{self.path}: the model outputs NaN or infinite values on a grey test crop; its "
                                "weights are damaged: re-export it from a good checkpoint")

@@ -12,8 +12,9 @@
 
 The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
-request slots taken before the body is read, a decoded-bytes budget, slow-client
-timeouts, a connection cap, allowed hosts) and error codes -> HTTP statuses
+bodies read before a slot is taken, under a body-bytes budget; request slots, separate for
+video; a decoded-bytes budget; slow-client timeouts; a connection cap; allowed hosts;
+stopping on SIGTERM) and error codes -> HTTP statuses
 (:mod:`faceage.serve.errors`). Decoding and inference run in worker threads, never on
 the event loop. Every error is JSON ``{"detail": message, "code": word}``.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import math
 import os
 import sys
 import time
@@ -38,13 +38,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 import faceage
-from faceage.errors import FaceageError
 from faceage.estimator import AgeEstimator
 from faceage.options import FaceOptions
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
 from faceage.serve.errors import ErrorResponse, install_error_handlers
-from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, GuardedH11Protocol, HostCheck, MemoryBudget,
-                                  RequestSlots, SecurityHeaders, release_memory)
+from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck,
+                                  MemoryBudget, RequestSlots, SecurityHeaders, release_memory, shutdown_event)
 from faceage.serve.upload import open_upload, read_upload
 
 DEFAULT_MAX_UPLOAD = 10 * MB
@@ -53,10 +52,16 @@ DEFAULT_MAX_UPLOAD = 10 * MB
 DEFAULT_MAX_ASPECT = 20.0
 #: decoded bytes held at once by all requests of a process (faceage.imageio.working_bytes)
 DEFAULT_MAX_DECODED = 512 * MB
+#: bytes of request bodies held at once (being read, or waiting for a slot) by all requests of a process:
+#: a dozen full-size uploads (32 clients x 10 MB at once: a few get 503 busy, the server stays under 400 MB)
+DEFAULT_MAX_BODIES = 128 * MB
 #: seconds: the request head (headers) / the body must arrive within these; a request waits at most
 #: QUEUE_TIMEOUT for a slot
 HEADER_TIMEOUT, BODY_TIMEOUT, QUEUE_TIMEOUT = 10.0, 30.0, 30.0
 DEFAULT_MAX_CONNECTIONS = 256
+#: seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them (clip analyses stop at
+#: once; an image's analysis takes a second or two)
+SHUTDOWN_GRACE = 5.0
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: environment variable carrying create_app's keyword arguments to uvicorn worker processes
 ENV_OPTIONS = "FACEAGE_SERVE_OPTIONS"
@@ -73,10 +78,13 @@ def default_allowed_hosts(bind: str) -> list[str] | None:
 class Face(BaseModel):
     box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
     eyes: list[list[float]] = Field(description="eye centres [[x, y], [x, y]], image-left eye first")
-    age: float = Field(description="estimated age in years")
-    age_interval: list[float] = Field(description="80% interval of the predicted age distribution")
+    age: float | None = Field(description="estimated age in years (null only with an error)")
+    age_interval: list[float] | None = Field(description="80% interval of the predicted age distribution")
     score: float = Field(description="detector confidence (0 for a fallback crop)")
     fallback: bool = Field(description="true: no face was found and a centre crop was scored")
+    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
+                                                "were NaN or infinite)")
+    code: str | None = Field(None, description="only with error: bad_model_output")
 
 
 class EstimateResponse(BaseModel):
@@ -89,9 +97,14 @@ class EstimateResponse(BaseModel):
 
 class CheckFace(BaseModel):
     box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
-    age: float = Field(description="estimated age in years")
-    p_over: float = Field(description="calibrated probability that the person is at least `over`")
-    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID)")
+    age: float | None = Field(description="estimated age in years (null only with an error)")
+    p_over: float | None = Field(description="calibrated probability that the person is at least `over` "
+                                             "(null only with an error)")
+    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID; "
+                                      "always for a face with an error)")
+    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
+                                                "were NaN or infinite)")
+    code: str | None = Field(None, description="only with error: bad_model_output")
 
 
 class CheckPolicy(BaseModel):
@@ -222,7 +235,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
                detector: str = "dlib", detector_options: dict | None = None,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
-               queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None) -> FastAPI:
+               queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None,
+               max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
     ready :class:`~faceage.estimator.AgeEstimator`. The model is loaded here, once.
 
@@ -234,7 +248,9 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     ``detector`` / ``detector_options``: the face detector, as for ``predict``; ``tta``:
     test-time views per face (see :class:`~faceage.estimator.AgeEstimator`);
     ``body_timeout`` / ``queue_timeout``: seconds for an upload to arrive / to wait for a
-    slot; ``allowed_hosts``: the ``Host`` names answered (None: any).
+    slot; ``allowed_hosts``: the ``Host`` names answered (None: any); ``max_bodies``: bytes of
+    request bodies held at once (bodies are read before a slot is taken); ``video_timeout``: the
+    wall-clock budget of one video request (:mod:`faceage.serve.video`).
     """
     est = model if isinstance(model, AgeEstimator) else AgeEstimator(
         model, backend=backend, detector=detector, detector_options=server_detector_options(detector_cnn, detector_options) if detector == "dlib" else detector_options,
@@ -248,21 +264,20 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                          "must be positive")
     summary = model_summary(est, name)
     summary["limits"] = {"max_upload_bytes": max_upload, "max_pixels": max_pixels, "max_aspect": max_aspect,
-                         "max_decoded_bytes": max_decoded, "concurrency": concurrency,
+                         "max_decoded_bytes": max_decoded, "max_body_bytes": int(max_bodies),
+                         "concurrency": concurrency,
                          "body_timeout_s": body_timeout, "queue_timeout_s": queue_timeout,
                          "detector_cnn": bool(detector_cnn), "allowed_hosts": allowed_hosts}
     if warmup:  # load the detector and run the network once, so the first request is not slow
         est.predict(np.full((32, 32, 3), 127, np.uint8), fallback=True)
-    slots = RequestSlots(concurrency, queue_timeout)
+    shutdown = shutdown_event()  # set on SIGTERM: queued work refused, videos stop at their next frame
+    slots = RequestSlots(concurrency, queue_timeout, shutdown=shutdown)
     budget = MemoryBudget(max_decoded, queue_timeout)
+    bodies = BodyBudget(max_bodies)
 
     def work(img, t0: float, answer) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
-        faces = answer(arr)
-        if not all(math.isfinite(f["age"]) and all(map(math.isfinite, f.get("age_interval", ())))
-                   and math.isfinite(f.get("p_over", 0.0)) for f in faces):
-            raise FaceageError(f"the model {name} gave a non-finite age; its weights are damaged",
-                               code="bad_model_output")
+        faces = answer(arr)  # a face whose model outputs are NaN or infinite has error/code and no age
         h, w = arr.shape[:2]
         return {"faces": faces, "width": int(w), "height": int(h), "model": name,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
@@ -270,20 +285,22 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     async def answer_upload(request: Request, answer) -> dict:
         """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
         (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
-        async with slots.slot():  # before the body is read: at most `concurrency` uploads in memory
-            data, content_type = await read_upload(request, max_upload, body_timeout)
-            t0 = time.perf_counter()
-            img = await anyio.to_thread.run_sync(partial(
-                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-            del data
-            need = working_bytes(img)
-            try:
-                async with budget.reserve(need):
-                    return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
-            finally:
-                img.close()
-                if need > _TRIM_AFTER:
-                    release_memory()
+        with bodies.hold() as hold:
+            # the body first, then a slot: a client sending slowly holds a connection, never a slot
+            data, content_type = await read_upload(request, max_upload, body_timeout, hold)
+            async with slots.slot():
+                t0 = time.perf_counter()
+                img = await anyio.to_thread.run_sync(partial(
+                    open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+                del data
+                need = working_bytes(img)
+                try:
+                    async with budget.reserve(need):
+                        return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
+                finally:
+                    img.close()
+                    if need > _TRIM_AFTER:
+                        release_memory()
 
     app = FastAPI(
         title="faceage",
@@ -295,9 +312,10 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.estimator = est
     app.state.summary = summary
     app.state.budget = budget
+    app.state.shutdown = shutdown
     install_error_handlers(app)
 
-    @app.post("/v1/estimate", response_model=EstimateResponse, responses=_ERRORS,
+    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True, responses=_ERRORS,
               summary="Estimate the ages of the faces in a photo",
               openapi_extra={"requestBody": _REQUEST_BODY})
     async def estimate(
@@ -314,7 +332,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
         return await answer_upload(request, answer)
 
-    @app.post("/v1/check", response_model=CheckResponse, responses=_ERRORS,
+    @app.post("/v1/check", response_model=CheckResponse, response_model_exclude_unset=True, responses=_ERRORS,
               summary="Age check: is each face in a photo at least `over` years old? pass or refer",
               description="Each face gets the calibrated probability that the person is at least `over` "
                           "(p_over) and the decision of the model's policy for `over` ('pass' or 'refer' to an "
@@ -361,7 +379,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
     from faceage.serve.video import add_video_routes  # POST /v1/estimate-video
 
-    add_video_routes(app, slots, body_timeout=body_timeout)
+    add_video_routes(app, body_timeout=body_timeout, queue_timeout=queue_timeout, budget=budget, bodies=bodies,
+                     shutdown=shutdown, **({"max_wall": video_timeout} if video_timeout else {}))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     if allowed_hosts:

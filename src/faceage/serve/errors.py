@@ -30,11 +30,14 @@ STATUS = {
     # the image (faceage.errors.ImageError codes)
     "empty_image": 400, "too_many_pixels": 413, "image_too_large": 413, "unsupported_format": 415,
     "not_an_image": 422, "corrupt_image": 422, "image_too_thin": 422, "bad_array": 422,
-    "file_not_found": 422, "unreadable_file": 422,  # paths: never from an upload, listed to keep the table whole
+    # paths: never from an upload, listed to keep the table whole
+    "file_not_found": 422, "unreadable_file": 422, "file_too_large": 413, "symlink_loop": 422,
     # the video route (faceage.serve.video)
-    "clip_too_long": 413, "corrupt_video": 422,
+    "clip_too_long": 413, "too_many_frames": 413, "analysis_timeout": 413, "corrupt_video": 422,
+    # the server stopping (SIGTERM): queued and long work refused
+    "shutting_down": 503,
     # the server's own faults
-    "bad_model_file": 500, "bad_model_output": 500, "internal": 500,
+    "bad_model_file": 500, "internal": 500,  # (bad_model_output is a per-face error in a 200 answer)
 }
 
 

@@ -1,9 +1,15 @@
 """What one client, or many, may cost the server: slots, memory, time, connections, hosts.
 
-* :class:`RequestSlots`: an estimate takes a slot *before* its body is read, so at most
-  ``concurrency`` uploads are held in memory, decoded or estimated at once; the others
-  wait (their bytes stay in the kernel's socket buffers) and get 503 ``busy`` after
-  ``queue_timeout`` seconds.
+* :class:`BodyBudget`: request bodies are read *before* a slot is taken (bounded in size and
+  time by :func:`faceage.serve.upload.read_upload`), so a client sending its body slowly
+  costs a connection, never an analysis slot; the bytes of all bodies being read or waiting
+  for a slot are bounded by this server-wide budget (over it: 503 ``busy``).
+* :class:`RequestSlots`: at most ``concurrency`` uploads are decoded or estimated at once;
+  the others wait and get 503 ``busy`` after ``queue_timeout`` seconds. Video requests have
+  their own slots (``/v1/estimate-video``), so a long clip never takes an image's slot.
+* :class:`WorkStop`: long work (a video's frames) stops between frames when the server shuts
+  down (SIGTERM: :meth:`GuardedH11Protocol.shutdown`), when the request's wall-clock budget
+  is spent or when its client goes away.
 * :class:`MemoryBudget`: an image's decoded working size (:func:`faceage.imageio.working_bytes`,
   from its header: width x height x bytes per pixel, whatever the file size) is reserved
   from a server-wide budget before decoding; an image larger than the whole budget is
@@ -20,7 +26,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from contextlib import asynccontextmanager
+import threading
+import time
+import weakref
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import h11
@@ -36,23 +45,130 @@ MB = 1024 * 1024
 
 
 class RequestSlots:
-    """At most ``n`` requests between 'body being read' and 'answer computed'."""
+    """At most ``n`` requests decoding or estimating at once (``what``: what they do, for the message).
+    None is given out once the server is shutting down (``shutdown``)."""
 
-    def __init__(self, n: int, queue_timeout: float) -> None:
-        self.n, self.queue_timeout = n, queue_timeout
+    def __init__(self, n: int, queue_timeout: float, what: str = "estimates",
+                 shutdown: threading.Event | None = None) -> None:
+        self.n, self.queue_timeout, self.what = n, queue_timeout, what
         self._sem = anyio.Semaphore(n)
+        self._shutdown = shutdown
 
     @asynccontextmanager
     async def slot(self):
         with anyio.move_on_after(self.queue_timeout) as waited:
             await self._sem.acquire()
         if waited.cancelled_caught:
-            raise ApiError("busy", f"the server is busy ({self.n} estimates running, others waiting for over "
+            raise ApiError("busy", f"the server is busy ({self.n} {self.what} running, others waiting for over "
                            f"{self.queue_timeout:g} s); retry in a few seconds")
         try:
+            if self._shutdown is not None and self._shutdown.is_set():
+                raise _shutting_down()
             yield
         finally:
             self._sem.release()
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, across all requests of this process: counted as they
+    arrive (a client at 1 byte/s holds a few bytes, not a slot) and until the request ends."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = int(total), 0
+
+    @contextmanager
+    def hold(self):
+        """A :class:`BodyHold` for one request's body; its bytes are given back when the block ends."""
+        hold = BodyHold(self)
+        try:
+            yield hold
+        finally:
+            self.used -= hold.n
+            if hold.n > _TRIM_BODY:
+                release_memory()  # a large body's heap back to the system: the idle RSS falls back
+
+
+#: bodies larger than this are followed by handing freed memory back to the system
+_TRIM_BODY = 4 * MB
+
+
+class BodyHold:
+    """One request's share of a :class:`BodyBudget` (the event loop is one thread: no lock needed)."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget, self.n = budget, 0
+
+    def add(self, n: int) -> None:
+        if self.budget.used + n > self.budget.total:
+            raise ApiError("busy", f"the server is busy receiving other uploads (over {self.budget.total / MB:,.0f} "
+                           "MB in flight); retry in a few seconds")
+        self.budget.used += n
+        self.n += n
+
+
+#: shutdown events of the apps in this process, set by begin_shutdown() (SIGTERM)
+_SHUTDOWN_EVENTS: "weakref.WeakSet[threading.Event]" = weakref.WeakSet()
+
+
+def shutdown_event() -> threading.Event:
+    """A new app's shutdown flag, set by :func:`begin_shutdown`."""
+    event = threading.Event()
+    _SHUTDOWN_EVENTS.add(event)
+    return event
+
+
+def begin_shutdown() -> None:
+    """The server is stopping: in-flight long work stops at its next frame, queued work is refused."""
+    for event in list(_SHUTDOWN_EVENTS):
+        event.set()
+
+
+def _shutting_down() -> ApiError:
+    return ApiError("shutting_down", "the server is shutting down; retry in a few seconds")
+
+
+class WorkStop:
+    """Why one request's long work (a worker thread, checking between frames) must stop: the server is
+    shutting down, its wall-clock budget of ``budget_s`` seconds is spent, or its client went away."""
+
+    def __init__(self, shutdown: threading.Event, budget_s: float) -> None:
+        self.budget_s, self._shutdown, self._gone = budget_s, shutdown, threading.Event()
+        self._deadline = time.monotonic() + budget_s
+
+    def client_gone(self) -> None:
+        self._gone.set()
+
+    def check(self) -> None:
+        """Raise the :class:`ApiError` that ends the work, if any (called from the worker thread)."""
+        if self._shutdown.is_set():
+            raise _shutting_down()
+        if self._gone.is_set():
+            raise ApiError("disconnected", "the client went away; the analysis was stopped")
+        if time.monotonic() > self._deadline:
+            raise ApiError("analysis_timeout", f"the analysis ran over its budget of {self.budget_s:g} s; send a "
+                           "shorter or smaller clip, or a larger 'every'")
+
+
+async def run_watched(request, stop: WorkStop, fn, every: float = 0.25):
+    """``fn()`` in a worker thread while the client of ``request`` (whose body is read) is watched: when it
+    disconnects, ``stop`` says so and ``fn`` (checking ``stop``) ends at its next check."""
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(every)
+        stop.client_gone()
+
+    outcome: list = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            outcome.append((True, await anyio.to_thread.run_sync(fn)))
+        except Exception as exc:  # noqa: BLE001 - raised below, outside the task group (no ExceptionGroup)
+            outcome.append((False, exc))
+        group.cancel_scope.cancel()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 class MemoryBudget:
@@ -194,3 +310,9 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn calls this on every open connection when it stops (SIGTERM, SIGINT): long work stops at
+        its next frame and queued work is refused, so the server drains in a few seconds."""
+        begin_shutdown()
+        super().shutdown()

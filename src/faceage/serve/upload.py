@@ -3,7 +3,9 @@
 The body is never read whole before its size is known: a ``Content-Length`` over the
 limit is refused before reading, the stream is counted chunk by chunk (chunked uploads
 are cut off as soon as they pass the limit) and the whole body must arrive within the
-body timeout (a client sending a byte a second is dropped, not waited for).
+body timeout (a client sending a byte a second is dropped, not waited for). Bodies are
+read before an analysis slot is taken, each chunk counted against the server's
+:class:`~faceage.serve.limits.BodyBudget`, so slow clients hold connections, not slots.
 
 Decoding goes through :mod:`faceage.imageio` (the one list of decoders, the header
 checks); its :class:`~faceage.errors.ImageError` codes become HTTP statuses in
@@ -21,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from faceage.errors import ImageError
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, check_size, decode_opened, open_image
 from faceage.serve.errors import ApiError
+from faceage.serve.limits import BodyHold
 
 MB = 1024 * 1024
 #: room for the multipart framing (boundaries, part headers, small fields) on top of the file
@@ -70,22 +73,25 @@ def _too_large(max_upload: int, n: int | None = None) -> ApiError:
                     "send a smaller image")
 
 
-async def _limited_stream(request: Request, limit: int, max_upload: int):
+async def _limited_stream(request: Request, limit: int, max_upload: int, hold: BodyHold | None):
     seen = 0
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise _too_large(max_upload)
         if chunk:
+            if hold is not None:
+                hold.add(len(chunk))
             yield chunk
 
 
-async def read_upload(request: Request, max_upload: int, timeout: float) -> tuple[bytes, str | None]:
+async def read_upload(request: Request, max_upload: int, timeout: float,
+                      hold: BodyHold | None = None) -> tuple[bytes, str | None]:
     """The uploaded file's bytes and declared type, reading at most ``max_upload`` (+ multipart
-    framing) bytes in at most ``timeout`` seconds."""
+    framing) bytes in at most ``timeout`` seconds, counted in ``hold`` (the server's body budget)."""
     try:
         with anyio.fail_after(timeout):
-            return await _read_upload(request, max_upload)
+            return await _read_upload(request, max_upload, hold)
     except TimeoutError:
         raise ApiError("body_timeout", f"the upload did not arrive within {timeout:g} s; send it faster or ask "
                        "for a longer --body-timeout") from None
@@ -93,7 +99,7 @@ async def read_upload(request: Request, max_upload: int, timeout: float) -> tupl
         raise ApiError("disconnected", "client disconnected before the upload was complete") from None
 
 
-async def _read_upload(request: Request, max_upload: int) -> tuple[bytes, str | None]:
+async def _read_upload(request: Request, max_upload: int, hold: BodyHold | None) -> tuple[bytes, str | None]:
     content_type = request.headers.get("content-type")
     media = (content_type or "").split(";")[0].strip().lower()
     multipart = media == "multipart/form-data"
@@ -108,7 +114,7 @@ async def _read_upload(request: Request, max_upload: int) -> tuple[bytes, str | 
             raise ApiError("bad_request", f"Content-Length {length[:40]!r} is not a byte count") from None
         if n > limit:
             raise _too_large(max_upload, n)
-    stream = _limited_stream(request, limit, max_upload)
+    stream = _limited_stream(request, limit, max_upload, hold)
     if not multipart:
         chunks = [chunk async for chunk in stream]
         return b"".join(chunks), content_type

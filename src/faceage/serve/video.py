@@ -3,32 +3,49 @@
 The clip comes as the body or as multipart field ``file`` (like ``/v1/estimate``). It is
 opened only as MP4/MOV, Matroska/WebM or AVI (recognised from its first bytes; FFmpeg
 never probes other formats on uploads), and refused with a 4xx when it is over
-``max_bytes``, longer than ``max_seconds`` or larger than ``max_pixels`` per frame.
-Clips are analysed one at a time in a worker thread. The answer is the document of
-``faceage video --json`` (:func:`faceage.video.report.tracks_document`) plus ``elapsed_ms``.
+``max_bytes``, longer than ``max_seconds``, has more than ``max_frames`` frames or a frame
+larger than ``max_pixels``: the frame limits are checked on every decoded frame as it
+arrives, whatever the container declares (:class:`faceage.video.io.VideoReader`).
+
+What a clip may cost: its body is read before anything else (under the server's body
+budget: a slow client holds a connection, not a slot); clips are analysed in their own slots
+(``video_concurrency``, one by default), never in the image route's, so videos cannot starve
+``/v1/estimate``; the frames the analysis holds are reserved from the server's decoded-bytes
+budget; and the analysis stops between frames when its wall-clock budget (``max_wall``) is
+spent (413 ``analysis_timeout``), when the client disconnects, or when the server shuts down
+(503 ``shutting_down``). The answer is the document of ``faceage video --json``
+(:func:`faceage.video.report.tracks_document`) plus ``elapsed_ms``.
 """
 from __future__ import annotations
 
 import io
+import threading
 import time
 from functools import partial
 
-import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 
 from faceage.serve.errors import ApiError, ErrorResponse
+from faceage.serve.limits import BodyBudget, MemoryBudget, RequestSlots, WorkStop, run_watched
 from faceage.serve.upload import read_upload
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 50 * MB
 DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_PIXELS = 1920 * 1088
+#: frames per clip: 60 s at 60 frames/s (a clip whose time stamps all say 0 is stopped here too)
+DEFAULT_MAX_FRAMES = 3600
+#: seconds of analysis per clip: a 60 s, 25 frames/s 720p clip at every=5 takes about 30 s (docs/video.md:
+#: about 50 frames/s on the loaded 2-core machine)
+DEFAULT_MAX_WALL = 120.0
 
 _ERRORS = {
     400: {"model": ErrorResponse, "description": "empty body or malformed multipart"},
-    413: {"model": ErrorResponse, "description": "clip over the byte, duration or frame size limit"},
+    413: {"model": ErrorResponse, "description": "clip over the byte, duration, frame-count or frame-size limit, "
+                                                 "or its analysis over the time budget"},
     415: {"model": ErrorResponse, "description": "not an MP4/MOV, Matroska/WebM or AVI file"},
     422: {"model": ErrorResponse, "description": "a corrupt or undecodable video, or a bad query option"},
+    503: {"model": ErrorResponse, "description": "busy (another clip is being analysed) or shutting down; retry"},
 }
 _BODY = {"schema": {"type": "string", "format": "binary"}}
 _REQUEST_BODY = {
@@ -41,10 +58,12 @@ _REQUEST_BODY = {
 }
 
 
-def analyse_clip(est, data: bytes, *, every: int, min_track: int, max_seconds: float, max_pixels: int) -> dict:
-    """Tracks of an uploaded clip as a JSON-plain document, or :class:`ApiError` (4xx)."""
-    from faceage.video.io import VideoError, VideoLimitError, container_format
-    from faceage.video.pipeline import analyse_video
+def analyse_clip(est, data: bytes, *, every: int, min_track: int, max_seconds: float, max_pixels: int,
+                 max_frames: int = DEFAULT_MAX_FRAMES, stop: WorkStop | None = None) -> dict:
+    """Tracks of an uploaded clip as a JSON-plain document, or :class:`ApiError` (4xx; 503 when ``stop``
+    says the server is shutting down)."""
+    from faceage.video.io import VideoError, VideoReader, container_format
+    from faceage.video.pipeline import VideoAnalysis
     from faceage.video.report import tracks_document
 
     if not data:
@@ -56,28 +75,42 @@ def analyse_clip(est, data: bytes, *, every: int, min_track: int, max_seconds: f
                        "to mp4 (H.264)")
     t0 = time.perf_counter()
     try:
-        video = analyse_video(est, io.BytesIO(data), format=fmt, every=every, min_track=min_track,
-                              end=max_seconds + 1e-3, max_pixels=max_pixels)
-        info = video.info
-        if info.duration and info.duration > max_seconds + 0.5:
-            raise ApiError("clip_too_long", f"the clip lasts {info.duration:.1f} s, over the limit of "
-                           f"{max_seconds:g} s; cut it (faceage video --start/--end works on long videos)")
+        reader = VideoReader(io.BytesIO(data), format=fmt, max_pixels=max_pixels, max_frames=max_frames,
+                             max_seconds=max_seconds, stop=stop and stop.check)
+        try:
+            video = VideoAnalysis(est, reader, every=every, min_track=min_track)
+        except Exception:
+            reader.close()
+            raise
         tracks = video.tracks
-    except VideoLimitError as exc:
-        raise ApiError("too_many_pixels", f"{exc}") from None
     except VideoError as exc:
-        raise ApiError("corrupt_video", f"{exc}") from None
-    doc = tracks_document(info, tracks, video.settings, video.problems)
+        code = exc.code if exc.code in ("too_many_pixels", "clip_too_long", "too_many_frames") else "corrupt_video"
+        raise ApiError(code, f"{exc}") from None
+    doc = tracks_document(video.info, tracks, video.settings, video.problems)
     doc["elapsed_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
     return doc
 
 
-def add_video_routes(app: FastAPI, slots, *, body_timeout: float, max_bytes: int = DEFAULT_MAX_BYTES,
-                     max_seconds: float = DEFAULT_MAX_SECONDS, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Add ``POST /v1/estimate-video`` to ``app`` (whose ``state.estimator`` answers); an upload takes one
-    of the image route's ``slots`` before its body is read, and must arrive within ``body_timeout``."""
+def clip_working_bytes(every: int, max_pixels: int) -> int:
+    """Decoded bytes one clip's analysis holds at the peak: the frames between two detections (RGB),
+    two more and the decoder's own, all at the largest frame size allowed."""
+    return (every + 4) * max_pixels * 3
+
+
+def add_video_routes(app: FastAPI, *, body_timeout: float, queue_timeout: float, budget: MemoryBudget,
+                     bodies: BodyBudget, shutdown: threading.Event, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_seconds: float = DEFAULT_MAX_SECONDS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     max_frames: int = DEFAULT_MAX_FRAMES, max_wall: float = DEFAULT_MAX_WALL,
+                     video_concurrency: int = 1) -> None:
+    """Add ``POST /v1/estimate-video`` to ``app`` (whose ``state.estimator`` answers): bodies under
+    ``bodies``, within ``body_timeout``; ``video_concurrency`` clips at once (their own slots, waiting at
+    most ``queue_timeout``), their frames reserved from ``budget``, each stopped after ``max_wall`` s, when
+    its client goes away or when ``shutdown`` is set."""
     router = APIRouter()
-    limiter = anyio.CapacityLimiter(1)
+    slots = RequestSlots(video_concurrency, queue_timeout, what="video analyses", shutdown=shutdown)
+    app.state.summary.setdefault("limits", {}).update(
+        video={"max_bytes": max_bytes, "max_seconds": max_seconds, "max_pixels": max_pixels,
+               "max_frames": max_frames, "timeout_s": max_wall, "concurrency": video_concurrency})
 
     @router.post("/v1/estimate-video", responses=_ERRORS, openapi_extra={"requestBody": _REQUEST_BODY},
                  summary="Track the people in a short clip and estimate their ages, fused over time")
@@ -86,10 +119,12 @@ def add_video_routes(app: FastAPI, slots, *, body_timeout: float, max_bytes: int
         every: int = Query(5, ge=1, le=60, description="detect and score faces every N-th frame"),
         min_track: int = Query(10, ge=1, le=100_000, description="report tracks spanning at least N frames"),
     ):
-        async with slots.slot():
-            data, _ = await read_upload(request, max_bytes, body_timeout)
-            return await anyio.to_thread.run_sync(
-                partial(analyse_clip, request.app.state.estimator, data, every=every, min_track=min_track,
-                        max_seconds=max_seconds, max_pixels=max_pixels), limiter=limiter)
+        with bodies.hold() as hold:
+            data, _ = await read_upload(request, max_bytes, body_timeout, hold)
+            async with slots.slot(), budget.reserve(clip_working_bytes(every, max_pixels), "clip"):
+                stop = WorkStop(shutdown, max_wall)
+                return await run_watched(request, stop, partial(
+                    analyse_clip, request.app.state.estimator, data, every=every, min_track=min_track,
+                    max_seconds=max_seconds, max_pixels=max_pixels, max_frames=max_frames, stop=stop))
 
     app.include_router(router)

@@ -293,10 +293,17 @@ def load_config(source: str | Path | None = None, overrides: list[str] | dict | 
         if str(source) in PRESETS:
             text = resources.files("faceage.train.presets").joinpath(f"{source}.yaml").read_text()
         elif Path(source).is_file():
-            text = Path(source).read_text()
+            try:
+                text = Path(source).read_text()
+            except UnicodeDecodeError:
+                raise ConfigError(f"config {source}: not a text file; fix or replace it") from None
         else:
             raise ConfigError(f"config {source!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {source}: not valid YAML ({' '.join(str(exc).split())[:200]}); fix or "
+                              "replace the file") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config {source}: top level must be a mapping")
         cfg = _merged(cfg, data)

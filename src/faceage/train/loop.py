@@ -314,11 +314,11 @@ class Trainer(Checkpoints):
         return row
 
     # -- the whole run ----------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict:
+    def fit(self, resume: bool = False, restart: bool = False) -> dict:
         try:
             self.setup()
             if resume:
-                self.load_checkpoint()
+                self.load_checkpoint(restart)
             self.build_step_model()
             return self._fit()
         finally:
@@ -340,6 +340,7 @@ class Trainer(Checkpoints):
             train_loss, lr = self.train_epoch()
             row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, **self.validate()}
             row["seconds"] = round(time.perf_counter() - t0, 1)
+            self.check_epoch(row)  # a NaN epoch stops the run before anything of it is saved
             self.epoch += 1
             self.history.append(row)
             self.record.training.update({"epochs": self.epoch, "val_mae": row[key]})
@@ -409,5 +410,7 @@ class Trainer(Checkpoints):
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, quiet: bool = False,
-          stop_at_step: int | None = None) -> dict:
-    return Trainer(cfg, Path(out), quiet=quiet, stop_at_step=stop_at_step).fit(resume=resume)
+          stop_at_step: int | None = None, restart: bool = False) -> dict:
+    """Train into ``out``; ``resume``: continue from its checked checkpoint (``restart``: from scratch when
+    it has no usable one, instead of refusing)."""
+    return Trainer(cfg, Path(out), quiet=quiet, stop_at_step=stop_at_step).fit(resume=resume, restart=restart)

@@ -3,9 +3,13 @@
 Frames leave here as plain :class:`Frame` objects (index, time in seconds, upright
 RGB array). Rotation metadata (phone videos) is applied, so boxes are in the
 frames as a viewer sees them; time stamps are the frames' own presentation times,
-so variable frame rates are honoured; a packet or frame the decoder reports as
-corrupt is skipped with a :class:`VideoWarning` naming the file and the time, and
-decoding goes on with the next one. Audio is dropped unless a writer is asked to
+so variable frame rates are honoured (a time stamp that does not advance, such as a
+file whose frames all say 0, counts as one average frame after the previous one); a
+packet or frame the decoder reports as corrupt is skipped with a :class:`VideoWarning`
+naming the file and the time, and decoding goes on with the next one. Limits
+(``max_pixels``, ``max_frames``, ``max_seconds``) are checked on every decoded frame as it
+arrives, whatever the container declares: a stream that declares 64x64 and switches to 4K,
+or frames all stamped 0, are stopped at the first frame over a limit. Audio is dropped unless a writer is asked to
 copy it (it is then re-encoded to the output container's usual audio codec).
 """
 from __future__ import annotations
@@ -15,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -40,7 +44,10 @@ class VideoError(FaceageError, ValueError):
 
 
 class VideoLimitError(VideoError):
-    """A video is larger than the reader was allowed to decode."""
+    """A video is larger than the reader was allowed to decode. Codes: ``too_many_pixels`` (a frame),
+    ``clip_too_long`` (``max_seconds``), ``too_many_frames`` (``max_frames``)."""
+
+    code = "too_many_pixels"
 
 
 class VideoWarning(UserWarning):
@@ -106,18 +113,25 @@ class VideoReader:
     camera (``camera=N``).
 
     ``threads``: decoder threads (0: FFmpeg's choice); ``format``: the demuxer (default: probed);
-    ``max_pixels``: refuse (:class:`VideoLimitError`) frames declared larger, before decoding any.
+    ``max_pixels``: refuse (:class:`VideoLimitError`) a video whose frames are declared larger, before
+    decoding any, and stop at any decoded frame that is larger; ``max_frames`` / ``max_seconds``: stop
+    with a VideoLimitError at the frame past that many frames / seconds after ``start`` (a declared
+    duration over ``max_seconds`` is refused before decoding); ``stop``: called before each frame, it
+    may raise to end the reading (a server's deadline, its client gone, shutdown).
     Problems met while decoding are kept in :attr:`problems` as well as warned about.
     """
 
     def __init__(self, source=None, *, camera: int | None = None, start: float = 0.0, end: float | None = None,
-                 threads: int = 0, format: str | None = None, max_pixels: int | None = None) -> None:
+                 threads: int = 0, format: str | None = None, max_pixels: int | None = None,
+                 max_frames: int | None = None, max_seconds: float | None = None,
+                 stop: Callable[[], None] | None = None) -> None:
         av = _av()
         if (source is None) == (camera is None):
             raise ValueError("give a video file or a camera number, not both")
         if start < 0 or (end is not None and end <= start):
             raise VideoError(f"bad time range: start {start} s, end {end} s; need 0 <= start < end")
         self.start, self.end = float(start), end
+        self.max_pixels, self.max_frames, self.max_seconds, self._stop = max_pixels, max_frames, max_seconds, stop
         if camera is not None and start:
             raise VideoError("a camera stream starts now: --start applies to video files only")
         self.problems: list[str] = []
@@ -143,6 +157,7 @@ class VideoReader:
             self._container.close()
             raise VideoError(f"{self.name}: the file has no video stream")
         self._stream = vs = self._container.streams.video[0]
+        self._declared = (vs.codec_context.width, vs.codec_context.height)
         declared = vs.codec_context.width * vs.codec_context.height
         if max_pixels and (declared > max_pixels or declared == 0):
             self._container.close()
@@ -167,6 +182,28 @@ class VideoReader:
         self.info = VideoInfo(self.name, int(w), int(h), round(fps, 3), int(vs.frames) or None,
                               None if duration is None else round(duration, 3), self.rotation,
                               vs.codec_context.name, bool(self._container.streams.audio))
+        if max_seconds is not None and duration is not None and duration - self.start > max_seconds + 0.5:
+            self._container.close()
+            raise self._too_long(f"lasts {duration:.1f} s")
+
+    def _too_long(self, what: str) -> VideoLimitError:
+        return VideoLimitError(f"{self.name}: the clip {what}, over the limit of {self.max_seconds:g} s; cut it "
+                               "(faceage video --start/--end works on long videos)", code="clip_too_long")
+
+    def _check(self, frame, count: int, t: float) -> None:
+        """The limits, on a decoded frame before it is converted (its real size, whatever was declared)."""
+        if self._stop is not None:
+            self._stop()
+        if self.max_pixels and frame.width * frame.height > self.max_pixels:
+            raise VideoLimitError(f"{self.name}: the frame at {t:.2f} s is {frame.width}x{frame.height}, over the "
+                                  f"limit of {self.max_pixels:,} pixels (the file declared "
+                                  f"{self._declared[0]}x{self._declared[1]}); downscale the video",
+                                  code="too_many_pixels")
+        if self.max_frames and count > self.max_frames:
+            raise VideoLimitError(f"{self.name}: over {self.max_frames:,} frames; cut or subsample the clip",
+                                  code="too_many_frames")
+        if self.max_seconds is not None and t - self.start > self.max_seconds + 0.5:
+            raise self._too_long(f"runs past {t:.1f} s")
 
     def _peek(self):
         """The first decodable frame (after seeking to ``start``), kept to read size and rotation."""
@@ -213,15 +250,18 @@ class VideoReader:
     def __iter__(self) -> Iterator[Frame]:
         """Frames in order; the file is closed at the end (or when the loop is left)."""
         fps = self.info.fps or 25.0
-        index, prev_time, frame = None, None, self._first
+        index, prev_time, frame, count = None, None, self._first, 0
         try:
             while frame is not None:
                 t = None if frame.time is None else frame.time - self._t0
-                if t is None:  # no time stamp: one average frame after the previous one
+                if t is None or (prev_time is not None and t <= prev_time):
+                    # no time stamp, or one that does not advance: one average frame after the previous one
                     t = 0.0 if prev_time is None else prev_time + 1.0 / fps
                 if self.end is not None and t >= self.end:
                     return
                 if t >= self.start - 0.5 / fps:
+                    count += 1
+                    self._check(frame, count, t)
                     if index is None:  # after a seek, the frame number is estimated from the time
                         index = int(round(t * fps)) if self.start > 0 else 0
                     else:

@@ -135,11 +135,14 @@ class VideoAnalysis:
         self._tracks: dict[int, _Track] = {}
         self._next_id = 1
         self._iterating = False
+        self._bad_output_seen = False
 
     # -- detection frames
     def _detect(self, frame: Frame) -> dict[int, Box]:
         photo = self._estimator.analyse(frame.image, self._faces, pipeline=self._pipeline)
         faces, scores = photo.faces, photo.scores
+        if faces and not scores.finite.all():  # no age: the face is left out of tracking
+            faces, scores = self._drop_bad_outputs(frame, faces, scores)
         keys = self._tracker.update(frame.time, [f.box for f in faces])
         out = {}
         for row, (key, face) in enumerate(zip(keys, faces)):
@@ -153,6 +156,19 @@ class VideoAnalysis:
             t.detections[frame.index] = (box, _round(scores.age[row]), round(weight, 4))
             out[key] = box
         return out
+
+    def _drop_bad_outputs(self, frame: Frame, faces: list, scores):
+        """The faces whose model outputs are finite; the first frame with others is noted in ``problems``."""
+        from dataclasses import replace
+
+        from faceage.scoring import BAD_OUTPUT, bad_output_message
+
+        keep = np.flatnonzero(scores.finite)
+        if not self._bad_output_seen:
+            self._bad_output_seen = True
+            self.problems.append(f"frame {frame.index} ({frame.time:.2f} s) and later: faces skipped, "
+                                 f"{bad_output_message(self.settings['model'])} [{BAD_OUTPUT}]")
+        return [faces[i] for i in keep], replace(scores, logits=scores.logits[keep], reg=scores.reg[keep])
 
     # -- emitting frames once the next detection is known
     def _emit(self, anchor: Frame, boxes: dict[int, Box], pending: list[Frame],
