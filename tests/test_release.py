@@ -39,7 +39,7 @@ def test_dir_lists_the_lazy_public_names():
 
 def test_age_estimate_repr_leaves_out_the_distribution():
     est = AgeEstimate(41.5, (35.0, 48.0), np.full(101, 1 / 101))
-    assert repr(est) == "AgeEstimate(age=41.5, age_interval=(35.0, 48.0))"
+    assert repr(est) == "AgeEstimate(age=41.5, age_interval=(35.0, 48.0), error=None)"
     assert est.distribution.shape == (101,)
 
 
