@@ -42,12 +42,28 @@ PORTRAIT = REPO / "tests" / "data" / "obama.jpg"
 SLOW_BODY_S = 33.0
 
 
-class Normal:
+class Background:
+    """``with`` runs ``self._run`` in a thread, which polls ``self._stop``; leaving the block stops it."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Normal(Background):
     """Normal requests (the portrait, one at a time) in a thread while an attack runs."""
 
     def __init__(self, base: str) -> None:
+        super().__init__()
         self.base, self.data, self.results = base, PORTRAIT.read_bytes(), []
-        self._stop = threading.Event()
 
     def _run(self) -> None:
         with httpx.Client(timeout=120) as client:
@@ -59,15 +75,6 @@ class Normal:
                 except httpx.TransportError as exc:
                     what = f"transport {type(exc).__name__}"
                 self.results.append((time.perf_counter() - t0, what))
-
-    def __enter__(self) -> "Normal":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def summary(self) -> dict:
         ms = np.array([t for t, _ in self.results]) * 1000
@@ -141,12 +148,12 @@ def _slow_bodies(server, n: int) -> dict:
     return {"outcomes": ended, "normal": normal.summary()}
 
 
-class Sampler:
+class Sampler(Background):
     """Peak RSS (MB) and open descriptors of a process while a block runs."""
 
     def __init__(self, pid: int) -> None:
+        super().__init__()
         self.pid, self.peak_rss, self.peak_fds = pid, 0.0, 0
-        self._stop = threading.Event()
 
     def _fds(self) -> int:
         try:
@@ -159,14 +166,6 @@ class Sampler:
             self.peak_rss = max(self.peak_rss, rss_mb(self.pid)["rss_mb"])
             self.peak_fds = max(self.peak_fds, self._fds())
 
-    def __enter__(self) -> "Sampler":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _png(img: Image.Image) -> bytes:
