@@ -41,29 +41,29 @@ def _convert(obj, to_half: bool, key: str = ""):
     return obj
 
 
-def pack(run: Path) -> Path:
-    """RUN/last.pt -> RUN/campaign.pt (compact); returns its path."""
+def _rewrite(src: Path, dst: Path, to_half: bool) -> Path:
+    """A checkpoint's model and optimiser tensors converted (see :func:`_convert`), written atomically."""
     import torch
 
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    state["model"] = _convert(state["model"], True)
-    state["optimizer"]["state"] = _convert(state["optimizer"]["state"], True)
-    tmp = run / (PACKED + ".tmp")
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state["model"] = _convert(state["model"], to_half)
+    state["optimizer"]["state"] = _convert(state["optimizer"]["state"], to_half)
+    tmp = dst.with_name(dst.name + ".tmp")
     torch.save(state, tmp)
-    tmp.replace(run / PACKED)
-    return run / PACKED
+    tmp.replace(dst)
+    return dst
+
+
+def pack(run: Path) -> Path:
+    """RUN/last.pt -> RUN/campaign.pt (compact); returns its path."""
+    return _rewrite(run / "last.pt", run / PACKED, to_half=True)
 
 
 def unpack(run: Path) -> bool:
     """RUN/campaign.pt -> RUN/last.pt (fp32) when the folder has no last.pt; True if it wrote one."""
-    import torch
-
     if (run / "last.pt").exists() or not (run / PACKED).exists():
         return False
-    state = torch.load(run / PACKED, map_location="cpu", weights_only=True)
-    state["model"] = _convert(state["model"], False)
-    state["optimizer"]["state"] = _convert(state["optimizer"]["state"], False)
-    torch.save(state, run / "last.pt")
+    _rewrite(run / PACKED, run / "last.pt", to_half=False)
     return True
 
 
