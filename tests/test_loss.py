@@ -80,3 +80,17 @@ def test_mean_term_pulls_the_expectation_to_the_true_age():
     age_loss(logits, torch.tensor([15.0]), age, 0.0, mean_weight=1.0).backward()
     grad = logits.grad[0]
     assert grad[:15].mean() < 0 < grad[16:].mean()  # descent raises the young classes, lowers the old
+
+
+def test_distill_loss_is_the_kl_divergence_scaled_by_the_squared_temperature():
+    from faceage.train.loss import distill_loss
+
+    teacher = torch.tensor([[0.0, math.log(3.0)]])  # p = (1/4, 3/4)
+    student = torch.zeros(1, 2)  # q = (1/2, 1/2)
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert abs(distill_loss(student, teacher).item() - kl) < 1e-6
+    assert distill_loss(teacher, teacher).item() < 1e-7
+    # at T = 2 both are softened: p = softmax(teacher / 2), and the divergence is multiplied by 4
+    p = torch.softmax(teacher / 2, -1)[0]
+    kl2 = float((p * (p / 0.5).log()).sum())
+    assert abs(distill_loss(student, teacher, 2.0).item() - 4 * kl2) < 1e-6

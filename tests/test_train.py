@@ -265,3 +265,62 @@ def test_a_data_set_smaller_than_the_batch_is_refused(tiny_manifest, tmp_path, c
                  f"data.cache_dir={tmp_path / 'cache'}", "optim.batch_size=4096", "--out", str(tmp_path / "cli")])
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and "optim.batch_size" in err
+
+
+def _opinionated_teacher(path, age: int, input_size: int):
+    """A 'teacher' that puts nearly all its mass on ``age`` for any face (its classifier is a constant)."""
+    from faceage.nets.model import create_model
+    from faceage.weights import ModelRecord, save_model
+
+    torch.manual_seed(0)
+    model = create_model("ma_sfv2", 0.5).eval()
+    with torch.no_grad():
+        model.head.fc.weight.zero_()
+        model.head.fc.bias.fill_(-5.0)
+        model.head.fc.bias[age] = 5.0
+    return save_model(model, ModelRecord(model=model.spec, input_size=input_size), path)
+
+
+def test_distillation_pulls_the_student_to_the_teacher(tmp_path):
+    """With all the loss on the teacher, a student follows a teacher that says 70 for everyone; without the
+    teacher, the same run follows the labels (ages 1-89 from brightness). The teacher's logits are computed
+    once and reused by a resumed run; the record says who taught."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import synthetic_dataset
+    from faceage.runtime.torch_backend import TorchBackend
+    from faceage.scoring import score
+    from faceage.weights import read_record
+
+    manifest = synthetic_dataset(tmp_path / "data", n=64, size=32, seed=5)
+    teacher = _opinionated_teacher(tmp_path / "teacher.safetensors", 70, 32)
+    base = {"optim.epochs": 6, "optim.lr": 0.01, "eval.tta": "none"}
+    runs = {"taught": tiny_config(manifest, tmp_path / "cache", **base, **{"distill.teacher": str(teacher),
+                                                                            "distill.weight": 1.0}),
+            "plain": tiny_config(manifest, tmp_path / "cache", **base)}
+    gap = {}
+    for name, cfg in runs.items():
+        train(cfg, tmp_path / name, quiet=True)
+        val = [r for r in csv.DictReader(open(tmp_path / name / "split.csv")) if r["split"] == "val"]
+        crops = np.stack([np.asarray(Image.open(manifest.parent / r["path"]).convert("RGB")) for r in val])
+        ages = score(TorchBackend(tmp_path / name / "best.safetensors"), crops, "none").age
+        gap[name] = float(np.abs(ages - 70).mean())
+    assert gap["taught"] < 8 and gap["plain"] > 20, gap
+
+    out = tmp_path / "taught"
+    info = read_record(out / "best.safetensors").training["distill"]
+    assert info["teacher"] == str(teacher) and info["file"] == str(teacher) and len(info["sha256"]) == 64
+    assert info["weight"] == 1.0 and info["temperature"] == 1.0
+    (cached,) = out.glob("teacher-*.npy")
+    assert (np.load(cached).argmax(1) == 70).all()
+    stamp = cached.stat().st_mtime_ns
+    train(runs["taught"].override({"optim": {"epochs": 7}}), out, resume=True, quiet=True)
+    assert cached.stat().st_mtime_ns == stamp  # read back, not scored again
+
+
+def test_a_teacher_of_another_input_size_is_refused(tiny_manifest, tmp_path):
+    teacher = _opinionated_teacher(tmp_path / "teacher.safetensors", 70, 112)
+    cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"distill.teacher": str(teacher)})
+    with pytest.raises(ConfigError, match="distill.teacher .* reads 112-px crops, this run 32-px"):
+        train(cfg, tmp_path / "run", quiet=True)

@@ -152,6 +152,13 @@ KEYS: dict[str, dict[str, Key]] = {
         "mean_weight": Key(0.0, _number(0, 10), "mean-variance loss: weight of the expectation's squared error"),
         "var_weight": Key(0.0, _number(0, 10), "mean-variance loss: weight of the distribution's variance"),
     },
+    "distill": {  # faceage.train.distill
+        "teacher": Key(None, _text(), "distil from this model (a bundled name, file or run folder): its age "
+                                      "distributions on the training crops are soft targets"),
+        "weight": Key(0.5, PROB, "share of the loss given to matching the teacher; the rest is the loss section's"),
+        "temperature": Key(1.0, _number(0, 20, above=True), "softmax temperature of both distributions when "
+                                                            "matched"),
+    },
     "optim": {
         "lr": Key(0.001, _number(0, 10, above=True), "learning rate (Adam)"),
         "betas": Key([0.9, 0.999], _pair(0, 0.99999), "Adam betas"),
@@ -219,7 +226,7 @@ def _section_class(name: str, keys: dict[str, Key]) -> type:
 
 
 SECTIONS: dict[str, type] = {name: _section_class(name, keys) for name, keys in KEYS.items()}
-ModelConfig, DataConfig, AugmentConfig, LossConfig, OptimConfig, EvalConfig, RunConfig = SECTIONS.values()
+ModelConfig, DataConfig, AugmentConfig, LossConfig, DistillConfig, OptimConfig, EvalConfig, RunConfig = SECTIONS.values()
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,7 @@ class Config:
     data: DataConfig
     augment: AugmentConfig
     loss: LossConfig
+    distill: DistillConfig
     optim: OptimConfig
     eval: EvalConfig
     run: RunConfig

@@ -37,7 +37,7 @@ from faceage.train.config import Config, dump_config
 from faceage.data.sets import (
     cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
 )
-from faceage.train.loss import age_loss
+from faceage.train.loss import age_loss, distill_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
 from faceage.weights import ModelRecord, Scoring, save_model
 
@@ -135,6 +135,15 @@ class Trainer(Checkpoints):
             self.record.training["init"] = str(init)
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
+        self.teacher = None  # (N, classes) soft-target logits per training row, with distill.teacher
+        if cfg.distill.teacher:
+            from faceage.train.distill import teacher_logits
+
+            with ddp.rank0_first(self.dist):  # rank 0 scores and keeps them; the others read its file
+                logits, info = teacher_logits(cfg.distill.teacher, self.data["train"].images, size, crop, self.out,
+                                              str(self.device), self.log)
+            self.teacher = torch.from_numpy(logits)
+            self.record.training["distill"] = {**cfg.distill.to_dict(), **info}
         self.step_model = self.model  # wrapped for DDP / torch.compile by build_step_model()
         self.gen = torch.Generator().manual_seed(run.seed)  # the sampler: same on every rank
         self.epoch = 0
@@ -171,8 +180,9 @@ class Trainer(Checkpoints):
         return self._train_images
 
     # -- one epoch --------------------------------------------------------------------------------
-    def _batch(self, perm: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of global batch ``step``: uint8 -> device -> augmented, normalised float."""
+    def _batch(self, perm: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This rank's share of global batch ``step``: uint8 -> device -> augmented, normalised float; the ages;
+        the teacher's logits for these rows when distilling, else None."""
         cfg, dev, info = self.cfg, self.device, self.dist
         per = self.global_batch // info.world_size
         idx = perm[step * self.global_batch + info.rank * per : step * self.global_batch + (info.rank + 1) * per]
@@ -195,7 +205,8 @@ class Trainer(Checkpoints):
         x = augment(x.permute(0, 3, 1, 2), cfg.augment, self.record.mean, self.record.std, g)
         if cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        soft = None if self.teacher is None else self.teacher[idx].to(dev, non_blocking=True)
+        return x, y, soft
 
     def _jpeg_gen(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(batch_seed(self.cfg.run.seed + 7919, self.epoch, step,
@@ -220,7 +231,7 @@ class Trainer(Checkpoints):
         return torch.multinomial(weights, n, replacement=True, generator=self.gen)
 
     def _batches(self, perm: torch.Tensor, steps: int):
-        """Yield (step, x, y); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
+        """Yield (step, x, y, teacher logits or None); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
         ahead = self.cfg.run.prefetch
         if ahead is None:  # on a GPU: enough CPU threads to draw the augmentation's random numbers in time
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -263,12 +274,16 @@ class Trainer(Checkpoints):
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", unit="batch",
                    disable=self.quiet, dynamic_ncols=True)
         start = time.perf_counter()
-        for step, x, y in self._batches(perm, steps):
+        distill = cfg.distill
+        for step, x, y, soft in self._batches(perm, steps):
             if self.stop_at_step is not None and self.epoch * steps + step >= self.stop_at_step:
                 raise KeyboardInterrupt("stopped on request")
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits, reg = self.step_model(x)
             loss = age_loss(logits.float(), reg.float(), y, **cfg.loss.to_dict())
+            if soft is not None:
+                loss = (1 - distill.weight) * loss + distill.weight * distill_loss(logits.float(), soft,
+                                                                                   distill.temperature)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

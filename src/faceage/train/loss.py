@@ -52,3 +52,11 @@ def age_loss(
     if reg_weight:
         loss = loss + reg_weight * (reg - age.to(reg.dtype)).abs().mean()
     return loss
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) between the two age distributions at ``temperature``, times its square so the
+    gradient keeps its scale as the temperature changes (Hinton et al., 2015)."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean", log_target=True) * t * t

@@ -1,0 +1,66 @@
+"""Distillation: a teacher model's age distributions on the training crops become a student's soft targets.
+
+The teacher (a bundled name, a model file or a run folder) scores every training crop once, with
+the views its record was calibrated under, before the first epoch; the logits are kept in the run
+folder, named by the teacher's digest, so a resumed run reuses them. They are the network's own
+outputs without the teacher's prior correction (``logit_bias``): the student is drawn with its own
+age-balanced sampling and has its prior put back by its own run. The crops are the student's
+un-augmented training crops: age does not change under the small flips, turns and colour changes
+of augmentation, so the teacher's reading of the clean crop is the target of every augmented copy.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from faceage.data.sets import crop_differences
+from faceage.errors import ConfigError
+from faceage.face.align import CropSpec
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: CropSpec | None, out: Path,
+                   device: str = "cpu", log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
+    """(N, classes) float32 teacher logits for the (N, S, S, 3) uint8 training ``images``, and what to record
+    about the teacher; computed once per teacher and row count, then read from ``out``."""
+    from faceage.models import locate
+    from faceage.runtime import load_backend
+    from faceage.scoring import score
+
+    path = locate(teacher)
+    backend = load_backend(path, device=device)
+    rec = backend.record
+    if rec.input_size != input_size:
+        raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
+                          f"(data.input_size); distil between models of one input size")
+    for diff in crop_differences(rec.crop, crop, ("teacher", "data")) if crop is not None else []:
+        log(f"warning: distill.teacher {path} was trained on other crops than this data's: {diff}")
+    digest = _digest(path)
+    info = {"file": str(path), "sha256": digest, "tta": rec.scoring.tta}
+    cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-{len(images)}.npy"
+    if cache.is_file():
+        logits = np.load(cache, allow_pickle=False)
+        if logits.shape == (len(images), rec.num_classes) and np.isfinite(logits).all():
+            return logits, info
+    log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views)")
+    logits = score(backend, images, rec.scoring.tta).logits
+    if rec.logit_bias is not None:
+        logits = logits - np.asarray(rec.logit_bias, np.float32)
+    if not np.isfinite(logits).all():
+        raise ConfigError(f"distill.teacher {path} gave NaN or infinite outputs on the training crops; it cannot "
+                          "teach")
+    logits = logits.astype(np.float32)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, logits, allow_pickle=False)
+    tmp.replace(cache)
+    return logits, info
