@@ -2,8 +2,9 @@
 
 CI pipes an installed wheel's output through it, so it needs nothing but the standard library:
     faceage predict tests/data/obama.jpg --json | python scripts/check_golden_json.py
-Each image's faces must match the ONNX golden entry: the same count, boxes within 2 px and ages
-within 0.1 years (the tolerances of tests/test_golden.py). Exit status 1 on any difference.
+Each image's faces must match the ONNX golden entry of the model named by ``--model`` (default: the
+default model): the same count, boxes within 2 px and ages within 0.1 years (the tolerances of
+tests/test_golden.py). Exit status 1 on any difference.
 """
 from __future__ import annotations
 
@@ -41,10 +42,18 @@ def differences(lines: list[str], golden: dict) -> list[str]:
 def main() -> int:
     import argparse
 
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                            epilog="example: faceage predict tests/data/obama.jpg --json | "
-                                   "python scripts/check_golden_json.py").parse_args()
-    golden = json.loads(GOLDEN.read_text())["faces"]["onnx"]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="example: faceage predict tests/data/obama.jpg --json | "
+                                        "python scripts/check_golden_json.py")
+    ap.add_argument("--model", help="the bundled model the output came from (default: the default model, the "
+                                    "first in golden.json)")
+    a = ap.parse_args()
+    models = json.loads(GOLDEN.read_text())["models"]
+    name = a.model or next(iter(models))
+    if name not in models:
+        print(f"golden check: no golden entry for model {name!r} (have: {', '.join(models)})", file=sys.stderr)
+        return 1
+    golden = models[name]["faces"]["onnx"]
     lines = sys.stdin.read().splitlines()
     problems = differences(lines, golden)
     for p in problems:

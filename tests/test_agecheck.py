@@ -313,7 +313,9 @@ def test_cli_check_json_on_the_test_photos_matches_the_golden_decisions(tmp_path
 
     from faceage.cli import main
 
-    golden = json.loads((DATA / "golden.json").read_text())["checks"]["18"]
+    from faceage.models import DEFAULT
+
+    golden = json.loads((DATA / "golden.json").read_text())["models"][DEFAULT]["checks"]["18"]
     Image.fromarray(np.full((96, 96, 3), 120, np.uint8)).save(tmp_path / "blank.png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xffjunk")
     photos = [str(DATA / n) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")]

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,15 @@ def test_exit_codes_mean_what_the_help_says(tmp_path, capsys):
         assert main(["serve", "--port", str(busy.getsockname()[1])]) == 6
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[address_unusable]" in err and "--port" in err
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly_with_141():
+    """``faceage predict DIR --json | head -1``: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    photos = [str(Path(__file__).parent / "data" / n) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")]
+    proc = subprocess.Popen([sys.executable, "-m", "faceage", "predict", *photos, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and b'"faces"' in first
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -352,7 +352,8 @@ def passed(z: np.ndarray, threshold: float, rows: np.ndarray) -> dict:
     return {"n": n, "passed": k, "share": round(k / n, 5) if n else None, "wilson95": [round(lo, 5), round(hi, 5)]}
 
 
-AGE_BANDS = {"6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25+": (25, 200)}
+#: the age bands an age-check report gives each share for (metrics.AGE_BANDS are the error-report bands)
+CHECK_BANDS = {"6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25+": (25, 200)}
 
 
 def band_rows(ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -390,7 +391,7 @@ def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float =
         "ece_cross_validated": cv,
         "band": passed(z, t, in_band),
         "adults": passed(z, t, ages >= over),
-        "ages": {name: passed(z, t, band_rows(ages, a, b)) for name, (a, b) in AGE_BANDS.items()},
+        "ages": {name: passed(z, t, band_rows(ages, a, b)) for name, (a, b) in CHECK_BANDS.items()},
     }
     return AgeCheckPolicy(int(over), t, float(cal(np.array([t]))[0]), cal, float(max_share), (lo, over - 1),
                           figures)

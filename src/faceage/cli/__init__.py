@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from faceage import __version__
 from faceage.errors import AddressError, ConfigError, FaceageError, ImageError, ManifestError, WeightsError
 from faceage.extras import MissingExtraError
+from faceage.models import DEFAULT, list_models
 
 # name -> module under faceage.cli; the order is the order shown in --help.
 COMMANDS = {
@@ -54,6 +56,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     MissingExtraError: 7,  # an optional dependency is not installed (the message names the pip line)
     FaceageError: 2,
     KeyboardInterrupt: 130,
+    BrokenPipeError: 141,  # the output's reader went away (``| head``): what a shell reports for SIGPIPE
 }
 
 
@@ -62,7 +65,8 @@ def exit_code(exc: BaseException) -> int:
 
 
 #: the --model option's help, the same in every command
-MODEL_HELP = "a bundled model's name (faceage models: fast), a model file or a training run folder (default: fast)"
+MODEL_HELP = (f"a bundled model's name ({', '.join(list_models())}: see faceage models), a model file or a training "
+              f"run folder (default: {DEFAULT})")
 
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
@@ -125,7 +129,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "3 unusable data set or manifest; 4 unusable model file or checkpoint, or NaN/infinite model outputs\n"
         "(predict: for some face); 5 unreadable image (given alone); 6 serve cannot listen on its address\n"
         "(port in use); 7 an optional dependency is missing (the message names the 'pip install' line);\n"
-        "130 interrupted",
+        "130 interrupted; 141 the output's reader went away (a closed pipe)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"faceage {__version__}")
@@ -166,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
+        return exit_code(exc)
+    except BrokenPipeError as exc:  # stop quietly; stdout goes to /dev/null so the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exit_code(exc)
     except FaceageError as exc:
         print(f"faceage {args.command}: error: {exc} [{exc.code}]", file=sys.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.agecheck import (AGE_BANDS, DEFAULT_BAND, DEFAULT_MAX_SHARE, STANDARD_THRESHOLDS, AgeCheckPolicy,
+from faceage.agecheck import (CHECK_BANDS, DEFAULT_BAND, DEFAULT_MAX_SHARE, STANDARD_THRESHOLDS, AgeCheckPolicy,
                               band_rows, ece, fit_policy, over_logit, passed, policy_for, raw_p_over,
                               reliability)
 from faceage.errors import ConfigError, FaceageError
@@ -114,8 +114,8 @@ def set_results(s: ScoredSet, policy: AgeCheckPolicy) -> dict:
     z = np.where(f, z, -np.inf)  # no face: never passes
     y = (s.ages >= policy.over).astype(float)
     t = policy.logit_threshold
-    bands = {name: passed(z, t, band_rows(s.ages, a, b)) for name, (a, b) in AGE_BANDS.items()}
-    for name, (a, b) in AGE_BANDS.items():
+    bands = {name: passed(z, t, band_rows(s.ages, a, b)) for name, (a, b) in CHECK_BANDS.items()}
+    for name, (a, b) in CHECK_BANDS.items():
         rows = band_rows(s.ages, a, b) & f
         err = s.age[rows] - s.ages[rows]
         bands[name].update(mae=round(float(np.abs(err).mean()), 3) if rows.any() else None,
@@ -126,7 +126,7 @@ def set_results(s: ScoredSet, policy: AgeCheckPolicy) -> dict:
         "over_threshold": passed(z, t, s.ages >= policy.over),
         "bands": bands,
         "groups": {g: {name: passed(z, t, band_rows(s.ages, a, b) & m)
-                       for name, (a, b) in AGE_BANDS.items()} for g, m in s.groups.items()},
+                       for name, (a, b) in CHECK_BANDS.items()} for g, m in s.groups.items()},
         "ece_raw": round(ece(raw[f], y[f]), 5), "ece_calibrated": round(ece(cal[f], y[f]), 5),
         "reliability_raw": reliability(raw[f], y[f]), "reliability_calibrated": reliability(cal[f], y[f]),
     }
@@ -199,7 +199,7 @@ def _cell(r: dict) -> str:
 
 
 def _markdown(sets: list[ScoredSet], policies: dict[int, AgeCheckPolicy], results: dict, fitted: str) -> str:
-    bands = list(AGE_BANDS)
+    bands = list(CHECK_BANDS)
     md = [("Share of faces **passed** by each threshold's policy, per age band, with Wilson 95% intervals "
            "and the number of faces. A photo where no face is found gets no check, so it is never passed "
            "(counted as not passed)."), "", f"Policies: {fitted}", ""]
