@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 #: name -> (what it tests, config overrides on top of the pilot config)
@@ -25,38 +24,52 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "v2loss-0.5x112": ("the fast model's design and loss (label spread 2, no tail terms, age balance 0.6)",
                        ["model.width=0.5", "loss.label_sigma=2.0", "loss.label_sigma_slope=0", "loss.mean_weight=0",
                         "loss.var_weight=0", "data.age_balance=0.6"]),
+    "tail-1x112-m15": ("the campaign's design on crops with a 15% margin per side (more hair, jaw and neck; "
+                       "`prepare --margin 0.15`, the same rows as the other candidates' crops)",
+                       ["model.width=1.0", "data.datasets={utkface: work/utkface-128m15/manifest-same.csv, "
+                        "aaf: work/aaf-128m15/manifest-same.csv}"]),
 }
 BANDS = ("6-12", "13-17", "60+")
+#: crops prepared another way, restricted to the rows of the reference crops so every candidate trains and
+#: validates on the same faces: (its manifest, the full manifest it is cut from, the reference manifest)
+SAME_ROWS = {
+    "work/utkface-128m15/manifest-same.csv": ("work/utkface-128m15/manifest.csv", "work/utkface-128png/manifest.csv"),
+    "work/aaf-128m15/manifest-same.csv": ("work/aaf-128m15/manifest.csv", "work/aaf-128png/manifest.csv"),
+}
+PREPARE_M15 = ("faceage prepare utkface ../shared/data/utkface work/utkface-128m15 --size 128 --margin 0.15\n"
+               "faceage prepare csv ../shared/data/aaf/labels.csv work/aaf-128m15 --size 128 --margin 0.15")
 
 
-def one_face_ms(runs: dict[str, Path], rounds: int = 7, repeats: int = 30) -> dict[str, float]:
+def same_rows(cfg) -> None:
+    """Write each SAME_ROWS manifest the config uses (once): the full manifest's rows whose crop file name is in
+    the reference manifest. A face found in one preparation and not the other would otherwise change which
+    rows ``data.limit`` draws."""
+    from faceage.data.manifest import read_manifest, write_manifest
+
+    for manifest in (cfg.data.datasets or {}).values():
+        if manifest not in SAME_ROWS or Path(manifest).is_file():
+            continue
+        full, reference = SAME_ROWS[manifest]
+        if not Path(full).is_file():
+            raise SystemExit(f"{full} is missing; prepare the crops first:\n{PREPARE_M15}")
+        keep = {Path(s.path).name for s in read_manifest(reference).samples}
+        rows = [s for s in read_manifest(full).samples if Path(s.path).name in keep]
+        write_manifest(rows, manifest)
+        print(f"{manifest}: {len(rows)} of {full}'s rows, those of {reference}")
+
+
+def one_face_ms(runs: dict[str, Path]) -> dict[str, float]:
     """Median one-face time per run's best weights as shipped: exported to ONNX, ONNX Runtime on one
-    thread, batch 1. The models are timed in alternating rounds and each keeps its fastest round, so a
-    burst of load on a shared machine slows one round of every model rather than one model."""
+    thread, batch 1 (:func:`faceage.runtime.time_per_face`, alternating rounds)."""
     import tempfile
 
-    import numpy as np
-
     from faceage.export import export_onnx
+    from faceage.runtime import time_per_face
     from faceage.runtime.onnx_backend import OnnxBackend
 
     with tempfile.TemporaryDirectory() as tmp:
-        backends = {}
-        for name, run in runs.items():
-            backend = OnnxBackend(export_onnx(run / "best.safetensors", Path(tmp) / f"{name}.onnx"), threads=1)
-            size = backend.record.input_size
-            backends[name] = (backend, np.random.default_rng(0).integers(0, 256, (1, size, size, 3), np.uint8))
-        best = {name: float("inf") for name in runs}
-        for _ in range(rounds):
-            for name, (backend, crop) in backends.items():
-                times = []
-                for i in range(repeats + 3):
-                    t = time.perf_counter()
-                    backend.run(crop)
-                    if i >= 3:
-                        times.append(time.perf_counter() - t)
-                best[name] = min(best[name], 1000 * sorted(times)[len(times) // 2])
-    return {name: round(v, 3) for name, v in best.items()}
+        return time_per_face({name: OnnxBackend(export_onnx(run / "best.safetensors", Path(tmp) / f"{name}.onnx"),
+                                                threads=1) for name, run in runs.items()}, rounds=7)
 
 
 def row(name: str, run: Path, cfg) -> dict:
@@ -113,6 +126,7 @@ def main() -> None:
     for name in names:
         run = Path(a.runs) / name
         cfg = load_config(a.config, CANDIDATES[name][1])
+        same_rows(cfg)
         if not (run / "summary.json").exists():
             if a.no_train:
                 print(f"{name}: not trained yet ({run})")

@@ -23,6 +23,10 @@ class BundledModel:
     #: headline accuracy, what -> value (docs/model_card.md), and the command that measures it
     headline: dict[str, float] = field(default_factory=dict)
     measured_by: str = ""
+    #: one face's network time on the project's 2-core machine (ONNX Runtime, one thread, batch 1, median ms),
+    #: and the command that times it; ``faceage models --time`` times it on this machine
+    ms_per_face: float | None = None
+    timed_by: str = ""
 
     def file(self, backend: str = "auto") -> Path:
         """The ONNX file unless ``backend="torch"`` (then the safetensors one); the other if only it is there."""
@@ -42,7 +46,8 @@ MODELS: dict[str, BundledModel] = {
         "MA-SFV2 0.5x at 112 px, trained on UTKFace + All-Age-Faces (model card: version 2)",
         {"UTKFace val MAE": 5.12, "AAF val MAE": 7.27, "FG-NET zero-shot MAE": 6.45},
         "python scripts/model_card_numbers.py --config configs/default-model-v2.yaml "
-        "v2=src/faceage/models/default.safetensors"),
+        "v2=src/faceage/models/default.safetensors",
+        0.88, "python benchmarks/speed.py --model src/faceage/models/default.safetensors"),
 }
 #: the model used when none is named
 DEFAULT = "fast"
