@@ -94,3 +94,19 @@ def test_distill_loss_is_the_kl_divergence_scaled_by_the_squared_temperature():
     p = torch.softmax(teacher / 2, -1)[0]
     kl2 = float((p * (p / 0.5).log()).sum())
     assert abs(distill_loss(student, teacher, 2.0).item() - 4 * kl2) < 1e-6
+
+
+def test_median_estimate_is_the_half_quantile_of_the_interval_reading():
+    from faceage.ages import median_age
+
+    p = np.zeros((1, 101))
+    p[0, 20], p[0, 30] = 0.25, 0.75  # half the mass is reached a third of the way into class 30
+    assert abs(median_age(p)[0] - (29.5 + 0.25 / 0.75)) < 1e-9
+    assert abs(combine(np.log(p + 1e-300), np.array([0.0]), "median")[0] - median_age(p)[0]) < 1e-6
+    rng = np.random.default_rng(0)
+    probs = softmax(rng.normal(0, 3, (50, 101)))
+    assert np.allclose(median_age(probs), age_interval(probs, 0.0)[:, 0], atol=1e-9)
+    # a tail toward the middle moves the median less than the expectation
+    tail = np.zeros((1, 101))
+    tail[0, 15], tail[0, 35] = 0.7, 0.3
+    assert abs(median_age(tail)[0] - 15) < 1 < abs(expected_age(tail)[0] - 15)

@@ -37,7 +37,7 @@ def test_presets_and_overrides():
     ("optim.epochs=abc", "optim.epochs = 'abc': must be a whole number"),
     ("augment.flip=2.5", "augment.flip = 2.5: must be >= 0 and <= 1"),
     ("optim.lr=-1", "optim.lr = -1: must be > 0"),
-    ("eval.estimate=median", "eval.estimate = 'median': must be one of dex, reg, mean"),
+    ("eval.estimate=mode", "eval.estimate = 'mode': must be one of dex, reg, mean, median"),
     ("eval.tta=zoom", "did you mean zoomflip"),
     ("optim.lrr=0.1", "did you mean optim.lr"),
     ("data.mix={a: -1}", "data.mix"),

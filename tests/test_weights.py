@@ -91,7 +91,7 @@ def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
     ({"input_size": 20000}, "input_size"),
     ({"input_size": 64.5}, "whole number"),
     ({"input_size": True}, "must be a number"),
-    ({"estimate": "median"}, "estimate must be one of"),
+    ({"estimate": "mode"}, "estimate must be one of"),
     ({"std": [0.25, 0.0, 0.25]}, "std must be positive"),
     ({"std": [float("nan"), 0.2, 0.2]}, "finite"),
     ({"mean": [0.5, 0.5]}, "list of 3"),

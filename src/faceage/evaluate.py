@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from faceage.ages import ESTIMATES
 from faceage.preprocess import resize_crop
 from faceage.data.manifest import Sample, read_manifest
 from faceage.errors import FaceageError
@@ -69,7 +70,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
         raise FaceageError(f"no readable image to evaluate; first problems: {problems[:3]}")
     scores = estimator.score_aligned(crops)
     true = np.asarray(ages, dtype=np.float64)
-    preds = {how: scores.ages(how) for how in ("dex", "reg", "mean")}
+    preds = {how: scores.ages(how) for how in ESTIMATES}
     how = estimator.record.estimate
     interval = scores.interval()
     report = age_metrics(preds[how], true)
@@ -77,9 +78,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
     report.update({
         "estimate": how,
         "tta": estimator.tta,
-        "mae_dex": round(float(np.abs(preds["dex"] - true).mean()), 4),
-        "mae_reg": round(float(np.abs(preds["reg"] - true).mean()), 4),
-        "mae_mean": round(float(np.abs(preds["mean"] - true).mean()), 4),
+        **{f"mae_{h}": round(float(np.abs(preds[h] - true).mean()), 4) for h in ESTIMATES},
         "no_face": int(sum(fallback)),
         "unreadable": len(problems),
         "problems": problems[:50],

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceage.ages import ESTIMATES
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
@@ -28,8 +29,6 @@ FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.safetensors")
-#: how an age is made from the network's outputs (faceage.ages.combine)
-ESTIMATES = ("dex", "reg", "mean")
 INPUT_SIZES = (16, 1024)
 #: the resize filters faceage.preprocess knows (Pillow's names)
 RESIZE_FILTERS = ("bilinear",)

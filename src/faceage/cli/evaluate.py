@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from faceage.ages import ESTIMATES
 from faceage.cli import MODEL_HELP, add_tta_argument
 
 HELP = "score a model on labelled images: MAE (DEX and regression), CS(0..10), MAE by decade"
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default=None, help="importer for a folder: utkface, fgnet, morph2, afad, csv, folder")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--split", default=None, help="only rows of this split (e.g. val, test)")
-    p.add_argument("--estimate", choices=("dex", "reg", "mean"), default=None, help="override the model's estimate")
+    p.add_argument("--estimate", choices=ESTIMATES, default=None, help="override the model's estimate")
     add_tta_argument(p)
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--out", default=None, help="report folder (default runs/eval-<time>)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['n']} images ({report['pipeline']}), no face: {report['no_face']}, "
           f"unreadable: {report['unreadable']}, skipped rows: {len(problems)}")
     print(f"MAE {report['mae']:.3f} ({report['estimate']})   DEX {report['mae_dex']:.3f}   "
-          f"regression {report['mae_reg']:.3f}   mean {report['mae_mean']:.3f}")
+          f"regression {report['mae_reg']:.3f}   mean {report['mae_mean']:.3f}   median {report['mae_median']:.3f}")
     print("CS(e): " + "  ".join(f"{e}:{100 * v:.1f}%" for e, v in report["cs"].items()))
     print("MAE (bias) by decade: " + "  ".join(f"{k}: {v['mae']:.2f} ({v['bias']:+.2f}, n={v['n']})"
                                              for k, v in report["mae_by_decade"].items()))

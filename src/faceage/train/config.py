@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
+from faceage.ages import ESTIMATES
 from faceage.errors import ConfigError
 from faceage.nets.spec import ARCHS, SE_REDUCTIONS, WIDTHS
 from faceage.options import unknown_key
@@ -173,7 +174,8 @@ KEYS: dict[str, dict[str, Key]] = {
                                                               "the age head at lr"),
     },
     "eval": {
-        "estimate": Key("dex", _choice("dex", "reg", "mean"), "how an age is read off the outputs"),
+        "estimate": Key("dex", _choice(*ESTIMATES), "how an age is read off the outputs: dex (expectation), reg, "
+                                                    "mean (of the two) or median (of the distribution)"),
         "tta": Key("zoomflip", _choice(*TTA), "test-time views validation scores with, as predict does"),
         "batch_size": Key(256, _number(1, integer=True), "validation batch"),
     },
