@@ -5,6 +5,7 @@ A run folder under docs/runs/ is committed with its config, curves and ONE compa
 as is), replaced at every pack. Each sitting:
 
     python scripts/campaign.py run docs/runs/accurate --hours 2     # unpack, resume, stop, pack
+    python scripts/campaign.py report docs/runs/accurate --against fast --write   # where the tails stand
     git add docs/runs/accurate && git commit -m "accurate campaign: epochs A-B"
 
 ``run`` restores ``last.pt`` from ``campaign.pt`` when the folder has none, resumes training
@@ -109,6 +110,67 @@ def run_for(run: Path, hours: float, start: str | None, overrides: list[str]) ->
     return 0
 
 
+BANDS = ("6-12", "13-17", "18-24", "60+")
+
+
+def tails(pred, true) -> dict:
+    """MAE, MAE at 13-17, bias per BANDS band, and the point-age "over 18" check set to pass at most 2% of
+    13-17-year-olds: its threshold and the share of adults 25+ it passes (the issue's held-back bar)."""
+    import numpy as np
+
+    from faceage.agecheck import band_rows, pass_threshold
+    from faceage.metrics import age_metrics
+
+    m = age_metrics(pred, true)
+    out = {"n": m["n"], "mae": m["mae"], "mae_13-17": m["mae_by_band"].get("13-17", {}).get("mae")}
+    out.update({f"bias_{b}": m["mae_by_band"].get(b, {}).get("bias") for b in BANDS})
+    teens, adults = band_rows(true, 13, 17), true >= 25
+    if teens.any() and adults.any():
+        t = pass_threshold(pred[teens], 0.02)
+        out["over18_point_threshold"] = round(t, 2)
+        out["adults25_passed"] = round(float((pred[adults] >= t).mean()), 4)
+    return out
+
+
+def report(run: Path, against: list[str], write: bool) -> int:
+    """Each model on the run's validation rows, per data set and estimate (the record's and the median)."""
+    import json
+
+    from faceage import AgeEstimator
+    from faceage.data.manifest import read_manifest
+    from faceage.evaluate import evaluate
+
+    samples = [s for s in read_manifest(run / "split.csv").samples if s.split == "val"]
+    sets = sorted({s.dataset for s in samples})
+    models = {run.name: str(run / "best.safetensors"), **{m: m for m in against}}
+    rows = []
+    for label, model in models.items():
+        est = AgeEstimator(model)
+        for name in sets:
+            rep = evaluate(est, [s for s in samples if s.dataset == name], prealigned=True, quiet=True)
+            for how in dict.fromkeys((est.record.estimate, "median")):
+                rows.append({"model": label, "data": name, "estimate": how, **tails(rep["_preds"][how], rep["_true"])})
+    epochs = len(_epochs_done(run))
+    head = ["model", "data", "estimate", "MAE", "MAE 13-17"] + [f"bias {b}" for b in BANDS] + \
+        ["adults 25+ passed, over-18 on the point age at 2% of 13-17"]
+    lines = [f"Validation rows of {run} (best epoch so far, {epochs} epochs done): "
+             f"`python scripts/campaign.py report {run} {' '.join('--against ' + a for a in against)}`", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r["data"], r["estimate"], f"{r['mae']:.2f}", f"{r['mae_13-17']:.2f}"]
+        cells += ["-" if r[f"bias_{b}"] is None else f"{r[f'bias_{b}']:+.1f}" for b in BANDS]
+        cells.append(f"{100 * r['adults25_passed']:.0f}% (at {r['over18_point_threshold']:.1f})"
+                     if "adults25_passed" in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        (run / "progress.md").write_text(f"# Where the campaign stands\n\n{text}\n")
+        (run / "progress.json").write_text(json.dumps({"epochs": epochs, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {run / 'progress.md'} and progress.json")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -120,7 +182,15 @@ def main() -> int:
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (a new campaign only)")
     for name, what in (("pack", "RUN/last.pt -> RUN/campaign.pt"), ("unpack", "RUN/campaign.pt -> RUN/last.pt")):
         sub.add_parser(name, help=what).add_argument("run", type=Path)
+    rep = sub.add_parser("report", help="the best epoch so far on the validation rows: MAE, the ends of life, "
+                                        "the over-18 check")
+    rep.add_argument("run", type=Path)
+    rep.add_argument("--against", action="append", default=[], metavar="MODEL",
+                     help="also score this model (a bundled name or file) on the same rows")
+    rep.add_argument("--write", action="store_true", help="write RUN/progress.md and progress.json (tracked)")
     a = ap.parse_args()
+    if a.cmd == "report":
+        return report(a.run, a.against, a.write)
     if a.cmd == "pack":
         print(pack(a.run))
     elif a.cmd == "unpack":

@@ -87,6 +87,7 @@ def evaluate(estimator, samples: list[Sample], *, prealigned: bool, quiet: bool 
         "seconds": round(time.perf_counter() - start, 1),
     })
     report["_pred"], report["_true"], report["_paths"], report["_interval"] = preds[how], true, paths, interval
+    report["_preds"] = preds  # every estimate's ages, for reports that compare them
     return report
 
 
@@ -96,6 +97,7 @@ def write_report(report: dict, out: str | Path, label: str = "model", plots: boo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pred, true, paths, interval = (report.pop(k) for k in ("_pred", "_true", "_paths", "_interval"))
+    report.pop("_preds", None)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     with open(out / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
