@@ -144,8 +144,13 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "pilots.json").write_text(json.dumps({"config": a.config, "candidates": {
             k: CANDIDATES[k][1] for k in names}, "rows": rows}, indent=2))
-        (out / "pilots.md").write_text(f"# Accurate-model pilots\n\n`python scripts/pilots.py --write` "
-                                       f"(config `{a.config}`)\n\n{text}\n")
+        tests = "\n".join(f"- `{k}`: {CANDIDATES[k][0]}" for k in names)
+        (out / "pilots.md").write_text(
+            f"# Accurate-model pilots\n\n`python scripts/pilots.py --write` (config `{a.config}`: 8 epochs from "
+            f"scratch on the same 4,000 photos per data set, each split 7:2 on its own; MAE and bias on the "
+            f"held-out part; ms/face: the network alone, ONNX Runtime, one thread, batch 1)\n\n{tests}\n\n{text}\n\n"
+            "What the table decided (1.0x at 112 px, margin 0, the tail-aimed loss and sampling) and why: "
+            "[the campaign's README](../accurate/README.md).\n")
         print(f"wrote {out}/pilots.md and pilots.json")
 
 
