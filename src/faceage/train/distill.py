@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from faceage.data.sets import crop_differences
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec
+
+CHUNK = 512  # crops per progress step
 
 
 def _digest(path: Path) -> str:
@@ -30,7 +33,8 @@ def _digest(path: Path) -> str:
 
 
 def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: CropSpec | None, out: Path,
-                   device: str = "cpu", log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
+                   device: str = "cpu", log: Callable[[str], None] = print,
+                   quiet: bool = False) -> tuple[np.ndarray, dict]:
     """(N, classes) float32 teacher logits for the (N, S, S, 3) uint8 training ``images``, and what to record
     about the teacher; computed once per teacher and row count, then read from ``out``."""
     from faceage.models import locate
@@ -53,7 +57,12 @@ def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: Crop
         if logits.shape == (len(images), rec.num_classes) and np.isfinite(logits).all():
             return logits, info
     log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views)")
-    logits = score(backend, images, rec.scoring.tta).logits
+    parts = []
+    with tqdm(total=len(images), desc="teacher", unit="face", disable=quiet, dynamic_ncols=True) as bar:
+        for i in range(0, len(images), CHUNK):
+            parts.append(score(backend, images[i : i + CHUNK], rec.scoring.tta).logits)
+            bar.update(len(parts[-1]))
+    logits = np.concatenate(parts) if parts else np.zeros((0, rec.num_classes), np.float32)
     if rec.logit_bias is not None:
         logits = logits - np.asarray(rec.logit_bias, np.float32)
     if not np.isfinite(logits).all():
