@@ -281,7 +281,7 @@ def _opinionated_teacher(path, age: int, input_size: int):
     return save_model(model, ModelRecord(model=model.spec, input_size=input_size), path)
 
 
-def test_distillation_pulls_the_student_to_the_teacher(tmp_path):
+def test_distillation_pulls_the_student_to_the_teacher(tmp_path, capsys):
     """With all the loss on the teacher, a student follows a teacher that says 70 for everyone; without the
     teacher, the same run follows the labels (ages 1-89 from brightness). The teacher's logits are computed
     once and reused by a resumed run; the record says who taught."""
@@ -317,6 +317,11 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path):
     stamp = cached.stat().st_mtime_ns
     train(runs["taught"].override({"optim": {"epochs": 7}}), out, resume=True, quiet=True)
     assert cached.stat().st_mtime_ns == stamp  # read back, not scored again
+    _opinionated_teacher(teacher, 60, 32)  # the teacher file changes under a run: said, and the new one teaches
+    capsys.readouterr()
+    train(runs["taught"].override({"optim": {"epochs": 8}}), out, resume=True)
+    assert "has changed since this run began" in capsys.readouterr().out
+    assert len(list(out.glob("teacher-*.npy"))) == 2
 
 
 def test_a_teacher_of_another_input_size_is_refused(tiny_manifest, tmp_path):

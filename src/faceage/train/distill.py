@@ -56,6 +56,9 @@ def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: Crop
         logits = np.load(cache, allow_pickle=False)
         if logits.shape == (len(images), rec.num_classes) and np.isfinite(logits).all():
             return logits, info
+    for old in sorted(set(out.glob("teacher-*.npy")) - {cache}):
+        log(f"warning: {old.name} in {out} is another teacher's (or another split's): the teacher {path} has "
+            "changed since this run began, and the epochs from here learn from the new one")
     log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views)")
     parts = []
     with tqdm(total=len(images), desc="teacher", unit="face", disable=quiet, dynamic_ncols=True) as bar:
