@@ -130,6 +130,9 @@ def test_model_init_starts_from_a_model_file(tiny_manifest, tmp_path):
     wider = tiny_config(tiny_manifest, tmp_path / "cache", **{"model.init": str(start), "model.width": 1.0})
     with pytest.raises(ConfigError, match="model.init .* set model"):
         Trainer(wider, tmp_path / "three").setup()
+    named = tiny_config(tiny_manifest, tmp_path / "cache", **{"model.init": "fast"})  # a bundled model, by name
+    with pytest.raises(ConfigError, match="model.init fast: it is .*'width': 0.5.* at 112 px"):
+        Trainer(named, tmp_path / "four").setup()
 
 
 def test_backbone_lr_scale_slows_the_backbone_not_the_head(tiny_manifest, tmp_path):

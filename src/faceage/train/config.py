@@ -104,8 +104,8 @@ KEYS: dict[str, dict[str, Key]] = {
         "arch": Key("ma_sfv2", _choice(*ARCHS), "network: ma_sfv2 (with mixed attention) or sfv2"),
         "width": Key(0.5, _choice(*WIDTHS), "ShuffleNetV2 width multiplier (stage channels in faceage.nets.spec)"),
         "se_reduction": Key(4, _number(*SE_REDUCTIONS, integer=True), "channel reduction in the SE attention"),
-        "init": Key(None, _text(), "start from this model file's weights (fine-tuning, a longer schedule); "
-                                   "same network"),
+        "init": Key(None, _text(), "start from this model's weights (a bundled name, file or run folder: "
+                                   "fine-tuning, a longer schedule); same network"),
     },
     "data": {
         "manifest": Key(None, _text(), "CSV (path,age[,subject][,split]); from `faceage prepare` or your own"),

@@ -57,10 +57,12 @@ def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
 
 
 def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> CropSpec | None:
-    """Copy a model file's weights into ``model`` (same network and input size); return its crop geometry."""
+    """Copy a model's weights (a bundled name, file or run folder) into ``model`` (same network and input size);
+    return its crop geometry."""
+    from faceage.models import locate
     from faceage.weights import load_model
 
-    source, record = load_model(path)
+    source, record = load_model(locate(str(path), backend="torch"))
     if record.model != spec or int(record.input_size) != size:
         raise ConfigError(f"model.init {path}: it is {record.model.to_dict()} at {record.input_size} px, the config asks "
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
