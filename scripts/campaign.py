@@ -23,6 +23,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PACKED = "campaign.pt"
 
@@ -113,11 +117,9 @@ def run_for(run: Path, hours: float, start: str | None, overrides: list[str]) ->
 BANDS = ("6-12", "13-17", "18-24", "60+")
 
 
-def tails(pred, true) -> dict:
+def tails(pred: "np.ndarray", true: "np.ndarray") -> dict:
     """MAE, MAE at 13-17, bias per BANDS band, and the point-age "over 18" check set to pass at most 2% of
     13-17-year-olds: its threshold and the share of adults 25+ it passes (the issue's held-back bar)."""
-    import numpy as np
-
     from faceage.agecheck import band_rows, pass_threshold
     from faceage.metrics import age_metrics
 
@@ -154,10 +156,13 @@ def report(run: Path, against: list[str], write: bool) -> int:
     head = ["model", "data", "estimate", "MAE", "MAE 13-17"] + [f"bias {b}" for b in BANDS] + \
         ["adults 25+ passed, over-18 on the point age at 2% of 13-17"]
     lines = [f"Validation rows of {run} (best epoch so far, {epochs} epochs done): "
-             f"`python scripts/campaign.py report {run} {' '.join('--against ' + a for a in against)}`", "",
+             f"`python scripts/campaign.py report {run} {' '.join('--against ' + a for a in against)}`. "
+             f"An unfinished run's weights are scored before their prior correction (it is measured once, when "
+             f"training ends), the other models with theirs.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["model"], r["data"], r["estimate"], f"{r['mae']:.2f}", f"{r['mae_13-17']:.2f}"]
+        cells = [r["model"], r["data"], r["estimate"], f"{r['mae']:.2f}",
+                 "-" if r["mae_13-17"] is None else f"{r['mae_13-17']:.2f}"]
         cells += ["-" if r[f"bias_{b}"] is None else f"{r[f'bias_{b}']:+.1f}" for b in BANDS]
         cells.append(f"{100 * r['adults25_passed']:.0f}% (at {r['over18_point_threshold']:.1f})"
                      if "adults25_passed" in r else "-")

@@ -45,11 +45,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="example: faceage predict tests/data/obama.jpg --json | "
                                         "python scripts/check_golden_json.py")
-    ap.add_argument("--model", help="the bundled model the output came from (default: the default model, the "
-                                    "first in golden.json)")
+    ap.add_argument("--model", help="the bundled model the output came from (default: the default model, as "
+                                    "golden.json records it)")
     a = ap.parse_args()
-    models = json.loads(GOLDEN.read_text())["models"]
-    name = a.model or next(iter(models))
+    golden_file = json.loads(GOLDEN.read_text())
+    models = golden_file["models"]
+    name = a.model or golden_file["default"]
     if name not in models:
         print(f"golden check: no golden entry for model {name!r} (have: {', '.join(models)})", file=sys.stderr)
         return 1

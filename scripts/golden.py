@@ -1,5 +1,6 @@
 """Write tests/data/golden.json: each bundled model's faces, ages and "over 18" age-check decisions on the
-committed public-domain photos, on both backends (``{"models": {name: {"model", "faces", "checks"}}}``).
+committed public-domain photos, on both backends (``{"default": name, "models": {name: {"model", "faces",
+"checks"}}}``).
 
 Run it after an intended change of a bundled model or of the face front end, look at the diff, and
 commit it with the change; tests/test_golden.py then pins every later change against it.
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 from faceage import AgeEstimator
-from faceage.models import list_models, locate
+from faceage.models import DEFAULT, list_models, locate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 PHOTOS = ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite tests/data/golden.json (a tracked file)")
     args = ap.parse_args(argv)
-    out = {"models": {m: model_golden(m) for m in list_models()}}
+    out = {"default": DEFAULT, "models": {m: model_golden(m) for m in list_models()}}
     for model, entry in out["models"].items():
         for name, faces in entry["faces"]["onnx"].items():
             print(model, name, [(f["box"], f["age"]) for f in faces])

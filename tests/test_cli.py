@@ -82,7 +82,7 @@ def test_exit_codes_mean_what_the_help_says(tmp_path, capsys):
 
 def test_a_reader_that_goes_away_ends_the_run_quietly_with_141():
     """``faceage predict DIR --json | head -1``: no BrokenPipeError traceback, the shell's SIGPIPE status."""
-    photos = [str(Path(__file__).parent / "data" / n) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")]
+    photos = [str(Path(__file__).parent / "data" / n) for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")] * 4
     proc = subprocess.Popen([sys.executable, "-m", "faceage", "predict", *photos, "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     first = proc.stdout.readline()
@@ -90,3 +90,15 @@ def test_a_reader_that_goes_away_ends_the_run_quietly_with_141():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and b'"faces"' in first
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_real_error(monkeypatch):
+    """Only a closed standard output ends a run quietly; a worker's broken pipe still fails loudly."""
+    import faceage.cli.predict as predict
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(predict, "run", broken)
+    with pytest.raises(BrokenPipeError):
+        main(["predict", "photo.jpg"])

@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 
 from faceage import AgeEstimator
-from faceage.models import list_models, locate
+from faceage.models import DEFAULT, list_models, locate
 from faceage.export import parity
 from faceage.imageio import load_image
 
 DATA = Path(__file__).parent / "data"
-GOLDEN = json.loads((DATA / "golden.json").read_text())["models"]
+GOLDEN_FILE = json.loads((DATA / "golden.json").read_text())
+GOLDEN = GOLDEN_FILE["models"]
 BOX_PX, AGE_YEARS = 2, 0.1
 
 
 def test_every_bundled_model_has_goldens():
     assert sorted(GOLDEN) == sorted(list_models()), "run python scripts/golden.py --write for a new model"
+    assert GOLDEN_FILE["default"] == DEFAULT, "the default model changed: run python scripts/golden.py --write"
 
 
 @pytest.mark.parametrize("model", list_models())

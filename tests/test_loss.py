@@ -110,3 +110,19 @@ def test_median_estimate_is_the_half_quantile_of_the_interval_reading():
     tail = np.zeros((1, 101))
     tail[0, 15], tail[0, 35] = 0.7, 0.3
     assert abs(median_age(tail)[0] - 15) < 1 < abs(expected_age(tail)[0] - 15)
+
+
+def test_distilled_loss_mixes_the_distribution_terms_and_keeps_the_regression_whole():
+    from faceage.train.loss import distill_loss, distilled_loss
+
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(4, 101), torch.randn(4, 101)
+    reg, age = torch.tensor([20.0, 30.0, 40.0, 50.0], requires_grad=True), torch.tensor([25, 30, 35, 60])
+    reg_term = 0.1 * (reg - age).abs().mean()
+    full = distilled_loss(logits, reg, age, teacher, 1.0, 2.0, reg_weight=0.1, label_sigma=1.0)
+    assert torch.allclose(full, distill_loss(logits, teacher, 2.0) + reg_term)
+    full.backward()
+    assert reg.grad.abs().sum() > 0  # all weight on the teacher still trains the regression neuron
+    half = distilled_loss(logits, reg, age, teacher, 0.5, reg_weight=0.1, label_sigma=1.0)
+    hard = age_loss(logits, reg, age, reg_weight=0.0, label_sigma=1.0)
+    assert torch.allclose(half, 0.5 * hard + 0.5 * distill_loss(logits, teacher) + reg_term)

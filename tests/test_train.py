@@ -49,6 +49,19 @@ def test_bad_config_values_fail_at_load_naming_the_key(override, message):
         load_config("cpu", [override])
 
 
+def test_a_run_reads_ages_with_the_median_when_asked(tiny_manifest, tmp_path):
+    """eval.estimate=median: every estimate is in metrics.csv and the best epoch is chosen on the median's MAE."""
+    from faceage.weights import read_record
+
+    out = tmp_path / "run"
+    summary = train(tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1, "eval.estimate": "median"}),
+                    out, quiet=True)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {"val_mae_dex", "val_mae_reg", "val_mae_mean", "val_mae_median"} <= set(rows[0])
+    assert summary["best_val_mae"] == pytest.approx(float(rows[0]["val_mae_median"]))
+    assert read_record(out / "best.safetensors").estimate == "median"
+
+
 def test_training_writes_run_folder(tiny_manifest, tmp_path):
     out = tmp_path / "run"
     summary = train(tiny_config(tiny_manifest, tmp_path / "cache"), out, quiet=True)
@@ -309,7 +322,7 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path, capsys):
         crops = np.stack([np.asarray(Image.open(manifest.parent / r["path"]).convert("RGB")) for r in val])
         ages = score(TorchBackend(tmp_path / name / "best.safetensors"), crops, "none").age
         gap[name] = float(np.abs(ages - 70).mean())
-    assert gap["taught"] < 8 and gap["plain"] > 20, gap
+    assert gap["taught"] < 15 and gap["plain"] > 25, gap
 
     out = tmp_path / "taught"
     info = read_record(out / "best.safetensors").training["distill"]
@@ -323,7 +336,7 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path, capsys):
     _opinionated_teacher(teacher, 60, 32)  # the teacher file changes under a run: said, and the new one teaches
     capsys.readouterr()
     train(runs["taught"].override({"optim": {"epochs": 8}}), out, resume=True)
-    assert "has changed since this run began" in capsys.readouterr().out
+    assert "changed since they were made" in capsys.readouterr().out
     assert len(list(out.glob("teacher-*.npy"))) == 2
 
 

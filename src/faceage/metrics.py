@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faceage.ages import ESTIMATES
+
 CS_LEVELS = tuple(range(11))
 #: the age bands where estimates go wrong most and where decisions are taken (inclusive years)
 AGE_BANDS = {"0-5": (0, 5), "6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24), "25-59": (25, 59),
@@ -99,7 +101,7 @@ def plot_curves(rows: list[dict], path: str | Path) -> Path:
     ax1.legend()
     pooled = {"val_mae_dex": "DEX expectation", "val_mae_reg": "regression"}
     per_set = {k: f"{k[len('val_mae_'):]} (estimate)" for k in rows[0] if k.startswith("val_mae_")
-               and k not in ("val_mae_dex", "val_mae_reg", "val_mae_mean") and rows[0][k] not in (None, "")}
+               and k[len("val_mae_"):] not in ESTIMATES and rows[0][k] not in (None, "")}
     for key, label in {**pooled, **per_set}.items():
         ax2.plot(ep, [float(r[key]) for r in rows], label=label, ls="--" if key in per_set else "-")
     ax2.set(xlabel="epoch", ylabel="MAE (years)", title="Validation MAE")

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import os
+import select
 import sys
 
 from faceage import __version__
@@ -152,6 +153,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output's reader has gone away: the write end of a pipe without a reader polls as an
+    error. Where that cannot be asked (no poll, a replaced stdout), a broken pipe is taken to be stdout's."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):
+        return True
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed \udcNN-escaped, never a crash
@@ -171,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
         return exit_code(exc)
-    except BrokenPipeError as exc:  # stop quietly; stdout goes to /dev/null so the flush at exit cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe's failure (a worker's, say) is a real error
+            raise
+        try:  # point stdout at /dev/null so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a replaced sys.stdout without a file descriptor
+            pass
         return exit_code(exc)
     except FaceageError as exc:
         print(f"faceage {args.command}: error: {exc} [{exc.code}]", file=sys.stderr)

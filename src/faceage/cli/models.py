@@ -14,13 +14,14 @@ EPILOG = """examples:
 Each model's record (architecture, input size, preprocessing) is read from its own file; the accuracy
 figures are its model card's (docs/model_card.md), with the command that measures them, and the time per
 face is the network alone (after the face is found and aligned) on the project's 2-core machine: ONNX
-Runtime, one thread, batch 1, median."""
+Runtime, one thread, batch 1, the median of benchmarks/speed.py."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.add_argument("--time", action="store_true", help="also time one face of each model here (ONNX Runtime, one "
-                                                       "thread, batch 1, median of 5 x 30 runs; a few seconds)")
+                                                       "thread, batch 1: the fastest of 5 rounds' medians of 30 "
+                                                       "runs; a few seconds)")
 
 
 def describe(name: str) -> dict:

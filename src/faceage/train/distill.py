@@ -2,11 +2,16 @@
 
 The teacher (a bundled name, a model file or a run folder) scores every training crop once, with
 the views its record was calibrated under, before the first epoch; the logits are kept in the run
-folder, named by the teacher's digest, so a resumed run reuses them. They are the network's own
-outputs without the teacher's prior correction (``logit_bias``): the student is drawn with its own
-age-balanced sampling and has its prior put back by its own run. The crops are the student's
-un-augmented training crops: age does not change under the small flips, turns and colour changes
-of augmentation, so the teacher's reading of the clean crop is the target of every augmented copy.
+folder, named by the teacher's digest and by the training rows they belong to, so a resumed run
+reuses them and nothing else does. The crops are the student's un-augmented training crops: age does
+not change under the small flips, turns and colour changes of augmentation, so the teacher's reading
+of the clean crop is the target of every augmented copy.
+
+The targets are the teacher network's own outputs, without its prior correction (``logit_bias``).
+They carry the age prior of the teacher's training draw (``data.mix``, ``data.age_balance``), and
+the student's run puts back the prior of *its* draw at the end. So distil between runs drawn the
+same way (``configs/fast-distilled.yaml`` draws as ``configs/accurate.yaml`` does); otherwise the
+student's corrected ages keep part of the teacher's sampling prior.
 """
 from __future__ import annotations
 
@@ -32,17 +37,28 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: CropSpec | None, out: Path,
+def rows_digest(samples) -> str:
+    """A digest of the training rows in order (path and age): which faces a cached set of logits belongs to."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.path}\t{s.age}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, out: Path,
                    device: str = "cpu", log: Callable[[str], None] = print,
                    quiet: bool = False) -> tuple[np.ndarray, dict]:
-    """(N, classes) float32 teacher logits for the (N, S, S, 3) uint8 training ``images``, and what to record
-    about the teacher; computed once per teacher and row count, then read from ``out``."""
+    """(N, classes) float32 teacher logits for the training split ``train`` (a ``SplitData``: its (N, S, S, 3)
+    uint8 ``images`` and ``samples``), and what to record about the teacher; computed once per teacher and
+    set of rows, then read from ``out``. On a GPU the teacher runs there (PyTorch); on a CPU a bundled
+    teacher runs on ONNX Runtime, the faster of the two there."""
     from faceage.models import locate
     from faceage.runtime import load_backend
     from faceage.scoring import score
 
-    path = locate(teacher)
+    path = locate(teacher, backend="torch" if device.startswith("cuda") else "auto")
     backend = load_backend(path, device=device)
+    images = train.images
     rec = backend.record
     if rec.input_size != input_size:
         raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
@@ -51,14 +67,14 @@ def teacher_logits(teacher: str, images: np.ndarray, input_size: int, crop: Crop
         log(f"warning: distill.teacher {path} was trained on other crops than this data's: {diff}")
     digest = _digest(path)
     info = {"file": str(path), "sha256": digest, "tta": rec.scoring.tta}
-    cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-{len(images)}.npy"
+    cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-rows{rows_digest(train.samples)[:12]}.npy"
     if cache.is_file():
         logits = np.load(cache, allow_pickle=False)
         if logits.shape == (len(images), rec.num_classes) and np.isfinite(logits).all():
             return logits, info
     for old in sorted(set(out.glob("teacher-*.npy")) - {cache}):
-        log(f"warning: {old.name} in {out} is another teacher's (or another split's): the teacher {path} has "
-            "changed since this run began, and the epochs from here learn from the new one")
+        log(f"warning: {old.name} in {out} holds another teacher's logits or other training rows': the teacher "
+            f"{path} or the data changed since they were made; the epochs from here learn from {cache.name}")
     log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views)")
     parts = []
     with tqdm(total=len(images), desc="teacher", unit="face", disable=quiet, dynamic_ncols=True) as bar:

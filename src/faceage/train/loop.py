@@ -37,12 +37,14 @@ from faceage.train.config import Config, dump_config
 from faceage.data.sets import (
     cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
 )
-from faceage.train.loss import age_loss, distill_loss
+from faceage.train.loss import age_loss, distilled_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
+from faceage.ages import ESTIMATES
+from faceage.models import locate
 from faceage.weights import ModelRecord, Scoring, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
-METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_mae_dex", "val_mae_reg", "val_mae_mean", "seconds")
+METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", *(f"val_mae_{how}" for how in ESTIMATES), "seconds")
 
 
 @dataclass
@@ -132,7 +134,8 @@ class Trainer(Checkpoints):
             },
         )
         if init:
-            self.record.training["init"] = str(init)
+            self.record.training["init"] = str(init)  # as given (a name, file or run folder), and the file it was
+            self.record.training["init_file"] = str(locate(str(init), backend="torch"))
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
         self.teacher = None  # (N, classes) soft-target logits per training row, with distill.teacher
@@ -140,7 +143,7 @@ class Trainer(Checkpoints):
             from faceage.train.distill import teacher_logits
 
             with ddp.rank0_first(self.dist):  # rank 0 scores and keeps them; the others read its file
-                logits, info = teacher_logits(cfg.distill.teacher, self.data["train"].images, size, crop, self.out,
+                logits, info = teacher_logits(cfg.distill.teacher, self.data["train"], size, crop, self.out,
                                               str(self.device), self.log, quiet=self.quiet)
             self.teacher = torch.from_numpy(logits)
             self.record.training["distill"] = {**cfg.distill.to_dict(), **info}
@@ -280,10 +283,11 @@ class Trainer(Checkpoints):
                 raise KeyboardInterrupt("stopped on request")
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits, reg = self.step_model(x)
-            loss = age_loss(logits.float(), reg.float(), y, **cfg.loss.to_dict())
-            if soft is not None:
-                loss = (1 - distill.weight) * loss + distill.weight * distill_loss(logits.float(), soft,
-                                                                                   distill.temperature)
+            if soft is None:
+                loss = age_loss(logits.float(), reg.float(), y, **cfg.loss.to_dict())
+            else:
+                loss = distilled_loss(logits.float(), reg.float(), y, soft, distill.weight, distill.temperature,
+                                      **cfg.loss.to_dict())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -322,7 +326,7 @@ class Trainer(Checkpoints):
         loss = age_loss(torch.from_numpy(scores.logits), torch.from_numpy(scores.reg), torch.from_numpy(ages),
                         **self.cfg.loss.to_dict()).item()
         row = {"val_loss": loss, **{f"val_mae_{how}": float(np.abs(scores.ages(how) - ages).mean())
-                                    for how in ("dex", "reg", "mean")}}
+                                    for how in ESTIMATES}}
         if len(self.datasets) > 1:
             err, names = np.abs(scores.age - ages), self.data["val"].datasets
             row.update({f"val_mae_{d}": float(err[names == d].mean()) for d in self.datasets})

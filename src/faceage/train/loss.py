@@ -54,6 +54,16 @@ def age_loss(
     return loss
 
 
+def distilled_loss(logits: torch.Tensor, reg: torch.Tensor, age: torch.Tensor, teacher_logits: torch.Tensor,
+                   weight: float, temperature: float = 1.0, reg_weight: float = 0.1, **terms) -> torch.Tensor:
+    """The loss with a teacher: its distribution terms (``age_loss`` without regression) weighted ``1 - weight``
+    against :func:`distill_loss` at ``weight``; the regression term stays whole, since the teacher has no say
+    on the regression neuron (``weight = 1`` must not leave it untrained)."""
+    hard = age_loss(logits, reg, age, reg_weight=0.0, **terms)
+    soft = distill_loss(logits, teacher_logits, temperature)
+    return (1 - weight) * hard + weight * soft + reg_weight * (reg - age.to(reg.dtype)).abs().mean()
+
+
 def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(teacher || student) between the two age distributions at ``temperature``, times its square so the
     gradient keeps its scale as the temperature changes (Hinton et al., 2015)."""
