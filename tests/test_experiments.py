@@ -255,6 +255,19 @@ def test_lopo_refuses_crop_mismatch(tmp_path):
     assert check_crop(None, CropSpec(112, 0.34, 0.38, 0.0))
 
 
+def test_lopo_folds_start_from_a_bundled_model_and_a_campaign_config(tmp_path):
+    """--init NAME resolves to the bundled file; a base config naming several data sets (the accurate
+    campaign's) reads each fold's manifest instead of them."""
+    from faceage.experiments.lopo import fold_config, fold_data
+    from faceage.models import locate
+    from faceage.train.config import load_config
+
+    cfg, init = fold_config(load_config(Path(__file__).parents[1] / "configs" / "accurate.yaml"), "fast")
+    assert init["path"] == str(locate("fast", backend="torch")) and cfg.model.width == 0.5
+    fold = fold_data(cfg, tmp_path / "fold-1.csv")
+    assert fold.data.manifest == str(tmp_path / "fold-1.csv") and fold.data.datasets is None and fold.data.mix is None
+
+
 # -- compare ---------------------------------------------------------------------------------------
 def test_compare_side_by_side(tmp_path):
     from faceage.experiments.compare import run_compare

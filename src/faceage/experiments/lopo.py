@@ -53,6 +53,9 @@ def fold_config(base: Config, init: str | Path | None) -> tuple[Config, dict | N
     """The config every fold trains with (network and input size from ``init``'s record), and that record."""
     if init is None:
         return base, None
+    from faceage.models import locate
+
+    init = locate(str(init), backend="torch")  # a bundled model's name (--init accurate), a file or a run folder
     record = read_record(init)
     spec = record.model
     if spec.num_classes != 101:
@@ -139,6 +142,12 @@ def check_same_experiment(path: Path, state: dict) -> None:
                           "differ); rerun with the same command to resume, or choose a new --out")
 
 
+def fold_data(cfg: Config, manifest: Path) -> Config:
+    """``cfg`` reading one fold's manifest: a base config that names several data sets (``data.datasets``, with
+    their ``data.mix``), such as a campaign's, reads the fold instead."""
+    return cfg.override({"data": {"manifest": str(manifest), "datasets": None, "mix": None, "limit": None}})
+
+
 def run_fold(cfg: Config, out: Path, subject: str, weights: str, keep_models: bool,
              stop_at_step: int | None = None) -> dict:
     """Train (resume/skip) one fold and score its held-out subject; returns fold.json's content."""
@@ -149,7 +158,7 @@ def run_fold(cfg: Config, out: Path, subject: str, weights: str, keep_models: bo
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    cfg = cfg.override({"data": {"manifest": str(out / "data" / f"fold-{subject}.csv"), "limit": None}})
+    cfg = fold_data(cfg, out / "data" / f"fold-{subject}.csv")
     run_dir = fdir / "run"
     if not (run_dir / "summary.json").is_file():
         trainer = Trainer(cfg, run_dir, quiet=True, stop_at_step=stop_at_step)
