@@ -143,13 +143,13 @@ def report(run: Path, against: list[str], write: bool) -> int:
     from faceage.evaluate import evaluate
 
     samples = [s for s in read_manifest(run / "split.csv").samples if s.split == "val"]
-    sets = sorted({s.dataset for s in samples})
+    sets = sorted({s.dataset or "all" for s in samples})  # a run on one manifest has no data set names
     models = {run.name: str(run / "best.safetensors"), **{m: m for m in against}}
     rows = []
     for label, model in models.items():
         est = AgeEstimator(model)
         for name in sets:
-            rep = evaluate(est, [s for s in samples if s.dataset == name], prealigned=True, quiet=True)
+            rep = evaluate(est, [s for s in samples if (s.dataset or "all") == name], prealigned=True, quiet=True)
             for how in dict.fromkeys((est.record.estimate, "median")):
                 rows.append({"model": label, "data": name, "estimate": how, **tails(rep["_preds"][how], rep["_true"])})
     epochs = len(_epochs_done(run))

@@ -51,3 +51,31 @@ def test_pack_is_compact_and_restores_a_resumable_run(campaign, tiny_manifest, t
     for k in a:  # half-precision rounding once, then the same data order: close, not bit-equal
         if a[k].is_floating_point() and "running" not in k:
             torch.testing.assert_close(b[k], a[k], rtol=0.05, atol=0.02, msg=k)
+
+
+def test_tails_reads_both_ends_and_the_point_age_check(campaign):
+    import numpy as np
+
+    true = np.array([8, 10, 14, 15, 16, 17, 20, 30, 40, 50, 65, 70] * 10, dtype=float)
+    pred = true + np.where(true < 18, 5.0, np.where(true >= 60, -8.0, 0.0))  # the ends shrink to the middle
+    t = campaign.tails(pred, true)
+    assert t["bias_13-17"] == 5.0 and t["bias_6-12"] == 5.0 and t["bias_60+"] == -8.0 and t["bias_18-24"] == 0.0
+    assert t["mae_13-17"] == 5.0
+    # at most 2% of 13-17 may pass: the threshold sits above the oldest-looking teenager (17 + 5 = 22)
+    assert t["over18_point_threshold"] > 22 and t["adults25_passed"] == 1.0
+    assert campaign.tails(pred[true >= 18], true[true >= 18])["mae_13-17"] is None  # no teenagers: no figure
+
+
+def test_report_scores_the_run_and_other_models_on_its_validation_rows(campaign, tmp_path, capsys):
+    from conftest import synthetic_dataset
+
+    manifest = synthetic_dataset(tmp_path / "data", n=60, size=32, seed=2)
+    run = tmp_path / "run"
+    train(tiny_config(manifest, tmp_path / "cache", **{"optim.epochs": 1, "eval.tta": "none"}), run, quiet=True)
+    assert campaign.report(run, [str(run / "best.safetensors")], write=True) == 0
+    text = (run / "progress.md").read_text()
+    assert "| run |" in text and "best.safetensors |" in text and "before their prior correction" in text
+    import json
+
+    rows = json.loads((run / "progress.json").read_text())["rows"]
+    assert {r["estimate"] for r in rows} == {"dex", "median"} and all(r["n"] > 0 for r in rows)
