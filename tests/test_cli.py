@@ -100,5 +100,8 @@ def test_a_broken_pipe_that_is_not_stdout_is_a_real_error(monkeypatch):
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(predict, "run", broken)
+    import faceage.cli
+
+    monkeypatch.setattr(faceage.cli, "_stdout_closed", lambda: False)  # stdout fine, whatever pytest captures with
     with pytest.raises(BrokenPipeError):
         main(["predict", "photo.jpg"])

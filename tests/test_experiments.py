@@ -255,15 +255,31 @@ def test_lopo_refuses_crop_mismatch(tmp_path):
     assert check_crop(None, CropSpec(112, 0.34, 0.38, 0.0))
 
 
+def test_lopo_runs_from_a_bundled_model_by_name(tmp_path):
+    """--init fast: the name is kept as given (the experiment's key), its file scores the zero-shot baseline and
+    every fold starts from it."""
+    from faceage.experiments.lopo import run_lopo
+    from faceage.models import locate
+
+    m = _rewrite(synthetic_dataset(tmp_path / "d", n=12, size=24), lambda i: f"p{i // 4}")  # 3 subjects
+    base = tiny_config(m, tmp_path / "cache", **{"optim.epochs": 1, "optim.batch_size": 4})
+    out = tmp_path / "lopo"
+    run_lopo(base, m, out, init="fast", val_frac=0.34, max_folds=1, allow_crop_mismatch=True, command="test")
+    state = json.loads((out / "lopo.json").read_text())
+    assert state["init"]["path"] == "fast" and state["init"]["file"] == str(locate("fast", backend="torch"))
+    assert state["base_config"]["model"]["init"] == "fast" and state["base_config"]["data"]["input_size"] == 112
+    assert json.loads((out / "zero_shot.json").read_text())["n"] == 12
+    assert (out / "folds" / "p0" / "fold.json").is_file()
+
+
 def test_lopo_folds_start_from_a_bundled_model_and_a_campaign_config(tmp_path):
     """--init NAME resolves to the bundled file; a base config naming several data sets (the accurate
     campaign's) reads each fold's manifest instead of them."""
     from faceage.experiments.lopo import fold_config, fold_data
-    from faceage.models import locate
     from faceage.train.config import load_config
 
     cfg, init = fold_config(load_config(Path(__file__).parents[1] / "configs" / "accurate.yaml"), "fast")
-    assert init["path"] == str(locate("fast", backend="torch")) and cfg.model.width == 0.5
+    assert init["path"] == "fast" and cfg.model.init == "fast" and cfg.model.width == 0.5
     fold = fold_data(cfg, tmp_path / "fold-1.csv")
     assert fold.data.manifest == str(tmp_path / "fold-1.csv") and fold.data.datasets is None and fold.data.mix is None
 

@@ -55,8 +55,9 @@ def fold_config(base: Config, init: str | Path | None) -> tuple[Config, dict | N
         return base, None
     from faceage.models import locate
 
-    init = locate(str(init), backend="torch")  # a bundled model's name (--init accurate), a file or a run folder
-    record = read_record(init)
+    # a bundled model's name (--init accurate), a file or a run folder; kept as given in the config and the
+    # experiment's key, so a resume compares what the user typed
+    record = read_record(locate(str(init), backend="torch"))
     spec = record.model
     if spec.num_classes != 101:
         raise ConfigError(f"{init}: a {spec.num_classes}-class model cannot be fine-tuned here")
@@ -220,7 +221,11 @@ def run_lopo(base: Config, data: str | Path, out: str | Path, fmt: str | None = 
     prep = Path(data).parent / "prepare.json" if prepared else None
     data_crop = prepared_crop(data)
     cfg, init_info = fold_config(base, init)
-    if init_info is not None:
+    if init is not None:
+        from faceage.models import locate
+
+        init = locate(str(init), backend="torch")  # the file, for the crop check and the zero-shot score
+        init_info["file"] = str(init)
         init_info["crop_check"] = _crop_check(read_record(init).crop, data_crop, allow_crop_mismatch,
                                               f"crop geometry of {data} differs from the model {init}",
                                               "prepare the data with the model's crop")

@@ -37,22 +37,27 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _teacher_backend(path: Path, device: str):
-    """The teacher on ``device``; on a CPU a PyTorch file is exported to a temporary ONNX file first, since ONNX
-    Runtime runs these networks several times faster there (the export checks its parity)."""
+def _teacher_backend(teacher: str, weights: Path, device: str):
+    """The teacher on ``device``: on a GPU PyTorch; on a CPU ONNX Runtime, several times faster there for
+    these networks, with the training's thread count (a bundled model's own ONNX file, else ``weights``
+    exported to a temporary one)."""
     import tempfile
 
     import torch
 
+    from faceage.models import locate
     from faceage.runtime import load_backend
-
-    if device.startswith("cuda") or path.suffix != ".safetensors":
-        return load_backend(path, device=device)
-    from faceage.export import export_onnx
     from faceage.runtime.onnx_backend import OnnxBackend
 
-    with tempfile.TemporaryDirectory() as tmp:  # the session holds the model; the file may go
-        return OnnxBackend(export_onnx(path, Path(tmp) / "teacher.onnx"), threads=torch.get_num_threads())
+    if device.startswith("cuda"):
+        return load_backend(weights, "torch" if weights.suffix == ".safetensors" else "auto", device=device)
+    onnx = locate(teacher, backend="onnx")
+    if onnx.suffix == ".onnx":
+        return OnnxBackend(onnx, threads=torch.get_num_threads())
+    from faceage.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:  # the session holds the whole model in memory; the file may go
+        return OnnxBackend(export_onnx(weights, Path(tmp) / "teacher.onnx"), threads=torch.get_num_threads())
 
 
 def rows_digest(samples) -> str:
@@ -72,11 +77,16 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
     the faster of the two there."""
     from faceage.models import locate
     from faceage.scoring import score
+    from faceage.weights import read_record
 
-    path = locate(teacher, backend="torch" if device.startswith("cuda") else "auto")
-    backend = _teacher_backend(path, device)
+    path = locate(teacher, backend="torch")  # the weights: their record and digest name the cached logits
+    if path.suffix == ".onnx":  # an ONNX file given as the teacher: its record is inside it
+        from faceage.runtime.onnx_backend import OnnxBackend
+
+        rec = OnnxBackend(path).record
+    else:
+        rec = read_record(path)
     images = train.images
-    rec = backend.record
     if rec.input_size != input_size:
         raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
                           f"(data.input_size); distil between models of one input size")
@@ -92,7 +102,8 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
     for old in sorted(set(out.glob("teacher-*.npy")) - {cache}):
         log(f"warning: {old.name} in {out} holds another teacher's logits or other training rows': the teacher "
             f"{path} or the data changed since they were made; the epochs from here learn from {cache.name}")
-    log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views)")
+    backend = _teacher_backend(teacher, path, device)
+    log(f"scoring {len(images)} training crops with the teacher {path} ({rec.scoring.tta} views, {backend.name})")
     parts = []
     with tqdm(total=len(images), desc="teacher", unit="face", disable=quiet, dynamic_ncols=True) as bar:
         for i in range(0, len(images), CHUNK):
