@@ -79,3 +79,7 @@ def test_report_scores_the_run_and_other_models_on_its_validation_rows(campaign,
 
     rows = json.loads((run / "progress.json").read_text())["rows"]
     assert {r["estimate"] for r in rows} == {"dex", "median"} and all(r["n"] > 0 for r in rows)
+    (run / "split.csv").unlink()  # as in a fresh clone: the seeded split is rebuilt from config.yaml
+    assert campaign.report(run, [], write=True) == 0
+    again = json.loads((run / "progress.json").read_text())["rows"]
+    assert [r["n"] for r in again] == [r["n"] for r in rows if r["model"] == "run"]
