@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _train_options(lp)
     lp.add_argument("data", help="manifest with a subject column (or a folder with --format)")
     lp.add_argument("--format", default=None, help="importer for a folder (e.g. fgnet)")
-    lp.add_argument("--init", metavar="MODEL", default=None, help="fine-tune each fold from this model (a bundled name, file or run folder)")
+    lp.add_argument("--init", metavar="MODEL", default=None,
+                    help="fine-tune each fold from this model (a bundled name, file or run folder)")
     lp.add_argument("--val-frac", type=float, default=0.1, help="share of the other subjects for validation (0.1)")
     lp.add_argument("--seed", type=int, default=0, help="seed of the validation subjects")
     lp.add_argument("--jobs", "-j", type=int, default=1, help="folds in parallel processes (default 1)")

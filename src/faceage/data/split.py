@@ -9,8 +9,9 @@ from pathlib import Path
 from faceage.data.manifest import Sample
 
 
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha1()
+def file_digest(path: str | Path, algorithm: str = "sha1") -> str:
+    """A file's content hash, read in 1 MiB blocks (sha1: the split's duplicate keys, which must not change)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)

@@ -23,18 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from faceage.data.sets import crop_differences
+from faceage.data.split import file_digest
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec
 
 CHUNK = 512  # crops per progress step
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _teacher_backend(teacher: str, weights: Path, device: str):
@@ -92,7 +85,7 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
                           f"(data.input_size); distil between models of one input size")
     for diff in crop_differences(rec.crop, crop, ("teacher", "data")) if crop is not None else []:
         log(f"warning: distill.teacher {path} was trained on other crops than this data's: {diff}")
-    digest = _digest(path)
+    digest = file_digest(path, "sha256")
     info = {"file": str(path), "sha256": digest, "tta": rec.scoring.tta}
     cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-rows{rows_digest(train.samples)[:12]}.npy"
     if cache.is_file():

@@ -40,7 +40,6 @@ from faceage.data.sets import (
 from faceage.train.loss import age_loss, distilled_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
 from faceage.ages import ESTIMATES
-from faceage.models import locate
 from faceage.weights import ModelRecord, Scoring, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
@@ -101,7 +100,7 @@ class Trainer(Checkpoints):
         self.model = AgeNet(spec)
         init = cfg.model.init
         if init:
-            init_crop = load_init_weights(self.model, spec, size, init)
+            init_crop, init_file = load_init_weights(self.model, spec, size, init)
             for diff in crop_differences(init_crop, crop) if crop is not None else []:
                 self.log(f"warning: model.init {init} was trained on other crops than this data's: {diff}")
         if self.dist.enabled and run.sync_bn:
@@ -135,7 +134,7 @@ class Trainer(Checkpoints):
         )
         if init:
             self.record.training["init"] = str(init)  # as given (a name, file or run folder), and the file it was
-            self.record.training["init_file"] = str(locate(str(init), backend="torch"))
+            self.record.training["init_file"] = str(init_file)
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
         self.teacher = None  # (N, classes) soft-target logits per training row, with distill.teacher

@@ -56,15 +56,17 @@ def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
             {"params": [p for n, p in named if n.startswith("head.")], "lr_scale": 1.0}]
 
 
-def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int, path: str | Path) -> CropSpec | None:
+def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int,
+                      path: str | Path) -> tuple[CropSpec | None, Path]:
     """Copy a model's weights (a bundled name, file or run folder) into ``model`` (same network and input size);
-    return its crop geometry."""
+    return its crop geometry and the file the weights came from."""
     from faceage.models import locate
     from faceage.weights import load_model
 
-    source, record = load_model(locate(str(path), backend="torch"))
+    file = locate(str(path), backend="torch")
+    source, record = load_model(file)
     if record.model != spec or int(record.input_size) != size:
         raise ConfigError(f"model.init {path}: it is {record.model.to_dict()} at {record.input_size} px, the config asks "
                           f"for {spec.to_dict()} at {size} px; set model.* and data.input_size to match it")
     model.load_state_dict(source.state_dict(), strict=True)
-    return record.crop
+    return record.crop, file
