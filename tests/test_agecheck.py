@@ -287,6 +287,25 @@ def test_age_check_experiment_refuses_what_it_cannot_do(brightness, tmp_path, ca
     assert "LABEL=SOURCE" in capsys.readouterr().err
 
 
+def test_age_check_source_from_a_training_config_is_that_data_sets_validation_split(tmp_path):
+    """CONFIG.yaml:DATASET rebuilds the training split and keeps that data set's validation rows only."""
+    import yaml
+
+    from conftest import synthetic_dataset
+    from faceage.errors import ConfigError
+    from faceage.experiments.age_check import load_source
+
+    a, b = synthetic_dataset(tmp_path / "a", n=30), synthetic_dataset(tmp_path / "b", n=20, seed=1)
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"datasets": {"alpha": str(a), "beta": str(b)}}}))
+    label, samples, prealigned, text = load_source(f"v={cfg}:beta")
+    assert label == "v" and prealigned and "beta validation split" in text
+    assert samples and {s.dataset for s in samples} == {"beta"} and {s.split for s in samples} == {"val"}
+    assert len(samples) < 20
+    with pytest.raises(ConfigError, match="has no data set 'gamma' \\(it has: alpha, beta\\)"):
+        load_source(f"v={cfg}:gamma")
+
+
 # --------------------------------------------------------------------------- the bundled model
 DATA = Path(__file__).parent / "data"
 

@@ -196,6 +196,12 @@ def test_two_datasets_split_apart_scored_apart_and_balanced(tmp_path):
     strength = summary["record"]["training"]["prior_correction"]["strength"]
     assert (summary["record"]["logit_bias"] is None) == (strength == 0)
     assert strength == 0 or len(summary["record"]["logit_bias"]) == 101
+    # a finished run resumed with another eval.prior_select only chooses the strength again, by that measure
+    again = train(cfg.override({"eval": {"prior_select": "balanced_mae"}}), out, resume=True, quiet=True)
+    chosen = again["record"]["training"]["prior_correction"]
+    balanced = chosen["val_balanced_mae_by_strength"]
+    assert chosen["chosen_by"] == "balanced_mae" and balanced[str(chosen["strength"])] == min(balanced.values())
+    assert again["epochs"] == summary["epochs"] and again["val"]["mae_balanced"] >= 0
     split = list(csv.DictReader(open(out / "split.csv")))
     assert {r["dataset"] for r in split} == {"alpha", "beta"}
     for name in ("alpha", "beta"):

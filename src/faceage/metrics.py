@@ -13,8 +13,18 @@ AGE_BANDS = {"0-5": (0, 5), "6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24
              "60+": (60, 200)}
 
 
+def balanced_mae(pred, true, bin_years: int = 5) -> float:
+    """The mean of the MAE inside each ``bin_years`` age bin that has faces: every stretch of life weighs
+    the same, so a model that pulls both ends toward the crowded twenties is not rewarded for it."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    bins = (true // bin_years).astype(np.int64)
+    err = np.abs(pred - true)
+    return float(np.mean([err[bins == b].mean() for b in np.unique(bins)])) if err.size else float("nan")
+
+
 def age_metrics(pred, true) -> dict:
-    """n, MAE, CS(e) for e = 0..10 (share with |error| <= e years), MAE and bias (mean of
+    """n, MAE, age-balanced MAE (:func:`balanced_mae`), CS(e) for e = 0..10 (share with |error| <= e years), MAE and bias (mean of
     predicted - true: regression to the mean shows as + for the young, - for the old) per decade
     and per :data:`AGE_BANDS` band."""
     pred = np.asarray(pred, dtype=np.float64)
@@ -35,6 +45,7 @@ def age_metrics(pred, true) -> dict:
     return {
         "n": int(err.size),
         "mae": round(float(err.mean()), 4) if err.size else float("nan"),
+        "mae_balanced": round(balanced_mae(pred, true), 4),
         "cs": {str(e): round(float((err <= e).mean()), 4) for e in CS_LEVELS} if err.size else {},
         "mae_by_decade": by_decade,
         "mae_by_band": by_band,

@@ -54,13 +54,13 @@ def load_source(spec: str):
         raise ConfigError(f"--data {spec!r}: give {SOURCES_HELP}")
     head, colon, tail = source.rpartition(":")
     if colon and head.endswith((".yaml", ".yml")):
+        from faceage.data.sets import load_samples
         from faceage.train.config import load_config
-        from faceage.train.data import load_samples
 
-        data = load_config(head)["data"]
-        if tail not in (data.get("datasets") or {}):
+        data = load_config(head).data
+        if tail not in (data.datasets or {}):
             raise ConfigError(f"--data {spec!r}: {head} has no data set {tail!r} (it has: "
-                              f"{', '.join(data.get('datasets') or {}) or 'none'})")
+                              f"{', '.join(data.datasets or {}) or 'none'})")
         samples = [s for s in load_samples(data)[0] if s.dataset == tail and s.split == "val"]
         return label, samples, True, f"{tail} validation split of {head}"
     from faceage.evaluate import load_eval_samples

@@ -178,6 +178,10 @@ KEYS: dict[str, dict[str, Key]] = {
                                                     "mean (of the two) or median (of the distribution)"),
         "tta": Key("zoomflip", _choice(*TTA), "test-time views validation scores with, as predict does"),
         "batch_size": Key(256, _number(1, integer=True), "validation batch"),
+        "prior_select": Key("mae", _choice("mae", "balanced_mae"),
+                            "after weighted sampling, how much of the data's age prior is put back: the strength "
+                            "with the lowest validation MAE, or the lowest age-balanced MAE (the mean of the MAE "
+                            "per 5-year bin: both ends of life weigh as much as the crowded middle)"),
     },
     "run": {
         "seed": Key(0, _number(0, integer=True), "random seed"),

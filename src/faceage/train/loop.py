@@ -29,7 +29,7 @@ from tqdm import tqdm
 from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
 from faceage.errors import ConfigError, ManifestError
-from faceage.metrics import age_metrics, plot_cs_curves, plot_curves, plot_error_by_age
+from faceage.metrics import age_metrics, balanced_mae, plot_cs_curves, plot_curves, plot_error_by_age
 from faceage.nets.model import AgeNet, count_params
 from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
@@ -394,11 +394,16 @@ class Trainer(Checkpoints):
             delta = prior_correction(self.data["train"].ages, weights.numpy())
             trials = {t: replace(scores, logits=scores.logits + t * delta) for t in PRIOR_STRENGTHS}
             maes = {t: round(float(np.abs(s.age - ages).mean()), 4) for t, s in trials.items()}
-            strength = min(maes, key=maes.get)
+            balanced = {t: round(balanced_mae(s.age, ages), 4) for t, s in trials.items()}
+            by = maes if self.cfg.eval.prior_select == "mae" else balanced
+            strength = min(by, key=by.get)
             scores = trials[strength]
             record.logit_bias = tuple(float(v) for v in strength * delta) if strength else None
-            record.training["prior_correction"] = {"strength": strength, "val_mae_by_strength": maes}
-            self.log(f"age prior put back at strength {strength} (validation MAE by strength: {maes})")
+            record.training["prior_correction"] = {"strength": strength, "chosen_by": self.cfg.eval.prior_select,
+                                                   "val_mae_by_strength": maes,
+                                                   "val_balanced_mae_by_strength": balanced}
+            self.log(f"age prior put back at strength {strength}, the lowest validation {self.cfg.eval.prior_select} "
+                     f"(MAE by strength: {maes}; age-balanced MAE: {balanced})")
         record.interval_temperature = calibrate_interval(scores, ages)
         save_model(model, record, self.out / "best.safetensors", half=self.cfg.run.save_half)
         scores.interval_temperature = record.interval_temperature
