@@ -48,6 +48,13 @@ MODELS: dict[str, BundledModel] = {
         "python scripts/model_card_numbers.py --config configs/default-model-v2.yaml "
         "v2=src/faceage/models/default.safetensors",
         0.88, "python benchmarks/speed.py --crops 256 --photos 80 --repeats 3: docs/benchmarks/speed.md"),
+    "accurate": BundledModel(
+        "accurate", "accurate",
+        "MA-SFV2 1.0x at 112 px, trained as a campaign on UTKFace + All-Age-Faces with training aimed at both "
+        "ends of life (model card: accurate)",
+        {"UTKFace val MAE": 5.57, "AAF val MAE": 5.94, "FG-NET zero-shot MAE": 6.92},
+        "python scripts/model_card_numbers.py --config configs/accurate.yaml fast=fast accurate=accurate",
+        3.10, "python scripts/pilots.py --write: docs/runs/accurate-pilots/pilots.md (candidate tail-1x112)"),
 }
 #: the model used when none is named
 DEFAULT = "fast"
