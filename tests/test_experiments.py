@@ -164,6 +164,22 @@ def test_ablation_resumes_and_reports(tmp_path, capsys):
 
 
 # -- leave-one-person-out ----------------------------------------------------------------------------
+def test_lopo_cli_runs_folds_in_parallel_processes_one_thread_each(tmp_path):
+    """--jobs 2: two folds at once, each process on one thread unless the config says otherwise."""
+    from faceage.cli import main
+    from faceage.train.config import dump_config
+
+    m = _rewrite(synthetic_dataset(tmp_path / "d", n=24, size=24), lambda i: f"p{i // 6}")  # 4 subjects
+    cfg = tmp_path / "tiny.yaml"
+    dump_config(tiny_config(m, tmp_path / "cache", **{"optim.epochs": 1, "run.threads": None}), cfg)
+    out = tmp_path / "lopo"
+    assert main(["experiment", "lopo", str(m), "--config", str(cfg), "--out", str(out), "--jobs", "2",
+                 "--folds", "2"]) == 0
+    assert sorted(p.parent.name for p in out.glob("folds/*/fold.json")) == ["p0", "p1"]
+    for fold in ("p0", "p1"):
+        assert yaml.safe_load((out / f"folds/{fold}/run/config.yaml").read_text())["run"]["threads"] == 1
+
+
 def test_lopo_fine_tunes_resumes_fold_by_fold_and_reports(tmp_path, capsys):
     from faceage.experiments.lopo import run_lopo
     from faceage.train.loop import train

@@ -211,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
             doc = write_lopo_report(args.out)
         else:
             base = load_config(args.config, args.overrides)
-            if args.jobs > 1 and not base["run"]["threads"]:
-                base["run"]["threads"] = 1  # N processes x all cores each would thrash
+            if args.jobs > 1 and not base.run.threads:
+                base = base.override({"run": {"threads": 1}})  # N processes x all cores each would thrash
             doc = run_lopo(base, args.data, args.out, fmt=args.format, init=args.init, val_frac=args.val_frac,
                            seed=args.seed, jobs=args.jobs, weights=f"{args.weights}.safetensors",
                            keep_models=args.keep_models, max_folds=args.folds,

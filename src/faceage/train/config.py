@@ -226,9 +226,11 @@ def _section_class(name: str, keys: dict[str, Key]) -> type:
             return dataclasses.field(default_factory=lambda d=key.default: dict(d), metadata={"help": key.help})
         return dataclasses.field(default=key.default, metadata={"help": key.help})
 
-    return dataclasses.make_dataclass(f"{name.capitalize()}Config", [(k, Any, field(key)) for k, key in keys.items()],
-                                      bases=(Section,), frozen=True,
-                                      namespace={"__doc__": f"The ``{name}`` section of the training config."})
+    cls = dataclasses.make_dataclass(f"{name.capitalize()}Config", [(k, Any, field(key)) for k, key in keys.items()],
+                                     bases=(Section,), frozen=True,
+                                     namespace={"__doc__": f"The ``{name}`` section of the training config."})
+    cls.__module__ = __name__  # found by pickle as this module's attribute of that name (below): spawned workers
+    return cls
 
 
 SECTIONS: dict[str, type] = {name: _section_class(name, keys) for name, keys in KEYS.items()}
