@@ -95,11 +95,11 @@ def augment(batch_uint8: torch.Tensor, cfg: AugmentConfig, mean, std, g: torch.G
         dg = torch.Generator(device).manual_seed(noise_seed)
         x[noise] += torch.randn((len(noise), *x.shape[1:]), generator=dg, device=device) * (cfg.noise_std * 255)
     if cfg.old_photo > 0:  # drawn last, so configs without it augment exactly as before
-        x = _old_photo(x.clamp_(0, 255), cfg, n, g)
+        x = old_photo(x.clamp_(0, 255), cfg, n, g)
     return standardize(x.clamp_(0, 255), mean, std)
 
 
-def _old_photo(x: torch.Tensor, cfg: AugmentConfig, n: int, g: torch.Generator) -> torch.Tensor:
+def old_photo(x: torch.Tensor, cfg: AugmentConfig, n: int, g: torch.Generator) -> torch.Tensor:
     """Scanned-print look for the rows drawn: a sepia tint, faded contrast lifted towards paper white,
     a resolution loss of ``old_photo_scale`` (one factor per batch) and film grain."""
     device, size = x.device, x.shape[-1]
