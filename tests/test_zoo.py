@@ -60,3 +60,22 @@ def test_models_time_measures_every_model_here(capsys):
     assert rows and all(0 < r["ms_per_face_here"] < 1000 for r in rows)
     assert main(["models", "--time"]) == 0
     assert capsys.readouterr().out.count("ms here") == len(rows)
+
+
+def test_accurate_by_name_in_the_api_cli_and_server(capsys):
+    """The second bundled model is one name away everywhere, and it is a different model from the default."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from faceage import AgeEstimator
+    from faceage.serve.app import create_app
+
+    photo = DATA / "obama.jpg"
+    age = AgeEstimator("accurate").predict(photo)[0].age
+    assert abs(age - AgeEstimator().predict(photo)[0].age) > 1
+    assert main(["predict", str(photo), "--json", "--model", "accurate"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"][0]["age"] == pytest.approx(age, abs=0.05)
+    with TestClient(create_app("accurate")) as client:
+        assert client.get("/healthz").json()["model"] == "accurate.onnx"
+        faces = client.post("/v1/estimate", content=photo.read_bytes()).json()["faces"]
+        assert faces[0]["age"] == pytest.approx(age, abs=0.05)
