@@ -3,9 +3,11 @@
 FG-NET's scanned photos are where the bundled models are worst (children and teenagers read 5-9
 years too old). This measures one cause on faces whose labels we trust: seeded validation faces
 of a training config (prepared crops), each scored as it is, as an old print (the training
-augmentation's scanned-print look, applied to every face: sepia, faded contrast, a resolution
-loss to ``--scale`` of the size, grain; ``faceage.train.augment.old_photo``) and in grey. Per
-model and age band: the mean shift of the predicted age (styled - as it is). Needs PyTorch.
+augmentation's scanned-print look drawn for every face: faded contrast lifted towards white, a
+resolution loss to ``--scale`` of the size, grain, and a sepia tint of random strength on about 60%
+of them; ``faceage.train.augment.old_photo``) and in grey (the augmentation's luminance weights).
+Per model and age band (``faceage.metrics.AGE_BANDS``): the mean shift of the predicted age
+(styled - as it is). Needs PyTorch.
 
     python benchmarks/photo_style.py --models fast accurate --write
 """
@@ -17,19 +19,17 @@ from dataclasses import replace
 import numpy as np
 from _common import add_output_arguments, machine, markdown_table, parse_args, write_results
 
-BANDS = {"0-12": (0, 12), "13-17": (13, 17), "18-29": (18, 29), "30-59": (30, 59), "60+": (60, 200)}
-
 
 def styled(crops: np.ndarray, augment_cfg, scale: float, seed: int) -> dict[str, np.ndarray]:
     """The crops as an old print (every face) and in grey, uint8 like the input."""
     import torch
 
-    from faceage.train.augment import old_photo
+    from faceage.train.augment import GREY, old_photo
 
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     cfg = replace(augment_cfg, old_photo=1.0, old_photo_scale=(scale, scale))
     old = old_photo(x, cfg, len(x), torch.Generator().manual_seed(seed))
-    grey = np.repeat(crops.mean(-1, keepdims=True), 3, -1)
+    grey = np.repeat((crops.astype(np.float32) @ GREY.numpy())[..., None], 3, -1)
     return {"old print": old.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy(),
             "grey": grey.round().astype(np.uint8)}
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from faceage import AgeEstimator
     from faceage.data.sets import load_samples
+    from faceage.metrics import AGE_BANDS as BANDS
     from faceage.train.config import load_config
 
     cfg = load_config(a.config)

@@ -50,7 +50,7 @@ def test_models_command_lists_size_record_and_headline(capsys):
     fast = rows[0]
     assert fast["arch"] == "ma_sfv2_0.5x" and fast["input_size"] == 112 and fast["params"] == 477259
     assert 1 < fast["files"]["onnx"]["mb"] < 8 and fast["headline"]["UTKFace val MAE"] > 0
-    assert 18 in fast["age_checks"] and fast["ms_per_face"] > 0 and "benchmarks/speed.py" in fast["timed_by"]
+    assert 18 in fast["age_checks"] and fast["ms_per_face"] > 0 and "faceage models --time" in fast["timed_by"]
     assert all("ms_per_face_here" not in r for r in rows)  # timing only when asked
 
 

@@ -15,7 +15,8 @@ AGE_BANDS = {"0-5": (0, 5), "6-12": (6, 12), "13-17": (13, 17), "18-24": (18, 24
 
 def balanced_mae(pred, true, bin_years: int = 5) -> float:
     """The mean of the MAE inside each ``bin_years`` age bin that has faces: every stretch of life weighs
-    the same, so a model that pulls both ends toward the crowded twenties is not rewarded for it."""
+    the same, so a model that pulls both ends toward the crowded twenties is not rewarded for it.
+    A bin of a handful of faces weighs as much as one of thousands: read it beside the per-bin counts."""
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     bins = (true // bin_years).astype(np.int64)
@@ -24,9 +25,9 @@ def balanced_mae(pred, true, bin_years: int = 5) -> float:
 
 
 def age_metrics(pred, true) -> dict:
-    """n, MAE, age-balanced MAE (:func:`balanced_mae`), CS(e) for e = 0..10 (share with |error| <= e years), MAE and bias (mean of
-    predicted - true: regression to the mean shows as + for the young, - for the old) per decade
-    and per :data:`AGE_BANDS` band."""
+    """n, MAE, age-balanced MAE (:func:`balanced_mae`), CS(e) for e = 0..10 (share with |error| <= e
+    years), MAE and bias (mean of predicted - true: regression to the mean shows as + for the young,
+    - for the old) per decade and per :data:`AGE_BANDS` band."""
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     err = np.abs(pred - true)

@@ -393,10 +393,8 @@ class Trainer(Checkpoints):
         if weights is not None:
             delta = prior_correction(self.data["train"].ages, weights.numpy())
             trials = {t: replace(scores, logits=scores.logits + t * delta) for t in PRIOR_STRENGTHS}
-            maes = {t: round(float(np.abs(s.age - ages).mean()), 4) for t, s in trials.items()}
-            balanced = {t: round(balanced_mae(s.age, ages), 4) for t, s in trials.items()}
-            by = maes if self.cfg.eval.prior_select == "mae" else balanced
-            strength = min(by, key=by.get)
+            strength, maes, balanced = choose_prior_strength({t: s.age for t, s in trials.items()}, ages,
+                                                             self.cfg.eval.prior_select)
             scores = trials[strength]
             record.logit_bias = tuple(float(v) for v in strength * delta) if strength else None
             record.training["prior_correction"] = {"strength": strength, "chosen_by": self.cfg.eval.prior_select,
@@ -430,6 +428,16 @@ class Trainer(Checkpoints):
                  f"CS(5) {report['cs']['5']:.3f}, 80% interval holds {report['interval_coverage']:.3f} "
                  f"(temperature {record.interval_temperature:.3f}); weights {self.out / 'best.safetensors'}")
         return summary
+
+
+def choose_prior_strength(pred_by_strength: dict[float, np.ndarray], ages: np.ndarray,
+                          select: str) -> tuple[float, dict, dict]:
+    """The strength whose validation ages score best by ``select`` (``mae`` or ``balanced_mae``), with
+    both measures per strength (for the record)."""
+    maes = {t: round(float(np.abs(p - ages).mean()), 4) for t, p in pred_by_strength.items()}
+    balanced = {t: round(balanced_mae(p, ages), 4) for t, p in pred_by_strength.items()}
+    by = maes if select == "mae" else balanced
+    return min(by, key=by.get), maes, balanced
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, quiet: bool = False,
