@@ -145,11 +145,10 @@ def report(run: Path, against: list[str], write: bool) -> int:
     if (run / "split.csv").is_file():
         samples = read_manifest(run / "split.csv").samples
     else:  # a fresh clone: git keeps the config, and the split is seeded, so it is rebuilt exactly
-        from faceage.data.sets import load_samples, with_splits
+        from faceage.data.sets import load_samples
         from faceage.train.config import load_config
 
-        cfg = load_config(run / "config.yaml")
-        samples = with_splits(load_samples(cfg.data)[0], cfg.data)
+        samples = load_samples(load_config(run / "config.yaml").data)[0]
     samples = [s for s in samples if s.split == "val"]
     sets = sorted({s.dataset or "all" for s in samples})  # a run on one manifest has no data set names
     models = {run.name: str(run / "best.safetensors"), **{m: m for m in against}}

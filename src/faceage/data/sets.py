@@ -39,10 +39,17 @@ def crop_differences(a: CropSpec | None, b: CropSpec | None, names=("model", "da
 
 
 def load_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | None]:
-    """Samples, problems, and the crop spec they were prepared with (None if not known).
+    """Samples split as training splits them (:func:`with_splits`), problems, and the crop spec they were
+    prepared with (None if not known).
 
     With ``data.datasets`` each named manifest is split on its own (seeded, duplicate-aware) and
-    its rows are tagged with its name; all of them must be cropped with the same geometry."""
+    its rows are tagged with its name; all of them must be cropped with the same geometry. ``data.limit``
+    then also bounds the rows of all data sets together."""
+    samples, problems, crop = _read_samples(data)
+    return with_splits(samples, data), problems, crop
+
+
+def _read_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | None]:
     if data.datasets:  # load_config has checked that manifest and path are unset
         samples, problems, crop, first = [], [], None, None
         for name, manifest in data.datasets.items():

@@ -57,15 +57,17 @@ def fold_config(base: Config, init: str | Path | None) -> tuple[Config, dict | N
 
     # a bundled model's name (--init accurate), a file or a run folder; kept as given in the config and the
     # experiment's key, so a resume compares what the user typed
-    record = read_record(locate(str(init), backend="torch"))
+    file = locate(str(init), backend="torch")
+    record = read_record(file)
     spec = record.model
     if spec.num_classes != 101:
         raise ConfigError(f"{init}: a {spec.num_classes}-class model cannot be fine-tuned here")
     cfg = base.override({"model": {"arch": spec.arch, "width": spec.width, "se_reduction": spec.se_reduction,
                                    "init": str(init)},
                          "data": {"input_size": int(record.input_size)}, "eval": {"estimate": record.estimate}})
-    return cfg, {"path": str(init), "model": record.model.to_dict(), "input_size": record.input_size,
-                 "crop": record.crop and record.crop.to_dict(), "training": record.training}
+    return cfg, {"path": str(init), "file": str(file), "model": record.model.to_dict(),
+                 "input_size": record.input_size, "crop": record.crop and record.crop.to_dict(),
+                 "training": record.training}
 
 
 def pick_extra(samples: list[Sample], per_decade: int | None, min_age: int, seed: int) -> list[Sample]:
@@ -221,11 +223,8 @@ def run_lopo(base: Config, data: str | Path, out: str | Path, fmt: str | None = 
     prep = Path(data).parent / "prepare.json" if prepared else None
     data_crop = prepared_crop(data)
     cfg, init_info = fold_config(base, init)
-    if init is not None:
-        from faceage.models import locate
-
-        init = locate(str(init), backend="torch")  # the file, for the crop check and the zero-shot score
-        init_info["file"] = str(init)
+    if init_info is not None:
+        init = Path(init_info["file"])  # the file, for the crop check and the zero-shot score
         init_info["crop_check"] = _crop_check(read_record(init).crop, data_crop, allow_crop_mismatch,
                                               f"crop geometry of {data} differs from the model {init}",
                                               "prepare the data with the model's crop")

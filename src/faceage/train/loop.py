@@ -35,7 +35,7 @@ from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
 from faceage.train.config import Config, dump_config
 from faceage.data.sets import (
-    cached_splits, crop_differences, load_samples, prior_correction, sampling_weights, with_splits,
+    cached_splits, crop_differences, load_samples, prior_correction, sampling_weights,
 )
 from faceage.train.loss import age_loss, distilled_loss
 from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
@@ -81,7 +81,6 @@ class Trainer(Checkpoints):
                 self.log(f"skipped row: {p}")
             if len(problems) > 20:
                 self.log(f"... and {len(problems) - 20} more skipped rows")
-            samples = with_splits(samples, cfg.data)
             if self.is_main:
                 write_manifest(samples, self.out / "split.csv")
             with ddp.rank0_first(self.dist):  # one process decodes the cache, the others reuse it
