@@ -147,7 +147,7 @@ def main() -> None:
         tests = "\n".join(f"- `{k}`: {CANDIDATES[k][0]}" for k in names)
         (out / "pilots.md").write_text(
             f"# Accurate-model pilots\n\n`python scripts/pilots.py --write` (config `{a.config}`: 8 epochs from "
-            f"scratch on the same 4,000 photos per data set, each split 7:2 on its own; MAE and bias on the "
+            f"scratch on the same 4,000 photos of the two data sets together (about 2,000 each, each data set split 7:2 on its own); MAE and bias on the "
             f"held-out part; ms/face: the network alone, ONNX Runtime, one thread, batch 1)\n\n{tests}\n\n{text}\n\n"
             "What the table decided (1.0x at 112 px, margin 0, the tail-aimed loss and sampling) and why: "
             "[the campaign's README](../accurate/README.md).\n")
