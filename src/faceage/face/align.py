@@ -76,6 +76,27 @@ class CropSpec:
         return cls(**kw)
 
 
+# dlib's 5-point face-chip template (``get_face_chip_details``, unit square): the two corners of each eye
+_DLIB_EYES = (((0.8595674595992, 0.2134981538014), (0.6460604764104, 0.2289674387677)),
+              ((0.1205750620789, 0.2137274526848), (0.3340850613712, 0.2290642403242)))
+
+
+def dlib_chip(size: int = 150, padding: float = 0.25) -> CropSpec:
+    """The crop of ``dlib.get_face_chip(img, shape, size, padding)`` in eye terms: the template's eye centres
+    give the eye distance and eye line, and dlib's padding is this spec's margin. dlib fits all five points
+    (with the nose); eyes alone put the chip within about a pixel of it (its template centre is 0.49, not
+    0.5, of the width). dlib's face-recognition network was trained on these chips (150 px, padding 0.25)."""
+    (a, b), (c, d) = _DLIB_EYES
+    right = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+    left = ((c[0] + d[0]) / 2, (c[1] + d[1]) / 2)
+    return CropSpec(size=size, eye_distance=round(math.dist(left, right), 4),
+                    eye_y=round((left[1] + right[1]) / 2, 4), margin=padding)
+
+
+#: the crop dlib's face-recognition ResNet knows (150 px, padding 0.25)
+DLIB_CHIP = dlib_chip()
+
+
 def eye_angle(eyes: tuple[Point, Point]) -> float:
     """Angle of the line from the image-left to the image-right eye, in degrees
     (image coordinates, y down: positive = the right eye is lower)."""

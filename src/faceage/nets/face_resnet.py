@@ -39,6 +39,9 @@ DESCRIPTOR = 128  # dlib's metric layer
 INPUT_SIZE = 150
 MEAN_RGB = (122.782, 117.001, 104.298)  # dlib's input_rgb_image averages (0..255)
 DIVISOR = 256.0  # dlib divides by 256, not 255
+#: the same normalisation as a model record's mean and std (``(x / 255 - mean) / std`` on 0..255 pixels)
+MEAN = tuple(v / 255.0 for v in MEAN_RGB)
+STD = (DIVISOR / 255.0,) * 3
 
 
 class Affine(nn.Module):

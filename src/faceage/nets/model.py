@@ -1,9 +1,11 @@
-"""Age models by name: ``sfv2`` (plain ShuffleNetV2) and ``ma_sfv2`` (with mixed attention)."""
+"""Age models by name: ``sfv2`` (plain ShuffleNetV2), ``ma_sfv2`` (with mixed attention) and
+``face_resnet`` (dlib's face-recognition ResNet, for fine-tuning from its pretrained weights)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from faceage.nets.face_resnet import FaceResNet
 from faceage.nets.head import AgeHead
 from faceage.nets.shufflenetv2 import ShuffleNetV2
 from faceage.nets.spec import STAGE_REPEATS, ModelSpec
@@ -15,13 +17,25 @@ class AgeNet(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.backbone = ShuffleNetV2(
-            spec.channels, STAGE_REPEATS, attention=spec.attention, se_reduction=spec.se_reduction
-        )
-        self.head = AgeHead(self.backbone.out_channels, spec.num_classes)
+        if spec.arch == "face_resnet":
+            self.backbone = FaceResNet()
+        else:
+            self.backbone = ShuffleNetV2(
+                spec.channels, STAGE_REPEATS, attention=spec.attention, se_reduction=spec.se_reduction
+            )
+        self.head = AgeHead(self.backbone.out_channels, spec.num_classes, standardize=spec.arch == "face_resnet")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.backbone(x))
+
+
+def input_normalization(spec: ModelSpec) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) a pretrained network's weights expect; None: the trainer's default."""
+    if spec.arch == "face_resnet":
+        from faceage.nets import face_resnet
+
+        return face_resnet.MEAN, face_resnet.STD
+    return None
 
 
 def create_model(arch: str = "ma_sfv2", width: float = 0.5, **kwargs) -> AgeNet:

@@ -1,7 +1,8 @@
 """The one declaration of the architectures (no torch here: model records are read without it).
 
 ``STAGE_CHANNELS`` per width and ``STAGE_REPEATS`` are ShuffleNetV2's Table 1 (Ma et al. 2018);
-``ARCHS`` names the networks built from them. The model record (:mod:`faceage.weights`), the
+``ARCHS`` names the networks: the two built from them, and ``face_resnet``, dlib's face-recognition
+ResNet (:mod:`faceage.nets.face_resnet`, one fixed shape: its width is 1.0). The model record (:mod:`faceage.weights`), the
 training config (:mod:`faceage.train.config`) and the network (:mod:`faceage.nets.model`) all
 take their allowed values from here.
 """
@@ -17,7 +18,8 @@ STAGE_CHANNELS = {
     1.5: (24, 176, 352, 704, 1024),
     2.0: (24, 244, 488, 976, 2048),
 }
-ARCHS = {"sfv2": False, "ma_sfv2": True}  # name -> uses mixed attention
+ARCHS = {"sfv2": False, "ma_sfv2": True, "face_resnet": False}  # name -> uses mixed attention
+FIXED_ARCHS = ("face_resnet",)  # pretrained networks of one shape: no width multiplier
 WIDTHS = tuple(sorted(STAGE_CHANNELS))
 SE_REDUCTIONS = (1, 1024)  # the squeeze-excitation reduction's range
 CLASS_COUNTS = (2, 1000)  # the number of age classes' range
@@ -37,6 +39,8 @@ class ModelSpec:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {sorted(ARCHS)}")
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or float(self.width) not in WIDTHS:
             raise ValueError(f"unknown width {self.width!r}; choose one of {list(WIDTHS)}")
+        if self.arch in FIXED_ARCHS and float(self.width) != 1.0:
+            raise ValueError(f"{self.arch} has one shape: its width is 1.0, not {self.width!r} (leave model.width unset)")
         for name, (lo, hi) in (("se_reduction", SE_REDUCTIONS), ("num_classes", CLASS_COUNTS)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

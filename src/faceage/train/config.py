@@ -101,11 +101,15 @@ class Key:
 #: every key of every section, declared once
 KEYS: dict[str, dict[str, Key]] = {
     "model": {
-        "arch": Key("ma_sfv2", _choice(*ARCHS), "network: ma_sfv2 (with mixed attention) or sfv2"),
-        "width": Key(0.5, _choice(*WIDTHS), "ShuffleNetV2 width multiplier (stage channels in faceage.nets.spec)"),
+        "arch": Key("ma_sfv2", _choice(*ARCHS), "network: ma_sfv2 (with mixed attention), sfv2, or face_resnet (dlib's "
+                                                   "face-recognition ResNet; model.init=dlib-face-resnet)"),
+        "width": Key(None, _choice(*WIDTHS, optional=True), "ShuffleNetV2 width multiplier (stage channels in "
+                                                             "faceage.nets.spec); null: 0.5, and 1.0 (its only "
+                                                             "shape) for face_resnet"),
         "se_reduction": Key(4, _number(*SE_REDUCTIONS, integer=True), "channel reduction in the SE attention"),
         "init": Key(None, _text(), "start from this model's weights (a bundled name, file or run folder: "
-                                   "fine-tuning, a longer schedule); same network"),
+                                   "fine-tuning, a longer schedule; same network), or dlib-face-resnet / a dlib "
+                                   ".dat file: dlib's pretrained face network for arch face_resnet"),
     },
     "data": {
         "manifest": Key(None, _text(), "CSV (path,age[,subject][,split]); from `faceage prepare` or your own"),
@@ -170,6 +174,9 @@ KEYS: dict[str, dict[str, Key]] = {
         "step_every": Key(20, _number(1, integer=True), "step schedule: epochs between decays"),
         "gamma": Key(0.2, _number(0, 1, above=True), "step schedule: decay factor"),
         "warmup_epochs": Key(0, _number(0, integer=True), "linear warm-up epochs"),
+        "head_only_epochs": Key(0, _number(0, integer=True), "fine-tuning: the first N epochs train the age head "
+                                                             "alone (the backbone frozen), so a fresh head does not "
+                                                             "send large gradients into pretrained layers"),
         "backbone_lr_scale": Key(1.0, _number(0, above=True), "fine-tuning: the backbone learns at lr x this, "
                                                               "the age head at lr"),
     },

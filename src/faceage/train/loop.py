@@ -30,7 +30,7 @@ from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
 from faceage.errors import ConfigError, ManifestError
 from faceage.metrics import age_metrics, balanced_mae, plot_cs_curves, plot_curves, plot_error_by_age
-from faceage.nets.model import AgeNet, count_params
+from faceage.nets.model import AgeNet, count_params, input_normalization
 from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
 from faceage.train.config import Config, dump_config
@@ -118,9 +118,11 @@ class Trainer(Checkpoints):
         # per-data-set validation MAE (the record's estimate) next to the pooled figures
         self.metric_fields = METRIC_FIELDS[:-1] + tuple(
             f"val_mae_{d}" for d in self.datasets if len(self.datasets) > 1) + METRIC_FIELDS[-1:]
+        norm = input_normalization(spec)
         self.record = ModelRecord(
             model=spec,
             input_size=size,
+            **({"mean": norm[0], "std": norm[1]} if norm else {}),
             crop=crop,
             estimate=cfg.eval.estimate,
             scoring=Scoring(tta=cfg.eval.tta),  # the views its interval and val numbers are measured with
@@ -266,6 +268,9 @@ class Trainer(Checkpoints):
         lr = cfg.optim.lr * lr_factor(self.epoch, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        head_only = self.epoch < cfg.optim.head_only_epochs  # a fresh head settles before the backbone moves
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not head_only or name.startswith("head."))
         perm = self.epoch_order()
         steps = len(perm) // bs  # drop the ragged last batch: BatchNorm dislikes tiny batches
         dtype = self.amp_dtype

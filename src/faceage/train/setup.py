@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from faceage.errors import ConfigError
-from faceage.face.align import CropSpec
-from faceage.nets.spec import ModelSpec
+from faceage.face.align import DLIB_CHIP, CropSpec
+from faceage.nets.spec import FIXED_ARCHS, ModelSpec
 from faceage.train.config import Config, OptimConfig
 
 
@@ -44,7 +44,11 @@ def lr_factor(epoch: int, optim: OptimConfig) -> float:
 
 def model_spec(cfg: Config) -> ModelSpec:
     m = cfg.model
-    return ModelSpec(arch=m.arch, width=m.width, se_reduction=m.se_reduction)
+    width = m.width if m.width is not None else 1.0 if m.arch in FIXED_ARCHS else ModelSpec.width
+    try:
+        return ModelSpec(arch=m.arch, width=width, se_reduction=m.se_reduction)
+    except ValueError as exc:
+        raise ConfigError(f"config model: {exc}") from exc
 
 
 def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
@@ -58,11 +62,21 @@ def param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
 
 def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int,
                       path: str | Path) -> tuple[CropSpec | None, Path]:
-    """Copy a model's weights (a bundled name, file or run folder) into ``model`` (same network and input size);
-    return its crop geometry and the file the weights came from."""
+    """Copy a model's weights (a bundled name, file or run folder) into ``model`` (same network and input size),
+    or dlib's face-recognition ResNet into a ``face_resnet`` backbone (the age head starts fresh); return the
+    crop geometry the weights were trained on and the file they came from."""
     from faceage.models import locate
+    from faceage.nets.dlib_format import INIT_NAME, default_path, face_descriptor_state_dict
     from faceage.weights import load_model
 
+    if str(path) == INIT_NAME or str(path).endswith(".dat"):  # dlib's pretrained face network
+        if spec.arch != "face_resnet":
+            raise ConfigError(f"model.init {path} is dlib's face-recognition ResNet: set model.arch=face_resnet")
+        file = default_path() if str(path) == INIT_NAME else Path(path)
+        state = face_descriptor_state_dict(file)
+        model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in state.items()
+                                        if k.startswith("backbone.")}, strict=True)
+        return DLIB_CHIP, file
     file = locate(str(path), backend="torch")
     source, record = load_model(file)
     if record.model != spec or int(record.input_size) != size:
