@@ -1,8 +1,10 @@
 """The numbers in docs/model_card.md, for one or more models side by side.
 
 Validation sets: each data set of a training config (its seeded split, rebuilt exactly as training
-made it), scored on the prepared crops; FG-NET through the whole pipeline on the raw photos (detect,
-align, estimate; never trained on). Per set: MAE, CS(5), bias and MAE by decade, 80% interval
+made it), scored on the prepared crops for a model whose record has their crop geometry, and through
+the whole pipeline on the same rows' source photos (detect, align with the model's own crop, estimate)
+for a model cropped otherwise (``fast`` beside a model trained on dlib's 150-px chips); FG-NET through
+the whole pipeline on the raw photos (never trained on). Per set: MAE, CS(5), bias and MAE by decade, 80% interval
 coverage; UTKFace also by gender and race (from its file names). Writes OUT/numbers.json, one
 report folder per model and set (report.json, predictions.csv, plots) and prints Markdown tables.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from faceage import AgeEstimator
 from faceage.data.importers import import_dataset, utkface_groups
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
-from faceage.data.sets import load_samples
+from faceage.data.sets import crop_differences, load_samples
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
@@ -45,7 +48,7 @@ def main() -> None:
     add_output_arguments(ap, REPO / "docs" / "model-card")
     a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
-    samples, _, _ = load_samples(cfg.data)
+    samples, _, crop = load_samples(cfg.data)
     sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
             for name in cfg.data.datasets}
     sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
@@ -53,8 +56,12 @@ def main() -> None:
     for spec in a.models:
         label, path = spec.split("=", 1)
         est = AgeEstimator(path, tta=a.tta)
-        numbers[label] = {"model": path, "tta": a.tta}
+        own_crops = not crop_differences(est.record.crop, crop)
+        numbers[label] = {"model": path, "tta": a.tta, "validation": "prepared crops" if own_crops else
+                          "whole pipeline on the source photos (the prepared crops are another geometry)"}
         for name, (rows, prealigned) in sets.items():
+            if prealigned and not own_crops:
+                rows, prealigned = [replace(s, path=Path(s.source)) if s.source else s for s in rows], False
             rep = score_set(est, rows, prealigned, Path(a.out) / label / name, name)
             numbers[label][name] = rep
             print(f"{label} {name}: n {rep['n']} MAE {rep['mae']:.3f} CS5 {rep['cs']['5']:.3f} "

@@ -11,7 +11,7 @@ both ends, per data set, and, where the set names FG-NET crops, its FG-NET zero-
 trained on) and its validation MAE without the age prior put back (``prior 0``).
 
     python scripts/pilots.py --set face                # train what is missing, print the table
-    python scripts/pilots.py --set face --only full-150  # one candidate
+    python scripts/pilots.py --set face --only full-150    # one candidate
     python scripts/pilots.py --set face --write        # also write docs/runs/<the set's folder>/pilots.{md,json}
 """
 from __future__ import annotations
@@ -37,10 +37,12 @@ MA_SFV2: dict[str, tuple[str, list[str]]] = {
 FACE: dict[str, tuple[str, list[str]]] = {
     "frozen-150": ("the age head alone on dlib's frozen features (the backbone never moves)",
                    ["optim.head_only_epochs=99"]),
-    "full-150": ("the whole network fine-tuned after one head-only epoch, 150 px (dlib's own chip size)", []),
-    "full-112": ("the same at 112 px (the chips resized: about half the multiply-adds)", ["data.input_size=112"]),
-    "full-150-nobal": ("the same without age-balanced sampling (the data's own age mix, no prior put back)",
-                       ["data.age_balance=0"]),
+    "full-150-lr0.1": ("the whole network fine-tuned after one head-only epoch, 150 px (dlib's own chip size), "
+                       "the pretrained layers at a tenth of the head's rate", ["optim.backbone_lr_scale=0.1"]),
+    "full-150": ("the same with the pretrained layers at a fiftieth of the head's rate (the config's 0.02)", []),
+    "full-112-lr0.1": ("full-150-lr0.1 at 112 px (the chips resized: about half the multiply-adds)",
+                       ["data.input_size=112", "optim.backbone_lr_scale=0.1"]),
+    "full-150-nobal": ("full-150 without age-balanced sampling (the data's own age mix)", ["data.age_balance=0"]),
 }
 
 

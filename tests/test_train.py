@@ -43,10 +43,16 @@ def test_presets_and_overrides():
     ("data.mix={a: -1}", "data.mix"),
     ("augment.jpeg_quality=[80, 20]", "augment.jpeg_quality"),
     ("model.width=0.7", "model.width"),
+    ("optim.head_only_epochs=-1", "optim.head_only_epochs"),
 ])
 def test_bad_config_values_fail_at_load_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("cpu", [override])
+
+
+def test_two_data_sources_are_refused_not_one_ignored():
+    with pytest.raises(ConfigError, match="data.manifest, data.path: set one of"):
+        load_config("cpu", ["data.manifest=a.csv", "data.path=photos/"])
 
 
 def test_a_run_reads_ages_with_the_median_when_asked(tiny_manifest, tmp_path):

@@ -104,7 +104,9 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     problems: list = []
     if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
-    workers = max(1, workers or len(os.sched_getaffinity(0)))
+    # the CPUs this process may use (Linux); elsewhere all of them
+    workers = max(1, workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                 os.cpu_count() or 1))
     options.estimator()  # a bad model or detector option: one error here, not one per file in the workers
     store = PartStore(output, options.settings(), retry_errors=retry_errors)
     done = store.done()

@@ -346,8 +346,10 @@ def check_config(cfg: dict) -> None:
             problem = decl.check(cfg[section][key])
             if problem:
                 raise ConfigError(f"config {section}.{key} = {cfg[section][key]!r}: {problem}")
-    if cfg["data"]["datasets"] and (cfg["data"]["manifest"] or cfg["data"]["path"]):
-        raise ConfigError("set data.datasets or data.manifest/data.path, not both")
+    if sum(bool(cfg["data"][k]) for k in ("datasets", "manifest", "path")) > 1:
+        given = [k for k in ("datasets", "manifest", "path") if cfg["data"][k]]
+        raise ConfigError(f"config sets {', '.join(f'data.{k}' for k in given)}: set one of data.datasets, "
+                          "data.manifest and data.path (the others would be ignored)")
     if cfg["optim"]["warmup_epochs"] >= cfg["optim"]["epochs"] > 1:
         raise ConfigError(f"config optim.warmup_epochs = {cfg['optim']['warmup_epochs']}: must be below "
                           f"optim.epochs ({cfg['optim']['epochs']})")
