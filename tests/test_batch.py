@@ -252,3 +252,15 @@ def test_a_parent_killed_with_sigkill_leaves_no_worker_behind(tmp_path):
             proc.kill()
         for pid in _children(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_default_workers_without_sched_getaffinity(monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: the CPU count is used instead of a crash."""
+    import os
+
+    from faceage.batch.run import default_workers
+
+    assert default_workers() >= 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert default_workers() == 3

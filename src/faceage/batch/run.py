@@ -90,6 +90,13 @@ class _Sink:
         self.pending, self.images = [], 0
 
 
+def default_workers() -> int:
+    """The CPUs this process may use (Linux knows its affinity; macOS and Windows: all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
               options: PredictOptions = PredictOptions(), recursive: bool = False, workers: int | None = None,
               chunk_size: int = 512, progress: bool = True, retry_errors: bool = False) -> BatchReport:
@@ -104,9 +111,7 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     problems: list = []
     if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
-    # the CPUs this process may use (Linux); elsewhere all of them
-    workers = max(1, workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
-                                 os.cpu_count() or 1))
+    workers = max(1, workers or default_workers())
     options.estimator()  # a bad model or detector option: one error here, not one per file in the workers
     store = PartStore(output, options.settings(), retry_errors=retry_errors)
     done = store.done()
