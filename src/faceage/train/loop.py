@@ -162,7 +162,9 @@ class Trainer(Checkpoints):
         if self.dist.enabled:
             # DDP broadcasts rank 0's weights and buffers, so every rank starts identical
             ids = [self.device.index] if self.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # head-only epochs freeze the backbone after the wrap: DDP must expect parameters without gradients
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, find_unused_parameters=self.cfg.optim.head_only_epochs > 0)
         mode = self.cfg.run.compile
         self.step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
 
@@ -275,6 +277,8 @@ class Trainer(Checkpoints):
         steps = len(perm) // bs  # drop the ragged last batch: BatchNorm dislikes tiny batches
         dtype = self.amp_dtype
         self.step_model.train()
+        if head_only:  # BatchNorm statistics are part of the frozen backbone too
+            self.model.backbone.eval()
         total = torch.zeros((), dtype=torch.float64, device=dev)
         seen = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", unit="batch",

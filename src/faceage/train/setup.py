@@ -10,7 +10,7 @@ import torch
 
 from faceage.errors import ConfigError
 from faceage.face.align import DLIB_CHIP, CropSpec
-from faceage.nets.spec import FIXED_ARCHS, ModelSpec
+from faceage.nets.spec import ModelSpec
 from faceage.train.config import Config, OptimConfig
 
 
@@ -44,7 +44,7 @@ def lr_factor(epoch: int, optim: OptimConfig) -> float:
 
 def model_spec(cfg: Config) -> ModelSpec:
     m = cfg.model
-    width = m.width if m.width is not None else 1.0 if m.arch in FIXED_ARCHS else ModelSpec.width
+    width = m.width if m.width is not None else ModelSpec.default_width(m.arch)
     try:
         return ModelSpec(arch=m.arch, width=width, se_reduction=m.se_reduction)
     except ValueError as exc:
