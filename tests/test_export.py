@@ -84,6 +84,18 @@ def test_fp32_parity_with_torch(exported):
     assert ages.std() > 1.0, ages
 
 
+def test_half_weights_halve_the_file_and_keep_the_ages(exported):
+    """--half-weights: fp16 storage, fp32 arithmetic: about half the bytes, ages as the fp32 file's."""
+    from faceage.export import export_onnx, parity, read_onnx_record
+
+    half = export_onnx(exported["st"], exported["root"] / "m-half.onnx", half=True)
+    assert half.stat().st_size < 0.6 * exported["fp32"].stat().st_size
+    assert read_onnx_record(half).to_json() == exported["record"].to_json()
+    assert parity(exported["st"], half, _crops(24, seed=2)).max_age_diff <= 0.2
+    with pytest.raises(Exception, match="choose one"):
+        export_onnx(exported["st"], exported["root"] / "x.onnx", half=True, int8="dynamic")
+
+
 def test_dynamic_batch_and_outputs(exported):
     from faceage.runtime.onnx_backend import OnnxBackend
 

@@ -98,8 +98,30 @@ def read_onnx_record(path: str | Path) -> ModelRecord:
     return OnnxBackend(path, threads=1).record
 
 
-def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17) -> Path:
-    """Write ``model`` (an AgeNet in eval mode) as an fp32 ONNX file with uint8 NHWC input."""
+def half_weights(path: str | Path, min_size: int = 1024) -> None:
+    """Store ``path``'s large fp32 weights as fp16, each cast back to fp32 in the graph: half the file, the same
+    fp32 arithmetic (ONNX Runtime folds the casts of constants once, when a session loads)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    casts = []
+    for init in m.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name + "_fp16"))
+        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=TensorProto.FLOAT))
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(casts + nodes)  # the casts first: the graph stays topologically sorted
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17, half: bool = False) -> Path:
+    """Write ``model`` (an AgeNet in eval mode) as an fp32 ONNX file with uint8 NHWC input (``half``: its weights
+    stored as fp16, :func:`half_weights`)."""
     import torch
 
     out = Path(out)
@@ -115,7 +137,10 @@ def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17)
             dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "reg": {0: "batch"}},
             opset_version=opset, dynamo=False, do_constant_folding=True,
         )
-    _set_metadata(tmp, record, {"faceage.precision": "fp32", "faceage.input": "uint8 NHWC crops, normalised in-graph"})
+    if half:
+        half_weights(tmp)
+    _set_metadata(tmp, record, {"faceage.precision": "fp32, weights stored as fp16" if half else "fp32",
+                                "faceage.input": "uint8 NHWC crops, normalised in-graph"})
     tmp.replace(out)
     return out
 
@@ -245,19 +270,22 @@ def parity(model_path: str | Path, onnx_path: str | Path, crops: np.ndarray) -> 
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, int8: str | None = None,
-                calibration: np.ndarray | None = None, opset: int = 17) -> Path:
+                calibration: np.ndarray | None = None, opset: int = 17, half: bool = False) -> Path:
     """Export a faceage model (file or run folder) to ONNX at ``out``.
 
     ``int8``: None (fp32), "dynamic" or "static" (``calibration``: uint8 crops
-    (N, S, S, 3) of real aligned faces at the model's input size)."""
+    (N, S, S, 3) of real aligned faces at the model's input size). ``half``: fp32 arithmetic with the
+    weights stored as fp16 (half the file; not with ``int8``)."""
     from faceage.weights import load_model
 
     if int8 not in INT8_MODES:
         raise ExportError(f"unknown int8 mode {int8!r}; choose dynamic or static")
+    if half and int8:
+        raise ExportError("half-precision weights and int8 are two ways to shrink the file: choose one")
     model, record = load_model(model_path)
     out = Path(out)
     if int8 is None:
-        return export_fp32(model, record, out, opset=opset)
+        return export_fp32(model, record, out, opset=opset, half=half)
     with tempfile.TemporaryDirectory() as td:
         fp32 = export_fp32(model, record, Path(td) / "fp32.onnx", opset=opset)
         return quantize(fp32, out, int8, calibration)

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-size", type=int, default=256, help="crops used for calibration (default 256)")
     p.add_argument("--parity-data", metavar="MANIFEST_OR_FOLDER", default=None,
                    help="crops for the parity check (default: --calibration, else 32 synthetic crops)")
+    p.add_argument("--half-weights", action="store_true",
+                   help="store the weights as fp16 (half the file), computed in fp32 as usual")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--out", "-o", required=True, help="output .onnx file")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             raise FaceageError("--int8 static needs --calibration MANIFEST_OR_FOLDER (aligned face crops)")
         pool = load_crops(args.calibration, size, limit=2 * args.calibration_size)[0]
         calibration, held_out = pool[0::2], pool[1::2]  # calibrate on half, check parity on the other half
-    out = export_onnx(model_path, args.out, int8=args.int8, calibration=calibration, opset=args.opset)
+    out = export_onnx(model_path, args.out, int8=args.int8, calibration=calibration, opset=args.opset,
+                      half=args.half_weights)
 
     source = args.parity_data or args.calibration
     if source:
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         what = "32 synthetic crops (pass --calibration or --parity-data for real faces)"
     par = parity(model_path, out, crops)
     result = {
-        "out": str(out), "bytes": Path(out).stat().st_size, "precision": args.int8 or "fp32",
+        "out": str(out), "bytes": Path(out).stat().st_size, "precision": args.int8 or ("fp32, weights stored as fp16" if args.half_weights else "fp32"),
         "parity": {**par.to_dict(), "data": what},
     }
     if args.json:
