@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
+from faceage.data.split import file_digest
 from faceage.errors import ConfigError, ManifestError
 from faceage.metrics import age_metrics, balanced_mae, plot_cs_curves, plot_curves, plot_error_by_age
 from faceage.nets.model import AgeNet, count_params, input_normalization
@@ -135,7 +136,9 @@ class Trainer(Checkpoints):
         )
         if init:
             self.record.training["init"] = str(init)  # as given (a name, file or run folder), and the file it was
-            self.record.training["init_file"] = str(init_file)
+            # the file by name and content, not by this machine's path (records travel inside shipped models)
+            self.record.training["init_file"] = Path(init_file).name
+            self.record.training["init_sha256"] = file_digest(init_file, "sha256")
         if self.dist.enabled:
             self.record.training["world_size"] = self.dist.world_size
         self.teacher = None  # (N, classes) soft-target logits per training row, with distill.teacher
