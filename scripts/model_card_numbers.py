@@ -45,14 +45,20 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
     ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
     ap.add_argument("--tta", default="zoomflip")
+    ap.add_argument("--only-rows", default=None, metavar="FILE",
+                    help="keep only the validation rows listed in FILE (DATASET/source file name per line), e.g. "
+                         "docs/model-card/fast-val-rows.txt: models trained on other splits compare on rows none "
+                         "of them trained on (scripts/fast_val_rows.py)")
     add_output_arguments(ap, REPO / "docs" / "model-card")
     a = parse_args(ap, tracked=REPO / "docs" / "model-card")
     cfg = load_config(a.config)
     samples, _, crop = load_samples(cfg.data)
-    sets = {name: ([s for s in samples if s.dataset == name and s.split == "val"], True)
+    listed = set(Path(a.only_rows).read_text().split()) if a.only_rows else None
+    sets = {name: ([s for s in samples if s.dataset == name and s.split == "val" and
+                    (listed is None or f"{name}/{Path(s.source or s.path).name}" in listed)], True)
             for name in cfg.data.datasets}
     sets["fgnet"] = (import_dataset("fgnet", a.fgnet).samples, False)
-    numbers = {}
+    numbers = {"_rows": {"config": a.config, "only_rows": a.only_rows}}
     for spec in a.models:
         label, path = spec.split("=", 1)
         est = AgeEstimator(path, tta=a.tta)
@@ -72,7 +78,7 @@ def main() -> None:
                   f"interval {rep['interval_coverage']:.3f} no face {rep['no_face']}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "numbers.json").write_text(json.dumps(numbers, indent=1))
-    labels = list(numbers)
+    labels = [k for k in numbers if not k.startswith("_")]
     print("\n| set | " + " | ".join(f"{m} MAE (CS5, 80% interval holds)" for m in labels) + " |")
     print("|---|" + "---|" * len(labels))
     for name in sets:
