@@ -374,6 +374,17 @@ def test_cli_check_errors_and_text(capsys):
     assert "p_over(18)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("over", ["0", "-1", "200"])
+def test_cli_check_refuses_an_age_outside_the_models_range(over, capsys):
+    """Not a ValueError traceback: a one-line error naming the flag, with or without --fit-on."""
+    from faceage.cli import main
+
+    for extra in ([], ["--fit-on", str(DATA)]):
+        code = main(["check", "--over", over, str(DATA / "obama.jpg"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--over {over}: an age check needs an age from 1 to 100" in err, err
+
+
 def test_cli_check_fits_a_policy_for_another_threshold_from_labelled_faces(brightness, capsys):
     from faceage.cli import main
 

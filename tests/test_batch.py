@@ -128,6 +128,7 @@ def test_walk_images_streams_in_predict_order(tmp_path):
     (["--output", "ages.xlsx"], "name the file .parquet, .csv or .jsonl"),
     (["--output", "ages.csv", "--json"], "--json cannot be combined with --output"),
     (["--output", "ages.csv", "--workers", "0"], "give 1 or more processes"),
+    (["--output", "ages.csv", "--workers", "500"], "more than 4 processes per CPU"),
 ])
 def test_batch_option_errors(batch_photos, tmp_path, capsys, args, message):
     assert main(["predict", str(batch_photos), *[str(tmp_path / a) if a.startswith("ages") else a for a in args]]) == 2

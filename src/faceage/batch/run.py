@@ -90,6 +90,10 @@ class _Sink:
         self.pending, self.images = [], 0
 
 
+#: processes per usable CPU that ``--workers`` may ask for: past that they only add memory (each loads the model)
+MAX_WORKERS_PER_CPU = 4
+
+
 def default_workers() -> int:
     """The CPUs this process may use (Linux knows its affinity; macOS and Windows: all of them)."""
     if hasattr(os, "sched_getaffinity"):
@@ -149,6 +153,11 @@ def run_cli(args: argparse.Namespace) -> int:
             raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
     if args.workers is not None and args.workers < 1:
         raise FaceageError(f"--workers {args.workers}: give 1 or more processes")
+    most = MAX_WORKERS_PER_CPU * default_workers()
+    if args.workers is not None and args.workers > most:
+        raise FaceageError(f"--workers {args.workers}: more than {MAX_WORKERS_PER_CPU} processes per CPU "
+                           f"({default_workers()} here), each holding its own model and face detector; give at "
+                           f"most {most}")
     from faceage.cli import predict_options
 
     report = run_batch(args.paths, args.output, options=predict_options(args), recursive=args.recursive,

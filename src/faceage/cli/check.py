@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
                "max_faces": args.max_faces}
 
     def ready(est) -> None:
+        top = est.record.num_classes - 1
+        if not 1 <= args.over <= top:
+            from faceage.errors import ConfigError
+
+            raise ConfigError(f"--over {args.over}: an age check needs an age from 1 to {top}")
         if args.fit_on:
             from faceage.agecheck import policy_from_data
 
