@@ -37,6 +37,15 @@ def test_batch_gives_predict_json_answers(batch_photos, batch_expected, tmp_path
     assert not out.with_name(out.name + ".parts").exists()
 
 
+def test_quiet_batch_prints_nothing(batch_photos, tmp_path, capsys):
+    """--quiet in batch mode: no progress bar, no summary; the exit status still says a file failed."""
+    out = tmp_path / "q.csv"
+    assert main(["predict", "-r", str(batch_photos), "--workers", "1", "--output", str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert out.is_file()
+
+
 def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     many = tmp_path / "many"
     photos = make_photo_folder(tmp_path / "photos")

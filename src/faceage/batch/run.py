@@ -160,7 +160,9 @@ def run_cli(args: argparse.Namespace) -> int:
                            f"most {most}")
     from faceage.cli import predict_options
 
+    quiet = getattr(args, "quiet", False)
     report = run_batch(args.paths, args.output, options=predict_options(args), recursive=args.recursive,
-                       workers=args.workers, retry_errors=args.retry_errors)
-    print(report.summary(), file=sys.stderr)
+                       workers=args.workers, retry_errors=args.retry_errors, progress=not quiet)
+    if not quiet:  # --quiet: the exit status and the output file's error rows say what failed
+        print(report.summary(), file=sys.stderr)
     return 1 if report.errors else 0
