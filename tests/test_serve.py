@@ -835,6 +835,20 @@ def test_check_answers_decisions_as_the_python_api(check_client):
     assert client.get("/v1/model").json()["age_checks"] == [18]
 
 
+def test_undeclared_and_repeated_query_parameters_are_refused(check_client):
+    """?model= on a server of one model, a typo, or ?over=18&over=13 is a 422 naming them, never a quiet answer
+    to another question."""
+    client, _ = check_client
+    flat = encode(np.full((40, 40, 3), 128, np.uint8))
+    body = assert_error(client.post("/v1/check?over=18&over=13", content=flat), 422, "bad_parameter")
+    assert "over given more than once" in body["detail"]
+    body = assert_error(client.post("/v1/check?over=18&model=accurate", content=flat), 422, "bad_parameter")
+    assert "unknown query parameter model" in body["detail"] and "over" in body["detail"]
+    body = assert_error(client.post("/v1/estimate?largets=true", content=flat), 422, "bad_parameter")
+    assert "largets" in body["detail"] and "largest" in body["detail"]
+    assert client.post("/v1/estimate?largest=true", content=flat).status_code == 200
+
+
 def test_check_refuses_ages_without_a_policy_and_bad_input_as_estimate_does(check_client):
     client, _ = check_client
     flat = encode(np.full((40, 40, 3), 128, np.uint8))

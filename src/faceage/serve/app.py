@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -41,7 +41,7 @@ import faceage
 from faceage.estimator import AgeEstimator
 from faceage.options import FaceOptions
 from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
-from faceage.serve.errors import ErrorResponse, install_error_handlers
+from faceage.serve.errors import ApiError, ErrorResponse, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck,
                                   MemoryBudget, RequestSlots, SecurityHeaders, release_memory, shutdown_event)
 from faceage.serve.upload import open_upload, read_upload
@@ -230,6 +230,24 @@ faceage {html.escape(summary["faceage_version"])}. A model's licence follows its
 """
 
 
+async def _declared_query_only(request: Request) -> None:
+    """Every route takes only the query parameters it declares, each once: ``?model=accurate`` on a server
+    of another model, or ``?over=18&over=13``, is a 422 naming them, not an answer to another question."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = {p.alias for p in dependant.query_params}
+    names = [k for k, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - allowed)
+    repeated = sorted({k for k in names if names.count(k) > 1} & allowed)
+    problems = ([f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                 f"(this route takes {', '.join(sorted(allowed)) or 'none'})"] if unknown else []) + \
+               ([f"{', '.join(repeated)} given more than once"] if repeated else [])
+    if problems:
+        raise ApiError("bad_parameter", "; ".join(problems))
+
+
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
@@ -303,6 +321,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                         release_memory()
 
     app = FastAPI(
+        dependencies=[Depends(_declared_query_only)],
         title="faceage",
         version=faceage.__version__,
         description=("Age estimation from face photos (MA-SFV2). POST a photo to /v1/estimate; "
