@@ -109,6 +109,12 @@ def one_face_ms(weights: dict[str, Path]) -> dict[str, float]:
                               for name, file in weights.items()}, rounds=7)
 
 
+def set_numbers(data_set: str, rep: dict) -> dict:
+    """A report's MAE and its bias in each of BANDS, under keys named for the data set."""
+    return {f"{data_set}_mae": rep["mae"],
+            **{f"{data_set}_bias_{band}": rep["mae_by_band"].get(band, {}).get("bias") for band in BANDS}}
+
+
 def fgnet_zero_shot(run: Path, manifest: str) -> dict:
     """The run's best weights on FG-NET's prepared crops (old prints; never trained on): MAE and bias by band."""
     from faceage.data.manifest import read_manifest
@@ -119,10 +125,7 @@ def fgnet_zero_shot(run: Path, manifest: str) -> dict:
         raise SystemExit(f"{manifest} is missing; prepare FG-NET's crops first (see the pilot config's header)")
     rep = evaluate(AgeEstimator(run / "best.safetensors", backend="torch"), read_manifest(manifest).samples,
                    prealigned=True, quiet=True)
-    out = {"fgnet_mae": rep["mae"]}
-    for band in BANDS:
-        out[f"fgnet_bias_{band}"] = rep["mae_by_band"].get(band, {}).get("bias")
-    return out
+    return set_numbers("fgnet", rep)
 
 
 def row(name: str, run: Path, cfg, pilots: PilotSet) -> dict:
@@ -136,21 +139,19 @@ def row(name: str, run: Path, cfg, pilots: PilotSet) -> dict:
            "input_size": size, "params": count_params(model), "mmacs": round(count_macs(model, size) / 1e6, 1),
            "val_mae": summary["val"]["mae"], "val_mae_prior0": summary["best_val_mae"], "epochs": summary["epochs"]}
     for data_set, rep in summary["val"].get("by_dataset", {}).items():
-        out[f"{data_set}_mae"] = rep["mae"]
-        for band in BANDS:
-            out[f"{data_set}_bias_{band}"] = rep["mae_by_band"].get(band, {}).get("bias")
+        out.update(set_numbers(data_set, rep))
     if pilots.fgnet:
         out.update(fgnet_zero_shot(run, pilots.fgnet))
     return out
 
 
 def table(rows: list[dict], fast_ms: float) -> str:
+    from faceage.nets.model import count_macs, create_model
+
     sets = [s for s in ("utkface", "aaf", "fgnet") if any(f"{s}_mae" in r for r in rows)]
     head = ["candidate", "params", "MMACs (x fast)", "ms/face (x fast)", "val MAE", "val MAE prior 0"] + \
         [f"{s} MAE" for s in sets] + [f"{s} bias {b}" for s in sets for b in BANDS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    from faceage.nets.model import count_macs, create_model
-
     base_macs = count_macs(create_model("ma_sfv2", 0.5), 112) / 1e6  # the fast model's network
     for r in rows:
         cells = [r["name"], f"{r['params']:,}", f"{r['mmacs']} ({r['mmacs'] / base_macs:.1f}x)",

@@ -98,6 +98,11 @@ def read_onnx_record(path: str | Path) -> ModelRecord:
     return OnnxBackend(path, threads=1).record
 
 
+def precision_label(int8: str | None = None, half: bool = False) -> str:
+    """How an exported file computes and stores its weights, as its metadata and ``faceage export`` say it."""
+    return int8 or ("fp32, weights stored as fp16" if half else "fp32")
+
+
 def half_weights(path: str | Path, min_size: int = 1024) -> None:
     """Store ``path``'s large fp32 weights as fp16, each cast back to fp32 in the graph: half the file, the same
     fp32 arithmetic (ONNX Runtime folds the casts of constants once, when a session loads)."""
@@ -139,7 +144,7 @@ def export_fp32(model, record: ModelRecord, out: str | Path, *, opset: int = 17,
         )
     if half:
         half_weights(tmp)
-    _set_metadata(tmp, record, {"faceage.precision": "fp32, weights stored as fp16" if half else "fp32",
+    _set_metadata(tmp, record, {"faceage.precision": precision_label(half=half),
                                 "faceage.input": "uint8 NHWC crops, normalised in-graph"})
     tmp.replace(out)
     return out

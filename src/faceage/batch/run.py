@@ -153,11 +153,11 @@ def run_cli(args: argparse.Namespace) -> int:
             raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
     if args.workers is not None and args.workers < 1:
         raise FaceageError(f"--workers {args.workers}: give 1 or more processes")
-    most = MAX_WORKERS_PER_CPU * default_workers()
-    if args.workers is not None and args.workers > most:
+    cpus = default_workers()
+    if args.workers is not None and args.workers > MAX_WORKERS_PER_CPU * cpus:
         raise FaceageError(f"--workers {args.workers}: more than {MAX_WORKERS_PER_CPU} processes per CPU "
-                           f"({default_workers()} here), each holding its own model and face detector; give at "
-                           f"most {most}")
+                           f"({cpus} here), each holding its own model and face detector; give at "
+                           f"most {MAX_WORKERS_PER_CPU * cpus}")
     from faceage.cli import predict_options
 
     quiet = getattr(args, "quiet", False)

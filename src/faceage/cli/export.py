@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from faceage.errors import FaceageError
-    from faceage.export import export_onnx, load_crops, parity
+    from faceage.export import export_onnx, load_crops, parity, precision_label
     from faceage.models import locate
     from faceage.weights import read_record
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         what = "32 synthetic crops (pass --calibration or --parity-data for real faces)"
     par = parity(model_path, out, crops)
     result = {
-        "out": str(out), "bytes": Path(out).stat().st_size, "precision": args.int8 or ("fp32, weights stored as fp16" if args.half_weights else "fp32"),
+        "out": str(out), "bytes": Path(out).stat().st_size, "precision": precision_label(args.int8, args.half_weights),
         "parity": {**par.to_dict(), "data": what},
     }
     if args.json:

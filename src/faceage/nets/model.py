@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from faceage.nets import face_resnet
-from faceage.nets.face_resnet import FaceResNet
 from faceage.nets.head import AgeHead
 from faceage.nets.shufflenetv2 import ShuffleNetV2
 from faceage.nets.spec import STAGE_REPEATS, ModelSpec
@@ -19,7 +18,7 @@ class AgeNet(nn.Module):
         super().__init__()
         self.spec = spec
         if spec.arch == "face_resnet":
-            self.backbone = FaceResNet()
+            self.backbone = face_resnet.FaceResNet()
         else:
             self.backbone = ShuffleNetV2(
                 spec.channels, STAGE_REPEATS, attention=spec.attention, se_reduction=spec.se_reduction

@@ -346,8 +346,8 @@ def check_config(cfg: dict) -> None:
             problem = decl.check(cfg[section][key])
             if problem:
                 raise ConfigError(f"config {section}.{key} = {cfg[section][key]!r}: {problem}")
-    if sum(bool(cfg["data"][k]) for k in ("datasets", "manifest", "path")) > 1:
-        given = [k for k in ("datasets", "manifest", "path") if cfg["data"][k]]
+    given = [k for k in ("datasets", "manifest", "path") if cfg["data"][k]]
+    if len(given) > 1:
         raise ConfigError(f"config sets {', '.join(f'data.{k}' for k in given)}: set one of data.datasets, "
                           "data.manifest and data.path (the others would be ignored)")
     if cfg["optim"]["warmup_epochs"] >= cfg["optim"]["epochs"] > 1:
