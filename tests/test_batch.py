@@ -13,7 +13,7 @@ import pytest
 from batch_data import as_json_records, make_photo_folder, predict_json
 from faceage.batch import PredictOptions, run_batch
 from faceage.batch.files import walk_images
-from faceage.batch.output import PartStore, read_rows
+from faceage.batch.output import OutputLock, PartStore, read_rows
 from faceage.cli import main
 from faceage.errors import FaceageError
 from faceage.imageio import iter_images
@@ -137,7 +137,6 @@ def test_walk_images_streams_in_predict_order(tmp_path):
     (["--output", "ages.xlsx"], "name the file .parquet, .csv or .jsonl"),
     (["--output", "ages.csv", "--json"], "--json cannot be combined with --output"),
     (["--output", "ages.csv", "--workers", "0"], "give 1 or more processes"),
-    (["--output", "ages.csv", "--workers", "500"], "more than 4 processes per CPU"),
 ])
 def test_batch_option_errors(batch_photos, tmp_path, capsys, args, message):
     assert main(["predict", str(batch_photos), *[str(tmp_path / a) if a.startswith("ages") else a for a in args]]) == 2
@@ -274,3 +273,81 @@ def test_default_workers_without_sched_getaffinity(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     assert default_workers() == 3
+
+
+# ----------------------------------------------------------------------------- who owns an output, how many workers
+def test_workers_are_capped_at_twice_the_cpus(batch_photos, tmp_path, monkeypatch, capsys):
+    """--workers 500 once started 201 processes (~20 GB); now at most 2 per CPU start, and it says so."""
+    import faceage.batch.run as run
+
+    monkeypatch.setattr(run, "default_workers", lambda: 2)
+    started = []
+    real = run.isolated_rows
+    monkeypatch.setattr(run, "isolated_rows", lambda options, todo, workers: started.append(workers) or
+                        real(options, todo, workers=min(workers, 2)))
+    out = tmp_path / "ages.csv"
+    assert main(["predict", str(batch_photos / "obama.jpg"), "--workers", "500", "--output", str(out)]) == 0
+    assert started and started[0] <= 4
+    assert f"--workers 500: starting {started[0]}" in capsys.readouterr().err
+    monkeypatch.setattr(run, "_available_memory", lambda: 3 * 2**30)  # memory bounds it too
+    n, note = run.usable_workers(None, model_bytes=100 * 2**20)
+    assert n == 2 and note is None
+    assert run.usable_workers(4, model_bytes=2**30)[0] == 1
+
+
+def test_a_second_run_on_one_output_is_refused_and_the_first_keeps_every_row(tmp_path):
+    """Two runs on one --output once lost the first run's rows (its parts were deleted under it)."""
+    photos = make_photo_folder(tmp_path / "photos")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(4):
+        for p in photos.iterdir():
+            if p.is_file():
+                shutil.copy(p, many / f"{i}-{p.name}")
+    out = tmp_path / "ages.jsonl"
+    code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
+            "chunk_size=1, progress=False)")
+    first = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)})
+    parts = tmp_path / "ages.jsonl.parts"
+    while not list(parts.glob("part-*")):
+        assert first.poll() is None, "the first run ended before the second could start"
+        time.sleep(0.05)
+    with pytest.raises(FaceageError, match=f"another run is writing this output \\(pid {first.pid} on "):
+        run_batch([photos / "obama.jpg"], out, workers=1, progress=False)
+    assert first.wait(timeout=120) == 0
+    assert {r["path"] for r in read_rows(out)} == {str(p) for p in walk_images([many])}
+    assert not (tmp_path / "ages.jsonl.lock").exists()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path):
+    out = tmp_path / "ages.jsonl"
+    (tmp_path / "ages.jsonl.lock").write_text("pid 999999 on elsewhere, since 2026-01-01 00:00:00\n")  # nobody holds it
+    with OutputLock(out):
+        with pytest.raises(FaceageError, match=f"pid {os.getpid()} "):
+            OutputLock(out).acquire()  # a second owner, even in this process, is refused
+    assert not (tmp_path / "ages.jsonl.lock").exists()
+    run_batch([TESTS / "data" / "obama.jpg"], out, workers=1, progress=False)
+    assert len(list(read_rows(out))) == 1
+
+
+def test_csv_cells_are_never_formulas(tmp_path, monkeypatch):
+    """A photo named like a formula is text in a spreadsheet, and reads back as its own name (so reruns skip it)."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("=1+1.jpg", "@SUM(A1).jpg", "'quoted.jpg", "-x.jpg"):
+        shutil.copy(TESTS / "data" / "obama.jpg", photos / name)
+    out = tmp_path / "ages.csv"
+    monkeypatch.chdir(photos)  # paths as given: relative names begin the cells
+    names = sorted(p.name for p in photos.iterdir())
+    run_batch(names, out, workers=1, progress=False)
+    import csv
+
+    cells = sorted(r["path"] for r in csv.DictReader(out.open(encoding="utf-8")))
+    assert cells == ["''quoted.jpg", "'-x.jpg", "'=1+1.jpg", "'@SUM(A1).jpg"]
+    assert sorted(r["path"] for r in read_rows(out)) == names
+    from faceage.batch.output import csv_text, csv_untext
+
+    for text in ("=1+1", "+1", "-2", "@x", "\tx", "\rx", "'=1", "'", "plain", ""):
+        assert csv_untext(csv_text(text)) == text
+    assert csv_text("=1+1") == "'=1+1" and csv_text("plain") == "plain"
+    assert run_batch(names, out, workers=1, progress=False).skipped == 4

@@ -9,8 +9,14 @@ into a new ``OUTPUT``, keeping each path's rows from the first place it appears 
 run killed during the merge cannot duplicate rows), then removes the parts folder.
 
 Parquet cells keep lists (``box``, ``eyes``, ``age_interval``); CSV writes them as JSON
-text and empty cells for missing values. pyarrow is imported only here, and only
+text and empty cells for missing values, and a text cell that a spreadsheet would run as a
+formula (starting ``=``, ``+``, ``-``, ``@``, tab or carriage return) with a leading ``'``
+(:func:`csv_text`; read back without it). pyarrow is imported only here, and only
 for Parquet (``pip install 'faceage[parquet]'``).
+
+One run owns an output at a time (:class:`OutputLock`: ``OUTPUT.lock``, held with an OS file
+lock that dies with its process, naming the owner's pid and host): a second run on the same
+output is refused before it touches the parts, and the lock of a dead run is simply taken.
 
 Every file is UTF-8, whatever the file names: a ``path`` is written in the escaped form of
 :func:`escape_path` (lossless: a backslash is written ``\\``, a byte of the name that is not
@@ -23,6 +29,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -84,6 +92,23 @@ def _escaped(row: dict) -> dict:
     return {**row, "path": escape_path(row["path"]), "error": _plain_text(row.get("error"))}
 
 
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_COLUMNS = [c for c, t in SCHEMA.items() if t == "string"]
+
+
+def csv_text(value):
+    """A text cell as written to CSV: one ``'`` in front of a cell a spreadsheet would run as a formula, and in
+    front of one that already starts with ``'`` (so that :func:`csv_untext` gives every cell back exactly)."""
+    if isinstance(value, str) and value.startswith((*FORMULA_START, "'")):
+        return "'" + value
+    return value
+
+
+def csv_untext(value: str) -> str:
+    return value[1:] if value.startswith("'") else value
+
+
 def output_format(path: str | os.PathLike) -> str:
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
@@ -136,8 +161,8 @@ class _Writer:
         if self.fmt == "parquet":
             self.out.write_table(self.pa.Table.from_pylist(rows, schema=self.schema))
         elif self.fmt == "csv":
-            self.csv.writerows({c: json.dumps(v) if c in _LIST_COLUMNS and v is not None else v
-                                for c, v in r.items()} for r in rows)
+            self.csv.writerows({c: json.dumps(v) if c in _LIST_COLUMNS and v is not None
+                                else csv_text(v) if c in _TEXT_COLUMNS else v for c, v in r.items()} for r in rows)
         else:
             self.out.writelines(json.dumps(r) + "\n" for r in rows)
 
@@ -162,14 +187,83 @@ def _read(path: Path, fmt: str) -> Iterator[dict]:
         for batch in _pyarrow().parquet.ParquetFile(path).iter_batches():
             yield from ({**dict.fromkeys(COLUMNS), **r} for r in batch.to_pylist())  # a column added later: None
     elif fmt == "csv":
-        types = {"int": int, "double": float, "boolean": lambda v: v == "True"}
+        types = {"int": int, "double": float, "boolean": lambda v: v == "True", "string": csv_untext}
         with open(path, newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
                 yield {c: None if r.get(c, "") == "" else json.loads(r[c]) if c in _LIST_COLUMNS
-                       else types.get(SCHEMA[c], str)(r[c]) for c in COLUMNS}
+                       else types[SCHEMA[c]](r[c]) for c in COLUMNS}
     else:
         with open(path, encoding="utf-8") as fh:
             yield from ({**dict.fromkeys(COLUMNS), **json.loads(line)} for line in fh)  # a column added later: None
+
+
+class OutputLock:
+    """``OUTPUT.lock``: this process owns ``output`` while it holds the lock (a context manager).
+
+    The OS lock (``flock``; ``msvcrt.locking`` on Windows) is released by the kernel when its process dies,
+    so a stale lock (a killed run) is taken over without anyone deleting anything; the file's text (pid,
+    host, start) only names the owner in the refusal. A lock file replaced while we waited for it is
+    detected (its inode changed) and locked again."""
+
+    def __init__(self, output: str | os.PathLike) -> None:
+        self.path = Path(output).with_name(Path(output).name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            if not _try_lock(fd):
+                owner = os.read(fd, 500).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise FaceageError(f"{self.path.with_suffix('')}: another run is writing this output ({owner}); "
+                                   "wait for it to finish, or give another --output")
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:  # its owner finished and removed it after we opened it
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise FaceageError(f"{self.path}: could not take the output's lock (it keeps being replaced)")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink()  # before unlocking: a waiter then sees the inode change
+            except OSError:  # Windows cannot remove an open file; the next owner reuses it
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting; False if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 class PartStore:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from faceage.batch.files import problem_row, walk_images
-from faceage.batch.output import PartStore
+from faceage.batch.output import OutputLock, PartStore, output_format
 from faceage.engine import PredictOptions, isolated_rows
 from faceage.errors import FaceageError
 
@@ -90,8 +90,10 @@ class _Sink:
         self.pending, self.images = [], 0
 
 
-#: processes per usable CPU that ``--workers`` may ask for: past that they only add memory (each loads the model)
-MAX_WORKERS_PER_CPU = 4
+#: processes per usable CPU a run starts at most: past that they only add memory (each loads the model)
+MAX_WORKERS_PER_CPU = 2
+#: memory one worker needs beyond its model file (interpreter, ONNX Runtime or PyTorch, dlib, a decoded photo)
+WORKER_BASE_BYTES = 400 * 2**20
 
 
 def default_workers() -> int:
@@ -101,12 +103,44 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def _available_memory() -> int | None:
+    """MemAvailable of Linux's /proc/meminfo in bytes (None elsewhere: then only the CPUs bound the workers)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def usable_workers(requested: int | None, model_bytes: int = 0) -> tuple[int, str | None]:
+    """The worker count a run starts: ``requested`` (default: one per usable CPU) capped at
+    :data:`MAX_WORKERS_PER_CPU` per CPU and at what the available memory holds, and why it was capped."""
+    cpus = default_workers()
+    if requested is not None and requested < 1:
+        raise FaceageError(f"--workers {requested}: give 1 or more processes")
+    n = requested or cpus
+    limits = [(MAX_WORKERS_PER_CPU * cpus, f"{MAX_WORKERS_PER_CPU} per CPU, {cpus} CPUs here")]
+    memory = _available_memory()
+    if memory is not None:
+        each = WORKER_BASE_BYTES + 3 * model_bytes
+        limits.append((max(1, memory // each), f"{memory / 2**30:.1f} GiB available, about "
+                                                f"{each / 2**20:.0f} MiB per worker"))
+    cap, why = min(limits)
+    if n <= cap:
+        return n, None
+    return cap, f"--workers {n}: starting {cap} ({why}); more would only compete for the same cores and memory"
+
+
 def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
               options: PredictOptions = PredictOptions(), recursive: bool = False, workers: int | None = None,
               chunk_size: int = 512, progress: bool = True, retry_errors: bool = False) -> BatchReport:
     """Predict every image under ``paths`` into ``output`` (.parquet, .csv or .jsonl), resumably.
 
-    ``workers`` processes (default: one per available core) each score one image at a time;
+    ``workers`` processes (default: one per available core; at most :func:`usable_workers`) each score one
+    image at a time;
     rows are written every ``chunk_size`` images, which is also the most a killed run has to
     redo. A rerun skips every image already in the output, those that failed included, unless
     ``retry_errors``.
@@ -115,8 +149,17 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     problems: list = []
     if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
-    workers = max(1, workers or default_workers())
-    options.estimator()  # a bad model or detector option: one error here, not one per file in the workers
+    output_format(output)
+    estimator = options.estimator()  # a bad model or option: one error here, not one per file in the workers
+    workers, note = usable_workers(workers, estimator.model_path.stat().st_size)
+    if note and progress:
+        print(f"note: {note}", file=sys.stderr)
+    with OutputLock(output):  # before the parts are touched: a second run on this output is refused here
+        return _run_locked(paths, output, options, recursive, workers, chunk_size, progress, retry_errors)
+
+
+def _run_locked(paths: list[str], output, options: PredictOptions, recursive: bool, workers: int, chunk_size: int,
+                progress: bool, retry_errors: bool) -> BatchReport:
     store = PartStore(output, options.settings(), retry_errors=retry_errors)
     done = store.done()
     report = BatchReport(str(output), skipped=len(done))
@@ -151,13 +194,6 @@ def run_cli(args: argparse.Namespace) -> int:
     for flag, given in (("--annotate", args.annotate), ("--json", args.json)):
         if given:
             raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
-    if args.workers is not None and args.workers < 1:
-        raise FaceageError(f"--workers {args.workers}: give 1 or more processes")
-    cpus = default_workers()
-    if args.workers is not None and args.workers > MAX_WORKERS_PER_CPU * cpus:
-        raise FaceageError(f"--workers {args.workers}: more than {MAX_WORKERS_PER_CPU} processes per CPU "
-                           f"({cpus} here), each holding its own model and face detector; give at "
-                           f"most {MAX_WORKERS_PER_CPU * cpus}")
     from faceage.cli import predict_options
 
     quiet = getattr(args, "quiet", False)
