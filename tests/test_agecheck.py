@@ -396,3 +396,33 @@ def test_cli_check_fits_a_policy_for_another_threshold_from_labelled_faces(brigh
     assert "policy fitted on" in captured.err and "aged 15-19 passed" in captured.err
     face = json.loads(captured.out)["faces"][0]
     assert face["decision"] in ("pass", "refer") and 0 <= face["p_over"] <= 1
+
+
+def test_a_policy_fitted_on_a_handful_of_faces_is_refused(brightness, tmp_path, capsys):
+    """A 3-face --fit-on once gave a policy under which 52 of 80 UTKFace 13-17-year-olds passed."""
+    from faceage.cli import main
+
+    model, _, test = brightness
+    few = brightness_photos(tmp_path / "few", n=3)
+    code = main(["check", "--over", "20", str(Path(test).parent / "0000.png"), "--model", str(model),
+                 "--fit-on", str(few), "--tta", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a policy needs at least 50 there" in err and "Traceback" not in err, err
+
+
+def test_the_wilson_bound_lets_no_one_pass_where_the_sample_cannot_show_the_share():
+    """60 faces cannot show a 1% pass rate (even 0 of 60 has a 95% upper bound of 6%): none of them may pass;
+    with 2,000 the bound allows a few, fewer than the point share would."""
+    from faceage.agecheck import pass_threshold, wilson
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=60)
+    assert pass_threshold(z, 0.01, "point") > z.max() - 1e-9  # floor(0.6) = 0: the same here
+    t = pass_threshold(z, 0.05, "wilson")
+    assert (z >= t).sum() == 0 and (z >= pass_threshold(z, 0.05, "point")).sum() == 3
+    big = rng.normal(size=2000)
+    k_point = int((big >= pass_threshold(big, 0.01, "point")).sum())
+    k_wilson = int((big >= pass_threshold(big, 0.01, "wilson")).sum())
+    assert k_point == 20 and 0 < k_wilson < k_point and wilson(k_wilson, 2000)[1] <= 0.01 < wilson(k_wilson + 1, 2000)[1]
+    with pytest.raises(ValueError, match="bound must be one of point, wilson"):
+        pass_threshold(z, 0.01, "exact")

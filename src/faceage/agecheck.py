@@ -28,6 +28,11 @@ STANDARD_THRESHOLDS = (13, 16, 18, 21, 25)
 DEFAULT_MAX_SHARE = 0.01
 #: years just under the threshold whose pass rate the policy bounds: over-5 .. over-1
 DEFAULT_BAND = 5
+#: how a fitted threshold bounds the band's pass rate: its measured share (``point``, the bundled policies, fitted
+#: on hundreds of validation faces per band) or the upper end of its 95% Wilson interval (``wilson``, for user data)
+BOUNDS = ("point", "wilson")
+#: the fewest faces under the threshold (in the band) and over it that a policy may rest on
+MIN_FIT_FACES = 50
 CALIBRATIONS = ("platt", "beta", "isotonic")
 #: the maps ``auto`` chooses from: smooth and strictly increasing, so that p_over alone tells the decision
 #: (isotonic regression is flat in steps, and 1.0 over its top step, where the thresholds lie)
@@ -333,13 +338,23 @@ def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:
     return dict(sorted(out.items()))
 
 
-def pass_threshold(z_band: np.ndarray, max_share: float) -> float:
+def pass_threshold(z_band: np.ndarray, max_share: float, bound: str = "point") -> float:
     """The lowest threshold at which at most ``max_share`` of ``z_band`` pass (z >= threshold): halfway
-    between the largest value that must be refused and the next larger one (+1 above the largest)."""
+    between the largest value that must be refused and the next larger one (+1 above the largest).
+
+    ``bound="wilson"``: the upper end of the 95% Wilson interval of the passing share must stay within
+    ``max_share``, not the share itself, so a small sample cannot promise what it cannot show (with too few
+    faces for any pass to be allowed, none of them passes)."""
     if z_band.size == 0:
         raise ValueError("no validation face in the band under the threshold: the pass rate cannot be bounded")
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, not {bound!r}")
     desc = np.sort(np.asarray(z_band, np.float64))[::-1]
-    refuse = desc[math.floor(max_share * desc.size + 1e-9)]  # the top floor(share * n) may pass
+    allowed = math.floor(max_share * desc.size + 1e-9)  # the top `allowed` may pass
+    if bound == "wilson":
+        while allowed > 0 and wilson(allowed, desc.size)[1] > max_share:
+            allowed -= 1
+    refuse = desc[allowed]
     above = desc[desc > refuse]
     return float(refuse + ((above.min() - refuse) / 2 if above.size else 1.0))
 
@@ -361,13 +376,15 @@ def band_rows(ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float = DEFAULT_MAX_SHARE,
-               band: int = DEFAULT_BAND, calibration: str = "auto", data: str = "") -> AgeCheckPolicy:
+               band: int = DEFAULT_BAND, calibration: str = "auto", data: str = "", bound: str = "point",
+               min_faces: int = 1) -> AgeCheckPolicy:
     """A policy for "over ``over``" from the raw log-odds z (:func:`over_logit`) of labelled faces
     (validation rows, never test rows).
 
     The calibration (``auto``: of Platt and beta, the lower cross-validated ECE; see
     :func:`choose_calibration`) is fitted on every row; the threshold lets at most ``max_share`` of the
-    rows aged ``over - band .. over - 1`` pass."""
+    rows aged ``over - band .. over - 1`` pass (``bound``: see :func:`pass_threshold`). Fewer than
+    ``min_faces`` faces in that band, or over ``over``, is a ValueError."""
     z, ages = np.asarray(z, np.float64), np.asarray(ages)
     if z.shape != ages.shape or z.ndim != 1:
         raise ValueError("z and ages must be 1-D and of the same length")
@@ -384,9 +401,13 @@ def fit_policy(z: np.ndarray, ages: np.ndarray, over: int, *, max_share: float =
     cal = FITTERS[calibration](z, y)
     lo = max(0, over - band)
     in_band = band_rows(ages, lo, over - 1)
-    t = pass_threshold(z[in_band], max_share)
+    for name, n in ((f"aged {lo}-{over - 1}", int(in_band.sum())), (f"aged {over} or more", int(y.sum()))):
+        if 0 < n < min_faces:  # none at all: pass_threshold and the calibration say so
+            raise ValueError(f"{n} faces {name}; a policy needs at least {min_faces} there (with fewer, a "
+                             "handful of faces would decide how often minors pass)")
+    t = pass_threshold(z[in_band], max_share, bound)
     figures = {
-        "data": data, "n": int(ages.size),
+        "data": data, "n": int(ages.size), "bound": bound,
         "ece_raw": round(ece(raw_p_over(z), y), 5), "ece_calibrated": round(ece(cal(z), y), 5),
         "ece_cross_validated": cv,
         "band": passed(z, t, in_band),
@@ -401,7 +422,10 @@ def policy_from_data(estimator, data, over: int, *, fmt: str | None = None, max_
                      band: int = DEFAULT_BAND) -> AgeCheckPolicy:
     """A policy for ``over`` fitted on labelled faces scored by ``estimator``: a prepared manifest (its
     ``val`` rows when it has a split, else every row) or a data set folder read by the ``fmt`` importer
-    (whole pipeline; photos without a face are left out). Never fit on the faces you report as a test."""
+    (whole pipeline; photos without a face are left out). Never fit on the faces you report as a test.
+
+    User data gets the cautious rule: at least :data:`MIN_FIT_FACES` faces under and over the threshold,
+    and the band's pass rate bounded by its Wilson upper bound (``bound="wilson"``)."""
     from faceage.evaluate import eval_crops, load_eval_samples
 
     samples, _, prealigned = load_eval_samples(data, fmt)
@@ -414,7 +438,8 @@ def policy_from_data(estimator, data, over: int, *, fmt: str | None = None, max_
     z = over_logit(estimator.score_aligned([crops[i] for i in keep]).logits, over)
     try:
         return fit_policy(z, np.asarray(ages)[keep], over, max_share=max_share, band=band,
-                          data=f"{data}{' (val rows)' if val else ''}: {len(keep)} faces")
+                          data=f"{data}{' (val rows)' if val else ''}: {len(keep)} faces", bound="wilson",
+                          min_faces=MIN_FIT_FACES)
     except ValueError as exc:
         raise ConfigError(f"{data}: cannot fit an age-check policy for over={over}: {exc}") from None
 

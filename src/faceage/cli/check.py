@@ -62,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
             from faceage.agecheck import policy_from_data
 
             policy = policy_from_data(est, args.fit_on, args.over, fmt=args.format, max_share=args.max_share)
+            band = policy.validation["band"]
+            upper = band["wilson95"][1]
+            short = (f", above --max-share {args.max_share}: too few faces to show it, so none of them passes"
+                     if upper > args.max_share else "")
             print(f"policy fitted on {policy.validation['data']}: pass if p_over >= {policy.threshold:.4f}; "
-                  f"aged {policy.band[0]}-{policy.band[1]} passed: {100 * policy.validation['band']['share']:.1f}% "
-                  f"of {policy.validation['band']['n']}", file=sys.stderr)
+                  f"aged {policy.band[0]}-{policy.band[1]} passed: {100 * band['share']:.1f}% of {band['n']} "
+                  f"(95% upper bound {100 * upper:.1f}%{short})", file=sys.stderr)
             options["policy"] = policy
         else:
             from faceage.agecheck import policy_for
