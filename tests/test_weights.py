@@ -92,7 +92,10 @@ def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
     ({"input_size": 64.5}, "whole number"),
     ({"input_size": True}, "must be a number"),
     ({"estimate": "mode"}, "estimate must be one of"),
-    ({"std": [0.25, 0.0, 0.25]}, "std must be positive"),
+    ({"std": [0.25, 0.0, 0.25]}, r"std\[1\] must be in 0.01..10"),
+    ({"mean": [-50, -50, -50]}, r"mean\[0\] must be in 0..1, not -50"),  # once: a child passed with p_over 1.0
+    ({"interval_temperature": 0.001}, "interval_temperature must be in 0.2..5"),  # an interval missing the age
+    ({"logit_bias": [0.0] * 100 + [1e6]}, r"logit_bias must stay within \+-10"),  # once: everyone aged 100
     ({"std": [float("nan"), 0.2, 0.2]}, "finite"),
     ({"mean": [0.5, 0.5]}, "list of 3"),
     ({"crop": {"size": 0}}, "crop"),

@@ -38,6 +38,8 @@ CALIBRATIONS = ("platt", "beta", "isotonic")
 #: (isotonic regression is flat in steps, and 1.0 over its top step, where the thresholds lie)
 AUTO_CALIBRATIONS = ("platt", "beta")
 ECE_BINS = 10
+#: how far a stored policy threshold may differ from its calibration at the stored logit threshold (rounding)
+THRESHOLD_TOLERANCE = 1e-6
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -313,11 +315,17 @@ class AgeCheckPolicy:
         if (not isinstance(band, list) or len(band) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
                                                                     for v in band) or band[0] > band[1]):
             raise ValueError(f"band must be [first age, last age], not {band!r}")
+        if band != [0, 0] and band[1] != over - 1:
+            raise ValueError(f"band must end at over - 1 = {over - 1} (the ages just under the threshold), not {band}")
         validation = d.get("validation", {})
         if not isinstance(validation, dict):
             raise ValueError("validation must be an object")
-        return cls(over, logit_threshold, threshold, Calibration.from_dict(d.get("calibration")), max_share,
-                   tuple(band), validation)
+        calibration = Calibration.from_dict(d.get("calibration"))
+        derived = float(calibration(np.array([logit_threshold]))[0])
+        if abs(derived - threshold) > THRESHOLD_TOLERANCE:
+            raise ValueError(f"threshold {threshold:.6g} disagrees with its calibration at logit_threshold "
+                             f"{logit_threshold:.6g}, which gives {derived:.6g}: one of them was edited")
+        return cls(over, logit_threshold, threshold, calibration, max_share, tuple(band), validation)
 
 
 def check_policies(value, num_classes: int = 101) -> dict[int, AgeCheckPolicy]:

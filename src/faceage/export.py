@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceage.digest import DIGEST_KEY, digest_entry, onnx_digest
 from faceage.errors import FaceageError
 from faceage.preprocess import normalization
 from faceage.weights import ModelRecord
@@ -70,11 +71,13 @@ def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) ->
     props = {p.key: p.value for p in m.metadata_props}
     props[META_KEY] = record.to_json()
     props.update(extra or {})
-    del m.metadata_props[:]
+    props.pop(DIGEST_KEY, None)
+    m.producer_name = "faceage"
+    del m.metadata_props[:]  # the digest covers everything but the metadata: written last, from those bytes
+    props[DIGEST_KEY] = digest_entry(props[META_KEY], onnx_digest(m.SerializeToString()))
     for k, v in props.items():
         e = m.metadata_props.add()
         e.key, e.value = k, str(v)
-    m.producer_name = "faceage"
     onnx.save(m, str(path))
 
 

@@ -4,9 +4,11 @@ The record travels inside the file's metadata (key ``faceage``; ONNX files carry
 same JSON in their ``metadata_props``), so the preprocessing used in training (input
 size, normalisation, crop geometry) can never be separated from the weights. This
 module is the only one that writes or reads that JSON, and it checks every field's
-type and range when a file is loaded: a bad record is one :class:`WeightsError` naming
-the file, at load, never a wrong answer or a traceback at the first prediction.
-Loading never unpickles anything.
+type and range when a file is loaded, and every derived number against what it derives
+from (an age-check policy's stored threshold against its calibration): a bad record is
+one :class:`WeightsError` naming the file and the field, at load, never a wrong answer or
+a traceback at the first prediction. Digests of the record and the weights are written
+beside it and checked at load (:mod:`faceage.digest`). Loading never unpickles anything.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceage.ages import ESTIMATES
+from faceage.digest import DIGEST_KEY, check_pinned, digest_entry, tensors_digest, verify
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
@@ -30,6 +33,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.safetensors")
 INPUT_SIZES = (16, 1024)
+#: the range a calibrated interval temperature may take (a model's own is about 1-2; 0.001 gives an
+#: "80% interval" of one year around a wrong age)
+TEMPERATURES = (0.2, 5.0)
+#: the largest prior correction a record may add to one logit (faceage's own stay under 1)
+MAX_LOGIT_BIAS = 10.0
 #: the resize filters faceage.preprocess knows (Pillow's names)
 RESIZE_FILTERS = ("bilinear",)
 
@@ -53,13 +61,11 @@ def _number(value: Any, name: str, kind: type = float, lo: float | None = None, 
     return value
 
 
-def _triple(value: Any, name: str, positive: bool) -> tuple[float, float, float]:
+def _triple(value: Any, name: str, lo: float, hi: float) -> tuple[float, float, float]:
+    """Three numbers (R, G, B) within lo..hi (pixels are 0..1 when mean and std apply)."""
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise _Invalid(f"{name} must be a list of 3 numbers (R, G, B), not {json.dumps(value)[:40]}")
-    out = tuple(_number(v, f"{name}[{i}]") for i, v in enumerate(value))
-    if positive and min(out) <= 0:
-        raise _Invalid(f"{name} must be positive (it divides the input), not {list(out)}")
-    return out
+    return tuple(_number(v, f"{name}[{i}]", float, lo, hi) for i, v in enumerate(value))
 
 
 def _architecture(value: Any) -> ModelSpec:
@@ -190,13 +196,13 @@ class ModelRecord:
             return cls(
                 model=model,
                 input_size=_number(data["input_size"], "input_size", int, *INPUT_SIZES),
-                mean=_triple(data.get("mean", IMAGENET_MEAN), "mean", positive=False),
-                std=_triple(data.get("std", IMAGENET_STD), "std", positive=True),
+                mean=_triple(data.get("mean", IMAGENET_MEAN), "mean", 0.0, 1.0),
+                std=_triple(data.get("std", IMAGENET_STD), "std", 0.01, 10.0),
                 crop=_crop(data.get("crop")),
                 estimate=estimate,
                 training=training,
                 interval_temperature=_number(data.get("interval_temperature", 1.0), "interval_temperature",
-                                             float, 1e-3, 1e3),
+                                             float, *TEMPERATURES),
                 logit_bias=_bias(data.get("logit_bias"), model.num_classes),
                 scoring=_scoring(data.get("scoring")),
                 age_checks=_age_checks(data.get("age_checks"), model),
@@ -221,6 +227,9 @@ def _bias(value, n: int) -> tuple[float, ...] | None:
     if not isinstance(value, list) or len(value) != n or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
         raise _Invalid(f"logit_bias must be null or a list of {n} finite numbers")
+    if max(map(abs, value)) > MAX_LOGIT_BIAS:
+        raise _Invalid(f"logit_bias must stay within +-{MAX_LOGIT_BIAS:g} (a prior correction), not "
+                       f"{max(value, key=abs):g}")
     return tuple(float(v) for v in value)
 
 
@@ -247,9 +256,41 @@ def read_record(path: str | Path) -> ModelRecord:
             meta = fh.metadata() or {}
     except Exception as exc:  # safetensors raises several types for bad headers
         raise WeightsError(f"{path}: not a safetensors model file ({exc})") from exc
+    return _record(path, meta)
+
+
+def _record(path: Path, meta: dict) -> ModelRecord:
+    """The checked record of a file's metadata, its digest verified (the weights': :func:`load_model`)."""
     if "faceage" not in meta:
         raise WeightsError(f"{path}: safetensors file without a faceage record; was it written by faceage?")
-    return ModelRecord.from_json(meta["faceage"], source=str(path))
+    record = ModelRecord.from_json(meta["faceage"], source=str(path))
+    verify(path, meta, None)
+    return record
+
+
+def _metadata_of(path: Path, data: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's bytes (an 8-byte little-endian header length, then JSON)."""
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("__metadata__ is not an object")
+    except (ValueError, AttributeError) as exc:
+        raise WeightsError(f"{path}: not a safetensors model file ({exc})") from None
+    return meta
+
+
+def numpy_tensors(state: dict) -> dict:
+    """Torch tensors as numpy arrays (bfloat16, which numpy lacks, as its 16-bit pattern), for digests."""
+    import torch
+
+    return {k: (v.view(torch.int16) if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
+            for k, v in state.items()}
+
+
+def _metadata(record: ModelRecord, tensors: dict) -> dict:
+    text = record.to_json()
+    return {"faceage": text, DIGEST_KEY: digest_entry(text, tensors_digest(tensors))}
 
 
 def save_model(model, record: ModelRecord, path: str | Path, half: bool = False) -> Path:
@@ -263,7 +304,7 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and v.is_floating_point() else v
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"faceage": record.to_json()})
+    save_file(state, str(tmp), metadata=_metadata(record, numpy_tensors(state)))
     os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
     tmp.replace(path)
     return path
@@ -276,7 +317,8 @@ def write_record(path: str | Path, record: ModelRecord) -> Path:
     path = resolve_model_path(path)
     read_record(path)  # a file faceage wrote, with a valid record
     tmp = path.with_name(path.name + ".tmp")
-    save_file(load_file(str(path)), str(tmp), metadata={"faceage": record.to_json()})
+    tensors = load_file(str(path))
+    save_file(tensors, str(tmp), metadata=_metadata(record, tensors))
     os.chmod(tmp, path.stat().st_mode & 0o777)
     tmp.replace(path)
     return path
@@ -289,19 +331,24 @@ def _umask() -> int:
 
 
 def load_model(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, record). Errors name the file and the mismatch."""
-    from safetensors.torch import load_file
+    """(model in eval mode, record). Errors name the file and the mismatch; weights that do not match
+    their digest (or a bundled file that does not match its pinned one) are refused."""
+    from safetensors.torch import load
 
     from faceage.nets.model import AgeNet
 
     path = resolve_model_path(path)
-    record = read_record(path)
+    data = path.read_bytes()  # once: the record, the weights and the digests all come from these bytes
+    meta = _metadata_of(path, data)
+    record = _record(path, meta)
     spec = record.model
     model = AgeNet(spec)
     try:
-        state = load_file(str(path))
+        state = load(data)
     except Exception as exc:  # safetensors raises several types for damaged tensor data
         raise WeightsError(f"{path}: the weights cannot be read ({exc}); the file is damaged") from exc
+    if not check_pinned(path, data):
+        verify(path, meta, tensors_digest(numpy_tensors(state)))
     state = _checked_tensors(state, model.state_dict(), path)
     try:
         model.load_state_dict(state, strict=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceage.digest import check_pinned, onnx_digest, verify
 from faceage.errors import WeightsError
 from faceage.preprocess import normalize_nchw
 from faceage.weights import ModelRecord
@@ -42,14 +43,21 @@ class OnnxBackend:
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        data = path.read_bytes()  # once: the session, the record and the digests all come from these bytes
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise WeightsError(f"{path}: not a loadable ONNX model ({exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_KEY not in meta:
             raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
         self.record = ModelRecord.from_json(meta[META_KEY], source=str(path))
+        if not check_pinned(path, data):
+            try:
+                weights = onnx_digest(data)
+            except ValueError as exc:
+                raise WeightsError(f"{path}: bad model file: {exc}") from None
+            verify(path, meta, weights)
         self.precision = meta.get("faceage.precision", "fp32")
         self.path = path
         self._input, self._uint8 = self._check_graph()

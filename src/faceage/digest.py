@@ -1,0 +1,124 @@
+"""Whether a model file is intact: digests of its record and its weights, and the bundled files' pinned digests.
+
+Every model file faceage writes carries ``faceage.sha256`` beside its record (safetensors metadata, ONNX
+``metadata_props``): ``{"record": sha256 of the record's JSON text, "weights": sha256 of the weights}``.
+Loading recomputes both and refuses a file where either differs, naming which (``bad_model_file``): a flipped
+byte in the weights or a hand-edited record never answers. A digest is not a signature: it catches damage
+and edits, not someone who recomputes it; the bundled files are therefore also checked whole against the
+digests pinned in :mod:`faceage.models`. Files written before digests existed load unchecked (``faceage
+models --info FILE`` says so).
+
+The weights digest of a safetensors file covers every tensor's name, dtype, shape and bytes (name order);
+of an ONNX file, every top-level field of the serialized model except ``metadata_props`` (field 14), read
+with a few lines of protobuf wire format, so ONNX Runtime alone (no ``onnx`` package) can check it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from faceage.errors import WeightsError
+
+DIGEST_KEY = "faceage.sha256"
+_ONNX_METADATA_FIELD = 14  # ModelProto.metadata_props
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tensors_digest(tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every tensor's name, dtype, shape and little-endian bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{a.dtype.newbyteorder('<').str}|{list(a.shape)}\n".encode())
+        h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated or invalid varint")
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def onnx_digest(data: bytes) -> str:
+    """sha256 of a serialized ONNX model's top-level fields except its metadata (graph, opsets, versions)."""
+    h, i = hashlib.sha256(), 0
+    while i < len(data):
+        start = i
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 2:
+            n, i = _varint(data, i)
+            i += n
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} at byte {start}")
+        if i > len(data):
+            raise ValueError(f"field at byte {start} runs past the end of the file")
+        if key >> 3 != _ONNX_METADATA_FIELD:
+            h.update(data[start:i])
+    return h.hexdigest()
+
+
+def digest_entry(record_json: str, weights: str) -> str:
+    """The ``faceage.sha256`` value written beside a record."""
+    return json.dumps({"record": text_digest(record_json), "weights": weights}, sort_keys=True)
+
+
+def verify(source: str | Path, meta: Mapping[str, str], weights: str | None) -> str:
+    """Check a file's stored digests against its record text (``meta["faceage"]``) and, when given, the
+    weights digest computed from the file; returns "verified" or "absent" (a file written before digests)."""
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        return "absent"
+    try:
+        want = json.loads(stored)
+        record_want, weights_want = want["record"], want["weights"]
+    except (ValueError, TypeError, KeyError):
+        raise WeightsError(f"{source}: bad model file: its {DIGEST_KEY} entry is not a digest record; the file is "
+                           "damaged: re-export or reinstall it") from None
+    if text_digest(meta.get("faceage", "")) != record_want:
+        raise WeightsError(f"{source}: bad model file: the faceage record does not match its digest (it was edited "
+                           "or damaged after the model was written); re-export the model, or reinstall faceage "
+                           "for a bundled one")
+    if weights is not None and weights != weights_want:
+        raise WeightsError(f"{source}: bad model file: the weights do not match their digest (the file is damaged "
+                           "or was altered); re-export the model, or reinstall faceage for a bundled one")
+    return "verified"
+
+
+def file_sha256(path: Path, data: bytes | None = None) -> str:
+    return hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()
+
+
+def check_pinned(path: Path, data: bytes | None = None) -> bool:
+    """True if ``path`` is a bundled model file whose bytes match its pinned digest; a bundled file that does
+    not match is refused; any other file: False (its own digests are checked instead)."""
+    from faceage.models import pinned_digest
+
+    want = pinned_digest(path)
+    if want is None:
+        return False
+    if file_sha256(path, data) != want:
+        raise WeightsError(f"{path}: bad model file: this bundled model does not match the digest faceage "
+                           "was released with (the installed file was altered or damaged); reinstall faceage")
+    return True
