@@ -136,3 +136,28 @@ def test_a_policy_whose_logit_threshold_was_edited_is_refused(tmp_path):
     shutil.copy(bundled, tmp_path / "copy.safetensors")  # an untouched copy elsewhere: its own digests verify
     read_record(tmp_path / "copy.safetensors")
     assert np.isfinite(load_model(tmp_path / "copy.safetensors")[1].input_size)
+
+
+def test_models_info_says_whether_a_file_is_intact_and_what_is_extreme(files, tmp_path, capsys):
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file, save_file
+
+    from faceage.cli import main
+
+    assert main(["models", "--info", "fast"]) == 0
+    out = capsys.readouterr().out
+    assert "matches the sha256 it was released with" in out and "over 18: pass if p_over >= 0." in out
+    assert "warning" not in out
+    assert main(["models", "--info", str(files["st"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["integrity"] == "verified"
+    rec = replace(read_record(files["st"]), interval_temperature=0.3)  # valid, but far from the network's own
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(files["st"])), str(old), metadata={"faceage": rec.to_json()})
+    assert main(["models", "--info", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "no digests" in out and "warning: interval_temperature 0.3: intervals much narrower" in out
+    bad = tmp_path / "bad.safetensors"
+    _edit_safetensors_record(files["st"], bad, lambda r: r.update(input_size=64))
+    assert main(["models", "--info", str(bad)]) == 4
+    assert "[bad_model_file]" in capsys.readouterr().err

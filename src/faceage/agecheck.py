@@ -288,6 +288,24 @@ class AgeCheckPolicy:
         return {"over": self.over, "threshold": self.threshold, "logit_threshold": self.logit_threshold,
                 "max_share": self.max_share, "band": list(self.band), "calibration": self.calibration.method}
 
+    def warnings(self) -> list[str]:
+        """What is valid but extreme about this policy (``faceage models --info``)."""
+        out = []
+        name = f"over {self.over}"
+        if self.threshold < 0.5:
+            out.append(f"{name}: passes faces whose calibrated p_over is only {self.threshold:.3f} (below even odds)")
+        cal = self.calibration
+        slopes = [cal.a] if cal.method == "platt" else [cal.a, cal.c] if cal.method == "beta" else []
+        if any(a > 10 or 0 < a < 0.1 for a in slopes):
+            out.append(f"{name}: an extreme {cal.method} calibration (slope {max(slopes, key=lambda a: abs(a - 1)):g})")
+        band = self.validation.get("band") or {}
+        if band.get("n") is not None and band["n"] < MIN_FIT_FACES:
+            out.append(f"{name}: fitted on only {band['n']} faces aged {self.band[0]}-{self.band[1]}")
+        if band.get("share") is not None and band["share"] > self.max_share:
+            out.append(f"{name}: {100 * band['share']:.1f}% of those aged {self.band[0]}-{self.band[1]} passed in "
+                       f"validation, above its own max_share {100 * self.max_share:.1f}%")
+        return out
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["band"] = list(self.band)

@@ -150,6 +150,18 @@ class ModelRecord:
     def num_classes(self) -> int:
         return self.model.num_classes
 
+    def warnings(self) -> list[str]:
+        """What is valid but extreme in this record (``faceage models --info`` lists it)."""
+        out = []
+        if not 0.5 <= self.interval_temperature <= 3:
+            out.append(f"interval_temperature {self.interval_temperature:g}: intervals much "
+                       f"{'narrower' if self.interval_temperature < 1 else 'wider'} than the network's own")
+        if self.logit_bias is not None and max(map(abs, self.logit_bias)) > 3:
+            out.append(f"logit_bias reaches {max(self.logit_bias, key=abs):g}: a strong prior correction")
+        for policy in self.age_checks.values():
+            out.extend(policy.warnings())
+        return out
+
     def to_json(self) -> str:
         return json.dumps(
             {
