@@ -11,6 +11,11 @@ uploads of a 640x360, 240 frames/s, 60 s clip with ``?every=1``; a Matroska file
 3,000 frames are all stamped 0; a stream that declares 64x64 and switches to 3840x2160;
 2 and 50 clients sending their bodies at 1 byte/s; and, for comparison, no attack at all.
 The clips are made by ``scripts/hostile_videos.py``.
+
+Issue #33's attacks measure fairness, with the portrait client alongside (its p50 / p90 / p99):
+4 clients posting 12 MP noise JPEGs and 2000x1500 noise PNGs for 30 s; 3 clients each sending a
+45 MB body to ``/v1/estimate-video`` then 1 byte every 2 s for 25 s; a clip at ``?every=60``
+(the largest frame reservation) with two 20 MP PNGs; and ``/v1/check?over=18&over=13``.
 """
 from __future__ import annotations
 
@@ -79,8 +84,53 @@ class Normal(Background):
     def summary(self) -> dict:
         ms = np.array([t for t, _ in self.results]) * 1000
         return {"n": len(ms), "statuses": _counts([w for _, w in self.results]),
-                "p50_ms": round(float(np.median(ms)), 0), "p95_ms": round(float(np.percentile(ms, 95)), 0),
+                "p50_ms": round(float(np.median(ms)), 0), "p90_ms": round(float(np.percentile(ms, 90)), 0),
+                "p95_ms": round(float(np.percentile(ms, 95)), 0), "p99_ms": round(float(np.percentile(ms, 99)), 0),
                 "max_ms": round(float(ms.max()), 0)}
+
+
+class Posting(Background):
+    """One client posting ``bodies`` in turn to ``path`` until stopped; counts the outcomes."""
+
+    def __init__(self, base: str, bodies: list[bytes], path: str = "/v1/estimate") -> None:
+        super().__init__()
+        self.url, self.bodies, self.outcomes = base + path, bodies, []
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=120) as client:
+            i = 0
+            while not self._stop.is_set():
+                try:
+                    r = client.post(self.url, content=self.bodies[i % len(self.bodies)])
+                    self.outcomes.append(f"{r.status_code} {r.json().get('code', 'ok') if r.status_code != 200 else 'ok'}")
+                except httpx.TransportError as exc:
+                    self.outcomes.append(f"transport {type(exc).__name__}")
+                i += 1
+
+
+def _slow_video_sender(host: str, port: int, stop: threading.Event, log: list, size: int = 45 * MB) -> None:
+    """A client that sends all but a few bytes of a ``size`` body to the video route at once, then 1 byte
+    every 2 s: it holds that much of the route's body budget until the server ends it."""
+    t0 = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(b"POST /v1/estimate-video HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
+                      b"Content-Length: %d\r\n\r\n" % size)
+            s.sendall(b"\0" * (size - 100))
+            s.settimeout(2.0)
+            while not stop.is_set():
+                s.sendall(b"\0")
+                try:
+                    head = s.recv(64)
+                except socket.timeout:
+                    continue
+                status = head.split(b" ")[1].decode() if head.startswith(b"HTTP/") else "closed"
+                log.append((status, round(time.perf_counter() - t0, 1)))
+                return
+    except OSError as exc:
+        log.append((f"error {type(exc).__name__}", round(time.perf_counter() - t0, 1)))
+        return
+    log.append(("still sending", round(time.perf_counter() - t0, 1)))
 
 
 def _post_video(base: str, data: bytes, query: str = "", timeout: float = 600) -> dict:
@@ -231,7 +281,11 @@ def attack(model: str, tmp: Path, name: str, run, extra: tuple[str, ...] = ()) -
 def run_attacks(args, argv) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="faceage-attacks-"))
     model, model_note = pick_model(args.model, tmp)
-    side = largest_accepted_side(512)
+    from faceage.serve.app import DEFAULT_MAX_DECODED, LIGHT_PIXELS, default_concurrency, small_photo_room
+
+    # the largest photo the default server decodes: its budget less the room kept for small photos
+    side = largest_accepted_side((DEFAULT_MAX_DECODED - small_photo_room(DEFAULT_MAX_DECODED, default_concurrency(),
+                                                                          LIGHT_PIXELS)) / MB)
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (side // 32, side // 32, 3), dtype=np.uint8)
     worst = _png(Image.fromarray(noise).resize((side, side), Image.NEAREST))
@@ -337,16 +391,73 @@ def run_attacks(args, argv) -> int:
     def slow_50(server):
         return {**_slow_bodies(server, 50), "upload": f"50 clients sending a body at 1 byte/s, {SLOW_BODY_S:g} s"}
 
+    big_png = _png(Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)))
+    side20 = int((20e6) ** 0.5)
+    png20 = _png(Image.fromarray(np.tile(noise[:64, :64], (side20 // 64 + 1, side20 // 64 + 1, 1))[:side20, :side20]))
+
+    def heavy_clients(server):
+        posters = [Posting(server.base, [noise12, big_png]) for _ in range(4)]
+        for p in posters:
+            p.__enter__()
+        try:
+            with Normal(server.base) as normal:
+                time.sleep(30)
+        finally:
+            for p in posters:
+                p.__exit__()
+        return {"outcomes": _counts([o for p in posters for o in p.outcomes]), "normal": normal.summary(),
+                "upload": f"4 clients posting 12 MP noise JPEGs ({len(noise12) / MB:.1f} MB) and 2000x1500 noise "
+                          f"PNGs ({len(big_png) / MB:.1f} MB) in turn, 30 s"}
+
+    def slow_video_senders(server):
+        host, port = server.base.removeprefix("http://").split(":")
+        stop, log = threading.Event(), []
+        senders = [threading.Thread(target=_slow_video_sender, args=(host, int(port), stop, log), daemon=True)
+                   for _ in range(3)]
+        for c in senders:
+            c.start()
+        time.sleep(3.0)  # their bodies arrived but for the last bytes
+        with Normal(server.base) as normal:
+            time.sleep(25)
+        stop.set()
+        for c in senders:
+            c.join()
+        return {"outcomes": _counts([f"{status} after {round(t / 5) * 5:g} s" if status != "still sending"
+                                     else status for status, t in log]), "normal": normal.summary(),
+                "upload": "3 clients sending 45 MB bodies to /v1/estimate-video, then 1 byte every 2 s, 25 s"}
+
+    def clip_and_large_pngs(server):
+        clip = threading.Thread(target=lambda: out.append(_post_video(server.base, dos, "?every=60")))
+        out: list = []
+        with Normal(server.base) as normal:
+            clip.start()
+            time.sleep(1.0)
+            pngs = _post_all(server.base, [png20, png20])
+            clip.join()
+        return {"outcomes": _counts(pngs + [o["outcome"] for o in out]), "normal": normal.summary(),
+                "upload": f"a clip at ?every=60 (its frames reserved) and two 20 MP PNGs ({len(png20) / MB:.0f} MB)"}
+
+    def repeated_query(server):
+        r = httpx.post(f"{server.base}/v1/check?over=18&over=13", content=PORTRAIT.read_bytes(), timeout=60)
+        return {"outcomes": {f"{r.status_code} {r.json().get('code')}": 1}, "upload": "/v1/check?over=18&over=13"}
+
     attacks = [("4 worst-case uploads", worst_case), ("4 thin 1x50M px uploads", thin_case),
                ("32 clients x 10 MB junk", junk_case), ("slow headers", slow_headers),
                ("500 half-open connections", half_open), ("no attack (baseline)", baseline),
                ("4 face-less photos", faceless),
                ("video DoS", video_dos), ("timestamp-0 MKV", zero_times),
                ("mid-stream resolution change", resolution_switch), ("2 slow-body clients", slow_2),
-               ("50 slow-body clients", slow_50)]
+               ("50 slow-body clients", slow_50),
+               ("4 clients with large photos", heavy_clients), ("3 slow video senders", slow_video_senders),
+               ("clip at every=60 and 20 MP PNGs", clip_and_large_pngs), ("repeated query", repeated_query)]
     wanted = [a.strip() for a in (args.only or "").split(",") if a.strip()]
     results = [attack(model, tmp, name, run) for name, run in attacks
                if not wanted or any(w.lower() in name.lower() for w in wanted)]
+    earlier = args.out / "serve_attacks.json"
+    if wanted and earlier.is_file():  # a subset: the other attacks' rows of the earlier run stay, in order
+        ran = {r["attack"]: r for r in results}
+        old = {r["attack"]: r for r in json.loads(earlier.read_text())["results"]}
+        results = [ran.get(name) or old[name] for name, _ in attacks if name in ran or name in old]
     report = {"benchmark": "serve_attacks",
               "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model_note": model_note, "idle_wait_s": IDLE_S, "results": results,
@@ -367,7 +478,7 @@ def markdown(r: dict) -> str:
              f"`{r['command'].strip()}`; model: {r['model_note']}; {r['machine']['cpus']} CPU cores "
              f"({r['machine']['note']}). Idle RSS is read {r['idle_wait_s']:g} s after the attack.", "",
              "Normal requests alongside: the portrait, one at a time, while the attack runs (count, statuses, "
-             "latency p50 / p95 / max).", "",
+             "latency p50 / p90 / p99 / max).", "",
              "| attack | outcomes | normal requests alongside | seconds | RSS before (MB) | peak RSS (MB) | "
              "idle RSS after (MB) | peak fds | fds after | other | alive after |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -375,8 +486,8 @@ def markdown(r: dict) -> str:
         other = {k: v for k, v in x.items() if k in ("dropped_after_s", "connections", "refused",
                                                        "still_open_after_12_s", "video_seconds")}
         n = x.get("normal")
-        normal = (f"{n['n']} x {n['statuses']}, {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['max_ms']:.0f} ms"
-                  if n else "")
+        normal = (f"{n['n']} x {n['statuses']}, {n['p50_ms']:.0f} / {n.get('p90_ms', float('nan')):.0f} / "
+                  f"{n.get('p99_ms', float('nan')):.0f} / {n['max_ms']:.0f} ms" if n else "")
         lines.append(f"| {x['attack']} ({x['upload']}) | {x.get('outcomes', '')} | {normal} | {x['seconds']} | "
                      f"{x['rss_before_mb']} | {x['peak_rss_mb']} | {x['idle_rss_after_mb']} | {x['peak_fds']} | "
                      f"{x['fds_idle_after']} | {other or ''} | {'yes' if x['alive_after'] else 'NO'} |")
@@ -391,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
+    ap.add_argument("--only", default=None, metavar="NAMES",
+                    help="only the attacks whose names contain one of these (comma-separated); the other rows of "
+                         "an earlier run in the output folder are kept")
     add_output_arguments(ap)
     return run_attacks(parse_args(ap, argv), argv)
 

@@ -29,6 +29,7 @@ import hostile_videos as hv  # noqa: E402
 from faceage.video.io import VideoLimitError, VideoReader  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+MB_ = 1024 * 1024
 
 
 def _png(side: int = 64) -> bytes:
@@ -110,7 +111,7 @@ def test_the_body_budget_bounds_bodies_in_flight(estimator):
 
     with TestClient(_app(estimator, max_bodies=1000), raise_server_exceptions=False) as client:
         r = client.post("/v1/estimate", content=b"\0" * 5000)
-        assert (r.status_code, r.json()["code"]) == (503, "busy") and "receiving other uploads" in r.json()["detail"]
+        assert (r.status_code, r.json()["code"]) == (503, "busy") and "receiving other photo uploads" in r.json()["detail"]
 
 
 @pytest.fixture
@@ -199,6 +200,120 @@ def test_shutdown_stops_the_clip_and_refuses_queued_work(estimator, held_video):
         r = client.post("/v1/estimate", content=_png())
         assert (r.status_code, r.json()["code"]) == (503, "shutting_down")
     assert not release.is_set()
+
+
+def test_a_small_photo_never_waits_behind_large_ones(estimator, monkeypatch):
+    """Portraits once waited 5.8 s (p50) behind 12 MP photos in one first-come queue; now they have their own
+    slots, and one client may have at most 2 large photos analysed or waiting."""
+    from fastapi.testclient import TestClient
+
+    import faceage.serve.app as sa
+
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = sa.decode_opened
+
+    def decode(img, **kw):  # a large photo's analysis lasts until the test releases it
+        if img.width * img.height > 64 * 64:
+            entered.release()
+            assert release.wait(60)
+        return real(img, **kw)
+
+    monkeypatch.setattr(sa, "decode_opened", decode)
+    app = sa.create_app(estimator, concurrency=2, warmup=False, light_pixels=64 * 64, queue_timeout=30)
+    large: list = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        threads = [threading.Thread(target=lambda: large.append(client.post("/v1/estimate", content=_png(200))))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert entered.acquire(timeout=30)  # one large photo runs (1 heavy slot), the other waits for it
+        t0 = time.perf_counter()
+        small = client.post("/v1/estimate", content=_png(64))
+        assert small.status_code == 200 and not large
+        assert time.perf_counter() - t0 < 10  # answered while both large ones are held (they hold for 60 s)
+        third = client.post("/v1/estimate", content=_png(200))
+        assert (third.status_code, third.json()["code"]) == (503, "busy")
+        assert "this client already has 2 photos over 0.004096 megapixels" in third.json()["detail"]
+        release.set()
+        for t in threads:
+            t.join()
+    assert [r.status_code for r in large] == [200, 200]
+    assert app.state.summary["limits"]["large_photo_concurrency"] == 1
+
+
+async def _post(app, path: str, chunks: list[bytes], gate: "anyio.Event | None" = None, query: bytes = b"") -> dict:
+    """POST ``chunks`` straight to the ASGI app (the last one only once ``gate`` is set): a client sending its
+    body slowly, which TestClient cannot be (it reads a streamed body whole first). Returns status and JSON."""
+    sent: list = []
+    body = iter(chunks)
+
+    async def receive():
+        chunk = next(body, None)
+        if chunk is None:
+            await anyio.sleep_forever()
+        rest = len(chunks) > 1 and chunk is not chunks[-1]
+        if not rest and gate is not None:
+            await gate.wait()
+        return {"type": "http.request", "body": chunk, "more_body": rest}
+
+    async def send(message):
+        sent.append(message)
+
+    size = str(sum(map(len, chunks))).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": query,
+             "headers": [(b"host", b"127.0.0.1"), (b"content-length", size)],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "root_path": ""}
+    await app(scope, receive, send)
+    import json
+
+    return {"status": sent[0]["status"], "json": json.loads(b"".join(m.get("body", b"") for m in sent[1:]) or b"null")}
+
+
+def test_video_bodies_and_frames_never_take_what_images_need(estimator, held_video):
+    """Slow video senders once filled the server-wide body budget (every upload got 503 for 30 s), and a clip
+    at every=60 reserved 401 MB of the images' 512 MB decoded budget (a portrait took 19.5 s)."""
+    entered, release, _ = held_video
+    app = _app(estimator, max_bodies=MB_, max_decoded=8 * MB_)  # images: 1 MB of bodies, 8 MB decoded
+    results: dict = {}
+
+    async def main():
+        gate = anyio.Event()
+
+        async def video():
+            results["video"] = await _post(app, "/v1/estimate-video", [b"\0" * (3 * MB_), b"\0" * 100], gate,
+                                           b"every=60")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(video)
+            await anyio.sleep(0.5)  # the clip's first 3 MB are held by the video route, its client still sending
+            results["while_sending"] = await _post(app, "/v1/estimate", [_png()])
+            gate.set()
+            while not entered.is_set():  # the clip's analysis runs with (60 + 4) full-HD frames reserved...
+                await anyio.sleep(0.05)
+            results["while_analysing"] = await _post(app, "/v1/estimate", [_png()])  # ...from its own budget
+            release.set()
+
+    anyio.run(main)
+    assert results["while_sending"]["status"] == 200, results
+    assert results["while_analysing"]["status"] == 200, results
+    assert results["video"]["status"] == 200, results
+    limits = app.state.summary["limits"]
+    assert limits["video"]["max_decoded_bytes"] > limits["max_decoded_bytes"]
+
+
+def test_one_client_cannot_take_a_whole_body_budget():
+    from faceage.serve.errors import ApiError
+    from faceage.serve.limits import BodyBudget
+
+    budget = BodyBudget(100, per_client=40, what="video uploads")
+    with budget.hold("a") as one, budget.hold("a") as two, budget.hold("b") as other:
+        one.add(30)
+        with pytest.raises(ApiError, match="this client is already sending video uploads"):
+            two.add(20)
+        other.add(40)
+        assert budget.used == 70 and budget.by_client == {"a": 30, "b": 40}
+    assert budget.used == 0 and not budget.by_client
 
 
 @pytest.mark.slow

@@ -170,6 +170,10 @@ def check_size(size: tuple[int, int], label: str, max_pixels: int, max_aspect: f
             code="too_many_pixels")
 
 
+#: the most :func:`working_bytes` counts per pixel
+MAX_BYTES_PER_PIXEL = 4 + 3 + 4
+
+
 def working_bytes(img: Image.Image) -> int:
     """Bytes that decoding ``img`` and handing it to detection takes at the peak (from the header alone):
     Pillow's decoded image, the RGB array and the detector's copy of it (Pillow stores RGB as 4 bytes/pixel)."""

@@ -40,10 +40,10 @@ from pydantic import BaseModel, Field
 import faceage
 from faceage.estimator import AgeEstimator
 from faceage.options import FaceOptions
-from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, decode_opened, working_bytes
+from faceage.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, SUPPORTED_TEXT, decode_opened, working_bytes
 from faceage.serve.errors import ApiError, ErrorResponse, install_error_handlers
-from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck,
-                                  MemoryBudget, RequestSlots, SecurityHeaders, release_memory, shutdown_event)
+from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck, Lanes,
+                                  MemoryBudget, SecurityHeaders, client_key, release_memory, shutdown_event)
 from faceage.serve.upload import open_upload, read_upload
 
 DEFAULT_MAX_UPLOAD = 10 * MB
@@ -52,9 +52,15 @@ DEFAULT_MAX_UPLOAD = 10 * MB
 DEFAULT_MAX_ASPECT = 20.0
 #: decoded bytes held at once by all requests of a process (faceage.imageio.working_bytes)
 DEFAULT_MAX_DECODED = 512 * MB
-#: bytes of request bodies held at once (being read, or waiting for a slot) by all requests of a process:
-#: a dozen full-size uploads (32 clients x 10 MB at once: a few get 503 busy, the server stays under 400 MB)
+#: bytes of image bodies held at once (being read, or waiting for a slot) by all requests of a process:
+#: a dozen full-size uploads (32 clients x 10 MB at once: a few get 503 busy, the server stays under 400 MB);
+#: one client may hold a quarter of it
 DEFAULT_MAX_BODIES = 128 * MB
+#: photos of at most this many pixels are "small" (a portrait, a phone photo downscaled for upload): they have
+#: slots of their own and need no decoded-bytes reservation; larger ones queue in the heavy lane
+LIGHT_PIXELS = 2_000_000
+#: large photos one client may have analysed or waiting at once
+HEAVY_PER_CLIENT = 2
 #: seconds: the request head (headers) / the body must arrive within these; a request waits at most
 #: QUEUE_TIMEOUT for a slot
 HEADER_TIMEOUT, BODY_TIMEOUT, QUEUE_TIMEOUT = 10.0, 30.0, 30.0
@@ -67,6 +73,17 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ENV_OPTIONS = "FACEAGE_SERVE_OPTIONS"
 #: images larger than this (working bytes) are followed by handing freed memory back to the system
 _TRIM_AFTER = 32 * MB
+
+
+def small_photo_room(max_decoded: int, concurrency: int, light_pixels: int) -> int:
+    """Decoded bytes kept for the small photos' lane (``concurrency`` photos of at most ``light_pixels``, at
+    most a quarter of the budget): large photos never fill the last of the budget."""
+    return min(int(max_decoded) // 4, int(concurrency) * int(light_pixels) * MAX_BYTES_PER_PIXEL)
+
+
+def default_concurrency() -> int:
+    """Small photos estimated at once by default: one per CPU, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def default_allowed_hosts(bind: str) -> list[str] | None:
@@ -254,20 +271,23 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                detector: str = "dlib", detector_options: dict | None = None,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
                queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None,
-               max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None) -> FastAPI:
+               max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None,
+               light_pixels: int = LIGHT_PIXELS, heavy_per_client: int = HEAVY_PER_CLIENT) -> FastAPI:
     """The ASGI app. ``model``: a model file or run folder (the bundled model when None), or a
     ready :class:`~faceage.estimator.AgeEstimator`. The model is loaded here, once.
 
     ``max_upload``: largest accepted upload in bytes; ``max_pixels``: largest accepted image
     in pixels; ``max_aspect``: thinnest accepted image (long side / short side);
     ``max_decoded``: bytes of decoded images held at once by all requests;
-    ``concurrency``: requests read, decoded and estimated at once (default: CPU count, at
-    most 4); ``detector_cnn``: allow dlib's slow CNN pass (:func:`server_detector_options`);
+    ``concurrency``: small photos (at most ``light_pixels``) estimated at once (default: CPU count,
+    at most 4; larger photos: one fewer, at least one, and at most ``heavy_per_client`` per client
+    waiting or running; :class:`~faceage.serve.limits.Lanes`); ``detector_cnn``: allow dlib's slow CNN pass (:func:`server_detector_options`);
     ``detector`` / ``detector_options``: the face detector, as for ``predict``; ``tta``:
     test-time views per face (see :class:`~faceage.estimator.AgeEstimator`);
     ``body_timeout`` / ``queue_timeout``: seconds for an upload to arrive / to wait for a
     slot; ``allowed_hosts``: the ``Host`` names answered (None: any); ``max_bodies``: bytes of
-    request bodies held at once (bodies are read before a slot is taken); ``video_timeout``: the
+    image bodies held at once, a quarter of it per client (bodies are read before a slot is taken;
+    video has its own budget); ``video_timeout``: the
     wall-clock budget of one video request (:mod:`faceage.serve.video`).
     """
     est = model if isinstance(model, AgeEstimator) else AgeEstimator(
@@ -275,23 +295,27 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         tta=tta)
     mp = Path(est.model_path)
     name = mp.name if mp.is_file() else mp.name or str(mp)
-    concurrency = int(concurrency or max(1, min(4, os.cpu_count() or 1)))
+    concurrency = int(concurrency or default_concurrency())
     max_upload, max_pixels, max_decoded = int(max_upload), int(max_pixels), int(max_decoded)
     if min(max_upload, max_pixels, max_decoded, concurrency, max_aspect, body_timeout, queue_timeout) <= 0:
         raise ValueError("max_upload, max_pixels, max_aspect, max_decoded, concurrency and the timeouts "
                          "must be positive")
+    heavy_slots = max(1, concurrency - 1)
+    per_client_bodies = max(2 * max_upload, int(max_bodies) // 4)
     summary = model_summary(est, name)
     summary["limits"] = {"max_upload_bytes": max_upload, "max_pixels": max_pixels, "max_aspect": max_aspect,
                          "max_decoded_bytes": max_decoded, "max_body_bytes": int(max_bodies),
-                         "concurrency": concurrency,
+                         "max_body_bytes_per_client": per_client_bodies, "concurrency": concurrency,
+                         "large_photo_concurrency": heavy_slots, "light_pixels": int(light_pixels),
+                         "large_photos_per_client": int(heavy_per_client),
                          "body_timeout_s": body_timeout, "queue_timeout_s": queue_timeout,
                          "detector_cnn": bool(detector_cnn), "allowed_hosts": allowed_hosts}
     if warmup:  # load the detector and run the network once, so the first request is not slow
         est.predict(np.full((32, 32, 3), 127, np.uint8), fallback=True)
     shutdown = shutdown_event()  # set on SIGTERM: queued work refused, videos stop at their next frame
-    slots = RequestSlots(concurrency, queue_timeout, shutdown=shutdown)
-    budget = MemoryBudget(max_decoded, queue_timeout)
-    bodies = BodyBudget(max_bodies)
+    lanes = Lanes(concurrency, heavy_slots, light_pixels, heavy_per_client, queue_timeout, shutdown=shutdown)
+    budget = MemoryBudget(max_decoded, queue_timeout, reserved=small_photo_room(max_decoded, concurrency, light_pixels))
+    bodies = BodyBudget(max_bodies, per_client_bodies, "photo uploads")
 
     def work(img, t0: float, answer) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
@@ -303,22 +327,24 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     async def answer_upload(request: Request, answer) -> dict:
         """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
         (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
-        with bodies.hold() as hold:
+        client = client_key(request)
+        with bodies.hold(client) as hold:
             # the body first, then a slot: a client sending slowly holds a connection, never a slot
             data, content_type = await read_upload(request, max_upload, body_timeout, hold)
-            async with slots.slot():
-                t0 = time.perf_counter()
-                img = await anyio.to_thread.run_sync(partial(
-                    open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
-                del data
-                need = working_bytes(img)
-                try:
-                    async with budget.reserve(need):
+            # then the header alone, outside any slot: its size is the request's cost, which picks the lane
+            img = await anyio.to_thread.run_sync(partial(
+                open_upload, data, content_type=content_type, max_pixels=max_pixels, max_aspect=max_aspect))
+            del data
+            pixels, need = img.width * img.height, working_bytes(img)
+            try:
+                async with lanes.slot(pixels, client):
+                    t0 = time.perf_counter()
+                    async with budget.reserve(need, light=not lanes.is_heavy(pixels)):
                         return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
-                finally:
-                    img.close()
-                    if need > _TRIM_AFTER:
-                        release_memory()
+            finally:
+                img.close()
+                if need > _TRIM_AFTER:
+                    release_memory()
 
     app = FastAPI(
         dependencies=[Depends(_declared_query_only)],
@@ -331,6 +357,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.estimator = est
     app.state.summary = summary
     app.state.budget = budget
+    app.state.lanes = lanes
     app.state.shutdown = shutdown
     install_error_handlers(app)
 
@@ -398,8 +425,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
     from faceage.serve.video import add_video_routes  # POST /v1/estimate-video
 
-    add_video_routes(app, body_timeout=body_timeout, queue_timeout=queue_timeout, budget=budget, bodies=bodies,
-                     shutdown=shutdown, **({"max_wall": video_timeout} if video_timeout else {}))
+    add_video_routes(app, body_timeout=body_timeout, queue_timeout=queue_timeout, shutdown=shutdown,
+                     **({"max_wall": video_timeout} if video_timeout else {}))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     if allowed_hosts:

@@ -3,17 +3,22 @@
 * :class:`BodyBudget`: request bodies are read *before* a slot is taken (bounded in size and
   time by :func:`faceage.serve.upload.read_upload`), so a client sending its body slowly
   costs a connection, never an analysis slot; the bytes of all bodies being read or waiting
-  for a slot are bounded by this server-wide budget (over it: 503 ``busy``).
-* :class:`RequestSlots`: at most ``concurrency`` uploads are decoded or estimated at once;
-  the others wait and get 503 ``busy`` after ``queue_timeout`` seconds. Video requests have
-  their own slots (``/v1/estimate-video``), so a long clip never takes an image's slot.
+  for a slot are bounded per route (images and video each have their own budget, so slow
+  senders on one route cannot exhaust the other's) and per client (over either: 503 ``busy``).
+* :class:`RequestSlots`: at most ``n`` requests are decoded or estimated at once; the others
+  wait and get 503 ``busy`` after ``queue_timeout`` seconds. :class:`Lanes`: an image's cost is
+  known from its header before it takes a slot, and small photos have slots of their own, so a
+  portrait never waits behind 12-megapixel photos; large ones are bounded in total and per
+  client. Video requests have their own slots (``/v1/estimate-video``).
 * :class:`WorkStop`: long work (a video's frames) stops between frames when the server shuts
   down (SIGTERM: :meth:`GuardedH11Protocol.shutdown`), when the request's wall-clock budget
   is spent or when its client goes away.
-* :class:`MemoryBudget`: an image's decoded working size (:func:`faceage.imageio.working_bytes`,
+* :class:`MemoryBudget`: a large image's decoded working size (:func:`faceage.imageio.working_bytes`,
   from its header: width x height x bytes per pixel, whatever the file size) is reserved
   from a server-wide budget before decoding; an image larger than the whole budget is
-  413 ``image_too_large``, others wait for room. Memory is handed back to the system
+  413 ``image_too_large``, others wait for room. Large photos fill it only up to what is kept
+  for the small photos' lane, so those never wait for room; a video's frames come out of the
+  video route's own budget. Memory is handed back to the system
   afterwards (:func:`release_memory`), so the server's RSS falls back when idle.
 * :class:`GuardedH11Protocol`: uvicorn's HTTP/1.1 protocol with a deadline for the request
   head (a client sending headers at 1 byte/s is dropped after ``header_timeout``) and a
@@ -29,19 +34,20 @@ import ctypes.util
 import threading
 import time
 import weakref
+from collections import Counter
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from faceage.imageio import MB
 from faceage.serve.errors import ApiError, error_response
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 #: hosts a server bound to a loopback address answers by default (a DNS-rebinding page's name is refused)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-MB = 1024 * 1024
 
 
 class RequestSlots:
@@ -69,21 +75,62 @@ class RequestSlots:
             self._sem.release()
 
 
-class BodyBudget:
-    """Bytes of request bodies held at once, across all requests of this process: counted as they
-    arrive (a client at 1 byte/s holds a few bytes, not a slot) and until the request ends."""
+class Lanes:
+    """Image requests by cost, known from the header before a slot is taken: ``light`` slots for photos of
+    at most ``light_pixels`` pixels (a portrait never queues behind large photos), ``heavy`` slots for
+    the others, of which one client may hold or wait for at most ``per_client`` at once."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.used = int(total), 0
+    def __init__(self, light: int, heavy: int, light_pixels: int, per_client: int, queue_timeout: float,
+                 shutdown: threading.Event | None = None) -> None:
+        self.light_pixels, self.per_client = int(light_pixels), int(per_client)
+        self.light = RequestSlots(light, queue_timeout, "estimates of small photos", shutdown)
+        self.heavy = RequestSlots(heavy, queue_timeout, "estimates of large photos", shutdown)
+        self._heavy_by_client: Counter[str] = Counter()
+
+    def is_heavy(self, pixels: int) -> bool:
+        return pixels > self.light_pixels
+
+    @asynccontextmanager
+    async def slot(self, pixels: int, client: str):
+        if not self.is_heavy(pixels):
+            async with self.light.slot():
+                yield
+            return
+        if self._heavy_by_client[client] >= self.per_client:
+            raise ApiError("busy", f"this client already has {self.per_client} photos over "
+                           f"{self.light_pixels / 1e6:g} megapixels being analysed or waiting; send the next "
+                           "when one is answered, or downscale them")
+        self._heavy_by_client[client] += 1  # the event loop is one thread: no lock needed
+        try:
+            async with self.heavy.slot():
+                yield
+        finally:
+            self._heavy_by_client[client] -= 1
+            if not self._heavy_by_client[client]:
+                del self._heavy_by_client[client]
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once by one route (``what``), across all its requests in this
+    process and per client: counted as they arrive (a client at 1 byte/s holds a few bytes, not a slot)
+    and until the request ends."""
+
+    def __init__(self, total: int, per_client: int | None = None, what: str = "uploads") -> None:
+        self.total, self.used, self.what = int(total), 0, what
+        self.per_client = int(per_client) if per_client else self.total
+        self.by_client: Counter[str] = Counter()
 
     @contextmanager
-    def hold(self):
+    def hold(self, client: str = ""):
         """A :class:`BodyHold` for one request's body; its bytes are given back when the block ends."""
-        hold = BodyHold(self)
+        hold = BodyHold(self, client)
         try:
             yield hold
         finally:
             self.used -= hold.n
+            self.by_client[client] -= hold.n
+            if self.by_client[client] <= 0:
+                del self.by_client[client]
             if hold.n > _TRIM_BODY:
                 release_memory()  # a large body's heap back to the system: the idle RSS falls back
 
@@ -95,15 +142,25 @@ _TRIM_BODY = 4 * MB
 class BodyHold:
     """One request's share of a :class:`BodyBudget` (the event loop is one thread: no lock needed)."""
 
-    def __init__(self, budget: BodyBudget) -> None:
-        self.budget, self.n = budget, 0
+    def __init__(self, budget: BodyBudget, client: str) -> None:
+        self.budget, self.client, self.n = budget, client, 0
 
     def add(self, n: int) -> None:
-        if self.budget.used + n > self.budget.total:
-            raise ApiError("busy", f"the server is busy receiving other uploads (over {self.budget.total / MB:,.0f} "
-                           "MB in flight); retry in a few seconds")
-        self.budget.used += n
+        b = self.budget
+        if b.used + n > b.total:
+            raise ApiError("busy", f"the server is busy receiving other {b.what} (over {b.total / MB:,.0f} MB in "
+                           "flight); retry in a few seconds")
+        if b.by_client[self.client] + n > b.per_client:
+            raise ApiError("busy", f"this client is already sending {b.what} of {b.per_client / MB:,.0f} MB at "
+                           "once; send the next when one has arrived")
+        b.used += n
+        b.by_client[self.client] += n
         self.n += n
+
+
+def client_key(request) -> str:
+    """Whom a request's limits count against: its peer address (behind a proxy, every client is the proxy)."""
+    return request.client.host if request.client else ""
 
 
 #: shutdown events of the apps in this process, set by begin_shutdown() (SIGTERM)
@@ -172,20 +229,24 @@ async def run_watched(request, stop: WorkStop, fn, every: float = 0.25):
 
 
 class MemoryBudget:
-    """Bytes of decoded images held at once, across all requests of this process."""
+    """Bytes of decoded images held at once, across all requests of this process. Large photos may fill it
+    up to ``total - reserved``: the rest is kept for small ones (``light``), so they never wait for room."""
 
-    def __init__(self, total: int, wait_timeout: float) -> None:
+    def __init__(self, total: int, wait_timeout: float, reserved: int = 0) -> None:
         self.total, self.used, self.wait_timeout = int(total), 0, wait_timeout
+        self.reserved = min(int(reserved), self.total)
         self._changed = anyio.Condition()
 
     @asynccontextmanager
-    async def reserve(self, n: int, name: str = "upload"):
-        if n > self.total:
+    async def reserve(self, n: int, name: str = "upload", light: bool = False):
+        limit = self.total if light else self.total - self.reserved
+        if n > limit:
             raise ApiError("image_too_large", f"{name}: decoding it would take {n / MB:,.0f} MB, over the "
-                           f"server's limit of {self.total / MB:,.0f} MB (--max-decoded-mb); downscale the image")
+                           f"server's limit of {limit / MB:,.0f} MB (--max-decoded-mb"
+                           f"{'' if light else ', less what is kept for small photos'}); downscale the image")
         with anyio.move_on_after(self.wait_timeout) as waited:
             async with self._changed:
-                while self.used + n > self.total:
+                while self.used + n > limit:
                     await self._changed.wait()
                 self.used += n
         if waited.cancelled_caught:

@@ -21,11 +21,10 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from faceage.errors import ImageError
-from faceage.imageio import DEFAULT_MAX_PIXELS, SUPPORTED_TEXT, check_size, decode_opened, open_image
+from faceage.imageio import DEFAULT_MAX_PIXELS, MB, SUPPORTED_TEXT, check_size, decode_opened, open_image
 from faceage.serve.errors import ApiError
 from faceage.serve.limits import BodyHold
 
-MB = 1024 * 1024
 #: room for the multipart framing (boundaries, part headers, small fields) on top of the file
 MULTIPART_OVERHEAD = 64 * 1024
 #: Content-Types that say "this is not an image" outright
