@@ -426,3 +426,12 @@ def test_the_wilson_bound_lets_no_one_pass_where_the_sample_cannot_show_the_shar
     assert k_point == 20 and 0 < k_wilson < k_point and wilson(k_wilson, 2000)[1] <= 0.01 < wilson(k_wilson + 1, 2000)[1]
     with pytest.raises(ValueError, match="bound must be one of point, wilson"):
         pass_threshold(z, 0.01, "exact")
+
+
+def test_an_age_check_prints_on_one_line():
+    """Printing one AgeCheck once dumped its whole policy (validation tables, command): kilobytes per face."""
+    from faceage import AgeEstimator
+
+    c = AgeEstimator().check(DATA / "obama.jpg", 18)[0]
+    text = repr(c)
+    assert text.startswith("AgeCheck(over=18, box=(") and "decision='pass'" in text and len(text) < 200

@@ -195,3 +195,13 @@ def test_api_docs_render_offline_and_links_go_where_they_say(server, page):
             page.errors
     finally:
         page.unroute("**/*")
+
+
+def test_the_empty_page_shows_no_result_area(server, page):
+    """Before any photo, the result (canvas, "Faces" heading, JSON box) is hidden: `.result { display: grid }`
+    once overrode the `hidden` attribute."""
+    base, _ = server
+    page.goto(f"{base}/")
+    page.wait_for_function("document.getElementById('model').textContent.length > 0")
+    assert page.evaluate("document.getElementById('result').hidden")
+    assert not page.is_visible("#result") and not page.is_visible("#canvas") and not page.is_visible("#json")

@@ -495,8 +495,14 @@ class AgeCheck:
     age: float | None  # the point estimate, one decimal (as predict gives it); None only with an error
     p_over: float | None  # calibrated P(age >= over); None only with an error
     decision: str  # "pass" or "refer" (always "refer" with an error)
-    policy: AgeCheckPolicy
+    policy: AgeCheckPolicy = field(repr=False)  # kilobytes of validation figures: not in the one-line repr
     error: str | None = None  # the model's outputs were NaN or infinite (code faceage.scoring.BAD_OUTPUT)
+
+    def __repr__(self) -> str:
+        p = "None" if self.p_over is None else f"{self.p_over:.4f}"
+        err = "" if self.error is None else f", error={self.error!r}"
+        return (f"AgeCheck(over={self.policy.over}, box={self.box}, age={self.age}, p_over={p}, "
+                f"decision={self.decision!r}{err})")
 
     def to_dict(self) -> dict:
         d = {"box": None if self.box is None else list(self.box), "age": self.age,
