@@ -284,6 +284,15 @@ def test_cli_writes_annotated_video_json_and_csv(small_clip, tmp_path, capsys):
         len(t["frames"]) for t in doc["tracks"])
 
 
+def test_cli_quiet_prints_the_tracks_and_no_progress(small_clip, capsys):
+    """--quiet was refused by faceage video while predict took it."""
+    from faceage.cli import main
+
+    assert main(["video", str(small_clip), "--quiet", "--every", "5"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and len(captured.out.strip().splitlines()) == 3
+
+
 def test_cli_errors(small_clip, tmp_path, capsys):
     from faceage.cli import main
 

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=("logpool", "mixture"), default="logpool",
                    help="how per-frame age distributions are fused (default logpool; see docs/video.md)")
     p.add_argument("--keep-audio", action="store_true", help="copy the audio into --out (default: dropped)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar on standard error (warnings about skipped frames are still shown), as "
+                        "for predict")
     add_photo_arguments(p, fallback=False)
 
 
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         writer = VideoWriter(args.out, fps=info.fps,
                              audio_from=(args.input, args.start, args.end) if args.keep_audio else None)
-    bar = tqdm(total=total, unit="frame", desc="video", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="frame", desc="video", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
     shown = warnings.showwarning
 
     def show(message, category, *rest):
