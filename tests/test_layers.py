@@ -101,3 +101,11 @@ def test_inference_never_imports_training_code():
     bad = {m: sorted(d for d in deps if d.startswith(TRAINING)) for m, deps in graph.items()
            if m.startswith(INFERENCE)}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_batch_never_imports_the_command_line():
+    """batch/ is a library the CLI, Ray and Spark use: it once held the CLI's batch branch (and imported faceage.cli)."""
+    graph = _graph()
+    bad = {m: sorted(d for d in deps if d.startswith("faceage.cli")) for m, deps in graph.items()
+           if m.startswith("faceage.batch")}
+    assert {m: d for m, d in bad.items() if d} == {}

@@ -9,7 +9,6 @@ finishes the rest.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -184,21 +183,3 @@ def _run_locked(paths: list[str], output, options: PredictOptions, recursive: bo
     report.rows = store.finish()
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``faceage predict --output FILE [--workers N]`` (the batch branch of :mod:`faceage.cli.predict`):
-    exit status 1 when some image could not be read."""
-    if args.output is None:
-        raise FaceageError("--workers needs --output FILE (.parquet, .csv or .jsonl)")
-    for flag, given in (("--annotate", args.annotate), ("--json", args.json)):
-        if given:
-            raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
-    from faceage.cli import predict_options
-
-    quiet = getattr(args, "quiet", False)
-    report = run_batch(args.paths, args.output, options=predict_options(args), recursive=args.recursive,
-                       workers=args.workers, retry_errors=args.retry_errors, progress=not quiet)
-    if not quiet:  # --quiet: the exit status and the output file's error rows say what failed
-        print(report.summary(), file=sys.stderr)
-    return 1 if report.errors else 0

@@ -68,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if stdin and (len(args.paths) > 1 or batch):
         raise FaceageError("- (one image from standard input) cannot be combined with other paths or --output")
     if batch:
-        from faceage.batch.run import run_cli
-
-        return run_cli(args)
+        return run_batch_cli(args)
     taken: set[Path] = set()  # never write over an input, nor twice to one file
     data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
     bad_faces = 0  # faces whose model outputs were NaN or infinite (no age)
@@ -108,6 +106,25 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return exit_code(ModelOutputError())
     return status
+
+
+def run_batch_cli(args: argparse.Namespace) -> int:
+    """``faceage predict --output FILE [--workers N]`` (batch mode, :mod:`faceage.batch`): exit status 1
+    when some image could not be read."""
+    from faceage.batch.run import run_batch
+    from faceage.errors import FaceageError
+
+    if args.output is None:
+        raise FaceageError("--workers needs --output FILE (.parquet, .csv or .jsonl)")
+    for flag, given in (("--annotate", args.annotate), ("--json", args.json)):
+        if given:
+            raise FaceageError(f"{flag} cannot be combined with --output (the output file holds the results)")
+    quiet = getattr(args, "quiet", False)
+    report = run_batch(args.paths, args.output, options=predict_options(args), recursive=args.recursive,
+                       workers=args.workers, retry_errors=args.retry_errors, progress=not quiet)
+    if not quiet:  # --quiet: the exit status and the output file's error rows say what failed
+        print(report.summary(), file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,
