@@ -11,7 +11,8 @@ import torch
 from faceage.digest import DIGEST_KEY
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
-from faceage.models import MODELS, PINNED, locate
+from faceage.digest import PINNED
+from faceage.models import MODELS, locate
 from faceage.nets.model import create_model
 from faceage.weights import ModelRecord, load_model, read_record, save_model
 
@@ -111,7 +112,7 @@ def test_the_bundled_files_match_their_pinned_digests():
         for backend in ("onnx", "torch"):
             path = model.file(backend)
             assert PINNED[path.name] == hashlib.sha256(path.read_bytes()).hexdigest(), \
-                f"{path.name} changed: pin its new sha256 in faceage.models.PINNED"
+                f"{path.name} changed: pin its new sha256 in src/faceage/models/SHA256SUMS"
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

@@ -5,7 +5,7 @@ Every model file faceage writes carries ``faceage.sha256`` beside its record (sa
 Loading recomputes both and refuses a file where either differs, naming which (``bad_model_file``): a flipped
 byte in the weights or a hand-edited record never answers. A digest is not a signature: it catches damage
 and edits, not someone who recomputes it; the bundled files are therefore also checked whole against the
-digests pinned in :mod:`faceage.models`. Files written before digests existed load unchecked (``faceage
+digests pinned beside them (``faceage/models/SHA256SUMS``). Files written before digests existed load unchecked (``faceage
 models --info FILE`` says so).
 
 The weights digest of a safetensors file covers every tensor's name, dtype, shape and bytes (name order);
@@ -24,6 +24,19 @@ import numpy as np
 from faceage.errors import WeightsError
 
 DIGEST_KEY = "faceage.sha256"
+#: the bundled model files and their sha256 as released (``sha256sum`` format, beside them)
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+
+
+def _pinned() -> dict[str, str]:
+    try:
+        lines = (BUNDLED_DIR / "SHA256SUMS").read_text().splitlines()
+    except OSError:
+        return {}
+    return {name: digest for digest, name in (line.split(None, 1) for line in lines if line.strip())}
+
+
+PINNED = _pinned()
 _ONNX_METADATA_FIELD = 14  # ModelProto.metadata_props
 
 
@@ -110,11 +123,20 @@ def file_sha256(path: Path, data: bytes | None = None) -> str:
     return hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()
 
 
+def pinned_digest(path: Path) -> str | None:
+    """The pinned sha256 of ``path`` if it is one of the bundled model files, else None."""
+    path = Path(path)
+    if path.name not in PINNED:
+        return None
+    try:
+        return PINNED[path.name] if path.resolve().parent == BUNDLED_DIR else None
+    except OSError:
+        return None
+
+
 def check_pinned(path: Path, data: bytes | None = None) -> bool:
     """True if ``path`` is a bundled model file whose bytes match its pinned digest; a bundled file that does
     not match is refused; any other file: False (its own digests are checked instead)."""
-    from faceage.models import pinned_digest
-
     want = pinned_digest(path)
     if want is None:
         return False

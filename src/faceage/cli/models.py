@@ -38,7 +38,8 @@ def info(model: str) -> dict:
     """A model file as plain data, loaded with every check; ``integrity``: pinned (a bundled file matching its
     released sha256), verified (its digests), or absent (written before faceage wrote digests)."""
     from faceage.digest import DIGEST_KEY
-    from faceage.models import locate, pinned_digest
+    from faceage.digest import pinned_digest
+    from faceage.models import locate
     from faceage.runtime import load_backend
 
     path = locate(model)

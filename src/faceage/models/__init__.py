@@ -4,7 +4,7 @@ Each ships as ``<stem>.onnx`` (ONNX Runtime: the default backend, no PyTorch nee
 ``<stem>.safetensors`` (PyTorch: fine-tuning, export), both carrying the same record
 (preprocessing, calibration, age-check policies), so a name selects everything a model needs.
 The headline numbers are the model card's, each set with the command that measures it.
-Each file's sha256 is pinned here (:data:`PINNED`) and checked whenever it is loaded
+Each file's sha256 is pinned in ``SHA256SUMS`` beside them and checked whenever it is loaded
 (:mod:`faceage.digest`): an installed model that was altered is refused, not used.
 """
 from __future__ import annotations
@@ -61,26 +61,7 @@ MODELS: dict[str, BundledModel] = {
 }
 #: the model used when none is named
 DEFAULT = "fast"
-#: sha256 of every bundled file, as released (tests/test_golden.py checks them against the files)
-PINNED = {
-    "accurate.onnx": "d45d8673b4040bb57ba41fcc661bf4c0cb78c54957ad91c926d59db0af34d938",
-    "accurate.safetensors": "c60197b7b7d25cc6484d15f379bc6e18c2793d940a7a1c65629f81be84f872ce",
-    "default.onnx": "d4c7b2e81b82466833bbdb1d393d391df8e78dc862dc4958ab89675073ff447f",
-    "default.safetensors": "94ed18d518f5a57fb637c52293da21e2ca3d669ea1baff190bbcd9e814be41e2",
-}
 
-
-def pinned_digest(path: Path) -> str | None:
-    """The pinned sha256 of ``path`` if it is one of this package's model files, else None."""
-    path = Path(path)
-    if path.name not in PINNED:
-        return None
-    try:
-        if path.resolve().parent != Path(str(resources.files(__name__))).resolve():
-            return None
-    except OSError:
-        return None
-    return PINNED[path.name]
 
 
 def list_models() -> list[str]:
