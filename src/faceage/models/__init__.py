@@ -44,11 +44,11 @@ class BundledModel:
 
 MODELS: dict[str, BundledModel] = {
     "fast": BundledModel(
-        "fast", "default",
+        "fast", "fast",
         "MA-SFV2 0.5x at 112 px, trained on UTKFace + All-Age-Faces (model card: version 2)",
         {"UTKFace val MAE": 5.12, "AAF val MAE": 7.27, "FG-NET zero-shot MAE": 6.45},
         "python scripts/model_card_numbers.py --config configs/default-model-v2.yaml "
-        "v2=src/faceage/models/default.safetensors",
+        "v2=src/faceage/models/fast.safetensors",
         0.75, "faceage models --time: the middle of three runs on the idle 2-core machine"),
     "accurate": BundledModel(
         "accurate", "accurate",
