@@ -35,7 +35,7 @@ def test_presets_and_overrides():
 
 @pytest.mark.parametrize("override, message", [
     ("optim.epochs=abc", "optim.epochs = 'abc': must be a whole number"),
-    ("augment.flip=2.5", "augment.flip = 2.5: must be >= 0 and <= 1"),
+    ("augment.flip=2.5", "augment.flip = 2.5: must be in 0..1"),
     ("optim.lr=-1", "optim.lr = -1: must be > 0"),
     ("eval.estimate=mode", "eval.estimate = 'mode': must be one of dex, reg, mean, median"),
     ("eval.tta=zoom", "did you mean zoomflip"),

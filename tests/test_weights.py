@@ -90,7 +90,7 @@ def test_record_that_is_not_an_object_names_the_file(tmp_path, text):
     ({"input_size": -5}, "input_size"),
     ({"input_size": 20000}, "input_size"),
     ({"input_size": 64.5}, "whole number"),
-    ({"input_size": True}, "must be a number"),
+    ({"input_size": True}, "input_size must be a whole number, not true"),
     ({"estimate": "mode"}, "estimate must be one of"),
     ({"std": [0.25, 0.0, 0.25]}, r"std\[1\] must be in 0.01..10"),
     ({"mean": [-50, -50, -50]}, r"mean\[0\] must be in 0..1, not -50"),  # once: a child passed with p_over 1.0

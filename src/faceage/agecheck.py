@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from faceage.errors import ConfigError
+from faceage.options import number_problem
 
 #: the thresholds a bundled model carries policies for
 STANDARD_THRESHOLDS = (13, 16, 18, 21, 25)
@@ -158,7 +159,7 @@ class Calibration:
 
 
 def _finite(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if number_problem(v):
         raise ValueError(f"{name} must be a finite number, not {v!r}")
     return float(v)
 

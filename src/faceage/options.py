@@ -2,7 +2,9 @@
 
 Values are parsed by type in one place: the CLI, the API, detector options and the training
 config all use :func:`coerce`, so ``"false"`` is False everywhere, ``"maybe"`` is refused
-everywhere, and an unknown key is one error with a did-you-mean. :class:`FaceOptions` says which
+everywhere, and an unknown key is one error with a did-you-mean. Numbers read from files (model
+records, training configs, checkpoints, age-check policies) are checked by one function,
+:func:`number_problem`, whatever error type each reader raises. :class:`FaceOptions` says which
 faces of a photo are scored, the same for every entry point."""
 from __future__ import annotations
 
@@ -35,6 +37,25 @@ class FaceOptions:
 
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def number_problem(value: Any, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
+                   above: bool = False, finite: bool = True, integral_float: bool = False) -> str | None:
+    """What is wrong with ``value`` as a number read from a file, or None: a JSON bool is never a number;
+    ``integer``: an int (or, with ``integral_float``, a float such as 64.0); ``finite``: no NaN or
+    infinity (NaN is never a number); within ``lo``..``hi`` (``above``: strictly above ``lo``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be {'a whole number' if integer else 'a number'}"
+    if math.isnan(value) or (finite and math.isinf(value)):
+        return "must be finite"
+    if integer and not isinstance(value, int) and not (integral_float and float(value).is_integer()):
+        return "must be a whole number"
+    low = lo is not None and (value <= lo if above else value < lo)
+    if low or (hi is not None and value > hi):
+        if lo is not None and hi is not None:
+            return f"must be > {lo:g} and <= {hi:g}" if above else f"must be in {lo:g}..{hi:g}"
+        return f"must be > {lo:g}" if above else f"must be >= {lo:g}" if lo is not None else f"must be <= {hi:g}"
+    return None
 
 
 def coerce(value: Any, kind: type, name: str) -> Any:

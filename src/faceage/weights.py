@@ -13,7 +13,6 @@ beside it and checked at load (:mod:`faceage.digest`). Loading never unpickles a
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from faceage.digest import DIGEST_KEY, check_pinned, digest_entry, tensors_diges
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
+from faceage.options import number_problem
 
 if TYPE_CHECKING:
     from faceage.agecheck import AgeCheckPolicy
@@ -47,18 +47,11 @@ class _Invalid(ValueError):
 
 
 def _number(value: Any, name: str, kind: type = float, lo: float | None = None, hi: float | None = None):
-    """``value`` as ``kind`` (int or float), checked: JSON bools and non-integral ints are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"{name} must be a number, not {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise _Invalid(f"{name} must be finite, not {value}")
-    if kind is int and value != int(value):
-        raise _Invalid(f"{name} must be a whole number, not {value}")
-    value = kind(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _Invalid(f"{name} must be in {lo:g}..{hi:g}, not {value:g}" if hi is not None
-                       else f"{name} must be above {lo:g}, not {value:g}")
-    return value
+    """``value`` as ``kind`` (int or float), checked by :func:`faceage.options.number_problem`."""
+    problem = number_problem(value, integer=kind is int, lo=lo, hi=hi, integral_float=True)
+    if problem:
+        raise _Invalid(f"{name} {problem}, not {json.dumps(value)[:40]}")
+    return kind(value)
 
 
 def _triple(value: Any, name: str, lo: float, hi: float) -> tuple[float, float, float]:
@@ -236,8 +229,7 @@ def _bias(value, n: int) -> tuple[float, ...] | None:
     """``logit_bias``: null, or one finite number per age class."""
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) != n or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if not isinstance(value, list) or len(value) != n or any(number_problem(v) for v in value):
         raise _Invalid(f"logit_bias must be null or a list of {n} finite numbers")
     if max(map(abs, value)) > MAX_LOGIT_BIAS:
         raise _Invalid(f"logit_bias must stay within +-{MAX_LOGIT_BIAS:g} (a prior correction), not "

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from faceage.errors import ConfigError, FaceageError, WeightsError
+from faceage.options import number_problem
 from faceage.train import distributed as ddp
 
 
@@ -51,8 +52,8 @@ def _check_tensor(what: str, t, shape: tuple | None, dtype: torch.dtype | None) 
 
 
 def _number(what: str, v, integer: bool = False) -> None:
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok or math.isnan(v):
+    """A checkpoint's number (infinity allowed: the best MAE before any epoch)."""
+    if number_problem(v, integer=integer, finite=False):
         raise CheckpointError(f"{what} is {v!r}, not a {'whole number' if integer else 'number'}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ import yaml
 from faceage.ages import ESTIMATES
 from faceage.errors import ConfigError
 from faceage.nets.spec import ARCHS, SE_REDUCTIONS, WIDTHS
-from faceage.options import unknown_key
+from faceage.options import number_problem, unknown_key
 from faceage.views import TTA
 
 PRESETS = ("cpu", "paper")
@@ -40,13 +39,8 @@ def _number(lo: float | None = None, hi: float | None = None, *, integer: bool =
     def check(v):
         if v is None and optional:
             return None
-        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok_type or not math.isfinite(v):
-            return f"must be {'a whole number' if integer else 'a number'}{' or null' if optional else ''}"
-        if lo is not None and (v <= lo if above else v < lo) or hi is not None and v > hi:
-            lo_s = f"> {lo:g}" if above else f">= {lo:g}" if lo is not None else ""
-            return f"must be {lo_s}{' and ' if lo_s and hi is not None else ''}{f'<= {hi:g}' if hi is not None else ''}"
-        return None
+        problem = number_problem(v, integer=integer, lo=lo, hi=hi, above=above)
+        return problem and problem + (" or null" if optional and "number" in problem else "")
     return check
 
 
