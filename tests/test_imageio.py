@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from faceage.errors import ImageError
-from faceage.imageio import IMAGE_SUFFIXES, iter_images, load_image
+from faceage.imageio import IMAGE_SUFFIXES, load_image
+from faceage.walk import iter_images
 
 
 def _rgb(w=40, h=30):

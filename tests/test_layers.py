@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: modules that run at inference time: none of them may import training code
 INFERENCE = ("faceage.runtime", "faceage.estimator", "faceage.serve", "faceage.engine", "faceage.batch",
              "faceage.video", "faceage.face", "faceage.preprocess", "faceage.scoring", "faceage.weights",
-             "faceage.integrations", "faceage.cli.predict", "faceage.cli.serve", "faceage.cli.video")
+             "faceage.integrations", "faceage.cli.predict", "faceage.cli.serve", "faceage.cli.video", "faceage.walk",
+             "faceage.imageio", "faceage.digest", "faceage.agecheck")
 TRAINING = ("faceage.train", "faceage.data.sets", "faceage.data.cache")
 
 

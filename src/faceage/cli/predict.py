@@ -139,7 +139,7 @@ def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, ta
 
     from faceage.engine import isolated_calls
     from faceage.errors import FaceageError
-    from faceage.imageio import iter_images
+    from faceage.walk import iter_images
 
     problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
     files = [Path("-")] if stdin is not None else list(
