@@ -108,31 +108,6 @@ class Posting(Background):
                 i += 1
 
 
-def _slow_video_sender(host: str, port: int, stop: threading.Event, log: list, size: int = 45 * MB) -> None:
-    """A client that sends all but a few bytes of a ``size`` body to the video route at once, then 1 byte
-    every 2 s: it holds that much of the route's body budget until the server ends it."""
-    t0 = time.perf_counter()
-    try:
-        with socket.create_connection((host, port), timeout=30) as s:
-            s.sendall(b"POST /v1/estimate-video HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
-                      b"Content-Length: %d\r\n\r\n" % size)
-            s.sendall(b"\0" * (size - 100))
-            s.settimeout(2.0)
-            while not stop.is_set():
-                s.sendall(b"\0")
-                try:
-                    head = s.recv(64)
-                except socket.timeout:
-                    continue
-                status = head.split(b" ")[1].decode() if head.startswith(b"HTTP/") else "closed"
-                log.append((status, round(time.perf_counter() - t0, 1)))
-                return
-    except OSError as exc:
-        log.append((f"error {type(exc).__name__}", round(time.perf_counter() - t0, 1)))
-        return
-    log.append(("still sending", round(time.perf_counter() - t0, 1)))
-
-
 def _post_video(base: str, data: bytes, query: str = "", timeout: float = 600) -> dict:
     t0 = time.perf_counter()
     try:
@@ -157,14 +132,17 @@ def _videos_with_normal(server, clips: list[bytes], query: str = "") -> dict:
             "normal": normal.summary()}
 
 
-def _slow_body_client(host: str, port: int, stop: threading.Event, log: list) -> None:
-    """A client that sends a 100 kB body at 1 byte/s; logs how the server ended it."""
+def _slow_sender(host: str, port: int, stop: threading.Event, log: list, *, path: str = "/v1/estimate",
+                 size: int = 100_000, at_once: int = 0, every: float = 1.0, content_type: str = "image/png") -> None:
+    """A client that sends ``at_once`` bytes of a ``size``-byte body to ``path``, then 1 byte every ``every``
+    seconds (holding that much of the route's body budget); logs how the server ended it."""
     t0 = time.perf_counter()
     try:
-        with socket.create_connection((host, port), timeout=5) as s:
-            s.sendall(b"POST /v1/estimate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                      b"Content-Length: 100000\r\n\r\n")
-            s.settimeout(1.0)
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                      % (path.encode(), content_type.encode(), size))
+            s.sendall(b"\0" * at_once)
+            s.settimeout(every)
             while not stop.is_set():
                 s.sendall(b"\x89")
                 try:
@@ -183,7 +161,7 @@ def _slow_body_client(host: str, port: int, stop: threading.Event, log: list) ->
 def _slow_bodies(server, n: int) -> dict:
     host, port = server.base.removeprefix("http://").split(":")
     stop, log = threading.Event(), []
-    clients = [threading.Thread(target=_slow_body_client, args=(host, int(port), stop, log), daemon=True)
+    clients = [threading.Thread(target=_slow_sender, args=(host, int(port), stop, log), daemon=True)
                for _ in range(n)]
     for c in clients:
         c.start()
@@ -412,8 +390,9 @@ def run_attacks(args, argv) -> int:
     def slow_video_senders(server):
         host, port = server.base.removeprefix("http://").split(":")
         stop, log = threading.Event(), []
-        senders = [threading.Thread(target=_slow_video_sender, args=(host, int(port), stop, log), daemon=True)
-                   for _ in range(3)]
+        senders = [threading.Thread(target=_slow_sender, args=(host, int(port), stop, log), daemon=True,
+                                    kwargs={"path": "/v1/estimate-video", "size": 45 * MB, "at_once": 45 * MB - 100,
+                                            "every": 2.0, "content_type": "video/mp4"}) for _ in range(3)]
         for c in senders:
             c.start()
         time.sleep(3.0)  # their bodies arrived but for the last bytes

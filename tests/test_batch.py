@@ -46,14 +46,20 @@ def test_quiet_batch_prints_nothing(batch_photos, tmp_path, capsys):
     assert out.is_file()
 
 
-def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
-    many = tmp_path / "many"
-    photos = make_photo_folder(tmp_path / "photos")
+def _copies(root: Path, n: int) -> Path:
+    """``n`` copies of the photo folder's files side by side in ``root/many`` (a longer run)."""
+    photos = make_photo_folder(root / "photos")
+    many = root / "many"
     many.mkdir()
-    for i in range(3):
+    for i in range(n):
         for p in photos.iterdir():
             if p.is_file():
                 shutil.copy(p, many / f"{i}-{p.name}")
+    return many
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
+    many = _copies(tmp_path, 3)
     out = tmp_path / "ages.jsonl"
     parts = tmp_path / "ages.jsonl.parts"
     code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
@@ -297,13 +303,8 @@ def test_workers_are_capped_at_twice_the_cpus(batch_photos, tmp_path, monkeypatc
 
 def test_a_second_run_on_one_output_is_refused_and_the_first_keeps_every_row(tmp_path):
     """Two runs on one --output once lost the first run's rows (its parts were deleted under it)."""
-    photos = make_photo_folder(tmp_path / "photos")
-    many = tmp_path / "many"
-    many.mkdir()
-    for i in range(4):
-        for p in photos.iterdir():
-            if p.is_file():
-                shutil.copy(p, many / f"{i}-{p.name}")
+    many = _copies(tmp_path, 4)
+    photos = tmp_path / "photos"
     out = tmp_path / "ages.jsonl"
     code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
             "chunk_size=1, progress=False)")
