@@ -1,7 +1,8 @@
 """The one engine: a photo and its options in, face rows out, for every entry point.
 
-``faceage predict`` (printed or ``--output``), batch mode, Ray Data, Spark and ``serve`` each
-turn a photo into rows with :func:`photo_rows`, which calls
+Batch mode, Ray Data and Spark turn a photo into rows with :func:`photo_rows`; ``faceage predict``
+and ``check`` into faces or age checks with :func:`isolated_answers`; ``serve`` calls the estimator in a
+thread. Each of them calls
 :meth:`faceage.estimator.AgeEstimator.analyse` (the one per-photo path: decode, detect, filter
 by :class:`~faceage.estimator.FaceOptions`, align, score; video calls it per frame). How the
 model and its detector are built travels as :class:`PredictOptions`, plain data that can be
@@ -183,10 +184,11 @@ def isolated_rows(options: PredictOptions, paths: Iterable[str], *, workers: int
                          suspect=lambda rows: any(r["code"] == NATIVE_CODE for r in rows))
 
 
-def _call_job(job: tuple[PredictOptions, str, str, dict, bool]) -> tuple[object, str | None, str | None]:
-    options, source, method, kwargs, single_threaded = job
+def _analysis_job(job: tuple[PredictOptions, str | bytes, object, bool]) -> tuple[object, str | None, str | None]:
+    options, source, policy, single_threaded = job
     try:
-        return getattr(estimator_for(options, single_threaded=single_threaded), method)(source, **kwargs), None, None
+        est = estimator_for(options, single_threaded=single_threaded)
+        return est.analyse(source, options.faces).answer(policy), None, None
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
         return (None, *failure(_name(source), exc))
 
@@ -196,12 +198,13 @@ def _name(source: str | bytes) -> str:
     return "-" if isinstance(source, bytes) else source
 
 
-def isolated_calls(options: PredictOptions, paths: Iterable[str | bytes], method: str, kwargs: dict, *, workers: int = 1,
-                   single_threaded: bool = False) -> Iterator[tuple[object, str | None, str | None]]:
-    """``AgeEstimator.<method>(path, **kwargs)`` for each path (``predict``, ``check``: each goes through
-    :meth:`~faceage.estimator.AgeEstimator.analyse`), in order, in worker processes that may die:
-    ``(result, None, None)`` or ``(None, error, code)``, ``worker_crashed`` for a file whose worker died."""
-    jobs = ((options, p if isinstance(p, bytes) else str(p), method, kwargs, single_threaded) for p in paths)
-    return imap_isolated(_call_job, jobs, workers=workers, initializer=_load, initargs=(options, single_threaded),
+def isolated_answers(options: PredictOptions, paths: Iterable[str | bytes], *, policy=None, workers: int = 1,
+                     single_threaded: bool = False) -> Iterator[tuple[object, str | None, str | None]]:
+    """Each photo through :meth:`~faceage.estimator.AgeEstimator.analyse` with ``options`` (its faces as
+    :class:`~faceage.estimator.FaceAge`, or as age checks under ``policy``), in order, in worker processes that
+    may die: ``(answer, None, None)`` or ``(None, error, code)``, ``worker_crashed`` for a file whose worker
+    died."""
+    jobs = ((options, p if isinstance(p, bytes) else str(p), policy, single_threaded) for p in paths)
+    return imap_isolated(_analysis_job, jobs, workers=workers, initializer=_load, initargs=(options, single_threaded),
                          on_crash=lambda job: (None, crashed_rows(_name(job[1]))[0]["error"], CRASH_CODE),
                          suspect=lambda result: result[2] == NATIVE_CODE)

@@ -91,6 +91,17 @@ class PhotoAnalysis:
             for f, a, (lo, hi), ok in zip(self.faces, ages, intervals, finite)
         ]
 
+    def checks(self, policy) -> list:
+        """The faces as :class:`faceage.agecheck.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
+        from faceage.agecheck import checks
+
+        return checks(self.scores, policy, [tuple(int(v) for v in f.box) for f in self.faces], self.model)
+
+    def answer(self, policy=None) -> list:
+        """What the command line and the workers report for this photo: its ages, or its age checks under
+        ``policy``."""
+        return self.ages() if policy is None else self.checks(policy)
+
 
 @dataclass(frozen=True)
 class AgeEstimate:
@@ -207,12 +218,8 @@ class AgeEstimator:
         policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
         :class:`faceage.agecheck.NoPolicyError`).
         Faces are found as :meth:`predict` finds them."""
-        from faceage.agecheck import checks
-
         policy = self._policy(over, policy)
-        photo = self.analyse(image, FaceOptions(largest, min_face, max_faces))  # the one per-photo path
-        return checks(photo.scores, policy, [tuple(int(v) for v in f.box) for f in photo.faces],
-                      self.model_path.name)
+        return self.analyse(image, FaceOptions(largest, min_face, max_faces)).checks(policy)  # the one path
 
     def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
         """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""

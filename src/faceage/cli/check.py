@@ -49,10 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {"over": args.over, "largest": args.largest, "min_face": args.min_face,
-               "max_faces": args.max_faces}
-
-    def ready(est) -> None:
+    def ready(est):
+        """The policy to apply (fitted on --fit-on, else the model's for --over), or an error before any file."""
         top = est.record.num_classes - 1
         if not 1 <= args.over <= top:
             from faceage.errors import ConfigError
@@ -69,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"policy fitted on {policy.validation['data']}: pass if p_over >= {policy.threshold:.4f}; "
                   f"aged {policy.band[0]}-{policy.band[1]} passed: {100 * band['share']:.1f}% of {band['n']} "
                   f"(95% upper bound {100 * upper:.1f}%{short})", file=sys.stderr)
-            options["policy"] = policy
-        else:
-            from faceage.agecheck import policy_for
+            return policy
+        from faceage.agecheck import policy_for
 
-            policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
+        return policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
 
     def show(path, checks: list, bar) -> None:
         if args.json:
@@ -89,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"{path}: box {list(c.box)} age {c.age:.1f} p_over({args.over}) {c.p_over:.3f} "
                           f"{c.decision}")
 
-    return run_photos(args, "check", options, show, ready=ready)
+    return run_photos(args, show, ready=ready)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -96,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
             save_annotated(annotate(load_image(source), faces), source, Path(args.annotate),
                            Path("stdin") if stdin else place(path, args.paths), taken)
 
-    status = run_photos(args, "predict", dataclasses.asdict(predict_options(args).faces), show, taken=taken,
-                        stdin=data)
+    status = run_photos(args, show, taken=taken, stdin=data)
     if bad_faces:
         from faceage.cli import exit_code
         from faceage.errors import ModelOutputError
@@ -127,17 +125,18 @@ def run_batch_cli(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, taken: set[Path] | None = None,
-               ready=None, stdin: bytes | None = None) -> int:
-    """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each given to
-    ``AgeEstimator.<method>(path, **options)`` in an isolated worker process (:func:`faceage.engine.isolated_calls`:
-    a native crash costs only its file), ``show(path, result, bar)`` per photo, each file's error reported as
-    that file's (``{"path", "error"}`` with ``--json``). Exit status 1 when some file failed, 5 when the only
-    file given failed. ``ready(estimator)`` may refuse the run before any file is read. ``stdin``: the bytes of
-    one image read from standard input, reported as path "-", instead of ``args.paths``."""
+def run_photos(args: argparse.Namespace, show, *, taken: set[Path] | None = None, ready=None,
+               stdin: bytes | None = None) -> int:
+    """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each analysed with the
+    options of ``args`` (:func:`faceage.cli.predict_options`) in an isolated worker process
+    (:func:`faceage.engine.isolated_answers`: a native crash costs only its file), ``show(path, answer, bar)`` per
+    photo (its faces, or its age checks), each file's error reported as that file's (``{"path", "error"}`` with
+    ``--json``). Exit status 1 when some file failed, 5 when the only file given failed. ``ready(estimator)``
+    may refuse the run before any file is read, and returns the age-check policy to apply (None: ages).
+    ``stdin``: the bytes of one image read from standard input, reported as path "-", instead of ``args.paths``."""
     from tqdm import tqdm
 
-    from faceage.engine import isolated_calls
+    from faceage.engine import isolated_answers
     from faceage.errors import FaceageError
     from faceage.walk import iter_images
 
@@ -148,13 +147,13 @@ def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, ta
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
     engine = predict_options(args)
     est = engine.estimator()  # a bad model or option: one error, first
-    if ready is not None:
-        ready(est)
+    policy = ready(est) if ready is not None else None
     failed = 0
     if taken is not None:
         taken.update(p.resolve() for p in files)
     quiet = getattr(args, "quiet", False)
-    bar = tqdm(total=len(files), unit="img", desc=method, disable=len(files) <= 3 or quiet, file=sys.stderr)
+    bar = tqdm(total=len(files), unit="img", desc="predict" if policy is None else "check",
+               disable=len(files) <= 3 or quiet, file=sys.stderr)
 
     def report_error(path, message: str) -> None:
         nonlocal failed
@@ -168,7 +167,7 @@ def run_photos(args: argparse.Namespace, method: str, options: dict, show, *, ta
         report_error(path, str(problem))
     # one worker process running a multi-threaded model
     sources = [stdin] if stdin is not None else files
-    for path, (result, error, _) in zip(files, isolated_calls(engine, sources, method, options)):
+    for path, (result, error, _) in zip(files, isolated_answers(engine, sources, policy=policy)):
         bar.update(1)
         if error is not None:
             report_error(path, error)
