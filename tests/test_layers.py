@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 #: modules that run at inference time: none of them may import training code
 INFERENCE = ("faceage.runtime", "faceage.estimator", "faceage.serve", "faceage.engine", "faceage.batch",
@@ -104,9 +106,11 @@ def test_inference_never_imports_training_code():
     assert {m: d for m, d in bad.items() if d} == {}
 
 
-def test_batch_never_imports_the_command_line():
-    """batch/ is a library the CLI, Ray and Spark use: it once held the CLI's batch branch (and imported faceage.cli)."""
+@pytest.mark.parametrize("lower, upper", [
+    ("faceage.batch", "faceage.cli"),  # batch/ once held the CLI's batch branch
+    ("faceage.data", "faceage.train"),  # data/sets.py once imported the training config for a type hint
+])
+def test_lower_layers_never_import_upper_ones(lower, upper):
     graph = _graph()
-    bad = {m: sorted(d for d in deps if d.startswith("faceage.cli")) for m, deps in graph.items()
-           if m.startswith("faceage.batch")}
+    bad = {m: sorted(d for d in deps if d.startswith(upper)) for m, deps in graph.items() if m.startswith(lower)}
     assert {m: d for m, d in bad.items() if d} == {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -11,7 +12,20 @@ from faceage.data.manifest import Sample, prepared_crop, read_manifest
 from faceage.data.split import assign_splits
 from faceage.errors import ConfigError, ManifestError
 from faceage.face.align import CropSpec
-from faceage.train.config import DataConfig
+
+class DataSource(Protocol):
+    """What this module reads of a training config's ``data`` section (``faceage.train.config.DataConfig``
+    has it): which manifests or folder, how they are split and how many rows are used."""
+
+    manifest: Any
+    path: Any
+    format: Any
+    datasets: Any
+    mix: Any
+    limit: Any
+    split_ratios: Any
+    split_seed: Any
+
 
 CROP_KEYS = ("eye_distance", "eye_y", "margin")  # geometry; the pixel size may differ (crops are resized)
 
@@ -38,7 +52,7 @@ def crop_differences(a: CropSpec | None, b: CropSpec | None, names=("model", "da
             if abs(float(getattr(a, k)) - float(getattr(b, k))) > 1e-6]
 
 
-def load_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | None]:
+def load_samples(data: DataSource) -> tuple[list[Sample], list[str], CropSpec | None]:
     """Samples split as training splits them (:func:`with_splits`), problems, and the crop spec they were
     prepared with (None if not known).
 
@@ -49,7 +63,7 @@ def load_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | 
     return with_splits(samples, data), problems, crop
 
 
-def _read_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec | None]:
+def _read_samples(data: DataSource) -> tuple[list[Sample], list[str], CropSpec | None]:
     if data.datasets:  # load_config has checked that manifest and path are unset
         samples, problems, crop, first = [], [], None, None
         for name, manifest in data.datasets.items():
@@ -74,7 +88,7 @@ def _read_samples(data: DataConfig) -> tuple[list[Sample], list[str], CropSpec |
     raise ConfigError("set data.manifest (a CSV), data.datasets ({name: CSV}) or data.path (a data set folder)")
 
 
-def with_splits(samples: list[Sample], data: DataConfig) -> list[Sample]:
+def with_splits(samples: list[Sample], data: DataSource) -> list[Sample]:
     """Keep the manifest's train/val split if it has one, else make a seeded grouped split."""
     if data.limit:
         samples = sorted(samples, key=lambda s: str(s.path))
