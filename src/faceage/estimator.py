@@ -93,7 +93,7 @@ class PhotoAnalysis:
 
     def checks(self, policy) -> list:
         """The faces as :class:`faceage.agecheck.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
-        from faceage.agecheck import checks
+        from faceage.policy import checks
 
         return checks(self.scores, policy, [tuple(int(v) for v in f.box) for f in self.faces], self.model)
 
@@ -223,12 +223,12 @@ class AgeEstimator:
 
     def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
         """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""
-        from faceage.agecheck import checks
+        from faceage.policy import checks
 
         return checks(self.score_aligned(crops), self._policy(over, policy), model=self.model_path.name)
 
     def _policy(self, over: int, policy):
-        from faceage.agecheck import NoPolicyError, policy_for
+        from faceage.policy import NoPolicyError, policy_for
 
         if policy is None:
             return policy_for(self.record, over)

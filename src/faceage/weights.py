@@ -26,7 +26,7 @@ from faceage.nets.spec import ModelSpec
 from faceage.options import number_problem
 
 if TYPE_CHECKING:
-    from faceage.agecheck import AgeCheckPolicy
+    from faceage.policy import AgeCheckPolicy
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -136,7 +136,7 @@ class ModelRecord:
     logit_bias: tuple[float, ...] | None = None
     scoring: Scoring = field(default_factory=Scoring)
     # age-check policies by threshold ("over 18": calibration of p_over + pass threshold, with the validation
-    # figures behind them; faceage.agecheck); records written before them load with none
+    # figures behind them; faceage.policy); records written before them load with none
     age_checks: dict[int, "AgeCheckPolicy"] = field(default_factory=dict)
 
     @property
@@ -217,7 +217,7 @@ class ModelRecord:
 
 
 def _age_checks(value, model: ModelSpec) -> dict:
-    from faceage.agecheck import check_policies
+    from faceage.policy import check_policies
 
     try:
         return check_policies(value, model.num_classes)

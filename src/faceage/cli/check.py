@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                   f"aged {policy.band[0]}-{policy.band[1]} passed: {100 * band['share']:.1f}% of {band['n']} "
                   f"(95% upper bound {100 * upper:.1f}%{short})", file=sys.stderr)
             return policy
-        from faceage.agecheck import policy_for
+        from faceage.policy import policy_for
 
         return policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
 

@@ -393,7 +393,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
         max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
     ):
-        from faceage.agecheck import policy_for
+        from faceage.policy import policy_for
 
         policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
 
