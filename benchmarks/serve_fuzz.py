@@ -10,7 +10,8 @@ dimensions; plus a few specials (empty, pixel bombs, an over-the-limit body).
 Specials include thin and extreme-aspect images (8x2000 random, 10x10000, 8x4300,
 50000x12, 1x50,000,000 px) and shapes just inside the server's aspect limit.
 
-1. Decode path: every case goes straight into ``faceage.serve.upload.decode_image`` in a
+1. Decode path: every case goes through the server's two decoding calls (``faceage.serve.upload.open_upload``,
+   then ``faceage.imageio.decode_opened``) in a
    child process watched by this one: a Python exception other than a 4xx error is a
    crash, a dead child a native crash, no answer within ``--hang-s`` a hang.
 2. Detection on thin shapes: the thin and extreme-aspect images, decoded without the
@@ -211,7 +212,8 @@ def _decode_child(conn, cases_file: str, start: int, max_pixels: int, detect: bo
     from faceage.errors import FaceageError
     from faceage.serve.app import DEFAULT_MAX_ASPECT
     from faceage.serve.errors import status_of
-    from faceage.serve.upload import decode_image
+    from faceage.imageio import decode_opened
+    from faceage.serve.upload import open_upload
 
     warnings.simplefilter("ignore")  # Pillow warns about every corrupt EXIF/TIFF tag
     estimator = None
@@ -225,7 +227,9 @@ def _decode_child(conn, cases_file: str, start: int, max_pixels: int, detect: bo
         conn.send(("start", i))
         t0 = time.perf_counter()
         try:
-            img = decode_image(cases[i][1], max_pixels=max_pixels, max_aspect=None if detect else DEFAULT_MAX_ASPECT)
+            aspect = None if detect else DEFAULT_MAX_ASPECT  # the server's calls, in its order (app.answer_upload)
+            opened = open_upload(cases[i][1], max_pixels=max_pixels, max_aspect=aspect)
+            img = decode_opened(opened, name="upload", max_pixels=max_pixels, max_aspect=aspect)
             outcome = ("ok", 200, f"{img.shape[1]}x{img.shape[0]}")
             if estimator is not None:
                 outcome = ("ok", 200, f"{len(estimator.predict(img))} faces")
@@ -485,7 +489,7 @@ def markdown(r: dict) -> str:
         f"(some behind a real magic number), {r['case_kinds'].get('special', 0)} specials (empty, pixel bombs, "
         "an 11 MB body). Pillow " + r["machine"]["pillow"] + ".",
         "",
-        "## Decode path (`faceage.serve.upload.decode_image`, in a watched child process)",
+        "## Decode path (`open_upload` + `decode_opened`, as the server calls them, in a watched child process)",
         "",
         "| cases | decoded | rejected 4xx | crashes | native crashes | hangs | decode p50 / p99 / max (ms) |",
         "|---:|---:|---:|---:|---:|---:|---:|",

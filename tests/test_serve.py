@@ -36,6 +36,17 @@ MAX_PIXELS = 4_000_000
 FACE_KEYS = {"box", "eyes", "age", "age_interval", "score", "fallback"}
 
 
+
+def decode_image(data: bytes, *, max_pixels: int = 50_000_000, max_aspect: float | None = None,
+                 content_type: str | None = None):
+    """An upload decoded by the server's two calls, in its order (``app.answer_upload``: open the header,
+    reserve, decode)."""
+    from faceage.imageio import decode_opened
+    from faceage.serve.upload import open_upload
+
+    img = open_upload(data, content_type=content_type, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
+    return decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
+
 def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
     from faceage.nets.model import create_model
@@ -220,8 +231,6 @@ def test_cpu_bomb_headers_are_rejected_fast():
 
     from faceage.errors import ImageError
     from faceage.serve.errors import status_of
-    from faceage.serve.upload import decode_image
-
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * (2 * 1024 * 1024)  # garbage where markers should be
     chunk = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
     png = encode(np.zeros((4, 4, 3), np.uint8), "PNG")
@@ -491,7 +500,6 @@ FUZZ_INPUT = st.one_of(st.binary(max_size=512), mutated_images())
 def test_fuzz_decode_path_raises_only_client_errors(data, content_type):
     from faceage.errors import FaceageError
     from faceage.serve.errors import status_of
-    from faceage.serve.upload import decode_image
 
     try:
         img = decode_image(data, max_pixels=MAX_PIXELS, max_aspect=20, content_type=content_type)

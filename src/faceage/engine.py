@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Iterable, Iterator
 
 from faceage.errors import FaceageError
-from faceage.estimator import FACE_FIELDS, AgeEstimator, FaceAge
+from faceage.estimator import AgeEstimator
 from faceage.imageio import NamedBytes
 from faceage.options import FaceOptions
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
@@ -139,18 +139,6 @@ def failure(path: str, exc: Exception) -> tuple[str, str]:
     if isinstance(exc, FaceageError):
         return str(exc), exc.code
     return f"{path}: {one_line(exc)}", NATIVE_CODE if native_failure(exc) else UNEXPECTED_CODE
-
-
-def row_faces(rows: list[dict]) -> list[FaceAge]:
-    """The faces of one photo's rows (none for an error or a photo without a face)."""
-    return [FaceAge.from_dict(r) for r in rows if r["face"] is not None]
-
-
-def face_dicts(rows: list[dict]) -> list[dict]:
-    """The faces of one photo's rows as ``predict --json`` and the API give them (a face without an age
-    keeps its ``error`` and ``code``)."""
-    return [{k: r[k] for k in FACE_FIELDS} | ({"error": r["error"], "code": r["code"]} if r["error"] else {})
-            for r in rows if r["face"] is not None]
 
 
 def predict_many(options: PredictOptions, sources: Iterable, paths: Iterable[str]) -> list[dict]:

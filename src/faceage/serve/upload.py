@@ -15,13 +15,12 @@ server can check the image's size and budget its decoded bytes before decoding.
 from __future__ import annotations
 
 import anyio
-import numpy as np
 from PIL import Image
 from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from faceage.errors import ImageError
-from faceage.imageio import DEFAULT_MAX_PIXELS, MB, SUPPORTED_TEXT, check_size, decode_opened, open_image
+from faceage.imageio import MB, SUPPORTED_TEXT, check_size, open_image
 from faceage.serve.errors import ApiError
 from faceage.serve.limits import BodyHold
 
@@ -56,14 +55,6 @@ def open_upload(data: bytes, *, content_type: str | None = None, name: str = "up
         img.close()
         raise
     return img
-
-
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect: float | None = None,
-                 content_type: str | None = None, name: str = "upload") -> np.ndarray:
-    """Decode uploaded bytes to an ``HxWx3`` uint8 RGB array, or raise a client error (a
-    :class:`~faceage.errors.FaceageError` whose code maps to a 4xx); the fuzz tests hold it to that."""
-    img = open_upload(data, content_type=content_type, name=name, max_pixels=max_pixels, max_aspect=max_aspect)
-    return decode_opened(img, name=name, max_pixels=max_pixels, max_aspect=max_aspect)
 
 
 def _too_large(max_upload: int, n: int | None = None) -> ApiError:
