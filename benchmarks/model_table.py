@@ -1,12 +1,12 @@
 """Parameters and multiply-adds of every model variant and input size (the README's table).
 
-    python benchmarks/model_table.py --write      # docs/benchmarks/model_table.{json,md}
+    python -m benchmarks.model_table --write      # docs/benchmarks/model_table.{json,md}
 """
 from __future__ import annotations
 
 import argparse
 
-from _common import add_output_arguments, markdown_table, parse_args, write_results
+from benchmarks._common import add_output_arguments, markdown_table, parse_args, write_results
 
 from faceage.nets.model import count_macs, count_params, create_model
 from faceage.nets.spec import ARCHS, FIXED_ARCHS, STAGE_CHANNELS

@@ -9,7 +9,7 @@ of them; ``faceage.train.augment.old_photo``) and in grey (the augmentation's lu
 Per model and age band (``faceage.metrics.AGE_BANDS``): the mean shift of the predicted age
 (styled - as it is). Needs PyTorch.
 
-    python benchmarks/photo_style.py --models fast accurate --write
+    python -m benchmarks.photo_style --models fast accurate --write
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import argparse
 from dataclasses import replace
 
 import numpy as np
-from _common import add_output_arguments, machine, markdown_table, parse_args, write_results
+from benchmarks._common import add_output_arguments, machine, markdown_table, parse_args, write_results
 
 
 def styled(crops: np.ndarray, augment_cfg, scale: float, seed: int) -> dict[str, np.ndarray]:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     n_band = {b: int(((ages >= lo) & (ages <= hi)).sum()) for b, (lo, hi) in BANDS.items()}
     head = (f"# Photo style: mean shift of the predicted age (years, styled - as it is)\n\n{len(rows)} "
             f"{a.dataset} validation faces of {a.config} (seed {a.seed}); old print at {a.scale} of the resolution. "
-            f"Machine: {machine()}. Command: `python benchmarks/photo_style.py --models {' '.join(a.models)} "
+            f"Machine: {machine()}. Command: `python -m benchmarks.photo_style --models {' '.join(a.models)} "
             f"--config {a.config} --dataset {a.dataset} --n {a.n} --scale {a.scale}`\n\n")
     md = head + markdown_table(["model", "style", "all", *(f"{b} (n {n_band[b]})" for b in BANDS)], table)
     write_results("photo_style", {"config": a.config, "dataset": a.dataset, "n": len(rows), "scale": a.scale,

@@ -1,8 +1,8 @@
 """Where the time goes: each stage of the whole pipeline, per photo class, for the bundled models (issue 31).
 
-    python benchmarks/profile.py                     # prints the table; JSON and Markdown in a temporary folder
-    python benchmarks/profile.py --write             # -> docs/benchmarks/profile.{json,md}
-    python benchmarks/profile.py --n 5 --classes crops portraits --models fast   # a quick look
+    python -m benchmarks.profile                     # prints the table; JSON and Markdown in a temporary folder
+    python -m benchmarks.profile --write             # -> docs/benchmarks/profile.{json,md}
+    python -m benchmarks.profile --n 5 --classes crops portraits --models fast   # a quick look
 
 Photo classes: UTKFace 200-px face crops and FG-NET portraits (``../shared/data``), 12 MP
 photos of one face and 12 MP group photos of 15-20 faces (``benchmarks/large_photos.py``,
@@ -38,7 +38,7 @@ from pathlib import Path
 os.environ.setdefault("FACEAGE_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from _common import REPO, SHARED_DATA, add_output_arguments, markdown_table, parse_args, write_results  # noqa: E402
+from benchmarks._common import REPO, SHARED_DATA, add_output_arguments, markdown_table, parse_args, write_results  # noqa: E402
 
 STAGES = ("decode", "enlarge", "detection", "landmarks", "align", "preprocess", "network", "scoring", "other")
 CLASSES = ("crops", "portraits", "12mp-one", "12mp-group")
@@ -103,8 +103,7 @@ def instrument(est, stages: Stages) -> None:
 
 def photo_sets(args) -> dict[str, list[Path]]:
     """The photos of each class asked for."""
-    import large_photos
-
+    from benchmarks import large_photos
     utk = sorted((SHARED_DATA / "utkface").glob("*.jpg"))[:: max(1, 20_000 // max(args.n, 1))][: args.n]
     sets = {"crops": utk,
             "portraits": sorted(p for p in (SHARED_DATA / "fgnet").rglob("*") if p.suffix.lower() == ".jpg")[: args.n]}
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = photo_sets(args)
     if not sets:
         sys.exit(f"no photos found under {SHARED_DATA}")
-    res = {"benchmark": "profile", "command": "python benchmarks/profile.py " + " ".join(argv or sys.argv[1:]),
+    res = {"benchmark": "profile", "command": "python -m benchmarks.profile " + " ".join(argv or sys.argv[1:]),
            "cpu": cpu(), "note": args.note, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
            "rows": [r for m in args.models for r in profile(m, sets, args.warmup)]}
     write_results("profile", res, markdown(res), args.out)

@@ -34,11 +34,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from _serve import Server, free_port, pick_model, rss_mb
+from benchmarks._serve import Server, free_port, pick_model, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import hostile_videos as hv  # noqa: E402
+from scripts import hostile_videos as hv  # noqa: E402
 
 IDLE_S = 5.0
 MB = 1024 * 1024
@@ -438,7 +437,7 @@ def run_attacks(args, argv) -> int:
         old = {r["attack"]: r for r in json.loads(earlier.read_text())["results"]}
         results = [ran.get(name) or old[name] for name, _ in attacks if name in ran or name in old]
     report = {"benchmark": "serve_attacks",
-              "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model_note": model_note, "idle_wait_s": IDLE_S, "results": results,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "note": "CPU shared with other jobs while measured"}}
@@ -477,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     """The same run as ``serve_load.py --attacks``."""
     import argparse
 
-    from _common import add_output_arguments, parse_args
+    from benchmarks._common import add_output_arguments, parse_args
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")

@@ -22,8 +22,8 @@ Specials include thin and extreme-aspect images (8x2000 random, 10x10000, 8x4300
    transport errors, hangs (no answer within ``--hang-s``), server alive afterwards.
    ``--server-cnn`` runs that server with ``--cnn``.
 
-    python benchmarks/serve_fuzz.py                       # 10,000 cases, both phases
-    python benchmarks/serve_fuzz.py --cases 500 --out /tmp/bench
+    python -m benchmarks.serve_fuzz                       # 10,000 cases, both phases
+    python -m benchmarks.serve_fuzz --cases 500 --out /tmp/bench
 
 Writes docs/benchmarks/serve_fuzz.{json,md}; failing inputs go to --failures.
 """
@@ -49,10 +49,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import Server, free_port, pick_model, rss_mb  # noqa: E402
-from serve_load import DEFAULT_PHOTOS  # noqa: E402
-from _common import add_output_arguments, parse_args
+from benchmarks._serve import Server, free_port, pick_model, rss_mb  # noqa: E402
+from benchmarks.serve_load import DEFAULT_PHOTOS  # noqa: E402
+from benchmarks._common import add_output_arguments, parse_args
 
 MAGICS = [b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"BM",
           b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\x00\x00\x00\x00WEBPVP8L",
@@ -456,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "serve_fuzz",
-        "command": "python benchmarks/serve_fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.serve_fuzz " + " ".join(argv if argv is not None else sys.argv[1:]),
         "cases": len(cases),
         "case_kinds": dict(kinds),
         "seed_images": n_seeds,

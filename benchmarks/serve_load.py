@@ -6,10 +6,10 @@ then runs ``--clients`` threads, each with its own keep-alive connection, sendin
 (any non-200 or transport error); reports throughput, latency percentiles and the
 server's RSS before and after (and along the way), to JSON + Markdown.
 
-    python benchmarks/serve_load.py                        # 8 clients x 500 requests
-    python benchmarks/serve_load.py --requests 50 --out /tmp/bench
-    python benchmarks/serve_load.py --model runs/cpu/best.safetensors
-    python benchmarks/serve_load.py --attacks              # the resource table of docs/serve.md
+    python -m benchmarks.serve_load                        # 8 clients x 500 requests
+    python -m benchmarks.serve_load --requests 50 --out /tmp/bench
+    python -m benchmarks.serve_load --model runs/cpu/best.safetensors
+    python -m benchmarks.serve_load --attacks              # the resource table of docs/serve.md
 
 ``--attacks`` runs, against a fresh server each: 4 concurrent worst-case uploads (the
 largest image the decoded-size budget accepts, and the 97 KB 1 x 50,000,000 px PNG), 32
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _serve import Server, free_port, pick_model, rss_mb  # the server under test
-from _common import add_output_arguments, parse_args
+from benchmarks._serve import Server, free_port, pick_model, rss_mb  # the server under test
+from benchmarks._common import add_output_arguments, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT / ".." / "shared" / "data" / "fgnet" / "images"
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --attacks: only the attacks whose names contain one of these (comma-separated)")
     args = parse_args(ap, argv)
     if args.attacks:
-        from serve_attacks import run_attacks
+        from benchmarks.serve_attacks import run_attacks
 
         return run_attacks(args, argv)
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     total = len(flat)
     report = {
         "benchmark": "serve_load",
-        "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
         "clients": args.clients,
         "requests_per_client": args.requests,
         "requests": total,

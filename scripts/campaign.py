@@ -4,8 +4,8 @@ A run folder under docs/runs/ is committed with its config, curves and ONE compa
 (``campaign.pt``: weights in fp16, Adam's second moments in bf16 for their range, everything else
 as is), replaced at every pack. Each sitting:
 
-    python scripts/campaign.py run docs/runs/accurate --hours 2     # unpack, resume, stop, pack
-    python scripts/campaign.py report docs/runs/accurate --against fast --write   # where the tails stand
+    python -m scripts.campaign run docs/runs/accurate --hours 2     # unpack, resume, stop, pack
+    python -m scripts.campaign report docs/runs/accurate --against fast --write   # where the tails stand
     git add docs/runs/accurate && git commit -m "accurate campaign: epochs A-B"
 
 ``run`` restores ``last.pt`` from ``campaign.pt`` when the folder has none, resumes training
@@ -163,7 +163,7 @@ def report(run: Path, against: list[str], write: bool) -> int:
     head = ["model", "data", "estimate", "MAE", "MAE 13-17"] + [f"bias {b}" for b in BANDS] + \
         ["adults 25+ passed, over-18 on the point age at 2% of 13-17"]
     lines = [f"Validation rows of {run} (best epoch so far, {epochs} epochs done): "
-             f"`python scripts/campaign.py report {run} {' '.join('--against ' + a for a in against)}`. "
+             f"`python -m scripts.campaign report {run} {' '.join('--against ' + a for a in against)}`. "
              f"An unfinished run's weights are scored before their prior correction (it is measured once, when "
              f"training ends), the other models with theirs.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -1,7 +1,7 @@
 """Check ``faceage predict --json`` output (read from standard input) against tests/data/golden.json.
 
 CI pipes an installed wheel's output through it, so it needs nothing but the standard library:
-    faceage predict tests/data/obama.jpg --json | python scripts/check_golden_json.py
+    faceage predict tests/data/obama.jpg --json | python -m scripts.check_golden_json
 Each image's faces must match the ONNX golden entry of the model named by ``--model`` (default: the
 default model): the same count, boxes within 2 px and ages within 0.1 years (the tolerances of
 tests/test_golden.py). Exit status 1 on any difference.
@@ -44,7 +44,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="example: faceage predict tests/data/obama.jpg --json | "
-                                        "python scripts/check_golden_json.py")
+                                        "python -m scripts.check_golden_json")
     ap.add_argument("--model", help="the bundled model the output came from (default: the default model, as "
                                     "golden.json records it)")
     a = ap.parse_args()

@@ -6,10 +6,10 @@ give a different split. Its split is rebuilt here from today's crops without the
 earlier preparation missed (they are the difference between `docs/prepare/utkface/report.json`'s
 no-face list and today's `report.json`): that gives 4,738 UTKFace validation rows, the count `fast`'s
 model card reports. A model trained on another split is compared with ``fast`` on the rows both kept
-out (``python scripts/model_card_numbers.py --only-rows docs/model-card/fast-val-rows.txt``).
+out (``python -m scripts.model_card_numbers --only-rows docs/model-card/fast-val-rows.txt``).
 
-    python scripts/fast_val_rows.py            # prints the counts
-    python scripts/fast_val_rows.py --write    # writes docs/model-card/fast-val-rows.txt
+    python -m scripts.fast_val_rows            # prints the counts
+    python -m scripts.fast_val_rows --write    # writes docs/model-card/fast-val-rows.txt
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ committed public-domain photos, on both backends (``{"default": name, "models": 
 
 Run it after an intended change of a bundled model or of the face front end, look at the diff, and
 commit it with the change; tests/test_golden.py then pins every later change against it.
-    python scripts/golden.py            # prints what differs from the committed file
-    python scripts/golden.py --write    # rewrites tests/data/golden.json
+    python -m scripts.golden            # prints what differs from the committed file
+    python -m scripts.golden --write    # rewrites tests/data/golden.json
 """
 from __future__ import annotations
 

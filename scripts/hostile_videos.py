@@ -1,6 +1,6 @@
 """Hostile test clips for the video limits (tests/test_serve_limits.py, benchmarks/serve_attacks.py).
 
-    python scripts/hostile_videos.py --out /tmp/clips
+    python -m scripts.hostile_videos --out /tmp/clips
 
 Each clip is Matroska holding MJPEG frames muxed by hand, so that what the container declares
 and what the frames are can disagree:

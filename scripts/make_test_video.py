@@ -1,7 +1,7 @@
 """A reproducible test video: FG-NET faces of different people (known ages) moving, scaling and
 briefly crossing over a synthetic background, written with faceage's own video writer.
 
-    python scripts/make_test_video.py --out /tmp/faces.mp4 [--size 1280x720] [--frames 300]
+    python -m scripts.make_test_video --out /tmp/faces.mp4 [--size 1280x720] [--frames 300]
 
 Writes the video and ``<out>.truth.json``: per person the FG-NET file, true age and the
 face box in every frame. Person 1 walks right, person 2 walks left and passes in front

@@ -8,7 +8,7 @@ the whole pipeline on the raw photos (never trained on). Per set: MAE, CS(5), bi
 coverage; UTKFace also by gender and race (from its file names). Writes OUT/numbers.json, one
 report folder per model and set (report.json, predictions.csv, plots) and prints Markdown tables.
 
-    python scripts/model_card_numbers.py --config configs/default-model-v2.yaml \
+    python -m scripts.model_card_numbers --config configs/default-model-v2.yaml \
         v1=docs/runs/default-model/best.safetensors v2=src/faceage/models/default.safetensors
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ from faceage.data.importers import import_dataset, utkface_groups
 from faceage.evaluate import evaluate, write_report
 from faceage.train.config import load_config
 from faceage.data.sets import crop_differences, load_samples
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
+from benchmarks._common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 def score_set(est: AgeEstimator, samples, prealigned: bool, out: Path, label: str) -> dict:
     rep = evaluate(est, samples, prealigned=prealigned, quiet=True)

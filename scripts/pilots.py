@@ -10,9 +10,9 @@ thread, batch 1, median; timed in alternating rounds) are put beside its validat
 both ends, per data set, and, where the set names FG-NET crops, its FG-NET zero-shot MAE and bias (never
 trained on) and its validation MAE without the age prior put back (``prior 0``).
 
-    python scripts/pilots.py --set face                # train what is missing, print the table
-    python scripts/pilots.py --set face --only full-150    # one candidate
-    python scripts/pilots.py --set face --write        # also write docs/runs/<the set's folder>/pilots.{md,json}
+    python -m scripts.pilots --set face                # train what is missing, print the table
+    python -m scripts.pilots --set face --only full-150    # one candidate
+    python -m scripts.pilots --set face --write        # also write docs/runs/<the set's folder>/pilots.{md,json}
 """
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def main() -> None:
             k: pilots.candidates[k][1] for k in names}, "rows": rows}, indent=2))
         tests = "\n".join(f"- `{k}`: {pilots.candidates[k][0]}" for k in names)
         (out / "pilots.md").write_text(
-            f"# {pilots.title}\n\n`python scripts/pilots.py --set {a.set} --write` (config `{config}`: "
+            f"# {pilots.title}\n\n`python -m scripts.pilots --set {a.set} --write` (config `{config}`: "
             f"{pilots.how}, on the same 4,000 photos of the two data sets together (about 2,000 each, each data set "
             f"split 7:2 on its own); MAE and bias on the held-out part; val MAE prior 0: before the age prior is "
             f"put back; ms/face: the network alone, ONNX Runtime, one thread, batch 1; x fast: against the fast "

@@ -1,7 +1,7 @@
 """docs/img/predict_fgnet.png: `faceage predict`'s annotated output on a few FG-NET photos, side by side,
 each with its true age (from the FG-NET file name) written below.
 
-    python scripts/predict_figure.py [--data ../shared/data/fgnet] [--write | --out DIR] [FILE ...]
+    python -m scripts.predict_figure [--data ../shared/data/fgnet] [--write | --out DIR] [FILE ...]
 """
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from faceage import AgeEstimator
 from faceage.annotate import annotate
 from faceage.imageio import load_image
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
+from benchmarks._common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 DEFAULT_FILES = ("009A05.JPG", "008A17.JPG", "029A33.JPG", "007A45.JPG", "003A61.JPG")
 HEIGHT, CAPTION = 300, 26

@@ -1,7 +1,7 @@
 """docs/img/video_strip.png and docs/img/video.gif: `faceage video`'s annotated output on the test
 video of scripts/make_test_video.py (three FG-NET people; their true ages written under the strip).
 
-    python scripts/video_figures.py [--every 5] [--write | --out DIR]
+    python -m scripts.video_figures [--every 5] [--write | --out DIR]
 """
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from make_test_video import make_test_video
+from scripts.make_test_video import make_test_video
 
 from faceage import AgeEstimator
 from faceage.video.draw import draw_tracks
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
+from benchmarks._common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 STRIP_FRAMES = (40, 120, 150, 180, 280)  # before, at and after the crossing (t = 150 of 300)
 

@@ -9,7 +9,7 @@ with the lowest pooled validation MAE among those no worse than the start model 
 (none: the fine-tuned model alone). Its 80% interval is then calibrated on the same splits, and the
 weights are written with their record. Only validation data is used to choose.
 
-    python scripts/wise_ft.py --config configs/default-model-v2.yaml \
+    python -m scripts.wise_ft --config configs/default-model-v2.yaml \
         --start docs/runs/default-model/best.safetensors --tuned runs/default-v2c/best.safetensors \
         --out runs/default-v2-wise
 """

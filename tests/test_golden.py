@@ -1,6 +1,6 @@
 """Each bundled model's outputs pinned on committed public-domain photos (runs on a fresh clone).
 
-Regenerate tests/data/golden.json with ``python scripts/golden.py --write`` only for an intended change of
+Regenerate tests/data/golden.json with ``python -m scripts.golden --write`` only for an intended change of
 a model or the face front end, and say so in the commit."""
 import json
 from pathlib import Path
@@ -20,8 +20,8 @@ BOX_PX, AGE_YEARS = 2, 0.1
 
 
 def test_every_bundled_model_has_goldens():
-    assert sorted(GOLDEN) == sorted(list_models()), "run python scripts/golden.py --write for a new model"
-    assert GOLDEN_FILE["default"] == DEFAULT, "the default model changed: run python scripts/golden.py --write"
+    assert sorted(GOLDEN) == sorted(list_models()), "run python -m scripts.golden --write for a new model"
+    assert GOLDEN_FILE["default"] == DEFAULT, "the default model changed: run python -m scripts.golden --write"
 
 
 @pytest.mark.parametrize("model", list_models())
@@ -30,7 +30,7 @@ def test_bundled_model_matches_golden_outputs(model, backend):
     import hashlib
 
     digest = hashlib.sha256(locate(model, backend).read_bytes()).hexdigest()[:16]
-    assert digest == GOLDEN[model]["model"][backend], f"the bundled model {model} changed: run python scripts/golden.py"
+    assert digest == GOLDEN[model]["model"][backend], f"the bundled model {model} changed: run python -m scripts.golden"
     est = AgeEstimator(model, backend=backend)
     for name, want in GOLDEN[model]["faces"][backend].items():
         got = est.predict(DATA / name)

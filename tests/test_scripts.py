@@ -1,5 +1,6 @@
-"""Every script and benchmark honours --help: it prints its usage and exits 0 without running anything, writing
-any file, or touching .git."""
+"""Every script and benchmark honours --help (run as the docs run it, ``python -m scripts.NAME``): it prints its
+usage and exits 0 without running anything, writing any file, or touching .git; and none of them reaches
+another by editing ``sys.path``."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,9 @@ def _tree_state() -> dict[str, float]:
 
 
 def _help(script: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
+    """``python -m FOLDER.NAME --help`` from the repository root, as the docs run them."""
+    module = ".".join(script.relative_to(ROOT).with_suffix("").parts)
+    return subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
 
 
@@ -44,3 +47,11 @@ def test_every_script_and_benchmark_honours_help():
 def test_tracked_results_are_written_only_with_write(script):
     r = _help(ROOT / script)
     assert "--write" in r.stdout
+
+
+def test_no_script_benchmark_or_test_edits_sys_path():
+    """scripts/, benchmarks/ and tests/ import each other as packages (``from scripts import hostile_videos``)."""
+    edit = "sys.path." + "insert"  # spelled in two parts, so that this file does not count itself
+    offenders = [str(p.relative_to(ROOT)) for folder in ("scripts", "benchmarks", "tests")
+                 for p in (ROOT / folder).rglob("*.py") if edit in p.read_text()]
+    assert offenders == []

@@ -23,8 +23,7 @@ pytest.importorskip("av")
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import hostile_videos as hv  # noqa: E402
+from scripts import hostile_videos as hv  # noqa: E402
 
 from faceage.video.io import VideoLimitError, VideoReader  # noqa: E402
 

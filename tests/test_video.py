@@ -22,8 +22,7 @@ from faceage.video.fusion import Fusion, frame_weight  # noqa: E402
 from faceage.video.io import VideoError, VideoReader, VideoWarning, VideoWriter, container_format  # noqa: E402
 from faceage.video.track import Tracker  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import make_test_video as mtv  # noqa: E402
+from scripts import make_test_video as mtv  # noqa: E402
 
 FGNET = SHARED_DATA / "fgnet" / "images"
 

@@ -47,7 +47,7 @@ MODELS: dict[str, BundledModel] = {
         "fast", "fast",
         "MA-SFV2 0.5x at 112 px, trained on UTKFace + All-Age-Faces (model card: version 2)",
         {"UTKFace val MAE": 5.12, "AAF val MAE": 7.27, "FG-NET zero-shot MAE": 6.45},
-        "python scripts/model_card_numbers.py --config configs/default-model-v2.yaml "
+        "python -m scripts.model_card_numbers --config configs/default-model-v2.yaml "
         "v2=src/faceage/models/fast.safetensors",
         0.75, "faceage models --time: the middle of three runs on the idle 2-core machine"),
     "accurate": BundledModel(
@@ -55,7 +55,7 @@ MODELS: dict[str, BundledModel] = {
         "dlib's face-recognition ResNet (public domain, pretrained on about 3 million faces) fine-tuned for age "
         "on UTKFace + All-Age-Faces, at 150 px (model card: accurate)",
         {"UTKFace val MAE": 4.81, "AAF val MAE": 5.01, "FG-NET zero-shot MAE": 4.94},
-        "python scripts/model_card_numbers.py --config configs/accurate-face.yaml --only-rows "
+        "python -m scripts.model_card_numbers --config configs/accurate-face.yaml --only-rows "
         "docs/model-card/fast-val-rows.txt fast=fast accurate=accurate",
         3.59, "faceage models --time: the middle of three runs on the idle 2-core machine"),
 }
