@@ -92,7 +92,9 @@ def default_allowed_hosts(bind: str) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------ schemas
-class Face(BaseModel):
+class EstimateFace(BaseModel):
+    """One face of an /v1/estimate answer (the JSON of faceage.estimator.FaceAge)."""
+
     box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
     eyes: list[list[float]] = Field(description="eye centres [[x, y], [x, y]], image-left eye first")
     age: float | None = Field(description="estimated age in years (null only with an error)")
@@ -105,7 +107,7 @@ class Face(BaseModel):
 
 
 class EstimateResponse(BaseModel):
-    faces: list[Face] = Field(description="faces, largest first; [] when none is found")
+    faces: list[EstimateFace] = Field(description="faces, largest first; [] when none is found")
     width: int = Field(description="image width in pixels (after EXIF rotation)")
     height: int = Field(description="image height in pixels (after EXIF rotation)")
     model: str = Field(description="name of the model that answered (see GET /v1/model)")
