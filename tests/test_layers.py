@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INFERENCE = ("faceage.runtime", "faceage.estimator", "faceage.serve", "faceage.engine", "faceage.batch",
              "faceage.video", "faceage.face", "faceage.preprocess", "faceage.scoring", "faceage.weights",
              "faceage.integrations", "faceage.cli.predict", "faceage.cli.serve", "faceage.cli.video", "faceage.walk",
-             "faceage.imageio", "faceage.digest", "faceage.policy")
+             "faceage.imageio", "faceage.sniff", "faceage.digest", "faceage.policy")
 TRAINING = ("faceage.train", "faceage.data.sets", "faceage.data.cache")
 
 
