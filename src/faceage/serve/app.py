@@ -14,8 +14,8 @@ The other jobs live next to this module: reading and decoding uploads
 (:mod:`faceage.serve.upload`), what a request may cost (:mod:`faceage.serve.limits`:
 bodies read before a slot is taken, under a body-bytes budget; request slots, separate for
 video; a decoded-bytes budget; slow-client timeouts; a connection cap; allowed hosts;
-stopping on SIGTERM) and error codes -> HTTP statuses
-(:mod:`faceage.serve.errors`). Decoding and inference run in worker threads, never on
+stopping on SIGTERM), the documented shapes (:mod:`faceage.serve.schemas`) and error codes ->
+HTTP statuses (:mod:`faceage.serve.errors`). Decoding and inference run in worker threads, never on
 the event loop. Every error is JSON ``{"detail": message, "code": word}``.
 """
 from __future__ import annotations
@@ -35,15 +35,15 @@ import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 
 import faceage
 from faceage.estimator import AgeEstimator
 from faceage.options import FaceOptions
-from faceage.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, SUPPORTED_TEXT, decode_opened, working_bytes
-from faceage.serve.errors import ApiError, ErrorResponse, install_error_handlers
+from faceage.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, decode_opened, working_bytes
+from faceage.serve.errors import ApiError, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck, Lanes,
                                   MemoryBudget, SecurityHeaders, client_key, release_memory, shutdown_event)
+from faceage.serve.schemas import ERRORS, REQUEST_BODY, CheckResponse, EstimateResponse, Health
 from faceage.serve.upload import open_upload, read_upload
 
 DEFAULT_MAX_UPLOAD = 10 * MB
@@ -89,94 +89,6 @@ def default_concurrency() -> int:
 def default_allowed_hosts(bind: str) -> list[str] | None:
     """Host names answered by default: the loopback names for a loopback bind (DNS rebinding), any otherwise."""
     return list(LOOPBACK_HOSTS) if bind in LOOPBACK_HOSTS else None
-
-
-# ------------------------------------------------------------------------------------ schemas
-class EstimateFace(BaseModel):
-    """One face of an /v1/estimate answer (the JSON of faceage.estimator.FaceAge)."""
-
-    box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
-    eyes: list[list[float]] = Field(description="eye centres [[x, y], [x, y]], image-left eye first")
-    age: float | None = Field(description="estimated age in years (null only with an error)")
-    age_interval: list[float] | None = Field(description="80% interval of the predicted age distribution")
-    score: float = Field(description="detector confidence (0 for a fallback crop)")
-    fallback: bool = Field(description="true: no face was found and a centre crop was scored")
-    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
-                                                "were NaN or infinite)")
-    code: str | None = Field(None, description="only with error: bad_model_output")
-
-
-class EstimateResponse(BaseModel):
-    faces: list[EstimateFace] = Field(description="faces, largest first; [] when none is found")
-    width: int = Field(description="image width in pixels (after EXIF rotation)")
-    height: int = Field(description="image height in pixels (after EXIF rotation)")
-    model: str = Field(description="name of the model that answered (see GET /v1/model)")
-    elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
-
-
-class CheckFace(BaseModel):
-    box: list[int] = Field(description="left, top, right, bottom in image pixels (after EXIF rotation)")
-    age: float | None = Field(description="estimated age in years (null only with an error)")
-    p_over: float | None = Field(description="calibrated probability that the person is at least `over` "
-                                             "(null only with an error)")
-    decision: str = Field(description="'pass' (p_over reaches the policy's threshold) or 'refer' (check an ID; "
-                                      "always for a face with an error)")
-    error: str | None = Field(None, description="only on a face without an age: why (the model's outputs "
-                                                "were NaN or infinite)")
-    code: str | None = Field(None, description="only with error: bad_model_output")
-
-
-class CheckPolicy(BaseModel):
-    over: int = Field(description="the age checked")
-    threshold: float = Field(description="a face passes when its p_over reaches this")
-    logit_threshold: float = Field(description="the same threshold on the uncalibrated log-odds")
-    max_share: float = Field(description="at most this share of validation faces aged band[0]..band[1] passed")
-    band: list[int] = Field(description="the ages just under the threshold whose pass rate the policy bounds")
-    calibration: str = Field(description="how p_over was calibrated (platt or isotonic)")
-
-
-class CheckResponse(BaseModel):
-    faces: list[CheckFace] = Field(description="faces, largest first; [] when none is found (nobody passes)")
-    policy: CheckPolicy
-    width: int = Field(description="image width in pixels (after EXIF rotation)")
-    height: int = Field(description="image height in pixels (after EXIF rotation)")
-    model: str = Field(description="name of the model that answered (see GET /v1/model)")
-    elapsed_ms: float = Field(description="decoding + detection + inference time, milliseconds")
-
-
-class Health(BaseModel):
-    status: str
-    model: str
-
-
-_ERRORS = {
-    400: {"model": ErrorResponse, "description": "empty body, malformed multipart or bad header"},
-    408: {"model": ErrorResponse, "description": "the upload did not arrive within the body timeout"},
-    413: {"model": ErrorResponse, "description": "upload over the byte limit, image over the pixel limit or "
-                                                 "over the decoded-size limit"},
-    415: {"model": ErrorResponse, "description": "not an image type this server decodes"},
-    422: {"model": ErrorResponse, "description": "not an image, a corrupt/truncated image, an image too thin "
-                                                 "to hold a face, a bad query option, or (/v1/check) an age "
-                                                 "the model has no policy for (code no_policy)"},
-    503: {"model": ErrorResponse, "description": "busy: no slot within the queue timeout; retry"},
-}
-
-_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
-_REQUEST_BODY = {
-    "required": True,
-    "description": (f"The photo ({SUPPORTED_TEXT}): either multipart/form-data with a file field named "
-                    "'file', or the raw image bytes as the body."),
-    "content": {
-        "multipart/form-data": {
-            "schema": {"type": "object", "required": ["file"],
-                       "properties": {"file": {"type": "string", "format": "binary"}}},
-        },
-        "image/jpeg": _IMAGE_BODY,
-        "image/png": _IMAGE_BODY,
-        "image/webp": _IMAGE_BODY,
-        "application/octet-stream": _IMAGE_BODY,
-    },
-}
 
 
 # ------------------------------------------------------------------------------------ the detector
@@ -363,9 +275,9 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     app.state.shutdown = shutdown
     install_error_handlers(app)
 
-    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True, responses=_ERRORS,
+    @app.post("/v1/estimate", response_model=EstimateResponse, response_model_exclude_unset=True, responses=ERRORS,
               summary="Estimate the ages of the faces in a photo",
-              openapi_extra={"requestBody": _REQUEST_BODY})
+              openapi_extra={"requestBody": REQUEST_BODY})
     async def estimate(
         request: Request,
         largest: bool = Query(False, description="only the largest face"),
@@ -380,14 +292,14 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
 
         return await answer_upload(request, answer)
 
-    @app.post("/v1/check", response_model=CheckResponse, response_model_exclude_unset=True, responses=_ERRORS,
+    @app.post("/v1/check", response_model=CheckResponse, response_model_exclude_unset=True, responses=ERRORS,
               summary="Age check: is each face in a photo at least `over` years old? pass or refer",
               description="Each face gets the calibrated probability that the person is at least `over` "
                           "(p_over) and the decision of the model's policy for `over` ('pass' or 'refer' to an "
                           "ID check). The bundled model has policies for 13, 16, 18, 21 and 25, each chosen on "
                           "validation photos so that at most 1% of those 1-5 years under passed; measured rates "
                           "and limits: docs/age-checks.md. Upload and limits as for /v1/estimate.",
-              openapi_extra={"requestBody": _REQUEST_BODY})
+              openapi_extra={"requestBody": REQUEST_BODY})
     async def check(
         request: Request,
         over: int = Query(..., ge=1, le=100, description="the age to check, e.g. 18"),
