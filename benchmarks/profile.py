@@ -88,7 +88,7 @@ def instrument(est, stages: Stages) -> None:
     """Wrap the stage functions of ``est`` (and the modules it calls them through) once."""
     import faceage.estimator as estimator
     import faceage.face.pipeline as pipeline
-    from faceage.face.detect import DlibDetector
+    from faceage.face.dlib_detector import DlibDetector
 
     if not getattr(instrument, "done", False):
         for owner, attr, name in ((pipeline, "load_image_scaled", "decode"), (pipeline, "load_image", "decode"),

@@ -164,7 +164,7 @@ def worker_faceage_photo(a) -> dict:
         import torch
 
         torch.set_num_threads(1)
-    # a detector variant: see faceage.face.detect.DlibDetector's options
+    # a detector variant: see faceage.face.dlib_detector.DlibDetector's options
     est = AgeEstimator(model=a.file, detector_options=json.loads(a.detector_opts or "{}"))
     if hasattr(est.backend, "session"):  # one ORT thread, like the peer
         from faceage.runtime.onnx_backend import OnnxBackend

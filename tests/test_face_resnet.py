@@ -77,7 +77,7 @@ def dlib_face():
     dlib = pytest.importorskip("dlib")
     from PIL import Image
 
-    from faceage.face.detect import dlib_model_path
+    from faceage.face.dlib_detector import dlib_model_path
     from faceage.nets.dlib_format import default_path
 
     img = np.asarray(Image.open(DATA / "obama.jpg").convert("RGB"))

@@ -15,7 +15,8 @@ from PIL import Image
 from conftest import fgnet_images
 from faceage.errors import ConfigError, ImageError
 from faceage.face.align import CropSpec, align
-from faceage.face.detect import Detection, DlibDetector, _DlibModels, get_detector
+from faceage.face.detect import Detection, get_detector
+from faceage.face.dlib_detector import DlibDetector, _DlibModels
 from faceage.face.pipeline import FacePipeline
 from faceage.imageio import load_image, load_image_scaled
 
@@ -213,7 +214,7 @@ def test_thin_images_give_no_face_in_a_subprocess(w, h):
     heap abort fails this test instead of killing pytest)."""
     code = (
         "import numpy as np\n"
-        "from faceage.face.detect import DlibDetector\n"
+        "from faceage.face.dlib_detector import DlibDetector\n"
         f"img = np.random.default_rng(0).integers(0, 255, ({h}, {w}, 3), dtype=np.uint8)\n"
         "det = DlibDetector(cnn=True)\n"
         "assert det.detect(img) == []\n"

@@ -54,7 +54,7 @@ def test_annotate_gives_an_image_a_notebook_displays():
 
 
 def test_the_package_ships_its_typing_marker_licences_and_dlib_models():
-    from faceage.face.detect import DLIB_MODELS
+    from faceage.face.dlib_detector import DLIB_MODELS
 
     assert (ROOT / "src" / "faceage" / "py.typed").is_file()
     assert {p.name for p in DLIB_MODELS.glob("*.dat")} == {"shape_predictor_5_face_landmarks.dat",

@@ -123,7 +123,7 @@ class AgeEstimator:
     (four), ``"flip"`` (two) or ``"none"``; on the default model's validation split 5.13 /
     5.10 / 5.21 / 5.38 MAE.
     ``detector``: a face detector backend name (``"dlib"``) built with ``detector_options``
-    (e.g. ``{"cnn": False, "max_side": 1024}``: see :class:`faceage.face.detect.DlibDetector`),
+    (e.g. ``{"cnn": False, "max_side": 1024}``: see :class:`faceage.face.dlib_detector.DlibDetector`),
     or an object with ``detect(image)`` returning :class:`faceage.face.detect.Detection` s.
     """
 
