@@ -322,7 +322,7 @@ def run_attacks(args, argv) -> int:
 
     frame = np.asarray(Image.open(PORTRAIT).convert("RGB").resize((640, 360)))
     second = tmp / "one-second.mp4"
-    from faceage.video.io import VideoWriter
+    from faceage.video.writer import VideoWriter
 
     with VideoWriter(second, fps=240) as w:
         for i in range(240):

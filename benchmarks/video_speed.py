@@ -49,7 +49,8 @@ def main() -> None:
 
     from faceage.estimator import AgeEstimator
     from faceage.video.draw import draw_tracks
-    from faceage.video.io import VideoReader, VideoWriter
+    from faceage.video.io import VideoReader
+    from faceage.video.writer import VideoWriter
 
     est = AgeEstimator()
     load_before = os.getloadavg()[0]

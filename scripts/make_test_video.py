@@ -78,7 +78,7 @@ def make_test_video(out: str | Path, *, width: int = 1280, height: int = 720, fr
     """Write the video and its truth file; return the truth. ``rotation``: store the frames turned by
     -rotation degrees with rotation metadata saying +rotation (a phone video), so that a reader honouring
     the metadata sees the same upright frames."""
-    from faceage.video.io import VideoWriter
+    from faceage.video.writer import VideoWriter
 
     if not Path(data).is_dir():
         raise FileNotFoundError(f"{data}: FG-NET images not found (see ../shared/data/README.md)")

@@ -91,7 +91,7 @@ def test_the_video_route_skips_such_faces_with_a_warning(nan_estimator, tmp_path
     from PIL import Image
 
     from faceage.serve.app import create_app
-    from faceage.video.io import VideoWriter
+    from faceage.video.writer import VideoWriter
 
     frame = np.asarray(Image.open(PHOTO).convert("RGB").resize((320, 400)))
     clip = tmp_path / "face.mp4"

@@ -27,7 +27,7 @@ def test_readme_python_example_runs(i, tmp_path, monkeypatch):
         import numpy as np
         from PIL import Image
 
-        from faceage.video.io import VideoWriter
+        from faceage.video.writer import VideoWriter
 
         frame = np.asarray(Image.open(DATA / "obama.jpg").convert("RGB").resize((320, 240)))
         with VideoWriter(tmp_path / "clip.mp4", fps=10) as w:

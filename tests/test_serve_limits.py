@@ -318,7 +318,7 @@ def test_one_client_cannot_take_a_whole_body_budget():
 @pytest.mark.slow
 def test_sigterm_ends_a_real_server_with_a_clip_in_flight(small_model, tmp_path):
     """``faceage serve`` analysing a long clip: SIGTERM answers it 503 and the process exits."""
-    from faceage.video.io import VideoWriter
+    from faceage.video.writer import VideoWriter
 
     clip = tmp_path / "long.mp4"
     with VideoWriter(clip, fps=25) as w:

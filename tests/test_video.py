@@ -19,7 +19,8 @@ pytest.importorskip("av")
 from conftest import SHARED_DATA  # noqa: E402
 
 from faceage.video.fusion import Fusion, frame_weight  # noqa: E402
-from faceage.video.io import VideoError, VideoReader, VideoWarning, VideoWriter, container_format  # noqa: E402
+from faceage.video.io import VideoError, VideoReader, VideoWarning, container_format  # noqa: E402
+from faceage.video.writer import VideoWriter
 from faceage.video.track import Tracker  # noqa: E402
 
 from scripts import make_test_video as mtv  # noqa: E402

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     from faceage.errors import FaceageError
     from faceage.video.draw import draw_tracks
-    from faceage.video.io import VideoWarning, VideoWriter
+    from faceage.video.io import VideoWarning
+    from faceage.video.writer import VideoWriter
     from faceage.video.report import tracks_document, write_tracks
 
     if (args.input is None) == (args.webcam is None):
