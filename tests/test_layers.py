@@ -112,3 +112,11 @@ def test_lower_layers_never_import_upper_ones(lower, upper):
     graph = _graph()
     bad = {m: sorted(d for d in deps if d.startswith(upper)) for m, deps in graph.items() if m.startswith(lower)}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_no_source_module_is_over_400_lines():
+    """A module that grows past 400 lines does several jobs: split it by job (imageio, agecheck, face/detect,
+    serve/app, video/io and train/loop once were)."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "src").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

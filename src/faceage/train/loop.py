@@ -15,10 +15,7 @@ background threads (``run.prefetch``) and resuming needs no augmentation state.
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from faceage.train.augment import augment, jpeg
 from faceage.data.manifest import write_manifest
 from faceage.data.split import file_digest
 from faceage.errors import ConfigError, ManifestError
@@ -34,12 +30,13 @@ from faceage.metrics import age_metrics, balanced_mae, plot_cs_curves, plot_curv
 from faceage.nets.model import AgeNet, count_params, input_normalization
 from faceage.train import distributed as ddp
 from faceage.train.checkpoint import Checkpoints
+from faceage.train.loader import Batches
 from faceage.train.config import Config, dump_config
 from faceage.data.sets import (
-    cached_splits, crop_differences, load_samples, prior_correction, sampling_weights,
+    cached_splits, crop_differences, load_samples, prior_correction,
 )
 from faceage.train.loss import age_loss, distilled_loss
-from faceage.train.setup import amp_dtype, batch_seed, load_init_weights, lr_factor, model_spec, param_groups
+from faceage.train.setup import amp_dtype, load_init_weights, lr_factor, model_spec, param_groups
 from faceage.ages import ESTIMATES
 from faceage.weights import ModelRecord, Scoring, save_model
 
@@ -48,7 +45,7 @@ METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", *(f"val_mae_{how}" for
 
 
 @dataclass
-class Trainer(Checkpoints):
+class Trainer(Checkpoints, Batches):
     cfg: Config
     out: Path
     quiet: bool = False
@@ -171,102 +168,7 @@ class Trainer(Checkpoints):
         mode = self.cfg.run.compile
         self.step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
 
-    def _prepare_train_images(self):
-        """The train images as a tensor on the device (``run.gpu_cache``), or None to gather from host memory."""
-        if self._train_images is not None or not self._gpu_cache:
-            return self._train_images
-        images = np.asarray(self.data["train"].images)
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if images.nbytes > 0.5 * free:
-                self.log(f"run.gpu_cache: the train cache ({images.nbytes / 2**30:.1f} GiB) is more than half "
-                         f"the free GPU memory ({free / 2**30:.1f} GiB); keeping it in host memory")
-                self._gpu_cache = False  # this run's choice; config.yaml keeps what was asked
-                return None
-        self._train_images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        self._train_ages = torch.from_numpy(self.data["train"].ages).to(self.device)
-        return self._train_images
-
     # -- one epoch --------------------------------------------------------------------------------
-    def _batch(self, perm: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This rank's share of global batch ``step``: uint8 -> device -> augmented, normalised float; the ages;
-        the teacher's logits for these rows when distilling, else None."""
-        cfg, dev, info = self.cfg, self.device, self.dist
-        per = self.global_batch // info.world_size
-        idx = perm[step * self.global_batch + info.rank * per : step * self.global_batch + (info.rank + 1) * per]
-        images = self._prepare_train_images()
-        if images is not None:  # uint8 cache already on the device: gather there
-            idx_dev = idx.to(dev, non_blocking=True)
-            x, y = images[idx_dev], self._train_ages[idx_dev]
-            if cfg.augment.jpeg > 0:  # JPEG coding runs on the host
-                x = torch.from_numpy(jpeg(x.cpu().numpy(), cfg.augment, self._jpeg_gen(step))).to(dev)
-        else:
-            train = self.data["train"]
-            x = torch.from_numpy(train.images[idx.numpy()])
-            if cfg.augment.jpeg > 0:
-                x = torch.from_numpy(jpeg(x.numpy(), cfg.augment, self._jpeg_gen(step)))
-            y = torch.from_numpy(train.ages[idx.numpy()])
-            if dev.type == "cuda" and cfg.run.pin_memory:
-                x, y = x.pin_memory(), y.pin_memory()
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        g = torch.Generator().manual_seed(batch_seed(cfg.run.seed, self.epoch, step, info.rank))
-        x = augment(x.permute(0, 3, 1, 2), cfg.augment, self.record.mean, self.record.std, g)
-        if cfg.run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        soft = None if self.teacher is None else self.teacher[idx].to(dev, non_blocking=True)
-        return x, y, soft
-
-    def _jpeg_gen(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(batch_seed(self.cfg.run.seed + 7919, self.epoch, step,
-                                                        self.dist.rank))
-
-    def draw_weights(self) -> torch.Tensor | None:
-        """Per-row draw probabilities under data.mix / data.age_balance; None = a plain permutation."""
-        train, data = self.data["train"], self.cfg.data
-        if data.mix is None and not data.age_balance:
-            return None
-        if getattr(self, "_weights", None) is None:
-            self._weights = torch.from_numpy(sampling_weights(
-                train.ages, train.datasets, data.mix, float(data.age_balance), int(data.age_bin)))
-        return self._weights
-
-    def epoch_order(self) -> torch.Tensor:
-        """This epoch's rows: a permutation, or rows drawn with replacement by :meth:`draw_weights`;
-        the same on every rank."""
-        n, weights = len(self.data["train"].ages), self.draw_weights()
-        if weights is None:
-            return torch.randperm(n, generator=self.gen)
-        return torch.multinomial(weights, n, replacement=True, generator=self.gen)
-
-    def _batches(self, perm: torch.Tensor, steps: int):
-        """Yield (step, x, y, teacher logits or None); with ``run.prefetch`` > 0, threads prepare the next batches meanwhile."""
-        ahead = self.cfg.run.prefetch
-        if ahead is None:  # on a GPU: enough CPU threads to draw the augmentation's random numbers in time
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            ahead = max(2, min(8, (os.cpu_count() or 2) // local)) if self.device.type == "cuda" else 0
-        ahead = int(ahead)
-        if ahead <= 0:
-            for step in range(steps):
-                yield (step, *self._batch(perm, step))
-            return
-
-        def init():
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-
-        with ThreadPoolExecutor(ahead, thread_name_prefix="faceage-batch", initializer=init) as pool:
-            queue: deque = deque()
-            nxt = 0
-            try:
-                for step in range(steps):
-                    while nxt < steps and len(queue) <= ahead:
-                        queue.append(pool.submit(self._batch, perm, nxt))
-                        nxt += 1
-                    yield (step, *queue.popleft().result())
-            finally:
-                for fut in queue:
-                    fut.cancel()
-
     def train_epoch(self) -> tuple[float, float]:
         cfg, dev = self.cfg, self.device
         bs = self.global_batch
