@@ -55,3 +55,30 @@ def test_no_script_benchmark_or_test_edits_sys_path():
     offenders = [str(p.relative_to(ROOT)) for folder in ("scripts", "benchmarks", "tests")
                  for p in (ROOT / folder).rglob("*.py") if edit in p.read_text()]
     assert offenders == []
+
+
+def test_the_golden_generator_reproduces_the_committed_file():
+    """scripts/golden.py writes what tests/test_golden.py and CI pin: run without --write, it must find the
+    committed file holds what it computes (and write nothing)."""
+    r = subprocess.run([sys.executable, "-m", "scripts.golden"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the committed golden.json holds these values" in r.stdout
+
+
+def test_check_golden_json_passes_the_real_output_and_fails_a_changed_age(tmp_path):
+    """CI pipes the installed wheel's predict --json through scripts/check_golden_json.py."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "faceage", "predict", "tests/data/obama.jpg", "--json"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+
+    def check(text: str) -> int:
+        return subprocess.run([sys.executable, "-m", "scripts.check_golden_json"], input=text, capture_output=True,
+                              text=True, timeout=60, cwd=ROOT).returncode
+
+    assert check(out) == 0
+    doc = json.loads(out)
+    doc["faces"][0]["age"] += 1.0
+    assert check(json.dumps(doc) + "\n") == 1
