@@ -58,14 +58,18 @@ def _copies(root: Path, n: int) -> Path:
     return many
 
 
+def _batch_process(folder: Path, out: Path, chunk_size: int, **popen) -> subprocess.Popen:
+    """A batch run of ``folder`` into ``out`` in a process of its own (one worker, no progress bar)."""
+    code = (f"from faceage.batch import run_batch; run_batch([{str(folder)!r}], {str(out)!r}, workers=1, "
+            f"chunk_size={chunk_size}, progress=False)")
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)}, **popen)
+
+
 def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     many = _copies(tmp_path, 3)
     out = tmp_path / "ages.jsonl"
     parts = tmp_path / "ages.jsonl.parts"
-    code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
-            "chunk_size=2, progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                            start_new_session=True)
+    proc = _batch_process(many, out, 2, start_new_session=True)
     try:
         while len(list(parts.glob("part-*"))) < 2:  # two chunks (four images) written
             assert proc.poll() is None, "the first run ended before it could be killed"
@@ -306,9 +310,7 @@ def test_a_second_run_on_one_output_is_refused_and_the_first_keeps_every_row(tmp
     many = _copies(tmp_path, 4)
     photos = tmp_path / "photos"
     out = tmp_path / "ages.jsonl"
-    code = (f"from faceage.batch import run_batch; run_batch([{str(many)!r}], {str(out)!r}, workers=1, "
-            "chunk_size=1, progress=False)")
-    first = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)})
+    first = _batch_process(many, out, 1)
     parts = tmp_path / "ages.jsonl.parts"
     while not list(parts.glob("part-*")):
         assert first.poll() is None, "the first run ended before the second could start"
