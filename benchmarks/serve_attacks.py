@@ -62,49 +62,50 @@ class Background:
         self._thread.join()
 
 
-class Normal(Background):
-    """Normal requests (the portrait, one at a time) in a thread while an attack runs."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self.base, self.data, self.results = base, PORTRAIT.read_bytes(), []
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=120) as client:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    r = client.post(f"{self.base}/v1/estimate", content=self.data)
-                    what = "200 ok" if r.status_code == 200 else f"{r.status_code} {r.json().get('code')}"
-                except httpx.TransportError as exc:
-                    what = f"transport {type(exc).__name__}"
-                self.results.append((time.perf_counter() - t0, what))
-
-    def summary(self) -> dict:
-        ms = np.array([t for t, _ in self.results]) * 1000
-        return {"n": len(ms), "statuses": _counts([w for _, w in self.results]),
-                "p50_ms": round(float(np.median(ms)), 0), "p90_ms": round(float(np.percentile(ms, 90)), 0),
-                "p95_ms": round(float(np.percentile(ms, 95)), 0), "p99_ms": round(float(np.percentile(ms, 99)), 0),
-                "max_ms": round(float(ms.max()), 0)}
-
-
 class Posting(Background):
-    """One client posting ``bodies`` in turn to ``path`` until stopped; counts the outcomes."""
+    """One client posting ``bodies`` in turn to ``path`` until stopped; each answer's latency and outcome."""
 
     def __init__(self, base: str, bodies: list[bytes], path: str = "/v1/estimate") -> None:
         super().__init__()
-        self.url, self.bodies, self.outcomes = base + path, bodies, []
+        self.url, self.bodies, self.results = base + path, bodies, []
 
     def _run(self) -> None:
         with httpx.Client(timeout=120) as client:
             i = 0
             while not self._stop.is_set():
+                t0 = time.perf_counter()
                 try:
                     r = client.post(self.url, content=self.bodies[i % len(self.bodies)])
-                    self.outcomes.append(f"{r.status_code} {r.json().get('code', 'ok') if r.status_code != 200 else 'ok'}")
+                    what = "200 ok" if r.status_code == 200 else f"{r.status_code} {r.json().get('code')}"
                 except httpx.TransportError as exc:
-                    self.outcomes.append(f"transport {type(exc).__name__}")
+                    what = f"transport {type(exc).__name__}"
+                self.results.append((time.perf_counter() - t0, what))
                 i += 1
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [w for _, w in self.results]
+
+    def summary(self) -> dict:
+        return latency_summary(self.results)
+
+
+def latency_summary(results: list[tuple[float, str]]) -> dict:
+    """Count, statuses and latency percentiles of (seconds, outcome) pairs."""
+    ms = np.array([t for t, _ in results]) * 1000
+    if not ms.size:
+        return {"n": 0, "statuses": {}}
+    return {"n": len(ms), "statuses": _counts([w for _, w in results]),
+            "p50_ms": round(float(np.median(ms)), 0), "p90_ms": round(float(np.percentile(ms, 90)), 0),
+            "p95_ms": round(float(np.percentile(ms, 95)), 0), "p99_ms": round(float(np.percentile(ms, 99)), 0),
+            "max_ms": round(float(ms.max()), 0)}
+
+
+class Normal(Posting):
+    """Normal requests (the portrait, one at a time) in a thread while an attack runs."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(base, [PORTRAIT.read_bytes()])
 
 
 def _post_video(base: str, data: bytes, query: str = "", timeout: float = 600) -> dict:
@@ -386,6 +387,31 @@ def run_attacks(args, argv) -> int:
                 "upload": f"4 clients posting 12 MP noise JPEGs ({len(noise12) / MB:.1f} MB) and 2000x1500 noise "
                           f"PNGs ({len(big_png) / MB:.1f} MB) in turn, 30 s"}
 
+    portrait = PORTRAIT.read_bytes()
+    flat = _png(Image.new("RGB", (1200, 900), (128, 128, 128)))
+
+    def mixed(clients: dict, seconds: float):
+        def run(server):
+            posters = [(kind, Posting(server.base, bodies, path)) for kind, (n, bodies, path) in clients.items()
+                       for _ in range(n)]
+            for _, p in posters:
+                p.__enter__()
+            time.sleep(seconds)
+            for _, p in posters:
+                p.__exit__()
+            by_kind = {kind: latency_summary([r for k, p in posters if k == kind for r in p.results])
+                       for kind in clients}
+            return {"outcomes": _counts([o for _, p in posters for o in p.outcomes]), "normal": by_kind["portraits"],
+                    "by_kind": by_kind, "upload": ", ".join(f"{n} {kind}" for kind, (n, _, _) in clients.items())
+                    + f" clients posting for {seconds:g} s (normal: the portrait clients)"}
+        return run
+
+    mix20 = mixed({"portraits": (8, [portrait], "/v1/estimate"), "checks": (4, [portrait], "/v1/check?over=18"),
+                   "12 MP JPEGs": (3, [noise12], "/v1/estimate"), "2000x1500 noise": (3, [big_png], "/v1/estimate"),
+                   "flat images": (2, [flat], "/v1/estimate")}, 60)
+    heavy48 = mixed({"portraits": (5, [portrait], "/v1/estimate"),
+                     "12 MP JPEGs and noise": (43, [noise12, big_png], "/v1/estimate")}, 30)
+
     def slow_video_senders(server):
         host, port = server.base.removeprefix("http://").split(":")
         stop, log = threading.Event(), []
@@ -426,7 +452,8 @@ def run_attacks(args, argv) -> int:
                ("video DoS", video_dos), ("timestamp-0 MKV", zero_times),
                ("mid-stream resolution change", resolution_switch), ("2 slow-body clients", slow_2),
                ("50 slow-body clients", slow_50),
-               ("4 clients with large photos", heavy_clients), ("3 slow video senders", slow_video_senders),
+               ("4 clients with large photos", heavy_clients), ("20 clients, mixed", mix20),
+               ("48 clients, 90% large photos", heavy48), ("3 slow video senders", slow_video_senders),
                ("clip at every=60 and 20 MP PNGs", clip_and_large_pngs), ("repeated query", repeated_query)]
     wanted = [a.strip() for a in (args.only or "").split(",") if a.strip()]
     results = [attack(model, tmp, name, run) for name, run in attacks
