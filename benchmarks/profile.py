@@ -84,8 +84,11 @@ class Stages:
         out.update({k: 1000 * v for k, v in parts.items()}, total=1000 * total)
 
 
-def instrument(est, stages: Stages) -> None:
-    """Wrap the stage functions of ``est`` (and the modules it calls them through) once."""
+TIMERS = Stages()  # one for the process: the module-level wrappers are installed once and report here
+
+
+def instrument(est, stages: Stages = TIMERS) -> None:
+    """Wrap the stage functions (in the modules ``est`` calls them through) once, and ``est``'s network."""
     import faceage.estimator as estimator
     import faceage.face.pipeline as pipeline
     from faceage.face.dlib_detector import DlibDetector
@@ -136,7 +139,7 @@ def profile(model: str, sets: dict[str, list[Path]], warmup: int) -> list[dict]:
     from faceage.imageio import load_image
 
     est = AgeEstimator(model)
-    stages = Stages()
+    stages = TIMERS
     instrument(est, stages)
     rows = []
     jobs = [(name, est.predict, paths) for name, paths in sets.items()]
