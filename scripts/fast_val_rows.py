@@ -23,7 +23,7 @@ OUT = ROOT / "docs" / "model-card" / "fast-val-rows.txt"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/default-model-v2.yaml", help="fast's training config")
+    ap.add_argument("--config", default="configs/fast.yaml", help="fast's training config")
     ap.add_argument("--old-report", default=str(ROOT / "docs" / "prepare" / "utkface" / "report.json"),
                     help="the preparation report of the crops fast was trained on")
     ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(ROOT)}")

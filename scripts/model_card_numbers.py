@@ -8,8 +8,8 @@ the whole pipeline on the raw photos (never trained on). Per set: MAE, CS(5), bi
 coverage; UTKFace also by gender and race (from its file names). Writes OUT/numbers.json, one
 report folder per model and set (report.json, predictions.csv, plots) and prints Markdown tables.
 
-    python -m scripts.model_card_numbers --config configs/default-model-v2.yaml \
-        v1=docs/runs/default-model/best.safetensors v2=src/faceage/models/default.safetensors
+    python -m scripts.model_card_numbers --config configs/fast.yaml \
+        v1=docs/runs/default-model/best.safetensors v2=src/faceage/models/fast.safetensors
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def score_set(est: AgeEstimator, samples, prealigned: bool, out: Path, label: st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", metavar="LABEL=MODEL")
-    ap.add_argument("--config", default="configs/default-model-v2.yaml", help="training config naming the data sets")
+    ap.add_argument("--config", default="configs/fast.yaml", help="training config naming the data sets")
     ap.add_argument("--fgnet", default="../shared/data/fgnet", help="FG-NET folder (raw photos)")
     ap.add_argument("--tta", default="zoomflip")
     ap.add_argument("--only-rows", default=None, metavar="FILE",

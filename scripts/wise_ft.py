@@ -1,6 +1,6 @@
 """Weight-space ensemble of a model and its fine-tuned descendant (WiSE-FT, Wortsman et al. 2022).
 
-Fine-tuning the bundled model on a new mix of data (configs/default-model-v2.yaml) gains on the new
+Fine-tuning the bundled model on a new mix of data (configs/fast.yaml) gains on the new
 data and loses some of what the start model did well; the weights ``a * start + (1 - a) * tuned`` of
 two models on one fine-tuning path usually keep most of both. For each ``a`` and each strength of
 the age-prior correction (faceage.data.sets.prior_correction) the validation splits of the config's
@@ -9,7 +9,7 @@ with the lowest pooled validation MAE among those no worse than the start model 
 (none: the fine-tuned model alone). Its 80% interval is then calibrated on the same splits, and the
 weights are written with their record. Only validation data is used to choose.
 
-    python -m scripts.wise_ft --config configs/default-model-v2.yaml \
+    python -m scripts.wise_ft --config configs/fast.yaml \
         --start docs/runs/default-model/best.safetensors --tuned runs/default-v2c/best.safetensors \
         --out runs/default-v2-wise
 """

@@ -61,3 +61,4 @@ def test_the_package_ships_its_typing_marker_licences_and_dlib_models():
                                                            "mmod_human_face_detector.dat"}
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert "NON-COMMERCIAL" in (ROOT / "MODEL_LICENSE").read_text()
+    assert '"models/SHA256SUMS"' in (ROOT / "pyproject.toml").read_text()  # the bundled files' pins ship too

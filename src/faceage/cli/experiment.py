@@ -111,7 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the trade-off curve and the reliability diagram before/after calibration. --fit fits the "
                         "policies on validation sets; --write-model stores them in model files.",
                         formatter_class=fmt, epilog="examples:\n  faceage experiment age-check "
-                        "--data utkface-val=configs/default-model-v2.yaml:utkface "
+                        "--data utkface-val=configs/fast.yaml:utkface "
                         "--data fgnet=fgnet:../shared/data/fgnet --out work/age-check\n"
                         "  faceage experiment age-check --model my.onnx --data val=my-faces/manifest.csv --fit val "
                         "--write-model my.onnx --out work/my-age-check")

@@ -47,7 +47,7 @@ MODELS: dict[str, BundledModel] = {
         "fast", "fast",
         "MA-SFV2 0.5x at 112 px, trained on UTKFace + All-Age-Faces (model card: version 2)",
         {"UTKFace val MAE": 5.12, "AAF val MAE": 7.27, "FG-NET zero-shot MAE": 6.45},
-        "python -m scripts.model_card_numbers --config configs/default-model-v2.yaml "
+        "python -m scripts.model_card_numbers --config configs/fast.yaml "
         "v2=src/faceage/models/fast.safetensors",
         0.75, "faceage models --time: the middle of three runs on the idle 2-core machine"),
     "accurate": BundledModel(
