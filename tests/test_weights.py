@@ -237,3 +237,21 @@ def test_onnx_input_size_the_graph_leaves_open(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(
             WeightsError, match=r"flat.onnx: the ONNX graph does not run on crops of the record's input size 32 px"):
         OnnxBackend(_onnx(tmp_path / "flat.onnx", {**ONNX_RECORD, "input_size": 32}, open_size=True))
+
+
+def test_half_storage_keeps_values_float16_cannot_hold(tmp_path):
+    """A BatchNorm running variance over 65504 once became infinity in a half-stored file, which then would not
+    load (a LOPO fold's best weights)."""
+    model = create_model("sfv2", 0.5).eval()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        bn.running_var[0] = 1e6
+    path = save_model(model, _record(), tmp_path / "h.safetensors", half=True)
+    loaded, _ = load_model(path)
+    name = next(n for n, b in model.named_buffers() if b is bn.running_var)
+    assert loaded.state_dict()[name][0].item() == 1e6
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        dtypes = {k: fh.get_tensor(k).dtype for k in fh.keys()}
+    assert dtypes[name] == torch.float32 and torch.float16 in dtypes.values()  # the rest still halved

@@ -31,7 +31,7 @@ import numpy as np
 from faceage.digest import DIGEST_KEY, digest_entry, onnx_digest
 from faceage.errors import FaceageError
 from faceage.preprocess import normalization
-from faceage.weights import ModelRecord
+from faceage.weights import ModelRecord, fits_half
 
 META_KEY = "faceage"
 INPUT_NAME = "crops"
@@ -117,8 +117,11 @@ def half_weights(path: str | Path, min_size: int = 1024) -> None:
     for init in m.graph.initializer:
         if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
             continue
+        values = numpy_helper.to_array(init)
+        if not fits_half(values):  # beyond float16's range: stays float32 (infinity otherwise)
+            continue
         name = init.name
-        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name + "_fp16"))
+        init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), name + "_fp16"))
         casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=TensorProto.FLOAT))
     nodes = list(m.graph.node)
     del m.graph.node[:]

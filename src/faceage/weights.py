@@ -306,12 +306,25 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if half and v.is_floating_point() else v
+        state[k] = v.half() if half and v.is_floating_point() and fits_half(v.numpy()) else v
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=_metadata(record, numpy_tensors(state)))
     os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
     tmp.replace(path)
     return path
+
+
+#: the largest magnitude float16 holds; a value above it would be stored as infinity
+FLOAT16_MAX = 65504.0
+
+
+def fits_half(values) -> bool:
+    """Whether an array can be stored as float16 without becoming infinite: a BatchNorm's running variance can
+    pass 65504 (one LOPO fold's saved weights once held 151 infinities that way, and would not load)."""
+    import numpy as np
+
+    a = np.asarray(values)
+    return a.size == 0 or bool(np.isfinite(a).all() and np.abs(a).max() <= FLOAT16_MAX)
 
 
 def write_record(path: str | Path, record: ModelRecord) -> Path:
