@@ -23,25 +23,11 @@ from dataclasses import dataclass, fields
 from typing import Iterable, Iterator
 
 from faceage.errors import FaceageError
-from faceage.estimator import AgeEstimator
+from faceage.estimator import COLUMNS, SCHEMA, AgeEstimator, empty_row  # noqa: F401 - the row schema, here too
 from faceage.imageio import NamedBytes
 from faceage.options import FaceOptions
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
-#: Column name -> type (Spark DDL names, mapped to Arrow by the Parquet writer).
-SCHEMA: dict[str, str] = {
-    "path": "string",
-    "face": "int",
-    "box": "array<int>",
-    "eyes": "array<array<double>>",
-    "age": "double",
-    "age_interval": "array<double>",
-    "score": "double",
-    "fallback": "boolean",
-    "error": "string",
-    "code": "string",  # the error's machine-readable kind (faceage.errors codes, worker_crashed, ...)
-}
-COLUMNS = tuple(SCHEMA)
 #: the code of an error that is not a faceage error, by whether it may have damaged the process
 NATIVE_CODE, UNEXPECTED_CODE = "native_error", "unexpected_error"
 
@@ -108,13 +94,6 @@ def estimator_for(options: PredictOptions, *, single_threaded: bool = True) -> A
     return _ESTIMATORS[key]
 
 
-def empty_row(path: str, error: str | None = None, code: str | None = None) -> dict:
-    """The row of an image with no face (``error`` None) or one that failed (``error`` says why)."""
-    row = dict.fromkeys(COLUMNS)
-    row.update(path=path, error=error, code=code)
-    return row
-
-
 def photo_rows(estimator: AgeEstimator, source, path: str, options: FaceOptions) -> list[dict]:
     """Rows for one photo (a path, its bytes, a PIL image or an array, named ``path``); any failure is
     an error row. Whatever goes wrong with one file (unreadable, corrupt, a library error) must not stop
@@ -125,12 +104,9 @@ def photo_rows(estimator: AgeEstimator, source, path: str, options: FaceOptions)
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):  # bytes carry no name: errors name the path
             source = NamedBytes(source, path)
-        faces = estimator.analyse(source, options).ages()
+        return estimator.analyse(source, options).rows(path)
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
         return [empty_row(path, *failure(path, exc))]
-    if not faces:
-        return [empty_row(path)]
-    return [{**empty_row(path), "face": i, **f.to_dict()} for i, f in enumerate(faces)]
 
 
 def failure(path: str, exc: Exception) -> tuple[str, str]:

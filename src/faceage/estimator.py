@@ -71,10 +71,34 @@ class FaceAge:
 #: the keys of :meth:`FaceAge.to_dict`, in order
 FACE_FIELDS = ("box", "eyes", "age", "age_interval", "score", "fallback")
 
+#: Column name -> type (Spark DDL names, mapped to Arrow by the Parquet writer).
+SCHEMA: dict[str, str] = {
+    "path": "string",
+    "face": "int",
+    "box": "array<int>",
+    "eyes": "array<array<double>>",
+    "age": "double",
+    "age_interval": "array<double>",
+    "score": "double",
+    "fallback": "boolean",
+    "error": "string",
+    "code": "string",  # the error's machine-readable kind (faceage.errors codes, worker_crashed, ...)
+}
+COLUMNS = tuple(SCHEMA)
+
+
+def empty_row(path: str, error: str | None = None, code: str | None = None) -> dict:
+    """The row of an image with no face (``error`` None) or one that failed (``error`` says why)."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=path, error=error, code=code)
+    return row
+
 
 @dataclass
 class PhotoAnalysis:
-    """One photo analysed: the faces found (largest first, with their aligned crops) and their scores."""
+    """One photo analysed (:meth:`AgeEstimator.analyse`, the one per-photo path): the faces found (largest
+    first, with their aligned crops) and their scores; read as ages (:meth:`ages`, what ``predict``, its JSON
+    and ``/v1/estimate`` give), age checks (:meth:`checks`) or output rows (:meth:`rows`)."""
 
     faces: list  # faceage.face.pipeline.Face
     scores: object = field(repr=False)  # faceage.scoring.Scores, one row per face
@@ -96,6 +120,14 @@ class PhotoAnalysis:
         from faceage.policy import checks
 
         return checks(self.scores, policy, [tuple(int(v) for v in f.box) for f in self.faces], self.model)
+
+    def rows(self, path: str) -> list[dict]:
+        """The photo's output rows (batch files, Ray, Spark; :data:`SCHEMA`): one per face with ``predict
+        --json``'s values, or one row with the face columns empty when there is no face."""
+        faces = self.ages()
+        if not faces:
+            return [empty_row(path)]
+        return [{**empty_row(path), "face": i, **f.to_dict()} for i, f in enumerate(faces)]
 
     def answer(self, policy=None) -> list:
         """What the command line and the workers report for this photo: its ages, or its age checks under

@@ -314,17 +314,13 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     return path
 
 
-#: the largest magnitude float16 holds; a value above it would be stored as infinity
-FLOAT16_MAX = 65504.0
-
-
 def fits_half(values) -> bool:
-    """Whether an array can be stored as float16 without becoming infinite: a BatchNorm's running variance can
-    pass 65504 (one LOPO fold's saved weights once held 151 infinities that way, and would not load)."""
+    """Whether an array can be stored as float16 (largest 65504) without becoming infinite: a BatchNorm's running
+    variance can pass it (one LOPO fold's saved weights once held 151 infinities that way, and would not load)."""
     import numpy as np
 
     a = np.asarray(values)
-    return a.size == 0 or bool(np.isfinite(a).all() and np.abs(a).max() <= FLOAT16_MAX)
+    return a.size == 0 or bool(np.isfinite(a).all() and np.abs(a).max() <= np.finfo(np.float16).max)
 
 
 def write_record(path: str | Path, record: ModelRecord) -> Path:
