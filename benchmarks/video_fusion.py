@@ -13,7 +13,6 @@ Results: ``docs/benchmarks/video_fusion.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 

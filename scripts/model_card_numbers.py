@@ -14,7 +14,6 @@ report folder per model and set (report.json, predictions.csv, plots) and prints
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 from dataclasses import replace
 from pathlib import Path

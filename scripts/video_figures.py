@@ -6,7 +6,6 @@ video of scripts/make_test_video.py (three FG-NET people; their true ages writte
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 

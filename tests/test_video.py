@@ -8,7 +8,6 @@ The clips are made here: synthetic patterns for the decoder tests, scripts/make_
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,6 @@ import numpy as np
 
 from faceage.preprocess import input_batch
 from faceage.scoring import BAD_OUTPUT, bad_output_message, score
-from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
 from faceage.imageio import ImageSource, load_image
