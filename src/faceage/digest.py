@@ -119,10 +119,6 @@ def verify(source: str | Path, meta: Mapping[str, str], weights: str | None) -> 
     return "verified"
 
 
-def file_sha256(path: Path, data: bytes | None = None) -> str:
-    return hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()
-
-
 def pinned_digest(path: Path) -> str | None:
     """The pinned sha256 of ``path`` if it is one of the bundled model files, else None."""
     path = Path(path)
@@ -134,13 +130,13 @@ def pinned_digest(path: Path) -> str | None:
         return None
 
 
-def check_pinned(path: Path, data: bytes | None = None) -> bool:
-    """True if ``path`` is a bundled model file whose bytes match its pinned digest; a bundled file that does
-    not match is refused; any other file: False (its own digests are checked instead)."""
+def check_pinned(path: Path, data: bytes) -> bool:
+    """True if ``path`` is a bundled model file whose bytes (``data``, as loaded) match its pinned digest; a
+    bundled file that does not match is refused; any other file: False (its own digests are checked instead)."""
     want = pinned_digest(path)
     if want is None:
         return False
-    if file_sha256(path, data) != want:
+    if hashlib.sha256(data).hexdigest() != want:
         raise WeightsError(f"{path}: bad model file: this bundled model does not match the digest faceage "
                            "was released with (the installed file was altered or damaged); reinstall faceage")
     return True

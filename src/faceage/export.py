@@ -71,7 +71,6 @@ def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) ->
     props = {p.key: p.value for p in m.metadata_props}
     props[META_KEY] = record.to_json()
     props.update(extra or {})
-    props.pop(DIGEST_KEY, None)
     m.producer_name = "faceage"
     del m.metadata_props[:]  # the digest covers everything but the metadata: written last, from those bytes
     props[DIGEST_KEY] = digest_entry(props[META_KEY], onnx_digest(m.SerializeToString()))

@@ -4,11 +4,10 @@ The record travels inside the file's metadata (key ``faceage``; ONNX files carry
 same JSON in their ``metadata_props``), so the preprocessing used in training (input
 size, normalisation, crop geometry) can never be separated from the weights. This
 module is the only one that writes or reads that JSON, and it checks every field's
-type and range when a file is loaded, and every derived number against what it derives
-from (an age-check policy's stored threshold against its calibration): a bad record is
-one :class:`WeightsError` naming the file and the field, at load, never a wrong answer or
-a traceback at the first prediction. Digests of the record and the weights are written
-beside it and checked at load (:mod:`faceage.digest`). Loading never unpickles anything.
+type and range when a file is loaded, and every derived number against what it derives from
+(an age-check policy's stored threshold against its calibration): a bad record is one
+:class:`WeightsError` naming the file and the field, at load, never a wrong answer. Digests of
+the record and the weights are checked at load (:mod:`faceage.digest`). Nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -252,15 +251,19 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def read_record(path: str | Path) -> ModelRecord:
     """The record alone, without loading tensors (and without needing torch)."""
+    path = resolve_model_path(path)
+    return _record(path, read_metadata(path))
+
+
+def read_metadata(path: Path) -> dict:
+    """A safetensors file's metadata (the record and its digests), from its header alone."""
     from safetensors import safe_open
 
-    path = resolve_model_path(path)
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
+            return fh.metadata() or {}
     except Exception as exc:  # safetensors raises several types for bad headers
         raise WeightsError(f"{path}: not a safetensors model file ({exc})") from exc
-    return _record(path, meta)
 
 
 def _record(path: Path, meta: dict) -> ModelRecord:
@@ -306,7 +309,7 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if half and v.is_floating_point() and fits_half(v.numpy()) else v
+        state[k] = v.half() if half and v.is_floating_point() and fits_half(v.float().numpy()) else v
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=_metadata(record, numpy_tensors(state)))
     os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
@@ -315,8 +318,7 @@ def save_model(model, record: ModelRecord, path: str | Path, half: bool = False)
 
 
 def fits_half(values) -> bool:
-    """Whether an array can be stored as float16 (largest 65504) without becoming infinite: a BatchNorm's running
-    variance can pass it (one LOPO fold's saved weights once held 151 infinities that way, and would not load)."""
+    """Whether ``values`` fit float16 (largest 65504) without turning infinite (a BatchNorm variance may not)."""
     import numpy as np
 
     a = np.asarray(values)

@@ -37,25 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def info(model: str) -> dict:
     """A model file as plain data, loaded with every check; ``integrity``: pinned (a bundled file matching its
     released sha256), verified (its digests), or absent (written before faceage wrote digests)."""
-    from faceage.digest import DIGEST_KEY
-    from faceage.digest import pinned_digest
+    from faceage.digest import pinned_digest, verify
     from faceage.models import locate
     from faceage.runtime import load_backend
+    from faceage.weights import read_metadata
 
     path = locate(model)
-    backend = load_backend(path)
+    backend = load_backend(path)  # every check, the digests' included
     rec = backend.record
-    if pinned_digest(path):
-        integrity = "pinned"
-    else:
-        if path.suffix == ".onnx":
-            meta = backend.session.get_modelmeta().custom_metadata_map
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="numpy") as fh:
-                meta = fh.metadata() or {}
-        integrity = "verified" if DIGEST_KEY in meta else "absent"
+    meta = (backend.session.get_modelmeta().custom_metadata_map if path.suffix == ".onnx"
+            else read_metadata(path))
+    integrity = "pinned" if pinned_digest(path) else verify(path, meta, None)
     return {"path": str(path), "integrity": integrity, "arch": rec.model.name, "input_size": rec.input_size,
             "crop": rec.crop and rec.crop.to_dict(), "mean": list(rec.mean), "std": list(rec.std),
             "estimate": rec.estimate, "scoring": rec.scoring.to_dict(),

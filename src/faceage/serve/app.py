@@ -57,7 +57,7 @@ DEFAULT_MAX_DECODED = 512 * MB
 #: one client may hold a quarter of it
 DEFAULT_MAX_BODIES = 128 * MB
 #: photos of at most this many pixels are "small" (a portrait, a phone photo downscaled for upload): they have
-#: slots of their own and need no decoded-bytes reservation; larger ones queue in the heavy lane
+#: slots of their own and room kept for them in the decoded-bytes budget; larger ones queue in the heavy lane
 LIGHT_PIXELS = 2_000_000
 #: large photos one client may have analysed or waiting at once
 HEAVY_PER_CLIENT = 2
