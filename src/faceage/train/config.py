@@ -154,6 +154,10 @@ KEYS: dict[str, dict[str, Key]] = {
     "distill": {  # faceage.train.distill
         "teacher": Key(None, _text(), "distil from this model (a bundled name, file or run folder): its age "
                                       "distributions on the training crops are soft targets"),
+        "crops": Key(None, _mapping(_text(optional=False)),
+                     "the teacher's own crops of the training photos: manifests {name: path} of the same photos "
+                     "prepared as the teacher was trained, matched to the training rows by source photo; needed when "
+                     "the teacher reads other crops or another size than this run"),
         "weight": Key(0.5, PROB, "share of the loss given to matching the teacher; the rest is the loss section's"),
         "temperature": Key(1.0, _number(0, 20, above=True), "softmax temperature of both distributions when "
                                                             "matched"),

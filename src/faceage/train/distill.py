@@ -7,6 +7,10 @@ reuses them and nothing else does. The crops are the student's un-augmented trai
 not change under the small flips, turns and colour changes of augmentation, so the teacher's reading
 of the clean crop is the target of every augmented copy.
 
+A teacher trained on other crops (dlib's 150-px chip for ``accurate``, faceage's 112-px crop for ``fast``)
+scores its own crops of the same photos: ``distill.crops`` names manifests of them, matched to the
+training rows by source photo, so each network sees the pixels it was trained on.
+
 The targets are the teacher network's own outputs, without its prior correction (``logit_bias``).
 They carry the age prior of the teacher's training draw (``data.mix``, ``data.age_balance``), and
 the student's run puts back the prior of *its* draw at the end. So distil between runs drawn the
@@ -61,12 +65,38 @@ def rows_digest(samples) -> str:
     return h.hexdigest()
 
 
+def _own_crops(path: Path, rec, train, crops: dict[str, str], cache_dir, quiet: bool) -> tuple[np.ndarray, str]:
+    """The teacher's own crops of the training rows' photos, in row order, at its input size, and a digest of
+    which files they are. Every row needs one, and every manifest must be cropped as the teacher was."""
+    from faceage.data.cache import build_cache
+    from faceage.data.manifest import prepared_crop, read_manifest
+
+    by_source = {}
+    for name, manifest in crops.items():
+        for diff in crop_differences(rec.crop, prepared_crop(manifest), ("teacher", f"distill.crops.{name}")):
+            raise ConfigError(f"distill.crops.{name} ({manifest}) is not cropped as the teacher {path} was "
+                              f"trained: {diff}; prepare the photos with the teacher's crop")
+        by_source.update({s.source: s for s in read_manifest(manifest).samples if s.source})
+    missing = [s for s in train.samples if s.source not in by_source]
+    if missing:
+        raise ConfigError(f"distill.crops has no crop of {len(missing)} of the {len(train.samples)} training photos "
+                          f"(first: {missing[0].source or missing[0].path}); prepare them with the teacher's crop")
+    mine = [by_source[s.source] for s in train.samples]
+    cache = build_cache(mine, rec.input_size, cache_dir, quiet=quiet)
+    if len(cache.index) < len(mine):
+        raise ConfigError(f"distill.crops: {len(mine) - len(cache.index)} of the teacher's crops could not be "
+                          f"read, first: {cache.problems[0]}")
+    h = hashlib.sha256("".join(f"{s.path}\n" for s in mine).encode("utf-8", "surrogateescape"))
+    return np.asarray(cache.images), h.hexdigest()[:12]
+
+
 def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, out: Path,
-                   device: str = "cpu", log: Callable[[str], None] = print,
-                   quiet: bool = False) -> tuple[np.ndarray, dict]:
+                   device: str = "cpu", log: Callable[[str], None] = print, quiet: bool = False,
+                   crops: dict[str, str] | None = None, cache_dir=None) -> tuple[np.ndarray, dict]:
     """(N, classes) float32 teacher logits for the training split ``train`` (a ``SplitData``: its (N, S, S, 3)
     uint8 ``images`` and ``samples``), and what to record about the teacher; computed once per teacher and
-    set of rows, then read from ``out``. On a GPU the teacher runs there (PyTorch); on a CPU on ONNX Runtime,
+    set of rows, then read from ``out``. With ``crops`` (manifests of the teacher's own crops) the teacher
+    scores those instead of the student's. On a GPU the teacher runs there (PyTorch); on a CPU on ONNX Runtime,
     the faster of the two there."""
     from faceage.models import locate
     from faceage.scoring import score
@@ -79,15 +109,21 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
         rec = OnnxBackend(path).record
     else:
         rec = read_record(path)
-    images = train.images
-    if rec.input_size != input_size:
-        raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
-                          f"(data.input_size); distil between models of one input size")
-    for diff in crop_differences(rec.crop, crop, ("teacher", "data")) if crop is not None else []:
-        log(f"warning: distill.teacher {path} was trained on other crops than this data's: {diff}")
     digest = file_digest(path, "sha256")
     info = {"file": str(path), "sha256": digest, "tta": rec.scoring.tta}
-    cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-rows{rows_digest(train.samples)[:12]}.npy"
+    rows = rows_digest(train.samples)[:12]
+    if crops:
+        images, own = _own_crops(path, rec, train, crops, cache_dir, quiet)
+        rows, info["crops"] = f"{rows}-own{own}", dict(crops)
+    else:
+        images = train.images
+        if rec.input_size != input_size:
+            raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
+                              f"(data.input_size); name the teacher's own crops in distill.crops")
+        for diff in crop_differences(rec.crop, crop, ("teacher", "data")) if crop is not None else []:
+            raise ConfigError(f"distill.teacher {path} was trained on other crops than this data's ({diff}); name "
+                              "the teacher's own crops of these photos in distill.crops")
+    cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-rows{rows}.npy"
     if cache.is_file():
         logits = np.load(cache, allow_pickle=False)
         if logits.shape == (len(images), rec.num_classes) and np.isfinite(logits).all():

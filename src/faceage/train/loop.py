@@ -144,7 +144,8 @@ class Trainer(Checkpoints, Batches):
 
             with ddp.rank0_first(self.dist):  # rank 0 scores and keeps them; the others read its file
                 logits, info = teacher_logits(cfg.distill.teacher, self.data["train"], size, crop, self.out,
-                                              str(self.device), self.log, quiet=self.quiet)
+                                              str(self.device), self.log, quiet=self.quiet,
+                                              crops=cfg.distill.crops, cache_dir=cfg.data.cache_dir)
             self.teacher = torch.from_numpy(logits)
             self.record.training["distill"] = {**cfg.distill.to_dict(), **info}
         self.step_model = self.model  # wrapped for DDP / torch.compile by build_step_model()
