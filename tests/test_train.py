@@ -357,3 +357,54 @@ def test_a_teacher_of_another_input_size_is_refused(tiny_manifest, tmp_path):
     cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"distill.teacher": str(teacher)})
     with pytest.raises(ConfigError, match="distill.teacher .* reads 112-px crops, this run 32-px"):
         train(cfg, tmp_path / "run", quiet=True)
+
+
+def _with_sources(manifest, order=None):
+    """Give a synthetic manifest's rows a ``source`` photo name (photo00, photo01, ...), optionally reordered."""
+    rows = list(csv.DictReader(open(manifest)))
+    for i, r in enumerate(rows):
+        r["source"] = f"photo{i:02d}"
+    rows = [rows[i] for i in (order or range(len(rows)))]
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+def test_a_teacher_of_other_crops_scores_its_own_crops_of_the_same_photos(tmp_path):
+    """distill.crops: a 48-px teacher teaches a 32-px student, each row's target being the teacher's reading
+    of its own crop of that row's photo (found by source, whatever the order); a photo without a teacher crop
+    is refused by name."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import synthetic_dataset
+    from faceage.data.manifest import read_manifest
+    from faceage.nets.model import create_model
+    from faceage.runtime.torch_backend import TorchBackend
+    from faceage.scoring import score
+    from faceage.weights import ModelRecord, save_model
+
+    student = _with_sources(synthetic_dataset(tmp_path / "student", n=24, size=32, seed=1))
+    own = _with_sources(synthetic_dataset(tmp_path / "own", n=24, size=48, seed=2), order=list(range(23, -1, -1)))
+    torch.manual_seed(0)
+    net = create_model("ma_sfv2", 0.5).eval()  # untrained: its reading depends on the pixels
+    teacher = save_model(net, ModelRecord(model=net.spec, input_size=48), tmp_path / "teacher.safetensors")
+    cfg = tiny_config(student, tmp_path / "cache", **{"optim.epochs": 1, "eval.tta": "none",
+                                                      "distill.teacher": str(teacher), "distill.crops": {"own": str(own)}})
+    train(cfg, tmp_path / "run", quiet=True)
+    (cached,) = (tmp_path / "run").glob("teacher-*.npy")
+    by_source = {s.source: s.path for s in read_manifest(own).samples}
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "split.csv")) if r["split"] == "train"]
+    crops = np.stack([np.asarray(Image.open(by_source[r["source"]]).convert("RGB")) for r in rows])
+    expected = score(TorchBackend(teacher), crops, "none").logits
+    np.testing.assert_allclose(np.load(cached), expected, atol=1e-3)
+
+    with pytest.raises(ConfigError, match="reads 48-px crops, this run 32-px .* distill.crops"):
+        train(tiny_config(student, tmp_path / "cache", **{"distill.teacher": str(teacher)}), tmp_path / "r2", quiet=True)
+    lines = open(own).read().splitlines()
+    gone = rows[0]["source"]  # a training photo
+    open(own, "w").write("\n".join(line for line in lines if not line.endswith(f",{gone}")) + "\n")
+    with pytest.raises(ConfigError, match=f"no crop of 1 of the .* training photos .*{gone}"):
+        train(cfg, tmp_path / "r3", quiet=True)
