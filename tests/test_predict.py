@@ -31,6 +31,41 @@ def test_predict_real_photo_returns_typed_faces(estimator):
     assert set(f.to_dict()) == {"box", "eyes", "age", "age_interval", "score", "fallback"}
 
 
+def test_one_photo_result_speaks_for_every_entry_point(estimator, tmp_path):
+    """analyse's PhotoResult gives predict's faces, the JSON line, the text lines, the output rows and the HTTP
+    answer from one analysis; its size is the photo's full size even where a large JPEG is decoded reduced;
+    without its crops it is small enough to send between processes."""
+    import pickle
+
+    from faceage.options import FaceOptions
+    from faceage.models import locate
+    from faceage.policy import policy_for
+    from faceage.weights import read_record
+
+    big = tmp_path / "big.jpg"
+    img = Image.open("tests/data/obama_and_biden.jpg").convert("RGB")
+    img.resize((img.width * 4, img.height * 4)).save(big, quality=90)
+    result = estimator.analyse(big, FaceOptions())
+    assert result.size == (img.width * 4, img.height * 4)
+    faces = estimator.predict(big)
+    assert result.ages() == faces and len(faces) >= 2
+    assert result.to_json("p.jpg") == {"path": "p.jpg", "faces": [f.to_dict() for f in faces]}
+    assert [line for line, _ in result.lines("p.jpg")] == [f"p.jpg: {f.line()}" for f in faces]
+    assert [r["age"] for r in result.rows("p.jpg")] == [f.age for f in faces]
+    answer = result.response("fast", 12.345)
+    assert answer == {"faces": [f.to_dict() for f in faces], "width": img.width * 4, "height": img.height * 4,
+                      "model": "fast", "elapsed_ms": 12.35}
+    policy = policy_for(read_record(locate("fast", "torch")), 18)  # the bundled model's, on this model's scores
+    checked = result.response("fast", 1.0, policy)
+    assert checked["policy"] == policy.summary() and [c["age"] for c in checked["faces"]] == [f.age for f in faces]
+    assert result.to_json("p.jpg", policy)["over"] == 18
+    light = result.without_crops()
+    assert light.ages() == faces and all(f.crop is None for f in light.faces)
+    assert len(pickle.dumps(light)) < len(pickle.dumps(result)) / 5
+    empty = estimator.analyse(np.full((64, 64, 3), 127, np.uint8))
+    assert empty.lines("x") == [("x: no face found", False)] and empty.rows("x")[0]["face"] is None
+
+
 def test_inputs_path_pil_array_agree(estimator):
     path = fgnet_images(1)[0]
     a = estimator.predict(path)[0].age

@@ -1,7 +1,7 @@
 """The one engine: a photo and its options in, face rows out, for every entry point.
 
 Batch mode, Ray Data and Spark turn a photo into rows with :func:`photo_rows`; ``faceage predict``
-and ``check`` into faces or age checks with :func:`isolated_answers`; ``serve`` calls the estimator in a
+and ``check`` get each photo's result from :func:`isolated_results`; ``serve`` calls the estimator in a
 thread. Each of them calls
 :meth:`faceage.estimator.AgeEstimator.analyse` (the one per-photo path: decode, detect, filter
 by :class:`~faceage.estimator.FaceOptions`, align, score; video calls it per frame). How the
@@ -148,11 +148,11 @@ def isolated_rows(options: PredictOptions, paths: Iterable[str], *, workers: int
                          suspect=lambda rows: any(r["code"] == NATIVE_CODE for r in rows))
 
 
-def _analysis_job(job: tuple[PredictOptions, str | bytes, object, bool]) -> tuple[object, str | None, str | None]:
-    options, source, policy, single_threaded = job
+def _analysis_job(job: tuple[PredictOptions, str | bytes, bool]) -> tuple[object, str | None, str | None]:
+    options, source, single_threaded = job
     try:
         est = estimator_for(options, single_threaded=single_threaded)
-        return est.analyse(source, options.faces).answer(policy), None, None
+        return est.analyse(source, options.faces).without_crops(), None, None
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
         return (None, *failure(_name(source), exc))
 
@@ -162,13 +162,12 @@ def _name(source: str | bytes) -> str:
     return "-" if isinstance(source, bytes) else source
 
 
-def isolated_answers(options: PredictOptions, paths: Iterable[str | bytes], *, policy=None, workers: int = 1,
+def isolated_results(options: PredictOptions, paths: Iterable[str | bytes], *, workers: int = 1,
                      single_threaded: bool = False) -> Iterator[tuple[object, str | None, str | None]]:
-    """Each photo through :meth:`~faceage.estimator.AgeEstimator.analyse` with ``options`` (its faces as
-    :class:`~faceage.estimator.FaceAge`, or as age checks under ``policy``), in order, in worker processes that
-    may die: ``(answer, None, None)`` or ``(None, error, code)``, ``worker_crashed`` for a file whose worker
-    died."""
-    jobs = ((options, p if isinstance(p, bytes) else str(p), policy, single_threaded) for p in paths)
+    """Each photo's :class:`~faceage.estimator.PhotoResult` (without its crops) from
+    :meth:`~faceage.estimator.AgeEstimator.analyse` with ``options``, in order, made in worker processes that may
+    die: ``(result, None, None)`` or ``(None, error, code)``, ``worker_crashed`` for a file whose worker died."""
+    jobs = ((options, p if isinstance(p, bytes) else str(p), single_threaded) for p in paths)
     return imap_isolated(_analysis_job, jobs, workers=workers, initializer=_load, initargs=(options, single_threaded),
                          on_crash=lambda job: (None, crashed_rows(_name(job[1]))[0]["error"], CRASH_CODE),
                          suspect=lambda result: result[2] == NATIVE_CODE)

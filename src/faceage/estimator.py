@@ -7,7 +7,7 @@ safe to call from several threads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -44,6 +44,14 @@ class FaceAge:
     def code(self) -> str | None:
         """The error's code (:data:`faceage.scoring.BAD_OUTPUT`), None for a face with an age."""
         return None if self.error is None else BAD_OUTPUT
+
+    def line(self) -> str:
+        """``faceage predict``'s text for this face."""
+        if self.error is not None:
+            return f"box {list(self.box)} error: {self.error} [{self.code}]"
+        lo, hi = self.age_interval
+        note = " (no face found: centre crop)" if self.fallback else ""
+        return f"box {list(self.box)} age {self.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}"
 
     def to_dict(self) -> dict:
         """``predict --json``'s face: box, eyes, age, age_interval, score, fallback; a face without an age
@@ -94,14 +102,16 @@ def empty_row(path: str, error: str | None = None, code: str | None = None) -> d
 
 
 @dataclass
-class PhotoAnalysis:
+class PhotoResult:
     """One photo analysed (:meth:`AgeEstimator.analyse`, the one per-photo path): the faces found (largest
-    first, with their aligned crops) and their scores; read as ages (:meth:`ages`, what ``predict``, its JSON
-    and ``/v1/estimate`` give), age checks (:meth:`checks`) or output rows (:meth:`rows`)."""
+    first, with their aligned crops), their scores and the photo's size. Every entry point reads it: as ages
+    (:meth:`ages`), age checks (:meth:`checks`), the command line's text and JSON lines (:meth:`lines`,
+    :meth:`to_json`), output rows (:meth:`rows`: batch, Ray, Spark) or the HTTP answer (:meth:`response`)."""
 
     faces: list  # faceage.face.pipeline.Face
     scores: object = field(repr=False)  # faceage.scoring.Scores, one row per face
     model: str = "model"  # the model's file name, for errors
+    size: tuple[int, int] = (0, 0)  # the photo's (width, height) in pixels
 
     def ages(self) -> list[FaceAge]:
         """The faces as :class:`FaceAge` (rounded as ``predict`` reports them); a face whose outputs are NaN
@@ -115,10 +125,25 @@ class PhotoAnalysis:
         ]
 
     def checks(self, policy) -> list:
-        """The faces as :class:`faceage.agecheck.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
+        """The faces as :class:`faceage.policy.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
         from faceage.policy import checks
 
         return checks(self.scores, policy, [tuple(int(v) for v in f.box) for f in self.faces], self.model)
+
+    def answer(self, policy=None) -> list:
+        """Its ages, or its age checks under ``policy``."""
+        return self.ages() if policy is None else self.checks(policy)
+
+    def to_json(self, path: str, policy=None) -> dict:
+        """The photo's JSON line: ``{"path", "faces"}`` (``predict --json``), with ``"over"`` under ``policy``
+        (``check --json``)."""
+        over = {} if policy is None else {"over": policy.over}
+        return {"path": path, **over, "faces": [a.to_dict() for a in self.answer(policy)]}
+
+    def lines(self, path: str, policy=None) -> list[tuple[str, bool]]:
+        """The photo's text lines, each with whether it reports an error: one per face, or "no face found"."""
+        return [(f"{path}: {a.line()}", a.error is not None) for a in self.answer(policy)] or [
+            (f"{path}: no face found", False)]
 
     def rows(self, path: str) -> list[dict]:
         """The photo's output rows (batch files, Ray, Spark; :data:`SCHEMA`): one per face with ``predict
@@ -128,10 +153,16 @@ class PhotoAnalysis:
             return [empty_row(path)]
         return [{**empty_row(path), "face": i, **f.to_dict()} for i, f in enumerate(faces)]
 
-    def answer(self, policy=None) -> list:
-        """What the command line and the workers report for this photo: its ages, or its age checks under
-        ``policy``."""
-        return self.ages() if policy is None else self.checks(policy)
+    def response(self, model: str, elapsed_ms: float, policy=None) -> dict:
+        """The HTTP answer (``/v1/estimate``; ``/v1/check`` under ``policy``, with the policy's summary)."""
+        w, h = self.size
+        out = {"faces": [a.to_dict() for a in self.answer(policy)], "width": int(w), "height": int(h),
+               "model": model, "elapsed_ms": round(elapsed_ms, 2)}
+        return out if policy is None else {**out, "policy": policy.summary()}
+
+    def without_crops(self) -> "PhotoResult":
+        """The same result without the faces' aligned crops (kilobytes each), to send between processes."""
+        return replace(self, faces=[replace(f, crop=None) for f in self.faces])
 
 
 @dataclass(frozen=True)
@@ -211,7 +242,7 @@ class AgeEstimator:
             for a, (lo, hi), p, ok in zip(scores.age, scores.interval(), scores.probs, scores.finite)
         ]
 
-    def analyse(self, image: ImageSource, options: FaceOptions = FaceOptions(), *, pipeline=None) -> PhotoAnalysis:
+    def analyse(self, image: ImageSource, options: FaceOptions = FaceOptions(), *, pipeline=None) -> PhotoResult:
         """The one path from a photo to its faces' scores (predict, batch, Ray, Spark, serve and video).
 
         ``image``: path, bytes, PIL image or HxWx3 uint8 RGB array. A JPEG path or bytes is
@@ -225,10 +256,10 @@ class AgeEstimator:
             from faceage.face.pipeline import Face
 
             face = Face((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), 0.0, "whole-image", img, True)
-            return PhotoAnalysis([face], self.score_aligned([img]), self.model_path.name)
-        faces = (pipeline or self._pipeline).faces(image, largest=options.largest, fallback=options.fallback,
-                                                   min_face=options.min_face, max_faces=options.max_faces)
-        return PhotoAnalysis(faces, self.score_aligned([f.crop for f in faces]), self.model_path.name)
+            return PhotoResult([face], self.score_aligned([img]), self.model_path.name, (w, h))
+        faces, size = (pipeline or self._pipeline).find(image, largest=options.largest, fallback=options.fallback,
+                                                        min_face=options.min_face, max_faces=options.max_faces)
+        return PhotoResult(faces, self.score_aligned([f.crop for f in faces]), self.model_path.name, size)
 
     def predict(self, image: ImageSource, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,
                 fallback: bool = False) -> list[FaceAge]:

@@ -254,6 +254,12 @@ class AgeCheck:
         return (f"AgeCheck(over={self.policy.over}, box={self.box}, age={self.age}, p_over={p}, "
                 f"decision={self.decision!r}{err})")
 
+    def line(self) -> str:
+        """``faceage check``'s text for this face."""
+        if self.error is not None:  # NaN or infinite model outputs: referred, no age
+            return f"box {_box(self.box)} {self.decision}: {self.error} [bad_model_output]"
+        return f"box {_box(self.box)} age {self.age:.1f} p_over({self.policy.over}) {self.p_over:.3f} {self.decision}"
+
     def to_dict(self) -> dict:
         d = {"box": None if self.box is None else list(self.box), "age": self.age,
              "p_over": None if self.p_over is None else round(self.p_over, 4), "decision": self.decision}
@@ -262,6 +268,10 @@ class AgeCheck:
 
             d.update(error=self.error, code=BAD_OUTPUT)
         return d
+
+
+def _box(box) -> str:
+    return "(aligned crop)" if box is None else str(list(box))
 
 
 def checks(scores, policy: AgeCheckPolicy, boxes=None, model: str = "model") -> list[AgeCheck]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from faceage.cli import MODEL_HELP, add_tta_argument, detector_option
@@ -72,18 +71,4 @@ def run(args: argparse.Namespace) -> int:
 
         return policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
 
-    def show(path, checks: list, bar) -> None:
-        if args.json:
-            print(json.dumps({"path": str(path), "over": args.over, "faces": [c.to_dict() for c in checks]}),
-                  flush=True)
-        elif not checks:
-            bar.write(f"{path}: no face found")
-        else:
-            for c in checks:
-                if c.error is not None:  # NaN or infinite model outputs: referred, no age
-                    bar.write(f"{path}: box {list(c.box)} {c.decision}: {c.error} [bad_model_output]")
-                    continue
-                bar.write(f"{path}: box {list(c.box)} age {c.age:.1f} p_over({args.over}) {c.p_over:.3f} "
-                          f"{c.decision}")
-
-    return run_photos(args, show, ready=ready)
+    return run_photos(args, ready=ready)

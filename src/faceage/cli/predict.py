@@ -72,21 +72,10 @@ def run(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
     bad_faces = 0  # faces whose model outputs were NaN or infinite (no age)
 
-    def show(path: Path, faces: list, bar) -> None:
+    def show(path: Path, result) -> None:
         nonlocal bad_faces
+        faces = result.ages()
         bad_faces += sum(f.error is not None for f in faces)
-        if args.json:
-            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}, allow_nan=False), flush=True)
-        elif not faces:
-            bar.write(f"{path}: no face found")
-        else:
-            for f in faces:
-                if f.error is not None:
-                    bar.write(f"{path}: box {list(f.box)} error: {f.error} [{f.code}]", file=sys.stderr)
-                    continue
-                lo, hi = f.age_interval
-                note = " (no face found: centre crop)" if f.fallback else ""
-                bar.write(f"{path}: box {list(f.box)} age {f.age:.1f} (80% interval {lo:.0f}-{hi:.0f}){note}")
         if args.annotate:
             from faceage.annotate import annotate
             from faceage.imageio import load_image
@@ -125,18 +114,19 @@ def run_batch_cli(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def run_photos(args: argparse.Namespace, show, *, taken: set[Path] | None = None, ready=None,
+def run_photos(args: argparse.Namespace, show=None, *, taken: set[Path] | None = None, ready=None,
                stdin: bytes | None = None) -> int:
     """The per-photo run shared by ``predict`` and ``check``: the files of ``args.paths``, each analysed with the
     options of ``args`` (:func:`faceage.cli.predict_options`) in an isolated worker process
-    (:func:`faceage.engine.isolated_answers`: a native crash costs only its file), ``show(path, answer, bar)`` per
-    photo (its faces, or its age checks), each file's error reported as that file's (``{"path", "error"}`` with
-    ``--json``). Exit status 1 when some file failed, 5 when the only file given failed. ``ready(estimator)``
-    may refuse the run before any file is read, and returns the age-check policy to apply (None: ages).
-    ``stdin``: the bytes of one image read from standard input, reported as path "-", instead of ``args.paths``."""
+    (:func:`faceage.engine.isolated_results`: a native crash costs only its file), and printed as the result's
+    text lines (errors on standard error) or, with ``--json``, its JSON line; then ``show(path, result)`` if given.
+    Each file's error is reported as that file's (``{"path", "error"}`` with ``--json``). Exit status 1 when some
+    file failed, 5 when the only file given failed. ``ready(estimator)`` may refuse the run before any file is
+    read, and returns the age-check policy to apply (None: ages). ``stdin``: the bytes of one image read from
+    standard input, reported as path "-", instead of ``args.paths``."""
     from tqdm import tqdm
 
-    from faceage.engine import isolated_answers
+    from faceage.engine import isolated_results
     from faceage.errors import FaceageError
     from faceage.walk import iter_images
 
@@ -167,12 +157,18 @@ def run_photos(args: argparse.Namespace, show, *, taken: set[Path] | None = None
         report_error(path, str(problem))
     # one worker process running a multi-threaded model
     sources = [stdin] if stdin is not None else files
-    for path, (result, error, _) in zip(files, isolated_answers(engine, sources, policy=policy)):
+    for path, (result, error, _) in zip(files, isolated_results(engine, sources)):
         bar.update(1)
         if error is not None:
             report_error(path, error)
             continue
-        show(path, result, bar)
+        if args.json:
+            print(json.dumps(result.to_json(str(path), policy), allow_nan=False), flush=True)
+        else:
+            for line, is_error in result.lines(str(path), policy):
+                bar.write(line, file=sys.stderr if is_error else sys.stdout)
+        if show is not None:
+            show(path, result)
     bar.close()
     if not failed:
         return 0

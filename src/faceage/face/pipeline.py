@@ -42,7 +42,8 @@ class Face:
     eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
     score: float
     detector: str  # which pass found it ("hog", "hog-up1", ..., "cnn"), "center-crop" for the fallback
-    crop: np.ndarray = field(repr=False)  # size x size x 3 uint8, aligned per the CropSpec
+    crop: np.ndarray | None = field(repr=False)  # size x size x 3 uint8, aligned per the CropSpec (None once
+    # dropped for sending between processes: PhotoResult.without_crops)
     fallback: bool = False
 
     def to_dict(self) -> dict:
@@ -106,10 +107,14 @@ class FacePipeline:
         arr = self._as_array(image)
         return _Decoded(arr, (arr.shape[1], arr.shape[0]))
 
-    def faces(self, image, *, largest: bool = False, fallback: bool = False, min_face: int = 0,
-              max_faces: int = 0) -> list[Face]:
+    def faces(self, image, **options) -> list[Face]:
+        """:meth:`find`'s faces alone."""
+        return self.find(image, **options)[0]
+
+    def find(self, image, *, largest: bool = False, fallback: bool = False, min_face: int = 0,
+             max_faces: int = 0) -> tuple[list[Face], tuple[int, int]]:
         """All faces in ``image`` (array, path, bytes or PIL image), largest first, in
-        full-resolution pixels.
+        full-resolution pixels, and the photo's (width, height).
 
         ``largest``: keep only the biggest face; ``max_faces``: keep the biggest this many
         (0: all). ``min_face``: drop faces whose box is narrower than this many pixels.
@@ -125,10 +130,10 @@ class FacePipeline:
             dets = dets[:keep]
         if not dets:
             if not fallback:
-                return []
+                return [], dec.full_size
             w, h = dec.full_size
             return [Face((0, 0, w, h), center_crop_eyes((h, w), self.spec), 0.0, "center-crop",
-                         center_crop(dec.array, self.spec), True)]
+                         center_crop(dec.array, self.spec), True)], dec.full_size
         src = self._crop_source(dec, dets)
         fx, fy = src.factor
 
@@ -136,7 +141,7 @@ class FacePipeline:
             return ((p[0] + 0.5) / fx - 0.5, (p[1] + 0.5) / fy - 0.5)
 
         return [Face(d.box, d.eyes, d.score, d.detector, align(src.array, (inside(d.eyes[0]), inside(d.eyes[1])),
-                                                                self.spec), False) for d in dets]
+                                                                self.spec), False) for d in dets], dec.full_size
 
     def _detect(self, dec: _Decoded) -> list[Detection]:
         """The detector's faces in full-resolution pixels. A reduced decode smaller than the

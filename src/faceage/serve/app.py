@@ -231,16 +231,14 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     budget = MemoryBudget(max_decoded, queue_timeout, reserved=small_photo_room(max_decoded, concurrency, light_pixels))
     bodies = BodyBudget(max_bodies, per_client_bodies, "photo uploads")
 
-    def work(img, t0: float, answer) -> dict:
+    def work(img, t0: float, options: FaceOptions, policy) -> dict:
         arr = decode_opened(img, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
-        faces = answer(arr)  # a face whose model outputs are NaN or infinite has error/code and no age
-        h, w = arr.shape[:2]
-        return {"faces": faces, "width": int(w), "height": int(h), "model": name,
-                "elapsed_ms": round((time.perf_counter() - t0) * 1000.0, 2)}
+        result = est.analyse(arr, options)  # the one per-photo path
+        return result.response(name, (time.perf_counter() - t0) * 1000.0, policy)
 
-    async def answer_upload(request: Request, answer) -> dict:
-        """Read, open and decode the uploaded photo within the limits and give it to ``answer(array)``
-        (faces as dicts) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
+    async def answer_upload(request: Request, options: FaceOptions, policy=None) -> dict:
+        """Read, open and decode the uploaded photo within the limits and answer it (its ages, or its age checks
+        under ``policy``) in a worker thread: the one upload path of /v1/estimate and /v1/check."""
         client = client_key(request)
         with bodies.hold(client) as hold:
             # the body first, then a slot: a client sending slowly holds a connection, never a slot
@@ -254,7 +252,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                 async with lanes.slot(pixels, client):
                     t0 = time.perf_counter()
                     async with budget.reserve(need, light=not lanes.is_heavy(pixels)):
-                        return await anyio.to_thread.run_sync(partial(work, img, t0, answer))
+                        return await anyio.to_thread.run_sync(partial(work, img, t0, options, policy))
             finally:
                 img.close()
                 if need > _TRIM_AFTER:
@@ -285,12 +283,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
         fallback: bool = Query(False, description="score a centre crop when no face is found"),
     ):
-        options = FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces, fallback=fallback)
-
-        def answer(arr) -> list[dict]:
-            return [f.to_dict() for f in est.analyse(arr, options).ages()]  # the one per-photo path
-
-        return await answer_upload(request, answer)
+        return await answer_upload(request, FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces,
+                                                        fallback=fallback))
 
     @app.post("/v1/check", response_model=CheckResponse, response_model_exclude_unset=True, responses=ERRORS,
               summary="Age check: is each face in a photo at least `over` years old? pass or refer",
@@ -310,11 +304,8 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         from faceage.policy import policy_for
 
         policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
-
-        def answer(arr) -> list[dict]:
-            return [c.to_dict() for c in est.check(arr, over, largest=largest, min_face=min_face, max_faces=max_faces)]
-
-        return {**await answer_upload(request, answer), "policy": policy.summary()}
+        return await answer_upload(request, FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces),
+                                   policy)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
     async def healthz():
