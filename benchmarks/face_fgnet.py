@@ -23,7 +23,7 @@ from benchmarks._common import add_output_arguments, parse_args
 
 from faceage.face.align import CropSpec, alignment_matrix, eye_angle
 from faceage.face.pipeline import FacePipeline
-from faceage.imageio import load_image
+from faceage.core.imageio import load_image
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fgnet"
 

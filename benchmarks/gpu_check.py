@@ -91,7 +91,7 @@ def train_case(name: str, width: float, size: int, batch: int, steps: int, compi
 
 @torch.no_grad()
 def infer_case(name: str, width: float, size: int, batch: int, iters: int, device: str) -> dict:
-    from faceage.preprocess import normalize
+    from faceage.core.preprocess import normalize
     from faceage.nets.model import AgeNet
     from faceage.nets.spec import ModelSpec
 

@@ -18,12 +18,12 @@ import torch
 from benchmarks._common import add_output_arguments, machine, markdown_table, parse_args, write_results
 from PIL import Image
 
-from faceage.preprocess import normalize
+from faceage.core.preprocess import normalize
 from faceage.train.augment import augment
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
 from faceage.train.config import AugmentConfig
-from faceage.weights import IMAGENET_MEAN, IMAGENET_STD
+from faceage.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 class DecodeDataset(torch.utils.data.Dataset):

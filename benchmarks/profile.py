@@ -136,7 +136,7 @@ def cpu() -> dict:
 
 def profile(model: str, sets: dict[str, list[Path]], warmup: int) -> list[dict]:
     from faceage import AgeEstimator
-    from faceage.imageio import load_image
+    from faceage.core.imageio import load_image
 
     est = AgeEstimator(model)
     stages = TIMERS

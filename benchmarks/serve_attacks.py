@@ -203,8 +203,8 @@ def _png(img: Image.Image) -> bytes:
 
 
 def largest_accepted_side(max_decoded_mb: float) -> int:
-    """Side of the largest square RGB image the decoded-size budget accepts (faceage.imageio.working_bytes)."""
-    from faceage.imageio import working_bytes
+    """Side of the largest square RGB image the decoded-size budget accepts (faceage.core.imageio.working_bytes)."""
+    from faceage.core.imageio import working_bytes
 
     side = int((max_decoded_mb * MB / 11) ** 0.5)
     while working_bytes(Image.new("RGB", (side, side))) > max_decoded_mb * MB:

@@ -11,7 +11,7 @@ Specials include thin and extreme-aspect images (8x2000 random, 10x10000, 8x4300
 50000x12, 1x50,000,000 px) and shapes just inside the server's aspect limit.
 
 1. Decode path: every case goes through the server's two decoding calls (``faceage.serve.upload.open_upload``,
-   then ``faceage.imageio.decode_opened``) in a
+   then ``faceage.core.imageio.decode_opened``) in a
    child process watched by this one: a Python exception other than a 4xx error is a
    crash, a dead child a native crash, no answer within ``--hang-s`` a hang.
 2. Detection on thin shapes: the thin and extreme-aspect images, decoded without the
@@ -211,7 +211,7 @@ def _decode_child(conn, cases_file: str, start: int, max_pixels: int, detect: bo
     from faceage.errors import FaceageError
     from faceage.serve.app import DEFAULT_MAX_ASPECT
     from faceage.serve.errors import status_of
-    from faceage.imageio import decode_opened
+    from faceage.core.imageio import decode_opened
     from faceage.serve.upload import open_upload
 
     warnings.simplefilter("ignore")  # Pillow warns about every corrupt EXIF/TIFF tag

@@ -111,7 +111,7 @@ def worker_faceage_model(a) -> dict:
         from faceage.runtime.onnx_backend import OnnxBackend
 
         be = OnnxBackend(a.file, threads=1)
-    from faceage.preprocess import resize_crop
+    from faceage.core.preprocess import resize_crop
 
     s = be.record.input_size
     rss_loaded = peak_rss_mb()
@@ -296,7 +296,7 @@ def accuracy(args, files: dict, record) -> dict | None:
     """MAE of fp32 vs int8 (and torch) on validation crops of a prepared manifest."""
     import numpy as np
 
-    from faceage.ages import combine
+    from faceage.core.ages import combine
     from faceage.export import load_crops
     from faceage.runtime.onnx_backend import OnnxBackend
 
@@ -411,7 +411,7 @@ def main() -> int:
     from faceage.models import locate
     from faceage.export import export_onnx
     from faceage.nets.model import count_macs, count_params
-    from faceage.weights import load_model, resolve_model_path
+    from faceage.models.weights import load_model, resolve_model_path
 
     model_path = resolve_model_path(args.model) if args.model else locate()
     if model_path.suffix == ".onnx":
@@ -423,8 +423,8 @@ def main() -> int:
     model, record = load_model(model_path)
     import numpy as np
 
-    from faceage.preprocess import resize_crop
-    from faceage.imageio import load_image
+    from faceage.core.preprocess import resize_crop
+    from faceage.core.imageio import load_image
 
     cal = np.stack([resize_crop(load_image(p), record.input_size) for p in calib])
     files = {"onnx-fp32": export_onnx(model_path, work / "fp32.onnx"),

@@ -120,7 +120,7 @@ BANDS = ("6-12", "13-17", "18-24", "60+")
 def tails(pred: "np.ndarray", true: "np.ndarray") -> dict:
     """MAE, MAE at 13-17, bias per BANDS band, and the point-age "over 18" check set to pass at most 2% of
     13-17-year-olds: its threshold and the share of adults 25+ it passes (the issue's held-back bar)."""
-    from faceage.agecheck import band_rows, pass_threshold
+    from faceage.checks.fitting import band_rows, pass_threshold
     from faceage.metrics import age_metrics
 
     m = age_metrics(pred, true)

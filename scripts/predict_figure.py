@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from faceage import AgeEstimator
 from faceage.annotate import annotate
-from faceage.imageio import load_image
+from faceage.core.imageio import load_image
 from benchmarks._common import REPO, add_output_arguments, parse_args  # noqa: E402 - --write / --out, as the benchmarks
 
 DEFAULT_FILES = ("009A05.JPG", "008A17.JPG", "029A33.JPG", "007A45.JPG", "003A61.JPG")

@@ -4,7 +4,7 @@ Fine-tuning the bundled model on a new mix of data (configs/fast.yaml) gains on 
 data and loses some of what the start model did well; the weights ``a * start + (1 - a) * tuned`` of
 two models on one fine-tuning path usually keep most of both. For each ``a`` and each strength of
 the age-prior correction (faceage.data.sets.prior_correction) the validation splits of the config's
-data sets are scored the way `faceage predict` scores (faceage.scoring.score); the mix kept is the one
+data sets are scored the way `faceage predict` scores (faceage.core.scoring.score); the mix kept is the one
 with the lowest pooled validation MAE among those no worse than the start model on any data set
 (none: the fine-tuned model alone). Its 80% interval is then calibrated on the same splits, and the
 weights are written with their record. Only validation data is used to choose.
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from faceage.runtime.torch_backend import TorchBackend
-from faceage.scoring import calibrate_interval, interval_coverage, score
+from faceage.core.scoring import calibrate_interval, interval_coverage, score
 from faceage.train.config import load_config
 from faceage.data.sets import cached_splits, load_samples, prior_correction, sampling_weights
-from faceage.weights import load_model, save_model
+from faceage.models.weights import load_model, save_model
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

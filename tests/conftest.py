@@ -54,7 +54,7 @@ def small_model(tmp_path_factory) -> Path:
     from faceage.face.align import CropSpec
     from faceage.nets.model import create_model
     from faceage.nets.spec import ModelSpec
-    from faceage.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
@@ -97,7 +97,7 @@ def nan_model(tmp_path_factory) -> Path:
 
     from faceage.face.align import CropSpec
     from faceage.nets.model import ModelSpec
-    from faceage.weights import ModelRecord
+    from faceage.models.weights import ModelRecord
 
     record = ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec())
     nodes = [helper.make_node("Cast", ["crops"], ["x"], to=TensorProto.FLOAT),

@@ -1,16 +1,16 @@
-"""Age checks (faceage.agecheck): calibration, policy fitting, the record field and the API."""
+"""Age checks (faceage.checks.fitting): calibration, policy fitting, the record field and the API."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from faceage.agecheck import (AgeCheckPolicy, Calibration, NoPolicyError, check_policies, ece, fit_beta,
+from faceage.checks.fitting import (AgeCheckPolicy, Calibration, NoPolicyError, check_policies, ece, fit_beta,
                               fit_isotonic, fit_platt, fit_policy, over_logit, pass_threshold, policy_for,
                               raw_p_over, wilson)
 from faceage.errors import WeightsError
 from faceage.nets.spec import ModelSpec
-from faceage.weights import ModelRecord
+from faceage.models.weights import ModelRecord
 
 
 def _overconfident(n: int = 6000, seed: int = 0, over: int = 18):
@@ -148,7 +148,7 @@ def test_beta_with_equal_slopes_is_platt_and_fits_lopsided_odds_better():
 
 
 def test_auto_chooses_a_strictly_increasing_map_by_out_of_fold_ece():
-    from faceage.agecheck import choose_calibration
+    from faceage.checks.fitting import choose_calibration
 
     z, ages = _overconfident(seed=4)
     best, scores = choose_calibration(z, (ages >= 18).astype(float))
@@ -313,7 +313,7 @@ DATA = Path(__file__).parent / "data"
 def test_bundled_models_carry_the_same_policies_for_the_usual_thresholds():
     from faceage.models import locate
     from faceage.runtime.onnx_backend import OnnxBackend
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     torch_file, onnx_file = locate(None, "torch"), locate(None, "onnx")
     rec = read_record(torch_file)
@@ -413,7 +413,7 @@ def test_a_policy_fitted_on_a_handful_of_faces_is_refused(brightness, tmp_path, 
 def test_the_wilson_bound_lets_no_one_pass_where_the_sample_cannot_show_the_share():
     """60 faces cannot show a 1% pass rate (even 0 of 60 has a 95% upper bound of 6%): none of them may pass;
     with 2,000 the bound allows a few, fewer than the point share would."""
-    from faceage.agecheck import pass_threshold, wilson
+    from faceage.checks.fitting import pass_threshold, wilson
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=60)

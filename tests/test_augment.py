@@ -1,7 +1,7 @@
 
 import torch
 
-from faceage.preprocess import normalize
+from faceage.core.preprocess import normalize
 from faceage.train.augment import augment
 from faceage.train.config import AugmentConfig
 

@@ -48,7 +48,7 @@ def test_predict_reports_each_face_and_exits_4(nan_model, capsys):
 def test_batch_rows_carry_the_error(nan_estimator):
     from faceage.engine import COLUMNS, photo_rows
     from faceage.estimator import FACE_FIELDS, FaceAge
-    from faceage.options import FaceOptions
+    from faceage.core.options import FaceOptions
 
     rows = photo_rows(nan_estimator, str(PHOTO), str(PHOTO), FaceOptions())
     assert rows and all(set(r) == set(COLUMNS) for r in rows)
@@ -106,9 +106,9 @@ def test_the_video_route_skips_such_faces_with_a_warning(nan_estimator, tmp_path
 
 
 def test_an_age_check_refers_a_face_without_an_age():
-    from faceage.agecheck import checks, policy_for
+    from faceage.checks.fitting import checks, policy_for
     from faceage.estimator import AgeEstimator
-    from faceage.scoring import Scores
+    from faceage.core.scoring import Scores
 
     record = AgeEstimator().record
     logits = np.zeros((2, 101), np.float32)

@@ -16,7 +16,7 @@ from faceage.batch.files import walk_images
 from faceage.batch.output import OutputLock, PartStore, read_rows
 from faceage.cli import main
 from faceage.errors import FaceageError
-from faceage.walk import iter_images
+from faceage.core.walk import iter_images
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

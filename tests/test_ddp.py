@@ -87,7 +87,7 @@ def _logits(run):
     import numpy as np
 
     from faceage.runtime.torch_backend import TorchBackend
-    from faceage.scoring import score
+    from faceage.core.scoring import score
 
     images = np.load(next((run.parent / "cache").glob("*.npy")))
     scores = score(TorchBackend(run / "last.safetensors"), images, "none")
@@ -118,7 +118,7 @@ def test_only_rank0_writes_and_checkpoint_loads_in_one_process(runs):
     assert not [f for f in files if f.endswith(".tmp")]
     state = torch.load(tmp / "ddp" / "last.pt", map_location="cpu", weights_only=True)
     assert not [k for k in state["model"] if k.startswith(("module.", "_orig_mod."))]
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
     model, record = load_model(tmp / "ddp" / "best.safetensors")
     assert record.training["world_size"] == 2 and record.input_size == 32

@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from faceage.ages import combine  # noqa: E402
+from faceage.core.ages import combine  # noqa: E402
 from faceage.face.align import CropSpec  # noqa: E402
-from faceage.weights import ModelRecord  # noqa: E402
+from faceage.models.weights import ModelRecord  # noqa: E402
 
 SIZE = 64
 PARITY_YEARS = 0.05
@@ -36,10 +36,10 @@ def _crops(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small random model whose ages spread over the range, its fp32 and int8 exports."""
-    from faceage.preprocess import normalize
+    from faceage.core.preprocess import normalize
     from faceage.export import export_onnx
     from faceage.nets.model import create_model
-    from faceage.weights import IMAGENET_MEAN, IMAGENET_STD, save_model
+    from faceage.models.weights import IMAGENET_MEAN, IMAGENET_STD, save_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -122,7 +122,7 @@ def test_detections_are_plain_data():
 def _fgnet_face():
     if not FGNET.is_dir():
         pytest.skip("shared data (../shared/data/fgnet) not present")
-    from faceage.imageio import load_image
+    from faceage.core.imageio import load_image
 
     return load_image(FGNET / "002A07.JPG")
 

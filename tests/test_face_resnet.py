@@ -126,7 +126,7 @@ def test_fine_tune_starts_from_dlib_and_freezes_the_backbone_while_head_only(tmp
     carries dlib's input normalisation, so inference normalises as dlib did."""
     from conftest import synthetic_dataset
     from faceage.train.loop import train
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
     manifest = synthetic_dataset(tmp_path / "data", n=24, size=112)
     dlib_state = face_descriptor_state_dict()
@@ -175,7 +175,7 @@ def test_age_net_on_face_resnet_standardizes_features():
 def test_head_only_epochs_leave_a_batchnorm_backbone_as_it_was(tiny_manifest, tmp_path):
     """Frozen means frozen: no weight and no BatchNorm statistic of the backbone moves in head-only epochs."""
     from faceage.train.loop import train
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
     cfg = tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1, "optim.head_only_epochs": 1,
                                                             "eval.tta": "none"})

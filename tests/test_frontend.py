@@ -18,7 +18,7 @@ from faceage.face.align import CropSpec, align
 from faceage.face.detect import Detection, get_detector
 from faceage.face.dlib_detector import DlibDetector, _DlibModels
 from faceage.face.pipeline import FacePipeline
-from faceage.imageio import load_image, load_image_scaled
+from faceage.core.imageio import load_image, load_image_scaled
 
 DATA = Path(__file__).resolve().parent / "data"
 PHOTOS = ["obama.jpg", "biden.jpg", "obama_and_biden.jpg"]
@@ -388,7 +388,7 @@ def test_cnn_pass_still_recovers_fgnet_portraits():
 def test_video_uses_the_estimators_detector_and_face_options(small_model):
     """VideoAnalysis once built its own dlib pipeline: a detector given to AgeEstimator was ignored for video."""
     from faceage.estimator import AgeEstimator
-    from faceage.options import FaceOptions
+    from faceage.core.options import FaceOptions
     from faceage.video.io import Frame
     from faceage.video.pipeline import VideoAnalysis
 

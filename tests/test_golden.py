@@ -11,7 +11,7 @@ import pytest
 from faceage import AgeEstimator
 from faceage.models import DEFAULT, list_models, locate
 from faceage.export import parity
-from faceage.imageio import load_image
+from faceage.core.imageio import load_image
 
 DATA = Path(__file__).parent / "data"
 GOLDEN_FILE = json.loads((DATA / "golden.json").read_text())
@@ -52,7 +52,7 @@ def test_bundled_onnx_and_safetensors_are_the_same_model(model):
     est = AgeEstimator(model, backend="onnx")
     crops = np.stack([f.crop for name in ("obama.jpg", "obama_and_biden.jpg")
                       for f in est.pipeline.faces(load_image(DATA / name))])
-    from faceage.preprocess import input_batch
+    from faceage.core.preprocess import input_batch
 
     p = parity(locate(model, "torch"), locate(model, "onnx"), input_batch(crops, est.input_size))
     assert p.n == 4 and p.max_age_diff < 0.05 and p.max_logit_diff < 1e-3, p

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from faceage.errors import ImageError
-from faceage.imageio import IMAGE_SUFFIXES, load_image
-from faceage.walk import iter_images
+from faceage.core.imageio import IMAGE_SUFFIXES, load_image
+from faceage.core.walk import iter_images
 
 
 def _rgb(w=40, h=30):
@@ -153,7 +153,7 @@ def test_iter_images(tmp_path):
                                          ("ICO", ".png"), ("SGI", ".webp")])
 def test_undocumented_formats_are_never_decoded(tmp_path, fmt, suffix):
     """Whatever the name says, only the SUPPORTED_FORMATS decoders run (an EPS never reaches Ghostscript)."""
-    from faceage.imageio import SUPPORTED_TEXT
+    from faceage.core.imageio import SUPPORTED_TEXT
 
     path = tmp_path / f"photo{suffix}"
     if fmt == "EPS":
@@ -172,7 +172,7 @@ def test_undocumented_formats_are_never_decoded(tmp_path, fmt, suffix):
 
 
 def test_documented_formats_decode_and_are_scanned(tmp_path):
-    from faceage.imageio import SUPPORTED_FORMATS
+    from faceage.core.imageio import SUPPORTED_FORMATS
 
     for fmt, suffix in (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("BMP", ".bmp"), ("TIFF", ".tif"),
                         ("GIF", ".gif")):
@@ -237,7 +237,7 @@ def test_iter_images_reports_bad_paths_and_goes_on(tmp_path, monkeypatch):
 def test_a_huge_file_is_refused_from_its_size_before_reading(tmp_path):
     import tracemalloc
 
-    from faceage.imageio import load_image_scaled, max_file_bytes
+    from faceage.core.imageio import load_image_scaled, max_file_bytes
 
     huge = tmp_path / "huge.jpg"
     with open(huge, "wb") as fh:  # 1.5 GB, sparse: no disk used

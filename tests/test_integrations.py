@@ -29,7 +29,7 @@ def test_ray_paths_and_bytes(ray_local, batch_photos, batch_expected):
 def from_bytes(expected: dict) -> dict:
     """What changes when images come as bytes: an empty one is named as empty data, not an empty file."""
     empty = next(p for p in expected if p.endswith("empty.png"))
-    from faceage.imageio import SUPPORTED_TEXT
+    from faceage.core.imageio import SUPPORTED_TEXT
 
     return {**expected, empty: {"path": empty, "error": f"{empty}: empty data (0 bytes); pass the bytes of a "
                                                         f"{SUPPORTED_TEXT} image"}}

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from faceage.digest import DIGEST_KEY
+from faceage.models.digest import DIGEST_KEY
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
-from faceage.digest import PINNED
+from faceage.models.digest import PINNED
 from faceage.models import MODELS, locate
 from faceage.nets.model import create_model
-from faceage.weights import ModelRecord, load_model, read_record, save_model
+from faceage.models.weights import ModelRecord, load_model, read_record, save_model
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from faceage.ages import age_interval, combine, expected_age, softmax
+from faceage.core.ages import age_interval, combine, expected_age, softmax
 from faceage.train.loss import age_loss
 
 
@@ -97,7 +97,7 @@ def test_distill_loss_is_the_kl_divergence_scaled_by_the_squared_temperature():
 
 
 def test_median_estimate_is_the_half_quantile_of_the_interval_reading():
-    from faceage.ages import median_age
+    from faceage.core.ages import median_age
 
     p = np.zeros((1, 101))
     p[0, 20], p[0, 30] = 0.25, 0.75  # half the mass is reached a third of the way into class 30

@@ -37,10 +37,10 @@ def test_one_photo_result_speaks_for_every_entry_point(estimator, tmp_path):
     without its crops it is small enough to send between processes."""
     import pickle
 
-    from faceage.options import FaceOptions
+    from faceage.core.options import FaceOptions
     from faceage.models import locate
-    from faceage.policy import policy_for
-    from faceage.weights import read_record
+    from faceage.checks.policy import policy_for
+    from faceage.models.weights import read_record
 
     big = tmp_path / "big.jpg"
     img = Image.open("tests/data/obama_and_biden.jpg").convert("RGB")

@@ -10,8 +10,8 @@ from faceage import AgeEstimator
 from faceage.data.cache import build_cache
 from faceage.data.manifest import read_manifest
 from faceage.data.prepare import prepare
-from faceage.imageio import load_image
-from faceage.preprocess import input_batch, normalization, normalize_nchw, resize_crop
+from faceage.core.imageio import load_image
+from faceage.core.preprocess import input_batch, normalization, normalize_nchw, resize_crop
 
 DATA = Path(__file__).parent / "data"
 
@@ -72,7 +72,7 @@ def test_resize_and_normalisation_are_the_documented_functions():
 
 def test_torch_normalisation_uses_the_same_constants():
     torch = pytest.importorskip("torch")
-    from faceage.preprocess import normalize
+    from faceage.core.preprocess import normalize
 
     x = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

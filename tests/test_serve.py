@@ -41,7 +41,7 @@ def decode_image(data: bytes, *, max_pixels: int = 50_000_000, max_aspect: float
                  content_type: str | None = None):
     """An upload decoded by the server's two calls, in its order (``app.answer_upload``: open the header,
     reserve, decode)."""
-    from faceage.imageio import decode_opened
+    from faceage.core.imageio import decode_opened
     from faceage.serve.upload import open_upload
 
     img = open_upload(data, content_type=content_type, name="upload", max_pixels=max_pixels, max_aspect=max_aspect)
@@ -51,7 +51,7 @@ def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
     from faceage.nets.model import create_model
     from faceage.nets.spec import ModelSpec
-    from faceage.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord, save_model
 
     return save_model(create_model("ma_sfv2", 0.5),
                       ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec()), path)
@@ -776,7 +776,7 @@ def test_a_model_with_nan_weights_never_serves(tmp_path, model_file):
 
     from faceage.errors import WeightsError
     from faceage.serve.app import create_app
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     state = {k: v.clone() for k, v in load_file(str(model_file)).items()}
     name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
@@ -788,13 +788,13 @@ def test_a_model_with_nan_weights_never_serves(tmp_path, model_file):
 
 
 def test_every_image_error_code_is_a_client_status():
-    """The codes faceage.imageio raises are 4xx in the one table; the server's own faults are 5xx."""
+    """The codes faceage.core.imageio raises are 4xx in the one table; the server's own faults are 5xx."""
     import re
 
-    import faceage.imageio
+    import faceage.core.imageio
     from faceage.serve.errors import STATUS
 
-    raised = set(re.findall(r'code="(\w+)"', Path(faceage.imageio.__file__).read_text())) | {"corrupt_image"}
+    raised = set(re.findall(r'code="(\w+)"', Path(faceage.core.imageio.__file__).read_text())) | {"corrupt_image"}
     assert raised and all(400 <= STATUS[c] < 500 for c in raised), raised
     assert STATUS["bad_model_file"] == STATUS["internal"] == 500
 
@@ -805,8 +805,8 @@ def with_check_policy(path: Path) -> Path:
     but real decisions to test the behaviour with)."""
     from dataclasses import replace
 
-    from faceage.agecheck import AgeCheckPolicy, Calibration
-    from faceage.weights import read_record, write_record
+    from faceage.checks.fitting import AgeCheckPolicy, Calibration
+    from faceage.models.weights import read_record, write_record
 
     policy = AgeCheckPolicy(18, 0.0, 0.5, Calibration("platt", a=0.5, b=0.0), 0.01, (13, 17), {"data": "test"})
     return write_record(path, replace(read_record(path), age_checks={18: policy}))

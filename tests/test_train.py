@@ -57,7 +57,7 @@ def test_two_data_sources_are_refused_not_one_ignored():
 
 def test_a_run_reads_ages_with_the_median_when_asked(tiny_manifest, tmp_path):
     """eval.estimate=median: every estimate is in metrics.csv and the best epoch is chosen on the median's MAE."""
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     out = tmp_path / "run"
     summary = train(tiny_config(tiny_manifest, tmp_path / "cache", **{"optim.epochs": 1, "eval.estimate": "median"}),
@@ -122,7 +122,7 @@ def test_manifest_without_usable_rows_is_a_clear_error(tmp_path):
 
 
 def test_best_weights_record_travels(tiny_manifest, tmp_path):
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     train(tiny_config(tiny_manifest, tmp_path / "cache"), tmp_path / "run", quiet=True)
     rec = read_record(tmp_path / "run")
@@ -298,7 +298,7 @@ def test_a_data_set_smaller_than_the_batch_is_refused(tiny_manifest, tmp_path, c
 def _opinionated_teacher(path, age: int, input_size: int):
     """A 'teacher' that puts nearly all its mass on ``age`` for any face (its classifier is a constant)."""
     from faceage.nets.model import create_model
-    from faceage.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord, save_model
 
     torch.manual_seed(0)
     model = create_model("ma_sfv2", 0.5).eval()
@@ -318,8 +318,8 @@ def test_distillation_pulls_the_student_to_the_teacher(tmp_path, capsys):
 
     from conftest import synthetic_dataset
     from faceage.runtime.torch_backend import TorchBackend
-    from faceage.scoring import score
-    from faceage.weights import read_record
+    from faceage.core.scoring import score
+    from faceage.models.weights import read_record
 
     manifest = synthetic_dataset(tmp_path / "data", n=64, size=32, seed=5)
     teacher = _opinionated_teacher(tmp_path / "teacher.safetensors", 70, 32)
@@ -383,8 +383,8 @@ def test_a_teacher_of_other_crops_scores_its_own_crops_of_the_same_photos(tmp_pa
     from faceage.data.manifest import read_manifest
     from faceage.nets.model import create_model
     from faceage.runtime.torch_backend import TorchBackend
-    from faceage.scoring import score
-    from faceage.weights import ModelRecord, save_model
+    from faceage.core.scoring import score
+    from faceage.models.weights import ModelRecord, save_model
 
     student = _with_sources(synthetic_dataset(tmp_path / "student", n=24, size=32, seed=1))
     own = _with_sources(synthetic_dataset(tmp_path / "own", n=24, size=48, seed=2), order=list(range(23, -1, -1)))

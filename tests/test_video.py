@@ -159,7 +159,7 @@ def test_tracker_ends_tracks_after_max_gap():
 
 
 def scores_of(logits):
-    from faceage.scoring import Scores
+    from faceage.core.scoring import Scores
 
     logits = np.asarray(logits, np.float64)
     return Scores(logits, np.zeros(len(logits)), "dex")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from faceage.estimator import AgeEstimator
-from faceage.views import TTA, average_views, make_views, zoom
+from faceage.core.views import TTA, average_views, make_views, zoom
 
 
 def _reference_zoom(batch: np.ndarray, factor: float) -> np.ndarray:

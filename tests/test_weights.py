@@ -6,7 +6,7 @@ from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.model import create_model
 from faceage.nets.spec import ModelSpec
-from faceage.weights import ModelRecord, load_model, read_record, save_model
+from faceage.models.weights import ModelRecord, load_model, read_record, save_model
 
 
 def _record(**kw):
@@ -127,7 +127,7 @@ def test_records_without_newer_fields_and_the_bundled_models_still_load(tmp_path
     from faceage.models import locate
 
     from faceage.nets.spec import ModelSpec
-    from faceage.weights import Scoring
+    from faceage.models.weights import Scoring
 
     rec = read_record(_with_record(tmp_path, json.dumps(GOOD)))  # a record as version 1 and 2 wrote it
     assert rec.interval_temperature == 1.0 and rec.crop == CropSpec(64, 0.3, 0.4, 0.0) and rec.num_classes == 101

@@ -13,7 +13,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_every_bundled_model_has_both_files_with_the_same_record():
     from faceage.runtime.onnx_backend import OnnxBackend
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     assert list_models()[0] == DEFAULT and set(list_models()) == set(MODELS)
     for name in list_models():

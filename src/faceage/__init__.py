@@ -13,7 +13,7 @@ __all__ = ["AgeEstimator", "FaceAge", "AgeEstimate", "load_model", "__version__"
 
 if TYPE_CHECKING:  # for type checkers and the API reference; at run time these load on first use
     from faceage.estimator import AgeEstimate, AgeEstimator, FaceAge
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
 
 def __getattr__(name: str):
@@ -23,7 +23,7 @@ def __getattr__(name: str):
 
         return getattr(estimator, name)
     if name == "load_model":
-        from faceage.weights import load_model
+        from faceage.models.weights import load_model
 
         return load_model
     raise AttributeError(f"module 'faceage' has no attribute {name!r}")

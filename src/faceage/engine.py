@@ -24,8 +24,8 @@ from typing import Iterable, Iterator
 
 from faceage.errors import FaceageError
 from faceage.estimator import COLUMNS, SCHEMA, AgeEstimator, empty_row  # noqa: F401 - the row schema, here too
-from faceage.imageio import NamedBytes
-from faceage.options import FaceOptions
+from faceage.core.imageio import NamedBytes
+from faceage.core.options import FaceOptions
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
 #: the code of an error that is not a faceage error, by whether it may have damaged the process

@@ -24,7 +24,7 @@ class ImageError(FaceageError, ValueError):
     Codes: ``empty_image``, ``file_not_found``, ``unreadable_file``, ``symlink_loop``, ``not_an_image``,
     ``unsupported_format``, ``corrupt_image``, ``too_many_pixels``, ``image_too_thin``,
     ``image_too_large`` (decoded working size), ``file_too_large`` (a file larger than
-    :func:`faceage.imageio.max_file_bytes`, refused before reading), ``bad_array`` (a bad in-memory input).
+    :func:`faceage.core.imageio.max_file_bytes`, refused before reading), ``bad_array`` (a bad in-memory input).
     """
 
     code = "corrupt_image"

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from faceage.preprocess import input_batch
-from faceage.scoring import BAD_OUTPUT, bad_output_message, score
+from faceage.core.preprocess import input_batch
+from faceage.core.scoring import BAD_OUTPUT, bad_output_message, score
 from faceage.face.align import CropSpec
 from faceage.face.detect import Detector
-from faceage.imageio import ImageSource, load_image
+from faceage.core.imageio import ImageSource, load_image
 from faceage.models import locate
-from faceage.options import FaceOptions
-from faceage.views import check_tta
+from faceage.core.options import FaceOptions
+from faceage.core.views import check_tta
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,7 +42,7 @@ class FaceAge:
 
     @property
     def code(self) -> str | None:
-        """The error's code (:data:`faceage.scoring.BAD_OUTPUT`), None for a face with an age."""
+        """The error's code (:data:`faceage.core.scoring.BAD_OUTPUT`), None for a face with an age."""
         return None if self.error is None else BAD_OUTPUT
 
     def line(self) -> str:
@@ -109,13 +109,13 @@ class PhotoResult:
     :meth:`to_json`), output rows (:meth:`rows`: batch, Ray, Spark) or the HTTP answer (:meth:`response`)."""
 
     faces: list  # faceage.face.pipeline.Face
-    scores: object = field(repr=False)  # faceage.scoring.Scores, one row per face
+    scores: object = field(repr=False)  # faceage.core.scoring.Scores, one row per face
     model: str = "model"  # the model's file name, for errors
     size: tuple[int, int] = (0, 0)  # the photo's (width, height) in pixels
 
     def ages(self) -> list[FaceAge]:
         """The faces as :class:`FaceAge` (rounded as ``predict`` reports them); a face whose outputs are NaN
-        or infinite (:attr:`faceage.scoring.Scores.finite`) has no age and an error naming the model."""
+        or infinite (:attr:`faceage.core.scoring.Scores.finite`) has no age and an error naming the model."""
         ages, intervals, finite = self.scores.age, self.scores.interval(), self.scores.finite
         return [
             FaceAge(tuple(int(v) for v in f.box), tuple((round(float(x), 1), round(float(y), 1)) for x, y in f.eyes),
@@ -125,8 +125,8 @@ class PhotoResult:
         ]
 
     def checks(self, policy) -> list:
-        """The faces as :class:`faceage.policy.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
-        from faceage.policy import checks
+        """The faces as :class:`faceage.checks.policy.AgeCheck` under ``policy`` (an ``AgeCheckPolicy``)."""
+        from faceage.checks.policy import checks
 
         return checks(self.scores, policy, [tuple(int(v) for v in f.box) for f in self.faces], self.model)
 
@@ -172,7 +172,7 @@ class AgeEstimate:
     age: float | None  # None (with ``error``) when the model's outputs were NaN or infinite
     age_interval: tuple[float, float] | None
     distribution: np.ndarray = field(repr=False)  # probabilities of ages 0..100 (left out of the repr)
-    error: str | None = None  # code faceage.scoring.BAD_OUTPUT
+    error: str | None = None  # code faceage.core.scoring.BAD_OUTPUT
 
 
 class AgeEstimator:
@@ -180,7 +180,7 @@ class AgeEstimator:
 
     ``model``: a bundled model's name (``"fast"``; :func:`faceage.models.list_models`), a model
     file (.safetensors or .onnx) or a training run folder; the default bundled model when omitted. ``backend``: "auto", "torch" or "onnx".
-    ``tta``: test-time views averaged per face (:mod:`faceage.views`): ``"zoomflip"``
+    ``tta``: test-time views averaged per face (:mod:`faceage.core.views`): ``"zoomflip"``
     (default: zoom 0.95 as is + zoom 1.05 mirrored, two runs of the age network), ``"full"``
     (four), ``"flip"`` (two) or ``"none"``; on the default model's validation split 5.13 /
     5.10 / 5.21 / 5.38 MAE.
@@ -222,7 +222,7 @@ class AgeEstimator:
         return FacePipeline(self.detector, spec=spec, **{**self.detector_options, **overrides})
 
     def score_aligned(self, crops: Crops):
-        """:class:`faceage.scoring.Scores` for aligned crops (made with the record's crop spec, or
+        """:class:`faceage.core.scoring.Scores` for aligned crops (made with the record's crop spec, or
         network-input sized), resized to the model's input by the one preprocessing path."""
         if isinstance(crops, np.ndarray) and crops.ndim in (2, 3):
             crops = crops[None]  # one crop, not a batch of rows
@@ -272,25 +272,25 @@ class AgeEstimator:
 
     def check(self, image: ImageSource, over: int = 18, *, policy=None, largest: bool = False, min_face: int = 0,
               max_faces: int = 0) -> list:
-        """An age check per face in ``image``: :class:`faceage.agecheck.AgeCheck` (box, age, calibrated
+        """An age check per face in ``image``: :class:`faceage.checks.fitting.AgeCheck` (box, age, calibrated
         ``p_over``, ``decision`` "pass" or "refer", the policy), largest first; no face gives ``[]``.
 
-        ``policy``: an :class:`faceage.agecheck.AgeCheckPolicy` (e.g. from
-        :func:`faceage.agecheck.fit_policy` on your own labelled faces); by default the model record's
+        ``policy``: an :class:`faceage.checks.fitting.AgeCheckPolicy` (e.g. from
+        :func:`faceage.checks.fitting.fit_policy` on your own labelled faces); by default the model record's
         policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
-        :class:`faceage.agecheck.NoPolicyError`).
+        :class:`faceage.checks.fitting.NoPolicyError`).
         Faces are found as :meth:`predict` finds them."""
         policy = self._policy(over, policy)
         return self.analyse(image, FaceOptions(largest, min_face, max_faces)).checks(policy)  # the one path
 
     def check_aligned(self, crops, over: int = 18, *, policy=None) -> list:
         """:meth:`check` for already-aligned crops (as :meth:`predict_aligned` takes them); boxes are None."""
-        from faceage.policy import checks
+        from faceage.checks.policy import checks
 
         return checks(self.score_aligned(crops), self._policy(over, policy), model=self.model_path.name)
 
     def _policy(self, over: int, policy):
-        from faceage.policy import NoPolicyError, policy_for
+        from faceage.checks.policy import NoPolicyError, policy_for
 
         if policy is None:
             return policy_for(self.record, over)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from faceage.ages import ESTIMATES
-from faceage.preprocess import resize_crop
+from faceage.core.ages import ESTIMATES
+from faceage.core.preprocess import resize_crop
 from faceage.data.manifest import Sample, read_manifest
 from faceage.errors import FaceageError
-from faceage.imageio import load_image
-from faceage.scoring import interval_coverage
+from faceage.core.imageio import load_image
+from faceage.core.scoring import interval_coverage
 from faceage.metrics import age_metrics, plot_cs_curves, plot_error_by_age
 
 

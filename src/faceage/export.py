@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.digest import DIGEST_KEY, digest_entry, onnx_digest
+from faceage.models.digest import DIGEST_KEY, digest_entry, onnx_digest
 from faceage.errors import FaceageError
-from faceage.preprocess import normalization
-from faceage.weights import ModelRecord, fits_half
+from faceage.core.preprocess import normalization
+from faceage.models.weights import ModelRecord, fits_half
 
 META_KEY = "faceage"
 INPUT_NAME = "crops"
@@ -52,7 +52,7 @@ def _wrapped(model, record: ModelRecord):
         def __init__(self, net, mean, std):
             super().__init__()
             self.net = net
-            # x * scale + shift (faceage.preprocess.normalization): one Mul and one Add in the graph
+            # x * scale + shift (faceage.core.preprocess.normalization): one Mul and one Add in the graph
             scale, shift = normalization(mean, std)
             self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1))
             self.register_buffer("shift", torch.from_numpy(shift).view(1, 3, 1, 1))
@@ -223,13 +223,13 @@ def load_crops(source: str | Path, size: int, limit: int = 256, *, fallback: boo
     Up to ``limit`` images, an evenly spaced (deterministic) subset when there are more;
     manifest rows marked ``fallback`` (no face was found) are skipped unless ``fallback``;
     ``split``: only manifest rows of that split (e.g. "val" of a run's split.csv)."""
-    from faceage.preprocess import resize_crop
-    from faceage.imageio import load_image
+    from faceage.core.preprocess import resize_crop
+    from faceage.core.imageio import load_image
 
     source = Path(source)
     ages = None
     if source.is_dir():
-        from faceage.imageio import IMAGE_SUFFIXES
+        from faceage.core.imageio import IMAGE_SUFFIXES
 
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     elif source.is_file():
@@ -264,7 +264,7 @@ class Parity:
 
 def parity(model_path: str | Path, onnx_path: str | Path, crops: np.ndarray) -> Parity:
     """Compare ONNX Runtime (``onnx_path``) with the torch backend (``model_path``) on the same crops."""
-    from faceage.ages import combine
+    from faceage.core.ages import combine
     from faceage.runtime.onnx_backend import OnnxBackend
     from faceage.runtime.torch_backend import TorchBackend
 
@@ -286,7 +286,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, int8: str | None = N
     ``int8``: None (fp32), "dynamic" or "static" (``calibration``: uint8 crops
     (N, S, S, 3) of real aligned faces at the model's input size). ``half``: fp32 arithmetic with the
     weights stored as fp16 (half the file; not with ``int8``)."""
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
     if int8 not in INT8_MODES:
         raise ExportError(f"unknown int8 mode {int8!r}; choose dynamic or static")

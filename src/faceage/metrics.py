@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.ages import ESTIMATES
+from faceage.core.ages import ESTIMATES
 
 CS_LEVELS = tuple(range(11))
 #: the age bands where estimates go wrong most and where decisions are taken (inclusive years)

@@ -1,4 +1,4 @@
-"""Batch mode's file discovery: :func:`faceage.walk.iter_images`, the one folder walk (streamed:
+"""Batch mode's file discovery: :func:`faceage.core.walk.iter_images`, the one folder walk (streamed:
 a tree of millions of photos is walked one folder at a time, in ``faceage predict``'s order).
 
 Every file-system oddity the walk meets (a folder that cannot be listed, a dangling link, a link
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from faceage.errors import ImageError
-from faceage.walk import iter_images
+from faceage.core.walk import iter_images
 
 
 def walk_images(paths: Iterable[str | os.PathLike], recursive: bool = False,

@@ -71,8 +71,8 @@ MODEL_HELP = (f"a bundled model's name ({', '.join(list_models())}: see faceage 
 
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
-    """``--tta``: the test-time views averaged per face (faceage.views), shared by predict/evaluate/serve."""
-    from faceage.views import TTA
+    """``--tta``: the test-time views averaged per face (faceage.core.views), shared by predict/evaluate/serve."""
+    from faceage.core.views import TTA
 
     p.add_argument("--tta", choices=tuple(TTA), default="zoomflip",
                    help="views of each face averaged: zoomflip = zoom 0.95 + mirrored zoom 1.05 (default), "

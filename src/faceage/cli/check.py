@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"--over {args.over}: an age check needs an age from 1 to {top}")
         if args.fit_on:
-            from faceage.agecheck import policy_from_data
+            from faceage.checks.fitting import policy_from_data
 
             policy = policy_from_data(est, args.fit_on, args.over, fmt=args.format, max_share=args.max_share)
             band = policy.validation["band"]
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                   f"aged {policy.band[0]}-{policy.band[1]} passed: {100 * band['share']:.1f}% of {band['n']} "
                   f"(95% upper bound {100 * upper:.1f}%{short})", file=sys.stderr)
             return policy
-        from faceage.policy import policy_for
+        from faceage.checks.policy import policy_for
 
         return policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
 

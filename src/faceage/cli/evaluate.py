@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from faceage.ages import ESTIMATES
+from faceage.core.ages import ESTIMATES
 from faceage.cli import MODEL_HELP, add_tta_argument
 
 HELP = "score a model on labelled images: MAE (DEX and regression), CS(0..10), MAE by decade"

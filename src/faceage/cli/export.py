@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from faceage.errors import FaceageError
     from faceage.export import export_onnx, load_crops, parity, precision_label
     from faceage.models import locate
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     model_path = locate(args.model, "torch")
     record = read_record(model_path)

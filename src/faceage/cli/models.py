@@ -37,10 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def info(model: str) -> dict:
     """A model file as plain data, loaded with every check; ``integrity``: pinned (a bundled file matching its
     released sha256), verified (its digests), or absent (written before faceage wrote digests)."""
-    from faceage.digest import pinned_digest, verify
+    from faceage.models.digest import pinned_digest, verify
     from faceage.models import locate
     from faceage.runtime import load_backend
-    from faceage.weights import read_metadata
+    from faceage.models.weights import read_metadata
 
     path = locate(model)
     backend = load_backend(path)  # every check, the digests' included
@@ -82,7 +82,7 @@ def _print_info(d: dict) -> None:
 def describe(name: str) -> dict:
     """One bundled model as plain data: name, files, architecture and input, size, headline accuracy."""
     from faceage.models import DEFAULT, MODELS
-    from faceage.weights import read_record
+    from faceage.models.weights import read_record
 
     entry = MODELS[name]
     onnx, weights = entry.file("onnx"), entry.file("torch")

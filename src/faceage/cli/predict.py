@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         bad_faces += sum(f.error is not None for f in faces)
         if args.annotate:
             from faceage.annotate import annotate
-            from faceage.imageio import load_image
+            from faceage.core.imageio import load_image
 
             source = data if stdin else path
             save_annotated(annotate(load_image(source), faces), source, Path(args.annotate),
@@ -128,7 +128,7 @@ def run_photos(args: argparse.Namespace, show=None, *, taken: set[Path] | None =
 
     from faceage.engine import isolated_results
     from faceage.errors import FaceageError
-    from faceage.walk import iter_images
+    from faceage.core.walk import iter_images
 
     problems: list[tuple[str, FaceageError]] = []  # paths that match nothing, dangling links, unreadable folders
     files = [Path("-")] if stdin is not None else list(

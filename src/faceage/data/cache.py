@@ -1,5 +1,5 @@
 """A decoded uint8 image cache at the training resolution (the network input, made by
-:func:`faceage.preprocess.resize_crop`, the function inference uses).
+:func:`faceage.core.preprocess.resize_crop`, the function inference uses).
 
 Decoding JPEGs every step starves a small CPU, so each data set is decoded once
 into an (N, S, S, 3) uint8 array on disk, keyed by the files' contents and S,
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from faceage.data.manifest import Sample
 from faceage.errors import FaceageError, ManifestError
-from faceage.preprocess import resize_crop
+from faceage.core.preprocess import resize_crop
 
 
 def default_cache_dir() -> Path:
@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 
 
 def _decode(job: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
-    from faceage.imageio import load_image
+    from faceage.core.imageio import load_image
 
     path, size = job
     try:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from faceage.data.manifest import MAX_AGE, Manifest, Sample
 from faceage.errors import ManifestError
-from faceage.imageio import IMAGE_SUFFIXES
+from faceage.core.imageio import IMAGE_SUFFIXES
 
 
 def _age(text: str) -> int | None:

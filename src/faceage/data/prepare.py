@@ -57,7 +57,7 @@ def _process(job: tuple[str, str, str, bool, int]) -> dict:
     t0 = time.perf_counter()
     rec = _error_record(key, src, None)
     try:
-        from faceage.imageio import load_image, read_image_file
+        from faceage.core.imageio import load_image, read_image_file
 
         data = read_image_file(Path(src))
         rec["sha1"] = hashlib.sha1(data).hexdigest()

@@ -165,7 +165,7 @@ def evaluate_split(run_dir: str | Path, split: str = "test", weights: str = "bes
     """Score a finished run's weights on one split of its split.csv (the cached arrays, as in training)."""
     from faceage.metrics import age_metrics
     from faceage.runtime.torch_backend import TorchBackend
-    from faceage.scoring import score
+    from faceage.core.scoring import score
     from faceage.data.sets import cached_splits
     from faceage.train.distributed import pick_device
 

@@ -8,7 +8,7 @@ people just under the threshold and those over it as the pass threshold moves (t
 a threshold on the point age for comparison); and the reliability diagram of p_over before and after
 calibration with its ECE.
 
-``--fit LABEL,...`` fits the policies (:func:`faceage.agecheck.fit_policy`) on those sets pooled (their
+``--fit LABEL,...`` fits the policies (:func:`faceage.checks.fitting.fit_policy`) on those sets pooled (their
 validation rows: never a set you report as held out), and ``--write-model FILE ...`` stores them in
 model files' records. Without ``--fit`` the model's own policies are reported.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.agecheck import (CHECK_BANDS, DEFAULT_BAND, DEFAULT_MAX_SHARE, STANDARD_THRESHOLDS, AgeCheckPolicy,
+from faceage.checks.fitting import (CHECK_BANDS, DEFAULT_BAND, DEFAULT_MAX_SHARE, STANDARD_THRESHOLDS, AgeCheckPolicy,
                               band_rows, ece, fit_policy, over_logit, passed, policy_for, raw_p_over,
                               reliability)
 from faceage.errors import ConfigError, FaceageError
@@ -300,7 +300,7 @@ def _store(path: str, record, policies: dict[int, AgeCheckPolicy]) -> Path:
 
         have, write = read_onnx_record(p), write_onnx_record
     else:
-        from faceage.weights import read_record, write_record
+        from faceage.models.weights import read_record, write_record
 
         have, write = read_record(p), write_record
     if replace(have, age_checks={}) != replace(record, age_checks={}):

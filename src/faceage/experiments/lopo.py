@@ -44,7 +44,7 @@ from faceage.experiments.report import data_fingerprint, md_table, provenance, w
 from faceage.data.sets import crop_differences
 from faceage.train.config import Config, load_config
 from faceage.train.loop import Trainer
-from faceage.weights import read_record
+from faceage.models.weights import read_record
 
 HEAVY_FILES = ("last.pt", "last.safetensors", "best.safetensors")
 
@@ -191,7 +191,7 @@ def zero_shot(init: str | Path, samples: list[Sample], cfg: Config) -> dict:
     from faceage.data.cache import build_cache
     from faceage.metrics import age_metrics
     from faceage.runtime.torch_backend import TorchBackend
-    from faceage.scoring import score
+    from faceage.core.scoring import score
 
     cache = build_cache(samples, int(cfg.data.input_size), cfg.data.cache_dir, quiet=True)
     ages = np.array([samples[i].age for i in cache.index], dtype=np.float64)

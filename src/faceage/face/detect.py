@@ -68,7 +68,7 @@ _INSTANCES_LOCK = threading.Lock()
 
 def get_detector(name: str = "dlib", **options) -> Detector:
     """Return a (cached, shared) detector of backend ``name`` built with ``options``."""
-    from faceage.options import typed_options
+    from faceage.core.options import typed_options
 
     factory = DETECTORS.get(name, name)
     if isinstance(factory, str):

@@ -8,7 +8,7 @@ one centre-crop :class:`Face` with ``fallback=True``, ``box`` = the whole image 
 detector serialises its own calls and alignment is pure.
 
 Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
-reduced scale (:func:`faceage.imageio.load_image_scaled`) no smaller than 3/4 of the
+reduced scale (:func:`faceage.core.imageio.load_image_scaled`) no smaller than 3/4 of the
 detector's working size, and enlarged to it for the detector when smaller (a 3000-px
 photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
 eyes are mapped back to the full-resolution photo, and each crop is cut from that
@@ -28,7 +28,7 @@ from PIL import Image
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec, align, center_crop, center_crop_eyes
 from faceage.face.detect import Detection, Detector, get_detector, scale_detections
-from faceage.imageio import load_image, load_image_scaled
+from faceage.core.imageio import load_image, load_image_scaled
 
 #: A JPEG is decoded at the smallest DCT scale at least this fraction of the detector's
 #: working size, then enlarged to it: decoding 3000 px at 1/2 and enlarging 1.33x is

@@ -5,7 +5,7 @@ Each ships as ``<stem>.onnx`` (ONNX Runtime: the default backend, no PyTorch nee
 (preprocessing, calibration, age-check policies), so a name selects everything a model needs.
 The headline numbers are the model card's, each set with the command that measures it.
 Each file's sha256 is pinned in ``SHA256SUMS`` beside them and checked whenever it is loaded
-(:mod:`faceage.digest`): an installed model that was altered is refused, not used.
+(:mod:`faceage.models.digest`): an installed model that was altered is refused, not used.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def locate(model: str | Path | None = None, backend: str = "auto") -> Path:
     """A model given by name (a bundled one), file or training run folder -> its file.
 
     An existing path wins over a name, so a folder called ``fast`` still means that folder."""
-    from faceage.weights import resolve_model_path
+    from faceage.models.weights import resolve_model_path
 
     if model is None:
         return MODELS[DEFAULT].file(backend)

@@ -2,7 +2,7 @@
 
 ``STAGE_CHANNELS`` per width and ``STAGE_REPEATS`` are ShuffleNetV2's Table 1 (Ma et al. 2018);
 ``ARCHS`` names the networks: the two built from them, and ``face_resnet``, dlib's face-recognition
-ResNet (:mod:`faceage.nets.face_resnet`, one fixed shape: its width is 1.0). The model record (:mod:`faceage.weights`), the
+ResNet (:mod:`faceage.nets.face_resnet`, one fixed shape: its width is 1.0). The model record (:mod:`faceage.models.weights`), the
 training config (:mod:`faceage.train.config`) and the network (:mod:`faceage.nets.model`) all
 take their allowed values from here.
 """

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from faceage.errors import WeightsError
-from faceage.weights import ModelRecord
+from faceage.models.weights import ModelRecord
 
 BACKENDS = ("auto", "torch", "onnx")
 

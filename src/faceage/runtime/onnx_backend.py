@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.digest import check_pinned, onnx_digest, verify
+from faceage.models.digest import check_pinned, onnx_digest, verify
 from faceage.errors import WeightsError
-from faceage.preprocess import normalize_nchw
-from faceage.weights import ModelRecord
+from faceage.core.preprocess import normalize_nchw
+from faceage.models.weights import ModelRecord
 
 META_KEY = "faceage"
 #: the graph's outputs, by name (never by position)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceage.preprocess import normalize
-from faceage.weights import ModelRecord, load_model
+from faceage.core.preprocess import normalize
+from faceage.models.weights import ModelRecord, load_model
 
 
 class TorchBackend:

@@ -38,8 +38,8 @@ from fastapi.staticfiles import StaticFiles
 
 import faceage
 from faceage.estimator import AgeEstimator
-from faceage.options import FaceOptions
-from faceage.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, decode_opened, working_bytes
+from faceage.core.options import FaceOptions
+from faceage.core.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, decode_opened, working_bytes
 from faceage.serve.errors import ApiError, install_error_handlers
 from faceage.serve.limits import (CSP, LOOPBACK_HOSTS, MB, BodyBudget, GuardedH11Protocol, HostCheck, Lanes,
                                   MemoryBudget, SecurityHeaders, client_key, release_memory, shutdown_event)
@@ -50,7 +50,7 @@ DEFAULT_MAX_UPLOAD = 10 * MB
 #: an image's long side may be at most this many times its short side (thinner cannot hold a face,
 #: and costs detection for nothing: 1 x 50,000,000 px is 97 KB as a PNG)
 DEFAULT_MAX_ASPECT = 20.0
-#: decoded bytes held at once by all requests of a process (faceage.imageio.working_bytes)
+#: decoded bytes held at once by all requests of a process (faceage.core.imageio.working_bytes)
 DEFAULT_MAX_DECODED = 512 * MB
 #: bytes of image bodies held at once (being read, or waiting for a slot) by all requests of a process:
 #: a dozen full-size uploads (32 clients x 10 MB at once: a few get 503 busy, the server stays under 400 MB);
@@ -102,7 +102,7 @@ def server_detector_options(cnn: bool, options: dict | None = None) -> dict:
 # ------------------------------------------------------------------------------------ the app
 def _sha256(path: Path) -> str | None:
     try:
-        from faceage.weights import resolve_model_path
+        from faceage.models.weights import resolve_model_path
 
         h = hashlib.sha256()
         with open(resolve_model_path(path), "rb") as fh:
@@ -301,7 +301,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
         min_face: int = Query(0, ge=0, le=1_000_000, description="ignore faces narrower than this many pixels"),
         max_faces: int = Query(0, ge=0, le=10_000, description="only the largest N faces (0: all)"),
     ):
-        from faceage.policy import policy_for
+        from faceage.checks.policy import policy_for
 
         policy = policy_for(est.record, over)  # no policy for this age: 422 no_policy, before the upload is read
         return await answer_upload(request, FaceOptions(largest=largest, min_face=min_face, max_faces=max_faces),

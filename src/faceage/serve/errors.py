@@ -2,7 +2,7 @@
 
 Every error the server answers is JSON ``{"detail": message, "code": word}``. The
 code comes from the error itself (:class:`faceage.errors.FaceageError.code`: decoding
-errors from :mod:`faceage.imageio`, request errors from :class:`ApiError`); the status
+errors from :mod:`faceage.core.imageio`, request errors from :class:`ApiError`); the status
 is looked up in :data:`STATUS`. Nothing here reads message text.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ STATUS = {
     # the request
     "empty_body": 400, "bad_request": 400, "bad_multipart": 400, "no_file": 400, "disconnected": 400,
     "bad_host": 400, "body_timeout": 408, "too_large": 413, "bad_parameter": 422, "busy": 503,
-    "no_policy": 422,  # an age check for a threshold the model has no policy for (faceage.policy)
+    "no_policy": 422,  # an age check for a threshold the model has no policy for (faceage.checks.policy)
     # the image (faceage.errors.ImageError codes)
     "empty_image": 400, "too_many_pixels": 413, "image_too_large": 413, "unsupported_format": 415,
     "not_an_image": 422, "corrupt_image": 422, "image_too_thin": 422, "bad_array": 422,

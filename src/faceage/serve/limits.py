@@ -13,7 +13,7 @@
 * :class:`WorkStop`: long work (a video's frames) stops between frames when the server shuts
   down (SIGTERM: :meth:`GuardedH11Protocol.shutdown`), when the request's wall-clock budget
   is spent or when its client goes away.
-* :class:`MemoryBudget`: a large image's decoded working size (:func:`faceage.imageio.working_bytes`,
+* :class:`MemoryBudget`: a large image's decoded working size (:func:`faceage.core.imageio.working_bytes`,
   from its header: width x height x bytes per pixel, whatever the file size) is reserved
   from a server-wide budget before decoding; an image larger than the whole budget is
   413 ``image_too_large``, others wait for room. Large photos fill it only up to what is kept
@@ -41,7 +41,7 @@ import anyio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from faceage.imageio import MB
+from faceage.core.imageio import MB
 from faceage.serve.errors import ApiError, error_response
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from faceage.imageio import SUPPORTED_TEXT
+from faceage.core.imageio import SUPPORTED_TEXT
 from faceage.serve.errors import ErrorResponse
 
 

@@ -7,7 +7,7 @@ body timeout (a client sending a byte a second is dropped, not waited for). Bodi
 read before an analysis slot is taken, each chunk counted against the server's
 :class:`~faceage.serve.limits.BodyBudget`, so slow clients hold connections, not slots.
 
-Decoding goes through :mod:`faceage.imageio` (the one list of decoders, the header
+Decoding goes through :mod:`faceage.core.imageio` (the one list of decoders, the header
 checks); its :class:`~faceage.errors.ImageError` codes become HTTP statuses in
 :mod:`faceage.serve.errors`. The header is read first (:func:`open_upload`) so that the
 server can check the image's size and budget its decoded bytes before decoding.
@@ -20,7 +20,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from faceage.errors import ImageError
-from faceage.imageio import MB, SUPPORTED_TEXT, check_size, open_image
+from faceage.core.imageio import MB, SUPPORTED_TEXT, check_size, open_image
 from faceage.serve.errors import ApiError
 from faceage.serve.limits import BodyHold
 

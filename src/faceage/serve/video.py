@@ -26,7 +26,7 @@ from functools import partial
 
 from fastapi import APIRouter, FastAPI, Query, Request
 
-from faceage.imageio import MB
+from faceage.core.imageio import MB
 from faceage.serve.errors import ApiError, ErrorResponse
 from faceage.serve.limits import BodyBudget, MemoryBudget, RequestSlots, WorkStop, client_key, run_watched
 from faceage.serve.upload import read_upload

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from faceage.preprocess import standardize
+from faceage.core.preprocess import standardize
 from faceage.train.config import AugmentConfig
 
 GREY = torch.tensor([0.299, 0.587, 0.114])

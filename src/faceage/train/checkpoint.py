@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from faceage.errors import ConfigError, FaceageError, WeightsError
-from faceage.options import number_problem
+from faceage.core.options import number_problem
 from faceage.train import distributed as ddp
 
 

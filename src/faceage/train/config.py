@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import yaml
 
-from faceage.ages import ESTIMATES
+from faceage.core.ages import ESTIMATES
 from faceage.errors import ConfigError
 from faceage.nets.spec import ARCHS, SE_REDUCTIONS, WIDTHS
-from faceage.options import number_problem, unknown_key
-from faceage.views import TTA
+from faceage.core.options import number_problem, unknown_key
+from faceage.core.views import TTA
 
 PRESETS = ("cpu", "paper")
 # "reduce-overhead" replays CUDA graphs: for small networks whose steps are bound by kernel launches

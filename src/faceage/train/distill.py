@@ -99,8 +99,8 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
     scores those instead of the student's. On a GPU the teacher runs there (PyTorch); on a CPU on ONNX Runtime,
     the faster of the two there."""
     from faceage.models import locate
-    from faceage.scoring import score
-    from faceage.weights import read_record
+    from faceage.core.scoring import score
+    from faceage.models.weights import read_record
 
     path = locate(teacher, backend="torch")  # the weights: their record and digest name the cached logits
     if path.suffix == ".onnx":  # an ONNX file given as the teacher: its record is inside it

@@ -37,8 +37,8 @@ from faceage.data.sets import (
 )
 from faceage.train.loss import age_loss, distilled_loss
 from faceage.train.setup import amp_dtype, load_init_weights, lr_factor, model_spec, param_groups
-from faceage.ages import ESTIMATES
-from faceage.weights import ModelRecord, Scoring, save_model
+from faceage.core.ages import ESTIMATES
+from faceage.models.weights import ModelRecord, Scoring, save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", *(f"val_mae_{how}" for how in ESTIMATES), "seconds")
@@ -216,10 +216,10 @@ class Trainer(Checkpoints, Batches):
         return total_all / max(seen_all, 1), lr
 
     def score_val(self, model: torch.nn.Module, record: ModelRecord, shared: bool = True):
-        """The validation split scored by :func:`faceage.scoring.score` (the path predict uses): with
+        """The validation split scored by :func:`faceage.core.scoring.score` (the path predict uses): with
         ``shared``, each rank its share, gathered (every rank must call it); else all of it, here."""
         from faceage.runtime.torch_backend import TorchBackend
-        from faceage.scoring import Scores, score
+        from faceage.core.scoring import Scores, score
 
         val = self.data["val"]
         n = len(val.ages)
@@ -297,8 +297,8 @@ class Trainer(Checkpoints, Batches):
         summary and plots (rank 0)."""
         from dataclasses import replace
 
-        from faceage.scoring import calibrate_interval, interval_coverage
-        from faceage.weights import load_model
+        from faceage.core.scoring import calibrate_interval, interval_coverage
+        from faceage.models.weights import load_model
 
         model, record = load_model(self.out / "best.safetensors", device=str(self.device))
         record.logit_bias, record.interval_temperature = None, 1.0  # measured afresh (also on a re-run)

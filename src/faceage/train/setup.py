@@ -67,7 +67,7 @@ def load_init_weights(model: torch.nn.Module, spec: ModelSpec, size: int,
     crop geometry the weights were trained on and the file they came from."""
     from faceage.models import locate
     from faceage.nets.dlib_format import INIT_NAME, default_path, face_descriptor_state_dict
-    from faceage.weights import load_model
+    from faceage.models.weights import load_model
 
     if str(path) == INIT_NAME or str(path).endswith(".dat"):  # dlib's pretrained face network
         if spec.arch != "face_resnet":

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from faceage.scoring import Scores
+from faceage.core.scoring import Scores
 
 FUSIONS = ("logpool", "mixture")
 #: median dlib HOG score of the faces found on every 5th FG-NET photo (196 faces; quartiles 1.17, 1.95)
@@ -58,7 +58,7 @@ class Fusion:
         self._estimate, self._temperature = scores.estimate, scores.interval_temperature
 
     def scores(self) -> Scores:
-        """The fused distribution as a one-row :class:`~faceage.scoring.Scores` (age, interval as per frame)."""
+        """The fused distribution as a one-row :class:`~faceage.core.scoring.Scores` (age, interval as per frame)."""
         if self._sum is None:
             raise ValueError("no frame was added")
         mean = self._sum / self.weight

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from faceage.errors import FaceageError
-from faceage.options import FaceOptions
+from faceage.core.options import FaceOptions
 from faceage.video.fusion import Fusion, frame_weight
 from faceage.video.io import Frame, VideoReader
 from faceage.video.track import Tracker
@@ -161,7 +161,7 @@ class VideoAnalysis:
         """The faces whose model outputs are finite; the first frame with others is noted in ``problems``."""
         from dataclasses import replace
 
-        from faceage.scoring import BAD_OUTPUT, bad_output_message
+        from faceage.core.scoring import BAD_OUTPUT, bad_output_message
 
         keep = np.flatnonzero(scores.finite)
         if not self._bad_output_seen:

@@ -7,7 +7,7 @@ module is the only one that writes or reads that JSON, and it checks every field
 type and range when a file is loaded, and every derived number against what it derives from
 (an age-check policy's stored threshold against its calibration): a bad record is one
 :class:`WeightsError` naming the file and the field, at load, never a wrong answer. Digests of
-the record and the weights are checked at load (:mod:`faceage.digest`). Nothing is unpickled.
+the record and the weights are checked at load (:mod:`faceage.models.digest`). Nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faceage.ages import ESTIMATES
-from faceage.digest import DIGEST_KEY, check_pinned, digest_entry, tensors_digest, verify
+from faceage.core.ages import ESTIMATES
+from faceage.models.digest import DIGEST_KEY, check_pinned, digest_entry, tensors_digest, verify
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
-from faceage.options import number_problem
+from faceage.core.options import number_problem
 
 if TYPE_CHECKING:
-    from faceage.policy import AgeCheckPolicy
+    from faceage.checks.policy import AgeCheckPolicy
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +37,7 @@ INPUT_SIZES = (16, 1024)
 TEMPERATURES = (0.2, 5.0)
 #: the largest prior correction a record may add to one logit (faceage's own stay under 1)
 MAX_LOGIT_BIAS = 10.0
-#: the resize filters faceage.preprocess knows (Pillow's names)
+#: the resize filters faceage.core.preprocess knows (Pillow's names)
 RESIZE_FILTERS = ("bilinear",)
 
 
@@ -46,7 +46,7 @@ class _Invalid(ValueError):
 
 
 def _number(value: Any, name: str, kind: type = float, lo: float | None = None, hi: float | None = None):
-    """``value`` as ``kind`` (int or float), checked by :func:`faceage.options.number_problem`."""
+    """``value`` as ``kind`` (int or float), checked by :func:`faceage.core.options.number_problem`."""
     problem = number_problem(value, integer=kind is int, lo=lo, hi=hi, integral_float=True)
     if problem:
         raise _Invalid(f"{name} {problem}, not {json.dumps(value)[:40]}")
@@ -86,8 +86,8 @@ def _crop(value: Any) -> CropSpec | None:
 @dataclass(frozen=True)
 class Scoring:
     """The inference settings a model's interval temperature, prior correction and reported numbers
-    were measured under: the test-time views (:mod:`faceage.views`) and the resize filter of
-    :mod:`faceage.preprocess`. Records written before these were stored read as today's defaults."""
+    were measured under: the test-time views (:mod:`faceage.core.views`) and the resize filter of
+    :mod:`faceage.core.preprocess`. Records written before these were stored read as today's defaults."""
 
     tta: str = "zoomflip"
     resize: str = "bilinear"
@@ -97,7 +97,7 @@ class Scoring:
 
 
 def _scoring(value: Any) -> Scoring:
-    from faceage.views import TTA
+    from faceage.core.views import TTA
 
     if value is None:
         return Scoring()
@@ -135,7 +135,7 @@ class ModelRecord:
     logit_bias: tuple[float, ...] | None = None
     scoring: Scoring = field(default_factory=Scoring)
     # age-check policies by threshold ("over 18": calibration of p_over + pass threshold, with the validation
-    # figures behind them; faceage.policy); records written before them load with none
+    # figures behind them; faceage.checks.policy); records written before them load with none
     age_checks: dict[int, "AgeCheckPolicy"] = field(default_factory=dict)
 
     @property
@@ -216,7 +216,7 @@ class ModelRecord:
 
 
 def _age_checks(value, model: ModelSpec) -> dict:
-    from faceage.policy import check_policies
+    from faceage.checks.policy import check_policies
 
     try:
         return check_policies(value, model.num_classes)

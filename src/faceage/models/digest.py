@@ -25,7 +25,7 @@ from faceage.errors import WeightsError
 
 DIGEST_KEY = "faceage.sha256"
 #: the bundled model files and their sha256 as released (``sha256sum`` format, beside them)
-BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_DIR = Path(__file__).resolve().parent
 
 
 def _pinned() -> dict[str, str]:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from faceage.ages import age_interval, combine, softmax
+from faceage.core.ages import age_interval, combine, softmax
 from faceage.errors import ModelOutputError
-from faceage.views import average_views, make_views
+from faceage.core.views import average_views, make_views
 
 
 @dataclass
@@ -65,7 +65,7 @@ def bad_output_message(model: str) -> str:
 
 
 def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Scores:
-    """Score (N, S, S, 3) uint8 network-input crops (see :mod:`faceage.preprocess`) in batches."""
+    """Score (N, S, S, 3) uint8 network-input crops (see :mod:`faceage.core.preprocess`) in batches."""
     record = backend.record
     logits, reg = [np.zeros((0, record.num_classes), np.float32)], [np.zeros(0, np.float32)]
     for i in range(0, len(crops), batch_size):

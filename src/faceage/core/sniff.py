@@ -1,6 +1,6 @@
 """What encoded image bytes are, from their first bytes, before any decoder sees them: file types that are
 not decoded here (named in the error), and JPEG or PNG headers that would cost Pillow seconds of CPU (read
-by :func:`faceage.imageio.open_image`)."""
+by :func:`faceage.core.imageio.open_image`)."""
 from __future__ import annotations
 
 

@@ -19,7 +19,7 @@ Failures raise :class:`faceage.errors.ImageError` naming the file, what is wrong
 and what to do, with a ``code`` (see the class). The server decodes through
 :func:`open_image` and :func:`decode_opened` so that it can budget the memory
 (:func:`working_bytes`) between reading the header and decoding. Which files a command line names
-(the folder walk) is :mod:`faceage.walk`.
+(the folder walk) is :mod:`faceage.core.walk`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from faceage.errors import ImageError
-from faceage.sniff import JPEG_GARBAGE_LIMIT, PNG_CHUNK_LIMIT, jpeg_header_garbage, png_chunk_count, unsupported_kind
+from faceage.core.sniff import JPEG_GARBAGE_LIMIT, PNG_CHUNK_LIMIT, jpeg_header_garbage, png_chunk_count, unsupported_kind
 
 #: Largest accepted image, in pixels (about 8000 x 6250). Larger files are rejected
 #: before decoding; pass ``max_pixels=`` to raise the limit deliberately.

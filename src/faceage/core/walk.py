@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from faceage.errors import ImageError
-from faceage.imageio import IMAGE_SUFFIXES
+from faceage.core.imageio import IMAGE_SUFFIXES
 
 
 def _is_image(path: Path) -> bool:

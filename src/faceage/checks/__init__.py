@@ -1,0 +1,1 @@
+"""Age checks: the policy applied at inference (policy) and its fitting on labelled faces (fitting)."""
