@@ -76,12 +76,13 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs
 def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int = 1,
                   initializer: Callable[..., None] | None = None, initargs: tuple = (),
                   on_crash: Callable[[Job], Any], suspect: Callable[[Any], bool] | None = None,
-                  window: int = 4) -> Iterator[Any]:
+                  window: int = 32) -> Iterator[Any]:
     """``fn(job)`` for every job, in worker processes, yielding the results in the jobs' order; a
     job whose worker dies yields ``on_crash(job)`` instead. ``fn``, the jobs and the initializer
     must be picklable (module-level functions). ``jobs`` is read lazily: at most ``window`` jobs
     per worker are taken ahead of the first result not yet yielded, so memory stays flat on
-    millions of jobs. ``suspect(result)``: True when the worker may be damaged although it lived
+    millions of jobs; a wide window keeps the other workers busy while one works through a slow file (a
+    photo without a face takes every recovery pass): with 4, 2 workers were 1.4x one, with 32 1.8x. ``suspect(result)``: True when the worker may be damaged although it lived
     (a native library raised after writing out of bounds): the pool is replaced once the jobs in
     flight are done."""
     workers = max(1, int(workers))
@@ -110,7 +111,7 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
     highest = -1  # the highest index taken from the source
     try:
         while True:
-            limit = 1 if suspects else workers
+            limit = 1 if suspects else workers  # one job per worker: none queued behind a result found suspect
             while len(inflight) < limit and not (suspects and inflight):
                 if not suspects and highest + 1 >= next_out + window * workers:
                     break  # the window is full: wait for the oldest job
