@@ -110,7 +110,7 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
     else:
         rec = read_record(path)
     digest = file_digest(path, "sha256")
-    info = {"file": str(path), "sha256": digest, "tta": rec.scoring.tta}
+    info = {"file": path.name, "sha256": digest, "tta": rec.scoring.tta}  # by name and content: records travel
     rows = rows_digest(train.samples)[:12]
     if crops:
         images, own = _own_crops(path, rec, train, crops, cache_dir, quiet)
