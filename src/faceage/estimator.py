@@ -257,8 +257,7 @@ class AgeEstimator:
 
             face = Face((0, 0, w, h), ((w * 0.35, h * 0.4), (w * 0.65, h * 0.4)), 0.0, "whole-image", img, True)
             return PhotoResult([face], self.score_aligned([img]), self.model_path.name, (w, h))
-        faces, size = (pipeline or self._pipeline).find(image, largest=options.largest, fallback=options.fallback,
-                                                        min_face=options.min_face, max_faces=options.max_faces)
+        faces, size = (pipeline or self._pipeline).find(image, options)
         return PhotoResult(faces, self.score_aligned([f.crop for f in faces]), self.model_path.name, size)
 
     def predict(self, image: ImageSource, *, largest: bool = False, min_face: int = 0, max_faces: int = 0,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from faceage.core.options import FaceOptions
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec, align, center_crop, center_crop_eyes
 from faceage.face.detect import Detection, Detector, get_detector, scale_detections
@@ -108,28 +109,24 @@ class FacePipeline:
         return _Decoded(arr, (arr.shape[1], arr.shape[0]))
 
     def faces(self, image, **options) -> list[Face]:
-        """:meth:`find`'s faces alone."""
-        return self.find(image, **options)[0]
+        """:meth:`find`'s faces alone, the options given as keywords of :class:`FaceOptions`."""
+        return self.find(image, FaceOptions(**options))[0]
 
-    def find(self, image, *, largest: bool = False, fallback: bool = False, min_face: int = 0,
-             max_faces: int = 0) -> tuple[list[Face], tuple[int, int]]:
+    def find(self, image, options: FaceOptions = FaceOptions()) -> tuple[list[Face], tuple[int, int]]:
         """All faces in ``image`` (array, path, bytes or PIL image), largest first, in
-        full-resolution pixels, and the photo's (width, height).
-
-        ``largest``: keep only the biggest face; ``max_faces``: keep the biggest this many
-        (0: all). ``min_face``: drop faces whose box is narrower than this many pixels.
-        ``fallback``: when no face is left, return one centre-crop face marked
-        ``fallback=True`` instead of ``[]``."""
-        if min_face < 0 or max_faces < 0:
-            raise ConfigError(f"min_face and max_faces must be >= 0, got {min_face} and {max_faces}")
+        full-resolution pixels, and the photo's (width, height); which faces, as ``options`` say
+        (:class:`FaceOptions`, checked when made): ``largest`` keeps only the biggest face, ``max_faces``
+        the biggest this many (0: all); ``min_face`` drops faces whose box is narrower than this many
+        pixels; with ``fallback``, when no face is left, one centre-crop face marked ``fallback=True``
+        instead of none."""
         dec = self._decode(image)
         dets = self._detect(dec)
-        dets = sorted((d for d in dets if d.box[2] - d.box[0] >= min_face), key=lambda d: d.area, reverse=True)
-        keep = 1 if largest else max_faces
+        dets = sorted((d for d in dets if d.box[2] - d.box[0] >= options.min_face), key=lambda d: d.area, reverse=True)
+        keep = 1 if options.largest else options.max_faces
         if keep:
             dets = dets[:keep]
         if not dets:
-            if not fallback:
+            if not options.fallback:
                 return [], dec.full_size
             w, h = dec.full_size
             return [Face((0, 0, w, h), center_crop_eyes((h, w), self.spec), 0.0, "center-crop",
