@@ -7,7 +7,7 @@
 
 Classes: (a) UTKFace 200-px face crops, (b) FG-NET portraits (300-640 px), (c) large
 photos, 12 MP and more, several faces of different sizes (built by
-``benchmarks/large_photos.py`` into ``work/large-photos``, made here when missing),
+``scripts/large_photos.py`` into ``work/large-photos``, made here when missing),
 (d) 12 MP group photos, 15-20 faces 150-300 px wide (3.75-7.5% of the long side) at
 random places (``large_photos.build_groups`` into ``work/group-photos``, made here when
 missing; their pasted face boxes are the ground truth: "of pasted" counts those found).
@@ -277,7 +277,7 @@ def main() -> int:
                          args.portraits)
     if "c" in args.classes:
         if not (args.large / "photos.json").is_file():
-            from benchmarks.large_photos import build
+            from scripts.large_photos import build
 
             build(args.large, seed=14)
         listed = json.loads((args.large / "photos.json").read_text())["photos"]
@@ -286,7 +286,7 @@ def main() -> int:
     if "d" in args.classes:
         listed = json.loads((GROUPS / "photos.json").read_text())["photos"] if (GROUPS / "photos.json").is_file() else []
         if len(listed) != args.groups:
-            from benchmarks.large_photos import build_groups
+            from scripts.large_photos import build_groups
 
             listed = build_groups(GROUPS, seed=23, n=args.groups)
         sets["d"] = [GROUPS / p["file"] for p in listed]

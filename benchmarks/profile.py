@@ -5,7 +5,7 @@
     python -m benchmarks.profile --n 5 --classes crops portraits --models fast   # a quick look
 
 Photo classes: UTKFace 200-px face crops and FG-NET portraits (``../shared/data``), 12 MP
-photos of one face and 12 MP group photos of 15-20 faces (``benchmarks/large_photos.py``,
+photos of one face and 12 MP group photos of 15-20 faces (``scripts/large_photos.py``,
 built into ``work/`` when missing); plus crop-to-age (``predict_aligned`` on the 200-px crops).
 Everything runs in this process on one thread (ONNX Runtime, ``FACEAGE_THREADS=1``; dlib is
 single-threaded), from the file, the first ``--warmup`` photos excluded.
@@ -106,7 +106,7 @@ def instrument(est, stages: Stages = TIMERS) -> None:
 
 def photo_sets(args) -> dict[str, list[Path]]:
     """The photos of each class asked for."""
-    from benchmarks import large_photos
+    from scripts import large_photos
     utk = sorted((SHARED_DATA / "utkface").glob("*.jpg"))[:: max(1, 20_000 // max(args.n, 1))][: args.n]
     sets = {"crops": utk,
             "portraits": sorted(p for p in (SHARED_DATA / "fgnet").rglob("*") if p.suffix.lower() == ".jpg")[: args.n]}

@@ -82,3 +82,20 @@ def test_check_golden_json_passes_the_real_output_and_fails_a_changed_age(tmp_pa
     doc = json.loads(out)
     doc["faces"][0]["age"] += 1.0
     assert check(json.dumps(doc) + "\n") == 1
+
+
+def test_the_group_photo_generator_is_reproducible_and_lists_every_face(tmp_path):
+    """scripts/large_photos.py builds the benchmarks' 12 MP group photos: the same seed gives the same bytes, and
+    photos.json lists 15-20 face boxes about 150-300 px wide centred inside the photo (a dlib box may reach past
+    the edge), none overlapping."""
+    from scripts.large_photos import SHARED_DATA, build_groups
+
+    if not (SHARED_DATA / "fgnet").is_dir() or not (SHARED_DATA / "utkface").is_dir():
+        pytest.skip("needs ../shared/data (FG-NET and UTKFace)")
+    a, b = build_groups(tmp_path / "a", seed=5, n=1), build_groups(tmp_path / "b", seed=5, n=1)
+    assert a == b and (tmp_path / "a" / a[0]["file"]).read_bytes() == (tmp_path / "b" / b[0]["file"]).read_bytes()
+    (w, h), boxes = a[0]["size"], a[0]["faces"]
+    assert (w, h) == (4000, 3000) and 15 <= len(boxes) <= 20
+    for i, (l, t, r, btm) in enumerate(boxes):
+        assert 0 <= (l + r) / 2 < w and 0 <= (t + btm) / 2 < h and 140 <= r - l <= 310
+        assert all(r <= o[0] or o[2] <= l or btm <= o[1] or o[3] <= t for o in boxes[i + 1:])

@@ -1,7 +1,7 @@
 """Build the large test photos of benchmarks/face_frontend.py, reproducibly.
 
-    python -m benchmarks.large_photos                 # -> work/large-photos/*.jpg + photos.json
-    python -m benchmarks.large_photos --groups 3      # also -> work/group-photos/*.jpg + photos.json
+    python -m scripts.large_photos                 # -> work/large-photos/*.jpg + photos.json
+    python -m scripts.large_photos --groups 3      # also -> work/group-photos/*.jpg + photos.json
 
 12 MP and larger JPEGs (quality 90), each made from the public-domain photos in
 ../shared/testimages (upscaled: one face, or a group as the background) and FG-NET
