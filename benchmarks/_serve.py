@@ -40,7 +40,8 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[str, str]:
         from faceage.face.align import CropSpec
         from faceage.nets.model import create_model
         from faceage.nets.spec import ModelSpec
-        from faceage.models.weights import ModelRecord, save_model
+        from faceage.models.weights import ModelRecord
+        from faceage.models.write import save_model
 
         path = save_model(create_model("ma_sfv2", 0.5), ModelRecord(model=ModelSpec(), input_size=112,
                                                                      crop=CropSpec()), tmp / "tiny.safetensors")

@@ -27,7 +27,8 @@ from faceage.runtime.torch_backend import TorchBackend
 from faceage.core.scoring import calibrate_interval, interval_coverage, score
 from faceage.train.config import load_config
 from faceage.data.sets import cached_splits, load_samples, prior_correction, sampling_weights
-from faceage.models.weights import load_model, save_model
+from faceage.models.weights import load_model
+from faceage.models.write import save_model
 
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

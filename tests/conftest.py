@@ -54,7 +54,8 @@ def small_model(tmp_path_factory) -> Path:
     from faceage.face.align import CropSpec
     from faceage.nets.model import create_model
     from faceage.nets.spec import ModelSpec
-    from faceage.models.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord
+    from faceage.models.write import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "small.safetensors"

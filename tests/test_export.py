@@ -39,7 +39,8 @@ def exported(tmp_path_factory):
     from faceage.core.preprocess import normalize
     from faceage.export import export_onnx
     from faceage.nets.model import create_model
-    from faceage.models.weights import IMAGENET_MEAN, IMAGENET_STD, save_model
+    from faceage.models.weights import IMAGENET_MEAN, IMAGENET_STD
+    from faceage.models.write import save_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

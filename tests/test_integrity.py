@@ -14,7 +14,8 @@ from faceage.face.align import CropSpec
 from faceage.models.digest import PINNED
 from faceage.models import MODELS, locate
 from faceage.nets.model import create_model
-from faceage.models.weights import ModelRecord, load_model, read_record, save_model
+from faceage.models.weights import ModelRecord, load_model, read_record
+from faceage.models.write import save_model
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +87,22 @@ def test_onnx_files_refuse_edited_records_and_weights(files, tmp_path):
             rec["model"]["width"] = 2.0  # once accepted
             p.value = json.dumps(rec, sort_keys=True)
     onnx.save(m, str(tmp_path / "rec.onnx"))
-    with pytest.raises(WeightsError, match="rec.onnx: bad model file: the faceage record does not match"):
-        OnnxBackend(tmp_path / "rec.onnx")
+    for load in (OnnxBackend, read_record):  # read_record: from the file's metadata alone, no session
+        with pytest.raises(WeightsError, match="rec.onnx: bad model file: the faceage record does not match"):
+            load(tmp_path / "rec.onnx")
     m = onnx.load(str(files["onnx"]))
     init = next(t for t in m.graph.initializer if numpy_helper.to_array(t).size > 100)
     w = numpy_helper.to_array(init).copy()
     w.flat[0] += 1.0
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(m, str(tmp_path / "w.onnx"))
-    with pytest.raises(WeightsError, match="w.onnx: bad model file: the weights do not match"):
-        OnnxBackend(tmp_path / "w.onnx")
+    for load in (OnnxBackend, read_record):
+        with pytest.raises(WeightsError, match="w.onnx: bad model file: the weights do not match"):
+            load(tmp_path / "w.onnx")
+    assert read_record(files["onnx"]) == OnnxBackend(files["onnx"]).record
+    (tmp_path / "junk.onnx").write_bytes(b"\x0f\xff\xff")
+    with pytest.raises(WeightsError, match="junk.onnx: not an ONNX model file"):
+        read_record(tmp_path / "junk.onnx")
 
 
 def test_files_written_before_digests_still_load(files, tmp_path):

@@ -14,7 +14,7 @@ INFERENCE = ("faceage.core", "faceage.models", "faceage.checks.policy", "faceage
              "faceage.integrations", "faceage.cli.predict", "faceage.cli.serve", "faceage.cli.video")
 #: research: preparing data, training, evaluating, fitting age checks, exporting
 TRAINING = ("faceage.train", "faceage.data", "faceage.evaluate", "faceage.metrics", "faceage.experiments",
-            "faceage.export", "faceage.checks.fitting")
+            "faceage.export", "faceage.checks.fitting", "faceage.models.write")
 
 
 def _modules() -> dict[str, Path]:

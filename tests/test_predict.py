@@ -66,6 +66,22 @@ def test_one_photo_result_speaks_for_every_entry_point(estimator, tmp_path):
     assert empty.lines("x") == [("x: no face found", False)] and empty.rows("x")[0]["face"] is None
 
 
+def test_the_command_line_loads_the_model_only_in_its_worker(monkeypatch, capsys):
+    """faceage predict checks the model and options in the main process from the record alone (no network
+    loaded there: here the main process cannot load one) and the worker process loads it, once; a bad model is
+    still one error before any file."""
+    from faceage.runtime import onnx_backend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the main process loaded the network")
+
+    monkeypatch.setattr(onnx_backend.OnnxBackend, "__init__", refuse)
+    assert main(["predict", "tests/data/biden.jpg", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"][0]["age"] > 0
+    assert main(["predict", "tests/data/biden.jpg", "--model", "fsat"]) == 4  # a model that cannot be used
+    assert "did you mean fast?" in capsys.readouterr().err
+
+
 def test_inputs_path_pil_array_agree(estimator):
     path = fgnet_images(1)[0]
     a = estimator.predict(path)[0].age

@@ -51,7 +51,8 @@ def tiny_model(path: Path) -> Path:
     from faceage.face.align import CropSpec
     from faceage.nets.model import create_model
     from faceage.nets.spec import ModelSpec
-    from faceage.models.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord
+    from faceage.models.write import save_model
 
     return save_model(create_model("ma_sfv2", 0.5),
                       ModelRecord(model=ModelSpec(), input_size=112, crop=CropSpec()), path)
@@ -806,7 +807,8 @@ def with_check_policy(path: Path) -> Path:
     from dataclasses import replace
 
     from faceage.checks.fitting import AgeCheckPolicy, Calibration
-    from faceage.models.weights import read_record, write_record
+    from faceage.models.weights import read_record
+    from faceage.models.write import write_record
 
     policy = AgeCheckPolicy(18, 0.0, 0.5, Calibration("platt", a=0.5, b=0.0), 0.01, (13, 17), {"data": "test"})
     return write_record(path, replace(read_record(path), age_checks={18: policy}))

@@ -298,7 +298,8 @@ def test_a_data_set_smaller_than_the_batch_is_refused(tiny_manifest, tmp_path, c
 def _opinionated_teacher(path, age: int, input_size: int):
     """A 'teacher' that puts nearly all its mass on ``age`` for any face (its classifier is a constant)."""
     from faceage.nets.model import create_model
-    from faceage.models.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord
+    from faceage.models.write import save_model
 
     torch.manual_seed(0)
     model = create_model("ma_sfv2", 0.5).eval()
@@ -384,7 +385,8 @@ def test_a_teacher_of_other_crops_scores_its_own_crops_of_the_same_photos(tmp_pa
     from faceage.nets.model import create_model
     from faceage.runtime.torch_backend import TorchBackend
     from faceage.core.scoring import score
-    from faceage.models.weights import ModelRecord, save_model
+    from faceage.models.weights import ModelRecord
+    from faceage.models.write import save_model
 
     student = _with_sources(synthetic_dataset(tmp_path / "student", n=24, size=32, seed=1))
     own = _with_sources(synthetic_dataset(tmp_path / "own", n=24, size=48, seed=2), order=list(range(23, -1, -1)))

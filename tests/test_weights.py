@@ -6,7 +6,8 @@ from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.model import create_model
 from faceage.nets.spec import ModelSpec
-from faceage.models.weights import ModelRecord, load_model, read_record, save_model
+from faceage.models.weights import ModelRecord, load_model, read_record
+from faceage.models.write import save_model
 
 
 def _record(**kw):

@@ -62,6 +62,24 @@ class PredictOptions:
         """Which faces are scored (checked when the options are made)."""
         return self._faces
 
+    def check(self):
+        """Everything a worker would refuse, checked here without loading the network, and the model's record
+        (:class:`~faceage.models.weights.ModelRecord`): the model file and its digests, the backend, the views and
+        the detector with its options. So a bad model or option is one error before any file, and the model
+        loads once, in the process that runs it."""
+        from faceage.core.views import check_tta
+        from faceage.face.pipeline import FacePipeline
+        from faceage.models import locate
+        from faceage.models.weights import read_record
+        from faceage.runtime import check_backend
+
+        path = locate(self.model, self.backend)
+        check_backend(path, self.backend)
+        check_tta(self.tta)
+        record = read_record(path)
+        FacePipeline(self.detector, **dict(self.detector_options))  # a bad detector option raises here
+        return record
+
     def estimator(self) -> AgeEstimator:
         """A new estimator built as these options say."""
         return AgeEstimator(self.model, backend=self.backend, tta=self.tta, detector=self.detector,

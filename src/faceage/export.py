@@ -31,7 +31,8 @@ import numpy as np
 from faceage.models.digest import DIGEST_KEY, digest_entry, onnx_digest
 from faceage.errors import FaceageError
 from faceage.core.preprocess import normalization
-from faceage.models.weights import ModelRecord, fits_half
+from faceage.models.weights import ModelRecord
+from faceage.models.write import fits_half
 
 META_KEY = "faceage"
 INPUT_NAME = "crops"

@@ -20,6 +20,7 @@ from faceage.batch.files import problem_row, walk_images
 from faceage.batch.output import OutputLock, PartStore, output_format
 from faceage.engine import PredictOptions, isolated_rows
 from faceage.errors import FaceageError
+from faceage.models import locate
 
 
 @dataclass
@@ -149,8 +150,8 @@ def run_batch(paths: Iterable[str | os.PathLike], output: str | os.PathLike, *,
     if next(iter(walk_images(paths, recursive, lambda *p: problems.append(p))), None) is None and not problems:
         raise FaceageError(f"no image found in {' '.join(paths)} (use -r for sub-folders)")
     output_format(output)
-    estimator = options.estimator()  # a bad model or option: one error here, not one per file in the workers
-    workers, note = usable_workers(workers, estimator.model_path.stat().st_size)
+    options.check()  # a bad model or option: one error here, not one per file in the workers
+    workers, note = usable_workers(workers, locate(options.model, options.backend).stat().st_size)
     if note and progress:
         print(f"note: {note}", file=sys.stderr)
     with OutputLock(output):  # before the parts are touched: a second run on this output is refused here

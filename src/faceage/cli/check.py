@@ -48,9 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    def ready(est):
+    def ready(record, options):
         """The policy to apply (fitted on --fit-on, else the model's for --over), or an error before any file."""
-        top = est.record.num_classes - 1
+        top = record.num_classes - 1
         if not 1 <= args.over <= top:
             from faceage.errors import ConfigError
 
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         if args.fit_on:
             from faceage.checks.fitting import policy_from_data
 
-            policy = policy_from_data(est, args.fit_on, args.over, fmt=args.format, max_share=args.max_share)
+            policy = policy_from_data(options.estimator(), args.fit_on, args.over, fmt=args.format,
+                                      max_share=args.max_share)
             band = policy.validation["band"]
             upper = band["wilson95"][1]
             short = (f", above --max-share {args.max_share}: too few faces to show it, so none of them passes"
@@ -69,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
             return policy
         from faceage.checks.policy import policy_for
 
-        return policy_for(est.record, args.over)  # no policy for this threshold: one error, before any file
+        return policy_for(record, args.over)  # no policy for this threshold: one error, before any file
 
     return run_photos(args, ready=ready)

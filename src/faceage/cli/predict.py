@@ -121,8 +121,9 @@ def run_photos(args: argparse.Namespace, show=None, *, taken: set[Path] | None =
     (:func:`faceage.engine.isolated_results`: a native crash costs only its file), and printed as the result's
     text lines (errors on standard error) or, with ``--json``, its JSON line; then ``show(path, result)`` if given.
     Each file's error is reported as that file's (``{"path", "error"}`` with ``--json``). Exit status 1 when some
-    file failed, 5 when the only file given failed. ``ready(estimator)`` may refuse the run before any file is
-    read, and returns the age-check policy to apply (None: ages). ``stdin``: the bytes of one image read from
+    file failed, 5 when the only file given failed. ``ready(record, options)`` (the model's record, the
+    :class:`~faceage.engine.PredictOptions`) may refuse the run before any file is read, and returns the
+    age-check policy to apply (None: ages). ``stdin``: the bytes of one image read from
     standard input, reported as path "-", instead of ``args.paths``."""
     from tqdm import tqdm
 
@@ -136,8 +137,8 @@ def run_photos(args: argparse.Namespace, show=None, *, taken: set[Path] | None =
     if not files and not problems:
         raise FaceageError(f"no image found in {' '.join(args.paths)} (use -r for sub-folders)")
     engine = predict_options(args)
-    est = engine.estimator()  # a bad model or option: one error, first
-    policy = ready(est) if ready is not None else None
+    record = engine.check()  # a bad model or option: one error, first; the workers load the model
+    policy = ready(record, engine) if ready is not None else None
     failed = 0
     if taken is not None:
         taken.update(p.resolve() for p in files)

@@ -300,7 +300,8 @@ def _store(path: str, record, policies: dict[int, AgeCheckPolicy]) -> Path:
 
         have, write = read_onnx_record(p), write_onnx_record
     else:
-        from faceage.models.weights import read_record, write_record
+        from faceage.models.weights import read_record
+        from faceage.models.write import write_record
 
         have, write = read_record(p), write_record
     if replace(have, age_checks={}) != replace(record, age_checks={}):

@@ -67,29 +67,47 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def onnx_digest(data: bytes) -> str:
-    """sha256 of a serialized ONNX model's top-level fields except its metadata (graph, opsets, versions)."""
-    h, i = hashlib.sha256(), 0
+def _onnx_fields(data: bytes):
+    """(field number, start, value start, end) of each top-level field of a serialized protobuf message."""
+    i = 0
     while i < len(data):
         start = i
         key, i = _varint(data, i)
-        wire = key & 7
+        wire, value = key & 7, i
         if wire == 0:
             _, i = _varint(data, i)
         elif wire == 1:
             i += 8
         elif wire == 2:
-            n, i = _varint(data, i)
-            i += n
+            n, value = _varint(data, i)
+            i = value + n
         elif wire == 5:
             i += 4
         else:
             raise ValueError(f"protobuf wire type {wire} at byte {start}")
         if i > len(data):
             raise ValueError(f"field at byte {start} runs past the end of the file")
-        if key >> 3 != _ONNX_METADATA_FIELD:
-            h.update(data[start:i])
+        yield key >> 3, start, value, i
+
+
+def onnx_digest(data: bytes) -> str:
+    """sha256 of a serialized ONNX model's top-level fields except its metadata (graph, opsets, versions)."""
+    h = hashlib.sha256()
+    for field, start, _, end in _onnx_fields(data):
+        if field != _ONNX_METADATA_FIELD:
+            h.update(data[start:end])
     return h.hexdigest()
+
+
+def onnx_metadata(data: bytes) -> dict[str, str]:
+    """A serialized ONNX model's ``metadata_props`` (key -> value), read without onnx or ONNX Runtime."""
+    meta = {}
+    for field, _, value, end in _onnx_fields(data):
+        if field == _ONNX_METADATA_FIELD:
+            item = data[value:end]  # a StringStringEntryProto: key = 1, value = 2
+            entry = {f: item[v:e].decode("utf-8") for f, _, v, e in _onnx_fields(item)}
+            meta[entry.get(1, "")] = entry.get(2, "")
+    return meta
 
 
 def digest_entry(record_json: str, weights: str) -> str:

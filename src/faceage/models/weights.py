@@ -12,13 +12,12 @@ the record and the weights are checked at load (:mod:`faceage.models.digest`). N
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceage.core.ages import ESTIMATES
-from faceage.models.digest import DIGEST_KEY, check_pinned, digest_entry, tensors_digest, verify
+from faceage.models.digest import check_pinned, tensors_digest, verify
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
@@ -250,9 +249,36 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 def read_record(path: str | Path) -> ModelRecord:
-    """The record alone, without loading tensors (and without needing torch)."""
+    """The record alone, its digests checked, without loading the network (no torch, no ONNX Runtime session):
+    from a safetensors file's header or an ONNX file's metadata."""
     path = resolve_model_path(path)
+    if path.suffix == ".onnx":
+        from faceage.models.digest import onnx_metadata
+
+        data = path.read_bytes()
+        try:
+            meta = onnx_metadata(data)
+        except ValueError as exc:
+            raise WeightsError(f"{path}: not an ONNX model file ({exc})") from None
+        return onnx_record(path, data, meta)
     return _record(path, read_metadata(path))
+
+
+def onnx_record(path: Path, data: bytes, meta: dict) -> ModelRecord:
+    """The checked record of an ONNX file (its ``data`` and ``metadata_props``): pinned if bundled, else its own
+    digests verified."""
+    from faceage.models.digest import onnx_digest
+
+    if "faceage" not in meta:
+        raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
+    record = ModelRecord.from_json(meta["faceage"], source=str(path))
+    if not check_pinned(path, data):
+        try:
+            weights = onnx_digest(data)
+        except ValueError as exc:
+            raise WeightsError(f"{path}: bad model file: {exc}") from None
+        verify(path, meta, weights)
+    return record
 
 
 def read_metadata(path: Path) -> dict:
@@ -293,56 +319,6 @@ def numpy_tensors(state: dict) -> dict:
 
     return {k: (v.view(torch.int16) if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
             for k, v in state.items()}
-
-
-def _metadata(record: ModelRecord, tensors: dict) -> dict:
-    text = record.to_json()
-    return {"faceage": text, DIGEST_KEY: digest_entry(text, tensors_digest(tensors))}
-
-
-def save_model(model, record: ModelRecord, path: str | Path, half: bool = False) -> Path:
-    """Write weights (optionally stored as float16) and record atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        state[k] = v.half() if half and v.is_floating_point() and fits_half(v.float().numpy()) else v
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=_metadata(record, numpy_tensors(state)))
-    os.chmod(tmp, 0o666 & ~_umask())  # the permissions of any other file written here (not the writer's 0600)
-    tmp.replace(path)
-    return path
-
-
-def fits_half(values) -> bool:
-    """Whether ``values`` fit float16 (largest 65504) without turning infinite (a BatchNorm variance may not)."""
-    import numpy as np
-
-    a = np.asarray(values)
-    return a.size == 0 or bool(np.isfinite(a).all() and np.abs(a).max() <= np.finfo(np.float16).max)
-
-
-def write_record(path: str | Path, record: ModelRecord) -> Path:
-    """Replace a .safetensors file's record, its tensors kept byte for byte (no torch needed), atomically."""
-    from safetensors.numpy import load_file, save_file
-
-    path = resolve_model_path(path)
-    read_record(path)  # a file faceage wrote, with a valid record
-    tmp = path.with_name(path.name + ".tmp")
-    tensors = load_file(str(path))
-    save_file(tensors, str(tmp), metadata=_metadata(record, tensors))
-    os.chmod(tmp, path.stat().st_mode & 0o777)
-    tmp.replace(path)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_model(path: str | Path, device: str = "cpu"):

@@ -6,6 +6,7 @@ backend needs PyTorch; the ONNX Runtime backend does not.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Protocol
 
@@ -24,22 +25,30 @@ class Backend(Protocol):
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def load_backend(path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
-    """``backend``: "torch", "onnx", or "auto" (the file's kind decides; torch for safetensors)."""
+def check_backend(path: str | Path, backend: str = "auto") -> str:
+    """The runtime that :func:`load_backend` would use for ``path`` ("onnx" or "torch"), or the error it would
+    raise: an unknown backend, or PyTorch missing for a model that needs it."""
     path = Path(path)
     if backend not in BACKENDS:
         raise WeightsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "onnx" or (backend == "auto" and path.suffix == ".onnx"):
+        return "onnx"
+    if importlib.util.find_spec("torch") is None:
+        raise WeightsError(
+            f"{path}: this model needs PyTorch (not installed); install it (pip install 'faceage[train]') or export "
+            f"the model for ONNX Runtime: faceage export {path} --format onnx --out model.onnx")
+    return "torch"
+
+
+def load_backend(path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
+    """``backend``: "torch", "onnx", or "auto" (the file's kind decides; torch for safetensors)."""
+    path = Path(path)
+    if check_backend(path, backend) == "onnx":
         from faceage.runtime.onnx_backend import OnnxBackend
 
         return OnnxBackend(path)
-    try:
-        from faceage.runtime.torch_backend import TorchBackend
-    except ImportError as exc:
-        raise WeightsError(
-            f"{path}: this model needs PyTorch ({exc}); install it (pip install 'faceage[train]') or export the "
-            f"model for ONNX Runtime: faceage export {path} --format onnx --out model.onnx"
-        ) from exc
+    from faceage.runtime.torch_backend import TorchBackend
+
     return TorchBackend(path, device=device)
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.models.digest import check_pinned, onnx_digest, verify
 from faceage.errors import WeightsError
 from faceage.core.preprocess import normalize_nchw
-from faceage.models.weights import ModelRecord
+from faceage.models.weights import onnx_record
 
 META_KEY = "faceage"
 #: the graph's outputs, by name (never by position)
@@ -49,15 +48,7 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise WeightsError(f"{path}: not a loadable ONNX model ({exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
-        if META_KEY not in meta:
-            raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
-        self.record = ModelRecord.from_json(meta[META_KEY], source=str(path))
-        if not check_pinned(path, data):
-            try:
-                weights = onnx_digest(data)
-            except ValueError as exc:
-                raise WeightsError(f"{path}: bad model file: {exc}") from None
-            verify(path, meta, weights)
+        self.record = onnx_record(path, data, meta)
         self.precision = meta.get("faceage.precision", "fp32")
         self.path = path
         self._input, self._uint8 = self._check_graph()

@@ -38,7 +38,8 @@ from faceage.data.sets import (
 from faceage.train.loss import age_loss, distilled_loss
 from faceage.train.setup import amp_dtype, load_init_weights, lr_factor, model_spec, param_groups
 from faceage.core.ages import ESTIMATES
-from faceage.models.weights import ModelRecord, Scoring, save_model
+from faceage.models.weights import ModelRecord, Scoring
+from faceage.models.write import save_model
 
 PRIOR_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how much of the data's age prior is put back (chosen on val)
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "val_loss", *(f"val_mae_{how}" for how in ESTIMATES), "seconds")
