@@ -51,6 +51,9 @@ def test_one_photo_result_speaks_for_every_entry_point(estimator, tmp_path):
     assert result.ages() == faces and len(faces) >= 2
     assert result.to_json("p.jpg") == {"path": "p.jpg", "faces": [f.to_dict() for f in faces]}
     assert [line for line, _ in result.lines("p.jpg")] == [f"p.jpg: {f.line()}" for f in faces]
+    f = faces[0]  # the command line's text, as it has always read
+    assert result.lines("p.jpg")[0] == (f"p.jpg: box {list(f.box)} age {f.age:.1f} (80% interval "
+                                        f"{f.age_interval[0]:.0f}-{f.age_interval[1]:.0f})", False)
     assert [r["age"] for r in result.rows("p.jpg")] == [f.age for f in faces]
     answer = result.response("fast", 12.345)
     assert answer == {"faces": [f.to_dict() for f in faces], "width": img.width * 4, "height": img.height * 4,
@@ -80,6 +83,31 @@ def test_the_command_line_loads_the_model_only_in_its_worker(monkeypatch, capsys
     assert json.loads(capsys.readouterr().out)["faces"][0]["age"] > 0
     assert main(["predict", "tests/data/biden.jpg", "--model", "fsat"]) == 4  # a model that cannot be used
     assert "did you mean fast?" in capsys.readouterr().err
+
+
+def test_a_model_only_the_worker_can_find_damaged_is_one_error_not_a_crash_per_file(small_model, tmp_path, capsys):
+    """Damaged weights pass the main process's record check (it does not read the weights); the worker then
+    cannot load the model: the run ends with that one error (exit 4), in predict and in batch mode, never as a
+    worker crash on every file."""
+    from faceage.batch import run_batch
+    from faceage.errors import WeightsError
+
+    data = bytearray(small_model.read_bytes())
+    data[-100] ^= 0x01  # inside the last tensor
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    photos = ["tests/data/biden.jpg", "tests/data/obama.jpg"]
+    assert main(["predict", *photos, "--model", str(bad)]) == 4
+    out = capsys.readouterr()
+    assert "the weights do not match" in out.err and "worker process died" not in out.err + out.out
+    from faceage.engine import PredictOptions
+
+    with pytest.raises(WeightsError, match="the weights do not match"):
+        run_batch(photos, tmp_path / "rows.csv", options=PredictOptions(model=str(bad)), workers=1, progress=False)
+    for backend, model, message in (("onnx", small_model, "--backend onnx needs an ONNX file"),
+                                    ("torch", "src/faceage/models/fast.onnx", "--backend torch needs a .safetensors")):
+        with pytest.raises(WeightsError, match=message):  # refused before any file, as the worker would refuse it
+            PredictOptions(model=str(model), backend=backend).check()
 
 
 def test_inputs_path_pil_array_agree(estimator):

@@ -4,7 +4,9 @@ import importlib
 import warnings
 
 warnings.warn("faceage.agecheck is now faceage.checks.fitting; the old name goes in 0.3", DeprecationWarning, stacklevel=2)
+_MODULE = importlib.import_module("faceage.checks.fitting")
+__all__ = [name for name in vars(_MODULE) if not name.startswith("_")]
 
 
 def __getattr__(name: str):
-    return getattr(importlib.import_module("faceage.checks.fitting"), name)
+    return getattr(_MODULE, name)

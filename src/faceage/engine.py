@@ -4,7 +4,7 @@ Batch mode, Ray Data and Spark turn a photo into rows with :func:`photo_rows`; `
 and ``check`` get each photo's result from :func:`isolated_results`; ``serve`` calls the estimator in a
 thread. Each of them calls
 :meth:`faceage.estimator.AgeEstimator.analyse` (the one per-photo path: decode, detect, filter
-by :class:`~faceage.estimator.FaceOptions`, align, score; video calls it per frame). How the
+by :class:`~faceage.core.options.FaceOptions`, align, score; video calls it per frame). How the
 model and its detector are built travels as :class:`PredictOptions`, plain data that can be
 sent to worker processes, Ray actors and Spark executors; :func:`estimator_for` builds each
 process's model from it once. Where processes are involved the rows are made in
@@ -143,12 +143,19 @@ def predict_many(options: PredictOptions, sources: Iterable, paths: Iterable[str
 
 # ------------------------------------------------------------------------ in worker processes
 def _load(options: PredictOptions, single_threaded: bool) -> None:
-    estimator_for(options, single_threaded=single_threaded)  # before the first file arrives
+    """Load the model before the first file arrives. A model the main process's check let through but this
+    process cannot load (damaged weights) is not raised here, where it would kill the worker and read as a crash
+    on every file: the first job raises it, and it ends the run as one error."""
+    try:
+        estimator_for(options, single_threaded=single_threaded)
+    except FaceageError:
+        pass
 
 
 def _rows_job(job: tuple[PredictOptions, str, bool]) -> list[dict]:
     options, path, single_threaded = job
-    return photo_rows(estimator_for(options, single_threaded=single_threaded), path, path, options.faces)
+    est = estimator_for(options, single_threaded=single_threaded)  # a model that cannot load: the run's error
+    return photo_rows(est, path, path, options.faces)
 
 
 def crashed_rows(path: str) -> list[dict]:
@@ -168,8 +175,8 @@ def isolated_rows(options: PredictOptions, paths: Iterable[str], *, workers: int
 
 def _analysis_job(job: tuple[PredictOptions, str | bytes, bool]) -> tuple[object, str | None, str | None]:
     options, source, single_threaded = job
+    est = estimator_for(options, single_threaded=single_threaded)  # a model that cannot load: the run's error
     try:
-        est = estimator_for(options, single_threaded=single_threaded)
         return est.analyse(source, options.faces).without_crops(), None, None
     except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, never the run's
         return (None, *failure(_name(source), exc))

@@ -271,13 +271,13 @@ class AgeEstimator:
 
     def check(self, image: ImageSource, over: int = 18, *, policy=None, largest: bool = False, min_face: int = 0,
               max_faces: int = 0) -> list:
-        """An age check per face in ``image``: :class:`faceage.checks.fitting.AgeCheck` (box, age, calibrated
+        """An age check per face in ``image``: :class:`faceage.checks.policy.AgeCheck` (box, age, calibrated
         ``p_over``, ``decision`` "pass" or "refer", the policy), largest first; no face gives ``[]``.
 
-        ``policy``: an :class:`faceage.checks.fitting.AgeCheckPolicy` (e.g. from
+        ``policy``: an :class:`faceage.checks.policy.AgeCheckPolicy` (e.g. from
         :func:`faceage.checks.fitting.fit_policy` on your own labelled faces); by default the model record's
         policy for ``over`` (the bundled model has 13, 16, 18, 21 and 25; others raise
-        :class:`faceage.checks.fitting.NoPolicyError`).
+        :class:`faceage.checks.policy.NoPolicyError`).
         Faces are found as :meth:`predict` finds them."""
         policy = self._policy(over, policy)
         return self.analyse(image, FaceOptions(largest, min_face, max_faces)).checks(policy)  # the one path

@@ -4,7 +4,9 @@ import importlib
 import warnings
 
 warnings.warn("faceage.policy is now faceage.checks.policy; the old name goes in 0.3", DeprecationWarning, stacklevel=2)
+_MODULE = importlib.import_module("faceage.checks.policy")
+__all__ = [name for name in vars(_MODULE) if not name.startswith("_")]
 
 
 def __getattr__(name: str):
-    return getattr(importlib.import_module("faceage.checks.policy"), name)
+    return getattr(_MODULE, name)

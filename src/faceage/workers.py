@@ -82,9 +82,9 @@ def imap_isolated(fn: Callable[[Job], Any], jobs: Iterable[Job], *, workers: int
     must be picklable (module-level functions). ``jobs`` is read lazily: at most ``window`` jobs
     per worker are taken ahead of the first result not yet yielded, so memory stays flat on
     millions of jobs; a wide window keeps the other workers busy while one works through a slow file (a
-    photo without a face takes every recovery pass): with 4, 2 workers were 1.4x one, with 32 1.8x. ``suspect(result)``: True when the worker may be damaged although it lived
-    (a native library raised after writing out of bounds): the pool is replaced once the jobs in
-    flight are done."""
+    photo without a face takes every recovery pass): with 4, 2 workers were 1.4x one, with 32 1.8x.
+    ``suspect(result)``: True when the worker may be damaged although it lived (a native library raised
+    after writing out of bounds): the pool is replaced once the jobs in flight are done."""
     workers = max(1, int(workers))
     source = iter(zip(count(), jobs))
     suspects: deque = deque()  # (index, job) in flight when a worker died: re-run alone

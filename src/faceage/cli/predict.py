@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if batch:
         return run_batch_cli(args)
     taken: set[Path] = set()  # never write over an input, nor twice to one file
-    data = sys.stdin.buffer.read() if stdin else None  # read before the model loads: a pipe never waits on it
+    data = sys.stdin.buffer.read() if stdin else None  # read before the worker starts: a pipe never waits on it
     bad_faces = 0  # faces whose model outputs were NaN or infinite (no age)
 
     def show(path: Path, result) -> None:

@@ -53,6 +53,7 @@ class ImageCache:
     images: np.ndarray  # (n, S, S, 3) uint8, memory-mapped
     index: np.ndarray  # positions in the sample list that decoded fine
     problems: list[str]
+    key: str  # a digest of the files' contents, in order, and S: names the cache
 
 
 def build_cache(
@@ -66,7 +67,8 @@ def build_cache(
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if npy.is_file() and meta.is_file():
         info = json.loads(meta.read_text())
-        return ImageCache(np.load(npy, mmap_mode="r"), np.asarray(info["index"], dtype=np.int64), info["problems"])
+        return ImageCache(np.load(npy, mmap_mode="r"), np.asarray(info["index"], dtype=np.int64), info["problems"],
+                          key)
 
     tmp = cache_dir / f"{key}.{os.getpid()}.tmp.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
@@ -105,4 +107,4 @@ def build_cache(
         print(f"cache: {len(ok)}/{len(samples)} images decoded in {dt:.1f}s ({len(samples) / dt:.0f} img/s) -> {npy}")
         for p in problems[:20]:
             print(f"  skipped: {p}")
-    return ImageCache(np.load(npy, mmap_mode="r"), np.asarray(ok, dtype=np.int64), problems)
+    return ImageCache(np.load(npy, mmap_mode="r"), np.asarray(ok, dtype=np.int64), problems, key)

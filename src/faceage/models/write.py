@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from faceage.errors import WeightsError
 from faceage.models.digest import DIGEST_KEY, digest_entry, tensors_digest
 from faceage.models.weights import ModelRecord, numpy_tensors, read_record, resolve_model_path
 
@@ -44,6 +45,9 @@ def write_record(path: str | Path, record: ModelRecord) -> Path:
     from safetensors.numpy import load_file, save_file
 
     path = resolve_model_path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: write_record writes .safetensors files; for ONNX use "
+                           "faceage.export.write_onnx_record")
     read_record(path)  # a file faceage wrote, with a valid record
     tmp = path.with_name(path.name + ".tmp")
     tensors = load_file(str(path))

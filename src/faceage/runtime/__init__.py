@@ -32,7 +32,12 @@ def check_backend(path: str | Path, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise WeightsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "onnx" or (backend == "auto" and path.suffix == ".onnx"):
+        if path.suffix != ".onnx":
+            raise WeightsError(f"{path}: --backend onnx needs an ONNX file; export this one first: "
+                               f"faceage export {path} --format onnx --out model.onnx")
         return "onnx"
+    if path.suffix == ".onnx":
+        raise WeightsError(f"{path}: --backend torch needs a .safetensors file, not an ONNX one")
     if importlib.util.find_spec("torch") is None:
         raise WeightsError(
             f"{path}: this model needs PyTorch (not installed); install it (pip install 'faceage[train]') or export "
@@ -47,8 +52,10 @@ def load_backend(path: str | Path, backend: str = "auto", device: str = "cpu") -
         from faceage.runtime.onnx_backend import OnnxBackend
 
         return OnnxBackend(path)
-    from faceage.runtime.torch_backend import TorchBackend
-
+    try:
+        from faceage.runtime.torch_backend import TorchBackend
+    except ImportError as exc:  # installed but broken
+        raise WeightsError(f"{path}: this model needs PyTorch, which does not import ({exc})") from exc
     return TorchBackend(path, device=device)
 
 

@@ -3,9 +3,9 @@
 The teacher (a bundled name, a model file or a run folder) scores every training crop once, with
 the views its record was calibrated under, before the first epoch; the logits are kept in the run
 folder, named by the teacher's digest and by the training rows they belong to, so a resumed run
-reuses them and nothing else does. The crops are the student's un-augmented training crops: age does
-not change under the small flips, turns and colour changes of augmentation, so the teacher's reading
-of the clean crop is the target of every augmented copy.
+reuses them and nothing else does. The crops are un-augmented (the student's own, or the teacher's
+below): age does not change under the small flips, turns and colour changes of augmentation, so the
+teacher's reading of the clean crop is the target of every augmented copy.
 
 A teacher trained on other crops (dlib's 150-px chip for ``accurate``, faceage's 112-px crop for ``fast``)
 scores its own crops of the same photos: ``distill.crops`` names manifests of them, matched to the
@@ -14,7 +14,7 @@ training rows by source photo, so each network sees the pixels it was trained on
 The targets are the teacher network's own outputs, without its prior correction (``logit_bias``).
 They carry the age prior of the teacher's training draw (``data.mix``, ``data.age_balance``), and
 the student's run puts back the prior of *its* draw at the end. So distil between runs drawn the
-same way (``configs/fast-distilled.yaml`` draws as ``configs/accurate.yaml`` does); otherwise the
+same way (``configs/fast-distilled.yaml`` draws as ``configs/accurate-face.yaml`` does); otherwise the
 student's corrected ages keep part of the teacher's sampling prior.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def rows_digest(samples) -> str:
 
 def _own_crops(path: Path, rec, train, crops: dict[str, str], cache_dir, quiet: bool) -> tuple[np.ndarray, str]:
     """The teacher's own crops of the training rows' photos, in row order, at its input size, and a digest of
-    which files they are. Every row needs one, and every manifest must be cropped as the teacher was."""
+    their contents. Every row needs one, and every manifest must be cropped as the teacher was."""
     from faceage.data.cache import build_cache
     from faceage.data.manifest import prepared_crop, read_manifest
 
@@ -76,7 +76,12 @@ def _own_crops(path: Path, rec, train, crops: dict[str, str], cache_dir, quiet: 
         for diff in crop_differences(rec.crop, prepared_crop(manifest), ("teacher", f"distill.crops.{name}")):
             raise ConfigError(f"distill.crops.{name} ({manifest}) is not cropped as the teacher {path} was "
                               f"trained: {diff}; prepare the photos with the teacher's crop")
-        by_source.update({s.source: s for s in read_manifest(manifest).samples if s.source})
+        for s in read_manifest(manifest).samples:
+            if s.source in by_source:
+                raise ConfigError(f"distill.crops: the photo {s.source} has two teacher crops "
+                                  f"({by_source[s.source].path} and {s.path}); keep one")
+            if s.source:
+                by_source[s.source] = s
     missing = [s for s in train.samples if s.source not in by_source]
     if missing:
         raise ConfigError(f"distill.crops has no crop of {len(missing)} of the {len(train.samples)} training photos "
@@ -86,8 +91,7 @@ def _own_crops(path: Path, rec, train, crops: dict[str, str], cache_dir, quiet: 
     if len(cache.index) < len(mine):
         raise ConfigError(f"distill.crops: {len(mine) - len(cache.index)} of the teacher's crops could not be "
                           f"read, first: {cache.problems[0]}")
-    h = hashlib.sha256("".join(f"{s.path}\n" for s in mine).encode("utf-8", "surrogateescape"))
-    return np.asarray(cache.images), h.hexdigest()[:12]
+    return np.asarray(cache.images), cache.key[:12]  # the crops' contents: crops prepared again are new targets
 
 
 def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, out: Path,
@@ -103,18 +107,13 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
     from faceage.models.weights import read_record
 
     path = locate(teacher, backend="torch")  # the weights: their record and digest name the cached logits
-    if path.suffix == ".onnx":  # an ONNX file given as the teacher: its record is inside it
-        from faceage.runtime.onnx_backend import OnnxBackend
-
-        rec = OnnxBackend(path).record
-    else:
-        rec = read_record(path)
+    rec = read_record(path)  # a safetensors or an ONNX file given as the teacher
     digest = file_digest(path, "sha256")
     info = {"file": path.name, "sha256": digest, "tta": rec.scoring.tta}  # by name and content: records travel
     rows = rows_digest(train.samples)[:12]
     if crops:
         images, own = _own_crops(path, rec, train, crops, cache_dir, quiet)
-        rows, info["crops"] = f"{rows}-own{own}", dict(crops)
+        rows = f"{rows}-own{own}"
     else:
         images = train.images
         if rec.input_size != input_size:
