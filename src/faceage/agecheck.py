@@ -1,12 +1,4 @@
-"""Deprecated name of :mod:`faceage.checks.fitting` (moved when the package was grouped by stage); it keeps working,
-with a DeprecationWarning, until 0.3."""
-import importlib
-import warnings
+"""Deprecated name of :mod:`faceage.checks.fitting`; it keeps working, with a DeprecationWarning, until 0.3."""
+from faceage._moved import forward
 
-warnings.warn("faceage.agecheck is now faceage.checks.fitting; the old name goes in 0.3", DeprecationWarning, stacklevel=2)
-_MODULE = importlib.import_module("faceage.checks.fitting")
-__all__ = [name for name in vars(_MODULE) if not name.startswith("_")]
-
-
-def __getattr__(name: str):
-    return getattr(_MODULE, name)
+__all__, __getattr__ = forward("faceage.agecheck", "faceage.checks.fitting")
