@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from faceage.models.digest import DIGEST_KEY, digest_entry, onnx_digest
+from faceage.models.digest import DIGEST_KEY, RECORD_KEY, digest_entry, onnx_digest
 from faceage.errors import FaceageError
 from faceage.core.preprocess import normalization
 from faceage.models.weights import ModelRecord
 from faceage.models.write import fits_half
 
-META_KEY = "faceage"
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("logits", "reg")
 INT8_MODES = (None, "dynamic", "static")
@@ -70,11 +69,11 @@ def _set_metadata(path: Path, record: ModelRecord, extra: dict | None = None) ->
 
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
-    props[META_KEY] = record.to_json()
+    props[RECORD_KEY] = record.to_json()
     props.update(extra or {})
     m.producer_name = "faceage"
     del m.metadata_props[:]  # the digest covers everything but the metadata: written last, from those bytes
-    props[DIGEST_KEY] = digest_entry(props[META_KEY], onnx_digest(m.SerializeToString()))
+    props[DIGEST_KEY] = digest_entry(props[RECORD_KEY], onnx_digest(m.SerializeToString()))
     for k, v in props.items():
         e = m.metadata_props.add()
         e.key, e.value = k, str(v)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from faceage.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class FaceOptions:
     """Which faces of a photo are scored: the same options for predict, batch, Ray, Spark, serve and video.

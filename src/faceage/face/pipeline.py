@@ -121,7 +121,8 @@ class FacePipeline:
         instead of none."""
         dec = self._decode(image)
         dets = self._detect(dec)
-        dets = sorted((d for d in dets if d.box[2] - d.box[0] >= options.min_face), key=lambda d: d.area, reverse=True)
+        dets = sorted((d for d in dets if d.box[2] - d.box[0] >= options.min_face), key=lambda d: d.area,
+                      reverse=True)
         keep = 1 if options.largest else options.max_faces
         if keep:
             dets = dets[:keep]

@@ -23,7 +23,8 @@ import numpy as np
 
 from faceage.errors import WeightsError
 
-DIGEST_KEY = "faceage.sha256"
+#: the metadata keys of a model file (safetensors header or ONNX metadata_props): the record, and its digests
+RECORD_KEY, DIGEST_KEY = "faceage", "faceage.sha256"
 #: the bundled model files and their sha256 as released (``sha256sum`` format, beside them)
 BUNDLED_DIR = Path(__file__).resolve().parent
 
@@ -116,7 +117,7 @@ def digest_entry(record_json: str, weights: str) -> str:
 
 
 def verify(source: str | Path, meta: Mapping[str, str], weights: str | None) -> str:
-    """Check a file's stored digests against its record text (``meta["faceage"]``) and, when given, the
+    """Check a file's stored digests against its record text (``meta[RECORD_KEY]``) and, when given, the
     weights digest computed from the file; returns "verified" or "absent" (a file written before digests)."""
     stored = meta.get(DIGEST_KEY)
     if stored is None:
@@ -127,7 +128,7 @@ def verify(source: str | Path, meta: Mapping[str, str], weights: str | None) -> 
     except (ValueError, TypeError, KeyError):
         raise WeightsError(f"{source}: bad model file: its {DIGEST_KEY} entry is not a digest record; the file is "
                            "damaged: re-export or reinstall it") from None
-    if text_digest(meta.get("faceage", "")) != record_want:
+    if text_digest(meta.get(RECORD_KEY, "")) != record_want:
         raise WeightsError(f"{source}: bad model file: the faceage record does not match its digest (it was edited "
                            "or damaged after the model was written); re-export the model, or reinstall faceage "
                            "for a bundled one")

@@ -1,9 +1,10 @@
-"""Model files: safetensors weights + a JSON record of how to rebuild and feed the network.
+"""Reading model files: safetensors weights (or an ONNX graph) + a JSON record of how to rebuild and feed the
+network. Writing them is :mod:`faceage.models.write`'s (and :mod:`faceage.export`'s for ONNX).
 
 The record travels inside the file's metadata (key ``faceage``; ONNX files carry the
 same JSON in their ``metadata_props``), so the preprocessing used in training (input
 size, normalisation, crop geometry) can never be separated from the weights. This
-module is the only one that writes or reads that JSON, and it checks every field's
+module is the only one that makes or parses that JSON (:class:`ModelRecord`), and it checks every field's
 type and range when a file is loaded, and every derived number against what it derives from
 (an age-check policy's stored threshold against its calibration): a bad record is one
 :class:`WeightsError` naming the file and the field, at load, never a wrong answer. Digests of
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceage.core.ages import ESTIMATES
-from faceage.models.digest import check_pinned, tensors_digest, verify
+from faceage.models.digest import RECORD_KEY, check_pinned, onnx_digest, onnx_metadata, tensors_digest, verify
 from faceage.errors import WeightsError
 from faceage.face.align import CropSpec
 from faceage.nets.spec import ModelSpec
@@ -253,8 +254,6 @@ def read_record(path: str | Path) -> ModelRecord:
     from a safetensors file's header or an ONNX file's metadata."""
     path = resolve_model_path(path)
     if path.suffix == ".onnx":
-        from faceage.models.digest import onnx_metadata
-
         data = path.read_bytes()
         try:
             meta = onnx_metadata(data)
@@ -267,11 +266,9 @@ def read_record(path: str | Path) -> ModelRecord:
 def onnx_record(path: Path, data: bytes, meta: dict) -> ModelRecord:
     """The checked record of an ONNX file (its ``data`` and ``metadata_props``): pinned if bundled, else its own
     digests verified."""
-    from faceage.models.digest import onnx_digest
-
-    if "faceage" not in meta:
+    if RECORD_KEY not in meta:
         raise WeightsError(f"{path}: ONNX file without a faceage record; export it with 'faceage export'")
-    record = ModelRecord.from_json(meta["faceage"], source=str(path))
+    record = ModelRecord.from_json(meta[RECORD_KEY], source=str(path))
     if not check_pinned(path, data):
         try:
             weights = onnx_digest(data)
@@ -294,9 +291,9 @@ def read_metadata(path: Path) -> dict:
 
 def _record(path: Path, meta: dict) -> ModelRecord:
     """The checked record of a file's metadata, its digest verified (the weights': :func:`load_model`)."""
-    if "faceage" not in meta:
+    if RECORD_KEY not in meta:
         raise WeightsError(f"{path}: safetensors file without a faceage record; was it written by faceage?")
-    record = ModelRecord.from_json(meta["faceage"], source=str(path))
+    record = ModelRecord.from_json(meta[RECORD_KEY], source=str(path))
     verify(path, meta, None)
     return record
 

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 from faceage.errors import WeightsError
-from faceage.models.digest import DIGEST_KEY, digest_entry, tensors_digest
+from faceage.models.digest import DIGEST_KEY, RECORD_KEY, digest_entry, tensors_digest
 from faceage.models.weights import ModelRecord, numpy_tensors, read_record, resolve_model_path
 
 
 def _metadata(record: ModelRecord, tensors: dict) -> dict:
     text = record.to_json()
-    return {"faceage": text, DIGEST_KEY: digest_entry(text, tensors_digest(tensors))}
+    return {RECORD_KEY: text, DIGEST_KEY: digest_entry(text, tensors_digest(tensors))}
 
 
 def save_model(model, record: ModelRecord, path: str | Path, half: bool = False) -> Path:

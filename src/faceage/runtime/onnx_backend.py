@@ -17,7 +17,6 @@ from faceage.errors import WeightsError
 from faceage.core.preprocess import normalize_nchw
 from faceage.models.weights import onnx_record
 
-META_KEY = "faceage"
 #: the graph's outputs, by name (never by position)
 OUTPUTS = ("logits", "reg")
 

@@ -73,9 +73,9 @@ def _own_crops(path: Path, rec, train, crops: dict[str, str], cache_dir, quiet: 
 
     by_source = {}
     for name, manifest in crops.items():
-        for diff in crop_differences(rec.crop, prepared_crop(manifest), ("teacher", f"distill.crops.{name}")):
+        if diffs := crop_differences(rec.crop, prepared_crop(manifest), ("teacher", f"distill.crops.{name}")):
             raise ConfigError(f"distill.crops.{name} ({manifest}) is not cropped as the teacher {path} was "
-                              f"trained: {diff}; prepare the photos with the teacher's crop")
+                              f"trained: {diffs[0]}; prepare the photos with the teacher's crop")
         for s in read_manifest(manifest).samples:
             if s.source in by_source:
                 raise ConfigError(f"distill.crops: the photo {s.source} has two teacher crops "
@@ -119,9 +119,9 @@ def teacher_logits(teacher: str, train, input_size: int, crop: CropSpec | None, 
         if rec.input_size != input_size:
             raise ConfigError(f"distill.teacher {path} reads {rec.input_size}-px crops, this run {input_size}-px "
                               f"(data.input_size); name the teacher's own crops in distill.crops")
-        for diff in crop_differences(rec.crop, crop, ("teacher", "data")) if crop is not None else []:
-            raise ConfigError(f"distill.teacher {path} was trained on other crops than this data's ({diff}); name "
-                              "the teacher's own crops of these photos in distill.crops")
+        if crop is not None and (diffs := crop_differences(rec.crop, crop, ("teacher", "data"))):
+            raise ConfigError(f"distill.teacher {path} was trained on other crops than this data's ({diffs[0]}); "
+                              "name the teacher's own crops of these photos in distill.crops")
     cache = out / f"teacher-{digest[:16]}-{rec.scoring.tta}-rows{rows}.npy"
     if cache.is_file():
         logits = np.load(cache, allow_pickle=False)
