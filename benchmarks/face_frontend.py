@@ -71,8 +71,10 @@ def timed(fn, paths: list[str], warmup: int, repeats: int) -> list[dict]:
 
 def worker_faceage(paths: list[str], repeats: int, opts: dict) -> dict:
     from faceage.estimator import AgeEstimator
+    from faceage.face.detect import DEFAULT_DETECTOR
 
-    est = AgeEstimator(opts.get("model"), detector_options=opts.get("detector_options") or {})
+    est = AgeEstimator(opts.get("model"), detector=opts.get("detector") or DEFAULT_DETECTOR,
+                       detector_options=opts.get("detector_options") or {})
     passes: dict[str, int] = {}
 
     res = timed(lambda p: [f.box for f in est.predict(p)], paths, warmup=3, repeats=repeats)
@@ -254,6 +256,7 @@ def main() -> int:
     ap.add_argument("--note", default="", help="a line on the conditions (e.g. other load on the machine)")
     ap.add_argument("--annotate", type=Path, default=None, help="write annotated PNGs of the large photos here")
     add_output_arguments(ap)
+    ap.add_argument("--detector", default=None, help="faceage's face detector (default: faceage's default)")
     ap.add_argument("--detector-options", default="{}", metavar="JSON",
                     help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
     ap.add_argument("--model", default=None, help="faceage's model: a bundled name (faceage models), a model file "
@@ -297,12 +300,13 @@ def main() -> int:
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
            "command": "python -m benchmarks.face_frontend " + " ".join(sys.argv[1:]), "peer": "2.0.0",
            "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "detector_options": json.loads(args.detector_options), "model": model_name(args.model), "classes": []}
+           "detector": args.detector, "detector_options": json.loads(args.detector_options), "model": model_name(args.model), "classes": []}
     for key, paths in sets.items():
         name = CLASSES[key]
         print(f"{name}: {len(paths)} photos ...", file=sys.stderr)
         fa = run_worker(sys.executable, "faceage", paths, args.repeats,
-                        {"model": args.model, "detector_options": json.loads(args.detector_options)})
+                        {"model": args.model, "detector": args.detector,
+                         "detector_options": json.loads(args.detector_options)})
         peer = run_worker(peer_py, "peer", paths, args.repeats)
         hog = run_worker(sys.executable, "hog", paths, 1)
         res["classes"].append(summarise(name, paths, fa, peer, hog, truth.get(key)))

@@ -174,11 +174,14 @@ def test_load_image_scaled_honours_exif_and_fails_like_load_image(big, tmp_path)
 
 
 @pytest.mark.parametrize("exif", [0, 6])
-def test_large_jpeg_faces_match_full_decode(big, exif):
+@pytest.mark.parametrize("detector,eye_px", [("dlib", 8), ("mtcnn", 14)])
+def test_large_jpeg_faces_match_full_decode(big, exif, detector, eye_px):
     """Path (reduced decode, boxes mapped back) and full array give the same faces; the
-    child's small face is cropped from a sharper decode than detection used."""
+    child's small face is cropped from a sharper decode than detection used. (The child's face is
+    the 50-px face of the test photo enlarged 5x, a blur on which dlib's landmarks are unsure: its eyes
+    move 14 px of its 100 px eye distance with mtcnn's boxes, found at 1/4 scale instead of 1/2.)"""
     path = big[exif]
-    pipe = FacePipeline(spec=CropSpec(size=128))
+    pipe = FacePipeline(detector, spec=CropSpec(size=128))
     full = load_image(path)
     from_path = pipe.faces(path)
     from_array = pipe.faces(full)
@@ -186,14 +189,14 @@ def test_large_jpeg_faces_match_full_decode(big, exif):
     for a in from_path:
         b = min(from_array, key=lambda f: np.abs(np.subtract(a.box, f.box)).sum())  # equal sizes: any order
         assert iou(a.box, b.box) > 0.6  # HOG's box sizes come in pyramid steps
-        assert np.abs(np.subtract(a.eyes, b.eyes)).max() <= 8  # 2 px of the 1/4-scale decode
+        assert np.abs(np.subtract(a.eyes, b.eyes)).max() <= eye_px
         ref = align(full, a.eyes, pipe.spec)  # the same eyes, cut from the full decode
         assert np.abs(a.crop.astype(np.int16) - ref.astype(np.int16)).mean() < 3
 
 
 def test_crop_source_is_sharp_enough(big):
     path = big[0]
-    pipe = FacePipeline(spec=CropSpec(size=128))
+    pipe = FacePipeline("dlib", spec=CropSpec(size=128))
     dec = pipe._decode(path)
     assert dec.factor[0] == pytest.approx(2, rel=0.01)  # 1/2: at least 3/4 of the detector's 2000 px
     big = pipe._detect(dec)
@@ -268,17 +271,18 @@ def test_estimator_detector_instance_and_controls(small_model):
 def test_estimator_detector_options(small_model):
     from faceage.estimator import AgeEstimator
 
-    est = AgeEstimator(small_model, detector_options={"cnn": False, "max_side": 640, "rotations": [15, -15]})
+    est = AgeEstimator(small_model, detector="dlib",
+                       detector_options={"cnn": False, "max_side": 640, "rotations": [15, -15]})
     det = est.pipeline.detector
     assert isinstance(det, DlibDetector) and not det.use_cnn and det.max_side == 640 and det.rotations == (15.0, -15.0)
     assert est.pipeline.detector is get_detector("dlib", cnn=False, max_side=640, rotations=(15, -15))  # shared
-    with pytest.raises(ConfigError, match="unknown face detector 'dlib' option 'no_such_option'"):
+    with pytest.raises(ConfigError, match="unknown face detector 'mtcnn' option 'no_such_option'"):
         AgeEstimator(small_model, detector_options={"no_such_option": 1})
     with pytest.raises(ConfigError, match="did you mean max_side"):
         AgeEstimator(small_model, detector_options={"max_sides": 640})
     with pytest.raises(ConfigError, match="option cnn: 'maybe' is not true or false"):
         AgeEstimator(small_model, detector_options={"cnn": "maybe"})
-    assert not AgeEstimator(small_model, detector_options={"cnn": "false"}).pipeline.detector.use_cnn  # not True
+    assert not AgeEstimator(small_model, detector_options={"cnn": "false"}).pipeline.detector.cnn  # not True
     faces = est.predict(DATA / "obama_and_biden.jpg", max_faces=2)
     assert len(faces) == 2 and faces[0].box[2] - faces[0].box[0] >= faces[1].box[2] - faces[1].box[0]
 
@@ -327,8 +331,8 @@ def test_mid_sized_faces_in_a_large_photo_are_found(tmp_path, small, max_side):
     assert widths[0] == pytest.approx(small, rel=0.3) and widths[1] == pytest.approx(320, rel=0.3)
     for box in plain_hog(load_image(path), 0):
         assert covered(box, [f.box for f in faces]), (box, widths)
-    if max_side is None:  # the 1000-px front end saw neither the small nor the 320-px face
-        assert len(FacePipeline(max_side=1000).faces(path)) < 3
+    if max_side is None:  # dlib's HOG at 1000 px saw neither the small nor the 320-px face; MTCNN there does
+        assert len(FacePipeline("dlib", max_side=1000).faces(path)) < 3
 
 
 # ------------------------------------------------------------------ face-less photos: a bounded cost

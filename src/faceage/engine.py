@@ -26,6 +26,7 @@ from faceage.errors import FaceageError
 from faceage.estimator import COLUMNS, SCHEMA, AgeEstimator, empty_row  # noqa: F401 - the row schema, here too
 from faceage.core.imageio import NamedBytes
 from faceage.core.options import FaceOptions
+from faceage.face.detect import DEFAULT_DETECTOR
 from faceage.workers import CRASH_CODE, CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
 #: the code of an error that is not a faceage error, by whether it may have damaged the process
@@ -40,7 +41,7 @@ class PredictOptions:
     model: str | None = None
     backend: str = "auto"
     tta: str = "zoomflip"
-    detector: str = "dlib"
+    detector: str = DEFAULT_DETECTOR
     detector_options: tuple[tuple[str, object], ...] = ()  # (key, value) pairs, sorted: hashable, picklable
     largest: bool = False
     min_face: int = 0

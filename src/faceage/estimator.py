@@ -16,7 +16,7 @@ import numpy as np
 from faceage.core.preprocess import input_batch
 from faceage.core.scoring import BAD_OUTPUT, bad_output_message, score
 from faceage.face.align import CropSpec
-from faceage.face.detect import Detector
+from faceage.face.detect import DEFAULT_DETECTOR, Detector
 from faceage.core.imageio import ImageSource, load_image
 from faceage.models import locate
 from faceage.core.options import FaceOptions
@@ -189,7 +189,7 @@ class AgeEstimator:
     or an object with ``detect(image)`` returning :class:`faceage.face.detect.Detection` s.
     """
 
-    def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str | Detector = "dlib",
+    def __init__(self, model: str | Path | None = None, *, backend: str = "auto", detector: str | Detector = DEFAULT_DETECTOR,
                  detector_options: dict | None = None, device: str = "cpu", tta: str = "zoomflip") -> None:
         from faceage.runtime import load_backend
 

@@ -16,6 +16,7 @@ import sys
 from faceage import __version__
 from faceage.errors import AddressError, ConfigError, FaceageError, ImageError, ManifestError, WeightsError
 from faceage.extras import MissingExtraError
+from faceage.face.detect import DEFAULT_DETECTOR, DETECTOR_HELP
 from faceage.models import DEFAULT, list_models
 
 # name -> module under faceage.cli; the order is the order shown in --help.
@@ -98,10 +99,10 @@ def add_photo_arguments(p: argparse.ArgumentParser, *, fallback: bool = True) ->
     p.add_argument("--largest", action="store_true", help="only the largest face of each image")
     p.add_argument("--min-face", type=int, default=0, help="ignore faces narrower than this many pixels")
     p.add_argument("--max-faces", type=int, default=0, help="only the largest N faces of each image (0: all)")
-    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
-                   help="a face detector option, VALUE as JSON (repeatable), e.g. cnn=false, max_side=1024, "
-                        "close_up=0 (see docs/face-frontend.md)")
+                   help="a face detector option, VALUE as JSON (repeatable), e.g. cnn=false, max_side=1024 "
+                        "(see docs/face-frontend.md)")
     if fallback:
         p.add_argument("--fallback", action="store_true", help="score a centre crop when no face is found")
     p.add_argument("--model", default=None, help=MODEL_HELP)
@@ -112,7 +113,7 @@ def predict_options(args: argparse.Namespace):
     """The :class:`faceage.engine.PredictOptions` of :func:`add_photo_arguments`' options, checked."""
     from faceage.engine import PredictOptions
 
-    return PredictOptions(model=args.model, tta=args.tta, detector=getattr(args, "detector", "dlib"),
+    return PredictOptions(model=args.model, tta=args.tta, detector=getattr(args, "detector", DEFAULT_DETECTOR),
                           detector_options=dict(args.detector_option), largest=args.largest,
                           min_face=args.min_face, max_faces=args.max_faces, fallback=getattr(args, "fallback", False))
 

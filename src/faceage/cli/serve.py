@@ -7,6 +7,7 @@ import os
 import sys
 
 from faceage.cli import MODEL_HELP, add_tta_argument, detector_option
+from faceage.face.detect import DEFAULT_DETECTOR, DETECTOR_HELP
 
 HELP = "serve age estimation over HTTP: a REST API and a web page"
 EPILOG = """examples:
@@ -59,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn", action="store_true",
                    help="also try dlib's CNN detector when HOG finds no face (finds more faces; "
                         "up to tens of seconds per such photo on a CPU)")
-    p.add_argument("--detector", default="dlib", help="face detector backend (default dlib)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help=DETECTOR_HELP)
     p.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
                    help="a face detector option, VALUE as JSON (repeatable), as for predict (cnn: see --cnn)")
     add_tta_argument(p)

@@ -35,6 +35,7 @@ from faceage.data.manifest import Sample, write_manifest
 from faceage.errors import FaceageError, ImageError
 from faceage.extras import message, missing
 from faceage.face.align import CropSpec
+from faceage.face.detect import DEFAULT_DETECTOR
 from faceage.workers import CRASH_MESSAGE, imap_isolated, native_failure, one_line
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def prepare(
     spec: CropSpec = CropSpec(),
     workers: int | None = None,
     fallback: bool = False,
-    detector: str | Detector = "dlib",
+    detector: str | Detector = DEFAULT_DETECTOR,
     image_format: str = "png",
     quality: int = 95,
     limit: int | None = None,

@@ -196,13 +196,6 @@ class DlibDetector:
                              f"got {self.recover_side} and {self.cnn_side}")
 
     # -- single passes on a working (RGB uint8) image; return detections in its coords
-    def _landmarks(self, img: np.ndarray, rect, shape_pred) -> tuple[Point, Point]:
-        shp = shape_pred(img, rect)
-        pts = [(shp.part(i).x, shp.part(i).y) for i in range(shp.num_parts)]
-        e1 = ((pts[0][0] + pts[1][0]) / 2.0, (pts[0][1] + pts[1][1]) / 2.0)
-        e2 = ((pts[2][0] + pts[3][0]) / 2.0, (pts[2][1] + pts[3][1]) / 2.0)
-        return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
-
     def _hog(self, img: np.ndarray, upsample: int, name: str, scale: float = 1.0) -> list[Detection]:
         """HOG on ``img`` resized by ``scale``; boxes and landmarks in ``img``'s own pixels.
         Nothing (and no dlib call) when the scaled, upsampled image cannot hold one window."""
@@ -222,7 +215,7 @@ class DlibDetector:
                 if scale != 1.0:
                     rect = dlib.rectangle(*(round(v / scale) for v in (rect.left(), rect.top(), rect.right(),
                                                                        rect.bottom())))
-                eyes = self._landmarks(img, rect, shape_pred)
+                eyes = landmark_eyes(img, rect, shape_pred)
                 out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes, float(score), name))
         return out
 
@@ -245,7 +238,7 @@ class DlibDetector:
             for d in found:
                 r = d.rect
                 rect = dlib.rectangle(*(round(v * k) for v in (r.left(), r.top(), r.right(), r.bottom())))
-                eyes = self._landmarks(img, rect, shape_pred)
+                eyes = landmark_eyes(img, rect, shape_pred)
                 out.append(Detection((rect.left(), rect.top(), rect.right(), rect.bottom()), eyes,
                                      float(d.confidence), "cnn"))
         return out
@@ -322,26 +315,48 @@ class DlibDetector:
         return self._cnn(img) if self.use_cnn else []
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        img = np.asarray(image)
-        if img.dtype != np.uint8:
-            raise TypeError(f"detect() needs a uint8 image, got {img.dtype}")
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        elif img.ndim != 3 or img.shape[2] not in (3, 4):
-            raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
-        img = np.ascontiguousarray(img[:, :, :3])
+        img = as_rgb(image)
         h, w = img.shape[:2]
         if min(h, w) < MIN_SIDE:
             return []
-        # one downscale to max_side, but never below one HOG window across (thin images)
-        scale = min(1.0, max(self.max_side / max(h, w), HOG_WINDOW / min(h, w))) if self.max_side else 1.0
-        if scale < 1.0:
-            work = np.asarray(Image.fromarray(img).resize(
-                (round(w * scale), round(h * scale)), Image.BILINEAR, reducing_gap=2.0))
-            dets = scale_detections(self._passes(work), w / work.shape[1], h / work.shape[0])
-        else:
-            dets = self._passes(img)
+        work = working_copy(img, self.max_side)
+        dets = self._passes(work)
+        if work is not img:
+            dets = scale_detections(dets, w / work.shape[1], h / work.shape[0])
         return sorted(dets, key=lambda d: d.area, reverse=True)
+
+
+def landmark_eyes(img: np.ndarray, rect, shape_pred) -> tuple[Point, Point]:
+    """The two eye centres (image-left first) from dlib's 5-point shape predictor on ``rect``:
+    each the mean of that eye's two corner points, the eyes every age model was trained on."""
+    shp = shape_pred(img, rect)
+    pts = [(shp.part(i).x, shp.part(i).y) for i in range(shp.num_parts)]
+    e1 = ((pts[0][0] + pts[1][0]) / 2.0, (pts[0][1] + pts[1][1]) / 2.0)
+    e2 = ((pts[2][0] + pts[3][0]) / 2.0, (pts[2][1] + pts[3][1]) / 2.0)
+    return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A detector's input as a contiguous HxWx3 uint8 array (grey repeated, alpha dropped)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise TypeError(f"detect() needs a uint8 image, got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def working_copy(img: np.ndarray, max_side: int, min_short: int = HOG_WINDOW) -> np.ndarray:
+    """``img`` downscaled once so that its longest side is at most ``max_side`` (0: never), but
+    never so far that its shorter side drops under ``min_short`` (thin images keep a window across)."""
+    h, w = img.shape[:2]
+    scale = min(1.0, max(max_side / max(h, w), min_short / min(h, w))) if max_side else 1.0
+    if scale >= 1.0:
+        return img
+    return np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR,
+                                                  reducing_gap=2.0))
 
 
 def _shrunk(img: np.ndarray, side: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Photo -> faces -> aligned crops. Plain data in and out; no dlib types leave here.
 
-``FacePipeline(detector="dlib", spec=CropSpec()).faces(image)`` returns every face
+``FacePipeline(detector="mtcnn", spec=CropSpec()).faces(image)`` returns every face
 as a :class:`Face` (box, eyes, score, detector, crop, fallback), largest first.
 No face is an empty list, not an exception; with ``fallback=True`` it is instead
 one centre-crop :class:`Face` with ``fallback=True``, ``box`` = the whole image and
@@ -28,7 +28,7 @@ from PIL import Image
 from faceage.core.options import FaceOptions
 from faceage.errors import ConfigError
 from faceage.face.align import CropSpec, align, center_crop, center_crop_eyes
-from faceage.face.detect import Detection, Detector, get_detector, scale_detections
+from faceage.face.detect import DEFAULT_DETECTOR, Detection, Detector, get_detector, scale_detections
 from faceage.core.imageio import load_image, load_image_scaled
 
 #: A JPEG is decoded at the smallest DCT scale at least this fraction of the detector's
@@ -77,7 +77,7 @@ class FacePipeline:
     :func:`faceage.face.detect.get_detector`, which ``detector_options`` are passed to)
     or an object with ``detect(image)``."""
 
-    def __init__(self, detector: str | Detector = "dlib", spec: CropSpec = CropSpec(), **detector_options):
+    def __init__(self, detector: str | Detector = DEFAULT_DETECTOR, spec: CropSpec = CropSpec(), **detector_options):
         if isinstance(detector, str):
             self.detector = get_detector(detector, **detector_options)
         elif detector_options:
@@ -138,8 +138,16 @@ class FacePipeline:
         def inside(p: tuple[float, float]) -> tuple[float, float]:  # full-resolution -> src pixels
             return ((p[0] + 0.5) / fx - 0.5, (p[1] + 0.5) / fy - 0.5)
 
-        return [Face(d.box, d.eyes, d.score, d.detector, align(src.array, (inside(d.eyes[0]), inside(d.eyes[1])),
-                                                                self.spec), False) for d in dets], dec.full_size
+        landmarks = getattr(self.detector, "landmarks", None) if src is not dec else None
+        faces = []
+        for d in dets:
+            if landmarks is None:
+                eyes, in_src = d.eyes, (inside(d.eyes[0]), inside(d.eyes[1]))
+            else:  # the eyes again, on the sharper pixels the crops come from
+                in_src = landmarks(src.array, (d.box[0] / fx, d.box[1] / fy, d.box[2] / fx, d.box[3] / fy))
+                eyes = tuple(((x + 0.5) * fx - 0.5, (y + 0.5) * fy - 0.5) for x, y in in_src)
+            faces.append(Face(d.box, eyes, d.score, d.detector, align(src.array, in_src, self.spec), False))
+        return faces, dec.full_size
 
     def _detect(self, dec: _Decoded) -> list[Detection]:
         """The detector's faces in full-resolution pixels. A reduced decode smaller than the

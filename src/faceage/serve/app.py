@@ -37,6 +37,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import faceage
+from faceage.face.detect import DEFAULT_DETECTOR, DLIB_BACKED
 from faceage.estimator import AgeEstimator
 from faceage.core.options import FaceOptions
 from faceage.core.imageio import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, decode_opened, working_bytes
@@ -182,7 +183,7 @@ async def _declared_query_only(request: Request) -> None:
 def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_aspect: float = DEFAULT_MAX_ASPECT, max_decoded: int = DEFAULT_MAX_DECODED,
                concurrency: int | None = None, backend: str = "auto", detector_cnn: bool = False,
-               detector: str = "dlib", detector_options: dict | None = None,
+               detector: str = DEFAULT_DETECTOR, detector_options: dict | None = None,
                tta: str = "zoomflip", warmup: bool = True, body_timeout: float = BODY_TIMEOUT,
                queue_timeout: float = QUEUE_TIMEOUT, allowed_hosts: list[str] | None = None,
                max_bodies: int = DEFAULT_MAX_BODIES, video_timeout: float | None = None,
@@ -205,7 +206,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
     wall-clock budget of one video request (:mod:`faceage.serve.video`).
     """
     est = model if isinstance(model, AgeEstimator) else AgeEstimator(
-        model, backend=backend, detector=detector, detector_options=server_detector_options(detector_cnn, detector_options) if detector == "dlib" else detector_options,
+        model, backend=backend, detector=detector, detector_options=server_detector_options(detector_cnn, detector_options) if detector in DLIB_BACKED else detector_options,
         tta=tta)
     mp = Path(est.model_path)
     name = mp.name if mp.is_file() else mp.name or str(mp)

@@ -29,7 +29,8 @@ from faceage.video.track import Tracker
 
 Box = tuple[int, int, int, int]
 #: how video detects faces with the dlib detector (the tracker bridges a face missed in one frame)
-VIDEO_DETECTOR_OPTIONS = {"fast_face": 0, "recover": False, "cnn": False}
+VIDEO_DETECTOR_OPTIONS = {"dlib": {"fast_face": 0, "recover": False, "cnn": False},
+                          "mtcnn": {"recover": False, "cnn": False}}
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,10 @@ class VideoAnalysis:
                                "video needs a model with a face crop record")
         spec = estimator.record.crop
         self._estimator, self._frames, self._every, self._faces = estimator, frames, int(every), faces
-        # the estimator's detector, made cheaper for frames when it is dlib: HOG only (upsampled too on frames
-        # of at most 640 px), on frames downscaled to detect_side; any other detector is used as it is
-        cheaper = {**VIDEO_DETECTOR_OPTIONS, "max_side": int(detect_side)} if estimator.detector == "dlib" else {}
+        # the estimator's detector, made cheaper for frames when it is a built-in one: no recovery passes (dlib:
+        # no quick close-up pass either), on frames downscaled to detect_side; any other detector is used as it is
+        cheaper = ({**VIDEO_DETECTOR_OPTIONS[estimator.detector], "max_side": int(detect_side)}
+                   if isinstance(estimator.detector, str) and estimator.detector in VIDEO_DETECTOR_OPTIONS else {})
         self._pipeline = estimator.face_pipeline(**cheaper)
         self._crop_eye_px = spec.eye_distance * spec.size
         self._tracker = Tracker(max_gap=max_gap)

@@ -1,0 +1,301 @@
+"""The ``mtcnn`` face detector: MTCNN's three small networks on ONNX Runtime, eyes from dlib's 5 points.
+
+MTCNN (Zhang et al., 2016) proposes faces with a 12-px fully convolutional net (P-Net)
+over an image pyramid, then refines the proposals with a 24-px (R-Net) and a 48-px net
+(O-Net). Its 12-px window is what makes it fast where dlib's HOG (80-px window) is slow:
+to see faces 2% of a 12-megapixel photo's long side, HOG needs the photo at full
+resolution, MTCNN a 1000-px copy. The weights (MIT, facenet-pytorch) ship in the package
+as ONNX files (``scripts/mtcnn_onnx.py`` builds them; ``mtcnn_models/NOTICE``).
+
+The age models were trained on crops aligned on the eyes of dlib's 5-point shape
+predictor (eye centre = mean of the eye's two corners). MTCNN's own eye points are
+another definition of the eye centre, so each MTCNN face is handed to that same shape
+predictor, on a box placed as dlib's HOG would place it (:data:`HOG_BOX`, fitted on faces
+both detectors found), and the crop is cut on dlib's eyes. When MTCNN finds nothing,
+the ``dlib`` detector runs on the same working image, recovery passes (upsampled and
+rotated HOG, the MMOD CNN) included.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faceage.errors import ConfigError, WeightsError
+from faceage.face.detect import Box, Detection, Point, scale_detections
+from faceage.face.dlib_detector import (HOG_MIN_FACE, HOG_WINDOW, MIN_SIDE, _DlibModels, as_rgb, landmark_eyes,
+                                        working_copy)
+
+MODELS = Path(__file__).resolve().parent / "mtcnn_models"
+
+#: P-Net's window: the smallest face it sees at one pyramid level (px).
+CELL = 12
+#: dlib's HOG box from MTCNN's, as (centre x, centre y, side) in units of MTCNN's box side:
+#: fitted on FG-NET and AAF faces both found (``python -m benchmarks.face_frontend --eyes``).
+HOG_BOX = (0.013, 0.066, 0.818)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, by_min: bool = False) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (overlap over union, or over the smaller box)."""
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        over = inter / np.minimum(area[i], area[rest]) if by_min else inter / (area[i] + area[rest] - inter)
+        order = rest[over <= thresh]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Boxes moved by the nets' offsets (fractions of the box's width and height)."""
+    wh = np.tile(boxes[:, 2:4] - boxes[:, 0:2] + 1, 2)
+    return boxes + reg * wh
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Each box made square about its centre, on its longer side."""
+    side = np.max(boxes[:, 2:4] - boxes[:, 0:2], axis=1)
+    centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
+    return np.concatenate([centre - side[:, None] / 2, centre + side[:, None] / 2], axis=1)
+
+
+def _normalised(a: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [-1, 1), as MTCNN was trained."""
+    return ((a.astype(np.float32) - 127.5) * 0.0078125).transpose(0, 3, 1, 2)
+
+
+#: dlib's HOG is asked for its own box of each MTCNN face, on the face's region, at this detection threshold
+#: (a little below HOG's own 0); faces wider than this many px are looked for on a downscaled region
+HOG_THRESHOLD = -0.5
+HOG_MAX_SIDE = 240
+
+#: candidates scored per network call: bounds the memory of a photo full of face-like texture
+CHUNK = 256
+
+
+def _run_chunked(session, img: np.ndarray, boxes: np.ndarray, size: int, patches) -> list[np.ndarray]:
+    """A refinement net's outputs for every box, ``CHUNK`` patches per call."""
+    parts = [session.run(None, {"image": patches(img, boxes[i:i + CHUNK], size)}) for i in range(0, len(boxes), CHUNK)]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def _hog_box(hog, img: np.ndarray, box: Box) -> Box | None:
+    """dlib's HOG box of the face at ``box`` (a HOG-like box), or None when HOG finds none there: HOG
+    runs on the box's surroundings (twice its size), at a lowered threshold; of its faces, the one
+    nearest the box's centre that contains it."""
+    side = max(box[2] - box[0], 1)
+    # at the image's own scale where HOG sees the face there (then its box is the one dlib's own passes
+    # would give), upsampled 2x below that, downscaled for large faces (HOG's cost grows with the region)
+    k = 2.0 if side < HOG_MIN_FACE else 1.0 if side <= HOG_MAX_SIDE else HOG_MAX_SIDE / side
+    l, t = max(0, round(box[0] - side / 2)), max(0, round(box[1] - side / 2))
+    r, b = min(img.shape[1], round(box[2] + side / 2)), min(img.shape[0], round(box[3] + side / 2))
+    size = (round((r - l) * k), round((b - t) * k))
+    if min(size) < HOG_WINDOW:
+        return None
+    region = img[t:b, l:r]  # dlib reads contiguous rows: a view of a wider image would be misread
+    region = np.ascontiguousarray(region) if k == 1.0 else np.asarray(Image.fromarray(region).resize(size, Image.BILINEAR))
+    rects, _, _ = hog.run(region, 0, HOG_THRESHOLD)
+    cx, cy = ((box[0] + box[2]) / 2 - l) * k, ((box[1] + box[3]) / 2 - t) * k
+    inside = [q for q in rects if q.left() <= cx <= q.right() and q.top() <= cy <= q.bottom()]
+    if not inside:
+        return None
+    q = min(inside, key=lambda q: ((q.left() + q.right()) / 2 - cx) ** 2 + ((q.top() + q.bottom()) / 2 - cy) ** 2)
+    return (round(q.left() / k + l), round(q.top() / k + t), round(q.right() / k + l), round(q.bottom() / k + t))
+
+
+class _Nets:
+    """The three ONNX Runtime sessions, built once per process, one thread each."""
+
+    _lock = threading.Lock()
+    _sessions: dict | None = None
+
+    @classmethod
+    def get(cls) -> dict:
+        with cls._lock:
+            if cls._sessions is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = 1
+                opts.inter_op_num_threads = 1
+                opts.enable_mem_pattern = False  # every call has a new shape: planning memory for each costs more
+                sessions = {}
+                for name in ("pnet", "rnet", "onet"):
+                    path = MODELS / f"{name}.onnx"
+                    if not path.is_file():
+                        raise WeightsError(f"MTCNN's model file {path} is missing; reinstall faceage")
+                    sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                cls._sessions = sessions
+            return cls._sessions
+
+
+class MtcnnDetector:
+    """MTCNN proposals, dlib's 5-point eyes (see the module docstring).
+
+    Options: ``max_side`` (detect on a copy downscaled to this longest side; 0: full size),
+    ``min_face`` (the narrowest face looked for, as a fraction of the working image's
+    long side; never under MTCNN's 12 px), ``thresholds`` (P-, R- and O-Net's face
+    probability), ``factor`` (pyramid step), ``recover`` (dlib's recovery passes when
+    nothing is found: the ``dlib`` detector on the working image).
+    """
+
+    def __init__(self, max_side: int = 1000, min_face: float = 0.024, small_side: int = 640,
+                 thresholds: tuple[float, ...] = (0.6, 0.7, 0.7), confirm: float = 0.99, factor: float = 0.709,
+                 recover: bool = True, cnn: bool = True):
+        self.max_side = int(max_side)
+        self.min_face = float(min_face)
+        self.small_side = int(small_side)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.recover = bool(recover)
+        self.cnn = bool(cnn)
+        self.confirm = float(confirm)
+        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
+            raise ConfigError(f"mtcnn thresholds must be three probabilities in (0, 1), got {thresholds}")
+        if not 0.3 <= self.factor <= 0.9:
+            raise ConfigError(f"mtcnn factor must be in [0.3, 0.9], got {factor}")
+        if self.max_side and self.max_side < 4 * CELL:
+            raise ConfigError(f"mtcnn max_side must be 0 or at least {4 * CELL}, got {max_side}")
+        if not 0 < self.min_face < 1:
+            raise ConfigError(f"mtcnn min_face must be in (0, 1), got {min_face}")
+
+    # -- the three stages, on a uint8 RGB working image; boxes (x1, y1, x2, y2) in its pixels
+    def _propose(self, img: np.ndarray, nets: dict, smallest: float) -> np.ndarray:
+        """P-Net over the pyramid that sees faces from ``smallest`` px up."""
+        h, w = img.shape[:2]
+        scale = CELL / max(CELL, smallest)
+        pil = Image.fromarray(img)
+        found = []
+        while min(h, w) * scale >= CELL:
+            sw, sh = math.ceil(w * scale), math.ceil(h * scale)
+            level = np.asarray(pil.resize((sw, sh), Image.BILINEAR, reducing_gap=2.0))
+            prob, reg = nets["pnet"].run(None, {"image": _normalised(level[None])})
+            ys, xs = np.nonzero(prob[0] >= self.thresholds[0])
+            if ys.size:
+                score = prob[0, ys, xs]
+                boxes = np.stack([(2 * xs + 1) / scale, (2 * ys + 1) / scale, (2 * xs + CELL) / scale,
+                                  (2 * ys + CELL) / scale], axis=1).astype(np.float64)
+                boxes = np.floor(boxes)
+                offsets = reg[0][:, ys, xs].T
+                keep = _nms(boxes, score, 0.5)
+                found.append(np.concatenate([boxes[keep], score[keep, None], offsets[keep]], axis=1))
+            scale *= self.factor
+        if not found:
+            return np.zeros((0, 5))
+        cand = np.concatenate(found)
+        cand = cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
+        return np.concatenate([_square(_regress(cand[:, :4], cand[:, 5:9])), cand[:, 4:5]], axis=1)
+
+    @staticmethod
+    def _patches(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Each box sampled (bilinear, edge pixels repeated outside the image) at ``size`` x ``size``
+        points, all boxes at once: float32 NCHW, normalised as the nets expect."""
+        h, w = img.shape[:2]
+        t = (np.arange(size, dtype=np.float32) + 0.5) / size
+        x1, y1, x2, y2 = (boxes[:, i:i + 1].astype(np.float32) for i in range(4))
+        xs = np.clip(x1 + t * (x2 - x1 + 1) - 0.5, 0, w - 1)  # n x size
+        ys = np.clip(y1 + t * (y2 - y1 + 1) - 0.5, 0, h - 1)
+        x0 = np.minimum(xs.astype(np.int64), max(w - 2, 0))
+        y0 = np.minimum(ys.astype(np.int64), max(h - 2, 0))
+        fx, fy = (xs - x0.astype(np.float32))[:, None, :, None], (ys - y0.astype(np.float32))[:, :, None, None]
+        flat = img.reshape(-1, 3)
+        at = (y0 * w)[:, :, None] + x0[:, None, :]  # n x size x size
+        dx, dy = int(w > 1), w * int(h > 1)
+
+        def pix(offset: int) -> np.ndarray:
+            return np.take(flat, at + offset, axis=0).astype(np.float32)
+
+        top = pix(0) * (1 - fx) + pix(dx) * fx
+        out = top * (1 - fy) + (pix(dy) * (1 - fx) + pix(dy + dx) * fx) * fy  # n x size x size x 3
+        return np.ascontiguousarray(((out - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
+
+    def _refine(self, img: np.ndarray, boxes: np.ndarray, nets: dict) -> np.ndarray:
+        if not len(boxes):
+            return boxes
+        prob, reg = _run_chunked(nets["rnet"], img, boxes, 24, self._patches)
+        ok = prob >= self.thresholds[1]
+        boxes, prob, reg = boxes[ok], prob[ok], reg[ok]
+        keep = _nms(boxes[:, :4], prob, 0.7)
+        return np.concatenate([_square(_regress(boxes[keep, :4], reg[keep])), prob[keep, None]], axis=1)
+
+    def _output(self, img: np.ndarray, boxes: np.ndarray, nets: dict) -> tuple[np.ndarray, np.ndarray]:
+        if not len(boxes):
+            return boxes, np.zeros((0, 5, 2))
+        prob, reg, marks = _run_chunked(nets["onet"], img, boxes, 48, self._patches)
+        ok = prob >= self.thresholds[2]
+        boxes, prob, reg, marks = boxes[ok], prob[ok], reg[ok], marks[ok]
+        wh = boxes[:, 2:4] - boxes[:, 0:2] + 1
+        points = np.stack([boxes[:, 0:1] + wh[:, 0:1] * marks[:, 0:5], boxes[:, 1:2] + wh[:, 1:2] * marks[:, 5:10]],
+                          axis=2)
+        boxes = np.concatenate([_regress(boxes[:, :4], reg), prob[:, None]], axis=1)
+        keep = _nms(boxes[:, :4], boxes[:, 4], 0.7, by_min=True)
+        return boxes[keep], points[keep]
+
+    def mtcnn(self, img: np.ndarray, smallest: float = CELL) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN alone on a uint8 RGB image, faces from ``smallest`` px up: boxes (n x 5: x1, y1, x2,
+        y2, probability) and MTCNN's own five points (n x 5 x 2: eyes, nose, mouth corners)."""
+        nets = _Nets.get()
+        boxes = self._refine(img, self._propose(img, nets, smallest), nets)
+        return self._output(img, boxes, nets)
+
+    def _boxes(self, img: np.ndarray) -> list[tuple[Box, float]]:
+        """MTCNN's faces on the working image, each with dlib's HOG box where HOG finds it on the face's
+        region (the box dlib's shape predictor was trained on), else a HOG-like box placed from MTCNN's
+        (:data:`HOG_BOX`) if MTCNN is at least ``confirm`` sure; with MTCNN's probability."""
+        h, w = img.shape[:2]
+        boxes, _ = self.mtcnn(img, max(2 * CELL, self.min_face * max(h, w)))
+        hog, _ = _DlibModels.hog_and_shape()
+        dx, dy, ds = HOG_BOX
+        out = []
+        for x1, y1, x2, y2, p in boxes:
+            side = max(x2 - x1, y2 - y1)
+            cx, cy, s = (x1 + x2) / 2 + dx * side, (y1 + y2) / 2 + dy * side, ds * side
+            placed = (round(cx - s / 2), round(cy - s / 2), round(cx + s / 2), round(cy + s / 2))
+            with _DlibModels._lock:
+                box = _hog_box(hog, img, placed)
+            if box is not None or p >= self.confirm:
+                out.append((box or placed, float(p)))
+        return out
+
+    def landmarks(self, image: np.ndarray, box: Box) -> tuple[Point, Point]:
+        """The eyes of the face in ``box`` (a HOG-like box in ``image``'s pixels): dlib's 5 points.
+        The face pipeline calls this again on a sharper decode than detection saw."""
+        import dlib
+
+        _, shape_pred = _DlibModels.hog_and_shape()
+        with _DlibModels._lock:
+            return landmark_eyes(image, dlib.rectangle(*(int(round(v)) for v in box)), shape_pred)
+
+    def _dlib(self):
+        """The ``dlib`` detector this one hands small images and MTCNN's misses to (on its working image)."""
+        from faceage.face.detect import get_detector
+
+        # its max_side keeps a sliver kept long (see working_copy) away from the slow passes, as dlib's own does
+        return get_detector("dlib", max_side=self.max_side, recover=self.recover, cnn=self.cnn)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        img = as_rgb(image)
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            return []
+        work = working_copy(img, self.max_side)
+        small = max(work.shape[:2]) <= self.small_side
+        if not small:  # boxes found on the working image, eyes landmarked on the image itself
+            kx, ky = w / work.shape[1], h / work.shape[0]
+            dets = []
+            for (l, t, r, b), p in self._boxes(work):
+                box = (round(l * kx), round(t * ky), round(r * kx), round(b * ky))
+                dets.append(Detection(box, self.landmarks(img, box), p, "mtcnn"))
+        if small or (not dets and self.recover):  # small: dlib's close-up pass is as fast, and the paper's
+            dets = scale_detections(self._dlib().detect(work), w / work.shape[1], h / work.shape[0])
+        return sorted(dets, key=lambda d: d.area, reverse=True)
