@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from benchmarks._common import add_output_arguments, parse_args
 
+from faceage.cli import detector_option
 from faceage.face.align import CropSpec, alignment_matrix, eye_angle
 from faceage.face.pipeline import FacePipeline
 from faceage.core.imageio import load_image
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     ap.add_argument("--every", type=int, default=1, help="take every N-th image")
     ap.add_argument("--detector", default="dlib")
+    ap.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE", type=detector_option,
+                    help="a detector option, VALUE as JSON (repeatable), as for faceage predict")
     ap.add_argument("--no-recover", action="store_true", help="HOG first pass only (baseline)")
     ap.add_argument("--plot", action="store_true", help="also write an error histogram PNG")
     args = parse_args(ap, argv)
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
     images = images[:: args.every]
     if args.limit:
         images = images[: args.limit]
-    opts = {"recover": False} if args.no_recover else {}
+    opts = {**dict(args.detector_option), **({"recover": False} if args.no_recover else {})}
     spec = CropSpec()
     pipe = FacePipeline(args.detector, spec, **opts)
 

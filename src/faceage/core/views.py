@@ -10,6 +10,8 @@ the ONNX path needs no PyTorch.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 # (zoom, mirrored) per view; zoom < 1 shows the centre larger, > 1 shows more around the face
@@ -27,13 +29,18 @@ def check_tta(tta: str) -> str:
     return tta
 
 
+@lru_cache(maxsize=64)
 def _axis(size: int, zoom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source pixels and weights along one axis: sampling points scaled about the centre, edges
-    repeated (the same geometry as ``grid_sample(align_corners=False, padding_mode="border")``)."""
+    repeated (the same geometry as ``grid_sample(align_corners=False, padding_mode="border")``).
+    Cached per (size, zoom): every crop of a model asks for the same few."""
     u = ((zoom * ((2 * np.arange(size) + 1) / size - 1) + 1) * size - 1) / 2
     u = np.clip(u, 0, size - 1)
     i0 = np.floor(u).astype(np.intp)
-    return i0, np.minimum(i0 + 1, size - 1), (u - i0).astype(np.float32)
+    out = i0, np.minimum(i0 + 1, size - 1), (u - i0).astype(np.float32)
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
@@ -46,7 +53,8 @@ def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
     rows += (np.take(batch, y1, axis=1) - rows) * wy[None, :, None, None]
     out = np.take(rows, x0, axis=2)
     out += (np.take(rows, x1, axis=2) - out) * wx[None, None, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    # a weighted mean of two weighted means of uint8 values stays in 0..255: rounding is all that is left
+    return np.rint(out, out=out).astype(np.uint8)
 
 
 def make_views(batch: np.ndarray, tta: str) -> np.ndarray:

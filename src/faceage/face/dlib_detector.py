@@ -168,7 +168,7 @@ class DlibDetector:
 
     def __init__(
         self,
-        fast_face: float = 0.5,
+        fast_face: float = 0.6,
         max_side: int = 2000,
         close_up: float = 0.4,
         up1_max_side: int = 640,
@@ -207,7 +207,8 @@ class DlibDetector:
         hog, shape_pred = _DlibModels.hog_and_shape()
         work = img
         if scale != 1.0:
-            work = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
+            work = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR,
+                                                          reducing_gap=2.0))
         with _DlibModels._lock:
             rects, scores, _ = hog.run(work, upsample, self.hog_threshold)
             out = []
