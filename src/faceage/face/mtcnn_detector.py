@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +277,7 @@ class MtcnnDetector:
         with _DlibModels._lock:
             return landmark_eyes(image, dlib.rectangle(*(int(round(v)) for v in box)), shape_pred)
 
+    @cached_property
     def _dlib(self):
         """The ``dlib`` detector this one hands small images and MTCNN's misses to (on its working image)."""
         from faceage.face.detect import get_detector
@@ -297,5 +299,5 @@ class MtcnnDetector:
                 box = (round(l * kx), round(t * ky), round(r * kx), round(b * ky))
                 dets.append(Detection(box, self.landmarks(img, box), p, "mtcnn"))
         if small or (not dets and self.recover):  # small: dlib's close-up pass is as fast, and the paper's
-            dets = scale_detections(self._dlib().detect(work), w / work.shape[1], h / work.shape[0])
+            dets = scale_detections(self._dlib.detect(work), w / work.shape[1], h / work.shape[0])
         return sorted(dets, key=lambda d: d.area, reverse=True)
