@@ -14,7 +14,7 @@ The stages are timed by wrapping the functions that do them (faceage's code is n
 
 * decode: the face pipeline's image decoding (reduced-scale JPEG decode, sharper re-decode for crops);
 * enlarge: the pipeline's enlargement of a reduced decode to the detector's working size;
-* detection: the dlib detector (its downscale and HOG passes) without its landmark calls;
+* detection: the face detector (its downscale, MTCNN and HOG passes) without its landmark calls;
 * landmarks: dlib's 5-point shape predictor, per face;
 * align: the similarity warp that makes each crop;
 * preprocess: the crops' checks, resize to the network input and batching;
@@ -90,13 +90,17 @@ TIMERS = Stages()  # one for the process: the module-level wrappers are installe
 def instrument(est, stages: Stages = TIMERS) -> None:
     """Wrap the stage functions (in the modules ``est`` calls them through) once, and ``est``'s network."""
     import faceage.estimator as estimator
+    import faceage.face.dlib_detector as dlib_detector
+    import faceage.face.mtcnn_detector as mtcnn_detector
     import faceage.face.pipeline as pipeline
-    from faceage.face.dlib_detector import DlibDetector
 
     if not getattr(instrument, "done", False):
         for owner, attr, name in ((pipeline, "load_image_scaled", "decode"), (pipeline, "load_image", "decode"),
                                   (pipeline.FacePipeline, "_detect", "pipeline_detect"), (pipeline, "align", "align"),
-                                  (DlibDetector, "detect", "detect"), (DlibDetector, "_landmarks", "landmarks"),
+                                  (dlib_detector.DlibDetector, "detect", "detect"),
+                                  (mtcnn_detector.MtcnnDetector, "detect", "detect"),
+                                  (dlib_detector, "landmark_eyes", "landmarks"),
+                                  (mtcnn_detector, "landmark_eyes", "landmarks"),
                                   (estimator, "input_batch", "preprocess"), (estimator, "load_image", "preprocess"),
                                   (estimator, "score", "score")):
             stages.wrap(owner, attr, name)

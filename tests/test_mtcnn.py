@@ -55,9 +55,9 @@ def test_patches_sample_the_boxes_bilinearly():
     half outside repeats the edge pixels."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    out = md.MtcnnDetector._patches(img, np.array([[0.0, 0.0, 23.0, 23.0]]), 24)
+    out = md._patches(img, np.array([[0.0, 0.0, 23.0, 23.0]]), 24)
     np.testing.assert_allclose(out[0].transpose(1, 2, 0), (img - 127.5) * 0.0078125, atol=1e-5)
-    edge = md.MtcnnDetector._patches(img, np.array([[-24.0, 0.0, -1.0, 23.0]]), 24)[0].transpose(1, 2, 0)
+    edge = md._patches(img, np.array([[-24.0, 0.0, -1.0, 23.0]]), 24)[0].transpose(1, 2, 0)
     np.testing.assert_allclose(edge, np.repeat((img[:, :1] - 127.5) * 0.0078125, 24, axis=1), atol=1e-5)
 
 

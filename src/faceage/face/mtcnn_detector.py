@@ -8,12 +8,13 @@ resolution, MTCNN a 1000-px copy. The weights (MIT, facenet-pytorch) ship in the
 as ONNX files (``scripts/mtcnn_onnx.py`` builds them; ``mtcnn_models/NOTICE``).
 
 The age models were trained on crops aligned on the eyes of dlib's 5-point shape
-predictor (eye centre = mean of the eye's two corners). MTCNN's own eye points are
-another definition of the eye centre, so each MTCNN face is handed to that same shape
-predictor, on a box placed as dlib's HOG would place it (:data:`HOG_BOX`, fitted on faces
-both detectors found), and the crop is cut on dlib's eyes. When MTCNN finds nothing,
-the ``dlib`` detector runs on the same working image, recovery passes (upsampled and
-rotated HOG, the MMOD CNN) included.
+predictor on dlib's HOG boxes (eye centre = mean of the eye's two corners); MTCNN's own eye
+points are another definition of the eye centre. So each MTCNN face is given dlib's HOG box,
+found by HOG on the face's region alone (:func:`_hog_box`), or where HOG finds none there and
+MTCNN is at least ``confirm`` sure, a box placed from MTCNN's (:data:`HOG_BOX`); the eyes are
+that shape predictor's on that box, on the full-resolution image. Small working images (up to
+``small_side``: face crops, portraits) go to the ``dlib`` detector as they are, where its quick
+close-up pass is as fast; so does a large one where MTCNN finds nothing (recovery passes included).
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ MODELS = Path(__file__).resolve().parent / "mtcnn_models"
 
 #: P-Net's window: the smallest face it sees at one pyramid level (px).
 CELL = 12
-#: dlib's HOG box from MTCNN's, as (centre x, centre y, side) in units of MTCNN's box side:
-#: fitted on FG-NET and AAF faces both found (``python -m benchmarks.face_frontend --eyes``).
+#: dlib's HOG box from MTCNN's, as (centre x, centre y, side) in units of MTCNN's box side: the median
+#: over FG-NET and AAF faces both found (``python -m benchmarks.eye_agreement --fit``).
 HOG_BOX = (0.013, 0.066, 0.818)
 
 
@@ -71,8 +72,8 @@ def _square(boxes: np.ndarray) -> np.ndarray:
 
 
 def _normalised(a: np.ndarray) -> np.ndarray:
-    """uint8 NHWC -> float32 NCHW in [-1, 1), as MTCNN was trained."""
-    return ((a.astype(np.float32) - 127.5) * 0.0078125).transpose(0, 3, 1, 2)
+    """NHWC pixels (0..255, uint8 or float) -> contiguous float32 NCHW in [-1, 1), as MTCNN was trained."""
+    return np.ascontiguousarray(((a.astype(np.float32, copy=False) - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
 
 
 #: dlib's HOG is asked for its own box of each MTCNN face, on the face's region, at this detection threshold
@@ -84,9 +85,33 @@ HOG_MAX_SIDE = 240
 CHUNK = 256
 
 
-def _run_chunked(session, img: np.ndarray, boxes: np.ndarray, size: int, patches) -> list[np.ndarray]:
+def _patches(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Each box sampled (bilinear, edge pixels repeated outside the image) at ``size`` x ``size``
+    points, all boxes at once: float32 NCHW, normalised as the nets expect."""
+    h, w = img.shape[:2]
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    x1, y1, x2, y2 = (boxes[:, i:i + 1].astype(np.float32) for i in range(4))
+    xs = np.clip(x1 + t * (x2 - x1 + 1) - 0.5, 0, w - 1)  # n x size
+    ys = np.clip(y1 + t * (y2 - y1 + 1) - 0.5, 0, h - 1)
+    x0 = np.minimum(xs.astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(ys.astype(np.int64), max(h - 2, 0))
+    fx, fy = (xs - x0.astype(np.float32))[:, None, :, None], (ys - y0.astype(np.float32))[:, :, None, None]
+    flat = img.reshape(-1, 3)
+    at = (y0 * w)[:, :, None] + x0[:, None, :]  # n x size x size
+    dx, dy = int(w > 1), w * int(h > 1)
+
+    def pix(offset: int) -> np.ndarray:
+        return np.take(flat, at + offset, axis=0).astype(np.float32)
+
+    top = pix(0) * (1 - fx) + pix(dx) * fx
+    out = top * (1 - fy) + (pix(dy) * (1 - fx) + pix(dy + dx) * fx) * fy  # n x size x size x 3
+    return _normalised(out)
+
+
+def _run_chunked(session, img: np.ndarray, boxes: np.ndarray, size: int) -> list[np.ndarray]:
     """A refinement net's outputs for every box, ``CHUNK`` patches per call."""
-    parts = [session.run(None, {"image": patches(img, boxes[i:i + CHUNK], size)}) for i in range(0, len(boxes), CHUNK)]
+    parts = [session.run(None, {"image": _patches(img, boxes[i:i + CHUNK], size)})
+             for i in range(0, len(boxes), CHUNK)]
     return [np.concatenate(p) for p in zip(*parts)]
 
 
@@ -104,7 +129,8 @@ def _hog_box(hog, img: np.ndarray, box: Box) -> Box | None:
     if min(size) < HOG_WINDOW:
         return None
     region = img[t:b, l:r]  # dlib reads contiguous rows: a view of a wider image would be misread
-    region = np.ascontiguousarray(region) if k == 1.0 else np.asarray(Image.fromarray(region).resize(size, Image.BILINEAR))
+    region = (np.ascontiguousarray(region) if k == 1.0
+              else np.asarray(Image.fromarray(region).resize(size, Image.BILINEAR)))
     rects, _, _ = hog.run(region, 0, HOG_THRESHOLD)
     cx, cy = ((box[0] + box[2]) / 2 - l) * k, ((box[1] + box[3]) / 2 - t) * k
     inside = [q for q in rects if q.left() <= cx <= q.right() and q.top() <= cy <= q.bottom()]
@@ -141,13 +167,16 @@ class _Nets:
 
 
 class MtcnnDetector:
-    """MTCNN proposals, dlib's 5-point eyes (see the module docstring).
+    """MTCNN's faces with dlib's boxes and eyes on large photos, dlib's passes on small ones (see the module
+    docstring).
 
     Options: ``max_side`` (detect on a copy downscaled to this longest side; 0: full size),
-    ``min_face`` (the narrowest face looked for, as a fraction of the working image's
-    long side; never under MTCNN's 12 px), ``thresholds`` (P-, R- and O-Net's face
-    probability), ``factor`` (pyramid step), ``recover`` (dlib's recovery passes when
-    nothing is found: the ``dlib`` detector on the working image).
+    ``min_face`` (the narrowest face looked for, as a fraction of the working image's long side;
+    never under 2 P-Net windows), ``small_side`` (working images up to this long go to dlib's passes;
+    0: MTCNN everywhere), ``thresholds`` (P-, R- and O-Net's face probability), ``confirm`` (a face
+    HOG does not find on its region is kept only if MTCNN is this sure), ``factor`` (pyramid step),
+    ``recover`` (where MTCNN finds nothing, dlib's passes, recovery included) and ``cnn`` (dlib's
+    MMOD pass among them).
     """
 
     def __init__(self, max_side: int = 1000, min_face: float = 0.024, small_side: int = 640,
@@ -167,8 +196,9 @@ class MtcnnDetector:
             raise ConfigError(f"mtcnn factor must be in [0.3, 0.9], got {factor}")
         if self.max_side and self.max_side < 4 * CELL:
             raise ConfigError(f"mtcnn max_side must be 0 or at least {4 * CELL}, got {max_side}")
-        if not 0 < self.min_face < 1:
-            raise ConfigError(f"mtcnn min_face must be in (0, 1), got {min_face}")
+        if not 0 < self.min_face < 1 or not 0 <= self.confirm <= 1 or self.small_side < 0:
+            raise ConfigError(f"mtcnn min_face must be in (0, 1), confirm in [0, 1] and small_side at least 0, "
+                              f"got {min_face}, {confirm}, {small_side}")
 
     # -- the three stages, on a uint8 RGB working image; boxes (x1, y1, x2, y2) in its pixels
     def _propose(self, img: np.ndarray, nets: dict, smallest: float) -> np.ndarray:
@@ -197,33 +227,10 @@ class MtcnnDetector:
         cand = cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
         return np.concatenate([_square(_regress(cand[:, :4], cand[:, 5:9])), cand[:, 4:5]], axis=1)
 
-    @staticmethod
-    def _patches(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-        """Each box sampled (bilinear, edge pixels repeated outside the image) at ``size`` x ``size``
-        points, all boxes at once: float32 NCHW, normalised as the nets expect."""
-        h, w = img.shape[:2]
-        t = (np.arange(size, dtype=np.float32) + 0.5) / size
-        x1, y1, x2, y2 = (boxes[:, i:i + 1].astype(np.float32) for i in range(4))
-        xs = np.clip(x1 + t * (x2 - x1 + 1) - 0.5, 0, w - 1)  # n x size
-        ys = np.clip(y1 + t * (y2 - y1 + 1) - 0.5, 0, h - 1)
-        x0 = np.minimum(xs.astype(np.int64), max(w - 2, 0))
-        y0 = np.minimum(ys.astype(np.int64), max(h - 2, 0))
-        fx, fy = (xs - x0.astype(np.float32))[:, None, :, None], (ys - y0.astype(np.float32))[:, :, None, None]
-        flat = img.reshape(-1, 3)
-        at = (y0 * w)[:, :, None] + x0[:, None, :]  # n x size x size
-        dx, dy = int(w > 1), w * int(h > 1)
-
-        def pix(offset: int) -> np.ndarray:
-            return np.take(flat, at + offset, axis=0).astype(np.float32)
-
-        top = pix(0) * (1 - fx) + pix(dx) * fx
-        out = top * (1 - fy) + (pix(dy) * (1 - fx) + pix(dy + dx) * fx) * fy  # n x size x size x 3
-        return np.ascontiguousarray(((out - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
-
     def _refine(self, img: np.ndarray, boxes: np.ndarray, nets: dict) -> np.ndarray:
         if not len(boxes):
             return boxes
-        prob, reg = _run_chunked(nets["rnet"], img, boxes, 24, self._patches)
+        prob, reg = _run_chunked(nets["rnet"], img, boxes, 24)
         ok = prob >= self.thresholds[1]
         boxes, prob, reg = boxes[ok], prob[ok], reg[ok]
         keep = _nms(boxes[:, :4], prob, 0.7)
@@ -232,7 +239,7 @@ class MtcnnDetector:
     def _output(self, img: np.ndarray, boxes: np.ndarray, nets: dict) -> tuple[np.ndarray, np.ndarray]:
         if not len(boxes):
             return boxes, np.zeros((0, 5, 2))
-        prob, reg, marks = _run_chunked(nets["onet"], img, boxes, 48, self._patches)
+        prob, reg, marks = _run_chunked(nets["onet"], img, boxes, 48)
         ok = prob >= self.thresholds[2]
         boxes, prob, reg, marks = boxes[ok], prob[ok], reg[ok], marks[ok]
         wh = boxes[:, 2:4] - boxes[:, 0:2] + 1
