@@ -100,7 +100,6 @@ def instrument(est, stages: Stages = TIMERS) -> None:
                                   (dlib_detector.DlibDetector, "detect", "detect"),
                                   (mtcnn_detector.MtcnnDetector, "detect", "detect"),
                                   (dlib_detector, "landmark_eyes", "landmarks"),
-                                  (mtcnn_detector, "landmark_eyes", "landmarks"),
                                   (estimator, "input_batch", "preprocess"), (estimator, "load_image", "preprocess"),
                                   (estimator, "score", "score")):
             stages.wrap(owner, attr, name)

@@ -75,7 +75,7 @@ def test_an_unsure_face_needs_hog(monkeypatch):
     """Where HOG finds nothing on a face's region, the face is kept only if MTCNN is at least ``confirm``
     sure, on a box placed from MTCNN's."""
     img = load_image(DATA / "obama_and_biden.jpg")
-    monkeypatch.setattr(md, "_hog_box", lambda hog, image, box: None)
+    monkeypatch.setattr(md, "_hog_box", lambda image, box: None)
     assert md.MtcnnDetector(confirm=0.999999)._boxes(img) == []
     placed = md.MtcnnDetector(confirm=0.5)._boxes(img)
     assert len(placed) == 4  # the false face included, as MTCNN alone gives

@@ -337,6 +337,24 @@ def landmark_eyes(img: np.ndarray, rect, shape_pred) -> tuple[Point, Point]:
     return (e1, e2) if e1[0] <= e2[0] else (e2, e1)
 
 
+def eyes_in_box(img: np.ndarray, box: Box) -> tuple[Point, Point]:
+    """dlib's 5-point eyes (:func:`landmark_eyes`) of the face in ``box`` (left, top, right, bottom) of ``img``."""
+    import dlib
+
+    _, shape_pred = _DlibModels.hog_and_shape()
+    with _DlibModels._lock:
+        return landmark_eyes(img, dlib.rectangle(*(int(round(v)) for v in box)), shape_pred)
+
+
+def hog_faces(img: np.ndarray, threshold: float = 0.0) -> list[Box]:
+    """dlib's HOG frontal detector once on ``img`` (HxWx3 uint8), no upsampling: its boxes. (dlib reads
+    the rows as contiguous memory: a view into a wider image is copied first.)"""
+    hog, _ = _DlibModels.hog_and_shape()
+    with _DlibModels._lock:
+        rects, _, _ = hog.run(np.ascontiguousarray(img), 0, threshold)
+    return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+
+
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """A detector's input as a contiguous HxWx3 uint8 array (grey repeated, alpha dropped)."""
     img = np.asarray(image)

@@ -28,8 +28,7 @@ from PIL import Image
 
 from faceage.errors import ConfigError, WeightsError
 from faceage.face.detect import Box, Detection, Point, scale_detections
-from faceage.face.dlib_detector import (HOG_MIN_FACE, HOG_WINDOW, MIN_SIDE, _DlibModels, as_rgb, landmark_eyes,
-                                        working_copy)
+from faceage.face.dlib_detector import HOG_MIN_FACE, HOG_WINDOW, MIN_SIDE, as_rgb, eyes_in_box, hog_faces, working_copy
 
 MODELS = Path(__file__).resolve().parent / "mtcnn_models"
 
@@ -115,7 +114,7 @@ def _run_chunked(session, img: np.ndarray, boxes: np.ndarray, size: int) -> list
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def _hog_box(hog, img: np.ndarray, box: Box) -> Box | None:
+def _hog_box(img: np.ndarray, box: Box) -> Box | None:
     """dlib's HOG box of the face at ``box`` (a HOG-like box), or None when HOG finds none there: HOG
     runs on the box's surroundings (twice its size), at a lowered threshold; of its faces, the one
     nearest the box's centre that contains it."""
@@ -128,16 +127,13 @@ def _hog_box(hog, img: np.ndarray, box: Box) -> Box | None:
     size = (round((r - l) * k), round((b - t) * k))
     if min(size) < HOG_WINDOW:
         return None
-    region = img[t:b, l:r]  # dlib reads contiguous rows: a view of a wider image would be misread
-    region = (np.ascontiguousarray(region) if k == 1.0
-              else np.asarray(Image.fromarray(region).resize(size, Image.BILINEAR)))
-    rects, _, _ = hog.run(region, 0, HOG_THRESHOLD)
+    region = img[t:b, l:r] if k == 1.0 else np.asarray(Image.fromarray(img[t:b, l:r]).resize(size, Image.BILINEAR))
     cx, cy = ((box[0] + box[2]) / 2 - l) * k, ((box[1] + box[3]) / 2 - t) * k
-    inside = [q for q in rects if q.left() <= cx <= q.right() and q.top() <= cy <= q.bottom()]
+    inside = [q for q in hog_faces(region, HOG_THRESHOLD) if q[0] <= cx <= q[2] and q[1] <= cy <= q[3]]
     if not inside:
         return None
-    q = min(inside, key=lambda q: ((q.left() + q.right()) / 2 - cx) ** 2 + ((q.top() + q.bottom()) / 2 - cy) ** 2)
-    return (round(q.left() / k + l), round(q.top() / k + t), round(q.right() / k + l), round(q.bottom() / k + t))
+    q = min(inside, key=lambda q: ((q[0] + q[2]) / 2 - cx) ** 2 + ((q[1] + q[3]) / 2 - cy) ** 2)
+    return (round(q[0] / k + l), round(q[1] / k + t), round(q[2] / k + l), round(q[3] / k + t))
 
 
 class _Nets:
@@ -262,15 +258,13 @@ class MtcnnDetector:
         (:data:`HOG_BOX`) if MTCNN is at least ``confirm`` sure; with MTCNN's probability."""
         h, w = img.shape[:2]
         boxes, _ = self.mtcnn(img, max(2 * CELL, self.min_face * max(h, w)))
-        hog, _ = _DlibModels.hog_and_shape()
         dx, dy, ds = HOG_BOX
         out = []
         for x1, y1, x2, y2, p in boxes:
             side = max(x2 - x1, y2 - y1)
             cx, cy, s = (x1 + x2) / 2 + dx * side, (y1 + y2) / 2 + dy * side, ds * side
             placed = (round(cx - s / 2), round(cy - s / 2), round(cx + s / 2), round(cy + s / 2))
-            with _DlibModels._lock:
-                box = _hog_box(hog, img, placed)
+            box = _hog_box(img, placed)
             if box is not None or p >= self.confirm:
                 out.append((box or placed, float(p)))
         return out
@@ -278,11 +272,7 @@ class MtcnnDetector:
     def landmarks(self, image: np.ndarray, box: Box) -> tuple[Point, Point]:
         """The eyes of the face in ``box`` (a HOG-like box in ``image``'s pixels): dlib's 5 points.
         The face pipeline calls this again on a sharper decode than detection saw."""
-        import dlib
-
-        _, shape_pred = _DlibModels.hog_and_shape()
-        with _DlibModels._lock:
-            return landmark_eyes(image, dlib.rectangle(*(int(round(v)) for v in box)), shape_pred)
+        return eyes_in_box(image, box)
 
     @cached_property
     def _dlib(self):
