@@ -99,3 +99,14 @@ def test_options_are_checked():
             md.MtcnnDetector(**bad)
     with pytest.raises(ConfigError, match="did you mean min_face"):
         get_detector("mtcnn", min_faces=0.1)
+
+
+def test_a_server_loads_the_networks_at_start(monkeypatch):
+    """The warm-up's small photo takes dlib's passes; the server loads MTCNN's networks too, so the first
+    large photo does not pay for them."""
+    pytest.importorskip("fastapi")
+    from faceage.serve.app import create_app
+
+    monkeypatch.setattr(md._Nets, "_sessions", None)
+    create_app(warmup=True)
+    assert md._Nets._sessions is not None and sorted(md._Nets._sessions) == ["onet", "pnet", "rnet"]

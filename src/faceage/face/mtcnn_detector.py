@@ -274,6 +274,10 @@ class MtcnnDetector:
         The face pipeline calls this again on a sharper decode than detection saw."""
         return eyes_in_box(image, box)
 
+    def warm_up(self) -> None:
+        """Load the networks now (a server does at start), not on the first large photo."""
+        _Nets.get()
+
     @cached_property
     def _dlib(self):
         """The ``dlib`` detector this one hands small images and MTCNN's misses to (on its working image)."""

@@ -227,6 +227,7 @@ def create_app(model=None, *, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: 
                          "detector_cnn": bool(detector_cnn), "allowed_hosts": allowed_hosts}
     if warmup:  # load the detector and run the network once, so the first request is not slow
         est.predict(np.full((32, 32, 3), 127, np.uint8), fallback=True)
+        getattr(est.pipeline.detector, "warm_up", lambda: None)()  # networks a small photo does not load
     shutdown = shutdown_event()  # set on SIGTERM: queued work refused, videos stop at their next frame
     lanes = Lanes(concurrency, heavy_slots, light_pixels, heavy_per_client, queue_timeout, shutdown=shutdown)
     budget = MemoryBudget(max_decoded, queue_timeout, reserved=small_photo_room(max_decoded, concurrency, light_pixels))
