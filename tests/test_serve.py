@@ -338,20 +338,22 @@ def test_inference_is_off_the_event_loop_and_bounded(app):
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             posts = [asyncio.create_task(c.post("/v1/estimate", content=data)) for _ in range(5)]
             await asyncio.sleep(0.1)
-            t0 = time.perf_counter()
             health = await c.get("/healthz")
-            health_s = time.perf_counter() - t0
-            return await asyncio.gather(*posts), health, health_s
+            with lock:
+                sleeping = active  # estimates in progress when the health check was answered
+            return await asyncio.gather(*posts), health, sleeping
 
     est.analyse = slow_analyse
     try:
         t0 = time.perf_counter()
-        results, health, health_s = asyncio.run(scenario())
+        results, health, sleeping = asyncio.run(scenario())
         total = time.perf_counter() - t0
     finally:
         est.analyse = original
     assert all(r.status_code == 200 for r in results)
-    assert health.status_code == 200 and health_s < 0.25  # answered while estimates were sleeping
+    # answered while estimates were sleeping: an estimate on the event loop would have held it (an order,
+    # not a time: five estimates two at a time keep one in progress for 0.9 s)
+    assert health.status_code == 200 and sleeping > 0
     assert peak == 2  # concurrency=2
     assert total >= 0.85  # 5 requests, 2 at a time, 0.3 s each: 3 rounds
 
