@@ -346,13 +346,13 @@ def eyes_in_box(img: np.ndarray, box: Box) -> tuple[Point, Point]:
         return landmark_eyes(img, dlib.rectangle(*(int(round(v)) for v in box)), shape_pred)
 
 
-def hog_faces(img: np.ndarray, threshold: float = 0.0) -> list[Box]:
-    """dlib's HOG frontal detector once on ``img`` (HxWx3 uint8), no upsampling: its boxes. (dlib reads
-    the rows as contiguous memory: a view into a wider image is copied first.)"""
+def hog_faces(img: np.ndarray, threshold: float = 0.0) -> list[tuple[Box, float]]:
+    """dlib's HOG frontal detector once on ``img`` (HxWx3 uint8), no upsampling: its boxes and scores.
+    (dlib reads the rows as contiguous memory: a view into a wider image is copied first.)"""
     hog, _ = _DlibModels.hog_and_shape()
     with _DlibModels._lock:
-        rects, _, _ = hog.run(np.ascontiguousarray(img), 0, threshold)
-    return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+        rects, scores, _ = hog.run(np.ascontiguousarray(img), 0, threshold)
+    return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -114,9 +114,9 @@ def _run_chunked(session, img: np.ndarray, boxes: np.ndarray, size: int) -> list
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def _hog_box(img: np.ndarray, box: Box) -> Box | None:
-    """dlib's HOG box of the face at ``box`` (a HOG-like box), or None when HOG finds none there: HOG
-    runs on the box's surroundings (twice its size), at a lowered threshold; of its faces, the one
+def _hog_box(img: np.ndarray, box: Box) -> tuple[Box, float] | None:
+    """dlib's HOG box and score of the face at ``box`` (a HOG-like box), or None when HOG finds none there:
+    HOG runs on the box's surroundings (twice its size), at a lowered threshold; of its faces, the one
     nearest the box's centre that contains it."""
     side = max(box[2] - box[0], 1)
     # at the image's own scale where HOG sees the face there (then its box is the one dlib's own passes
@@ -129,11 +129,12 @@ def _hog_box(img: np.ndarray, box: Box) -> Box | None:
         return None
     region = img[t:b, l:r] if k == 1.0 else np.asarray(Image.fromarray(img[t:b, l:r]).resize(size, Image.BILINEAR))
     cx, cy = ((box[0] + box[2]) / 2 - l) * k, ((box[1] + box[3]) / 2 - t) * k
-    inside = [q for q in hog_faces(region, HOG_THRESHOLD) if q[0] <= cx <= q[2] and q[1] <= cy <= q[3]]
+    inside = [(q, score) for q, score in hog_faces(region, HOG_THRESHOLD)
+              if q[0] <= cx <= q[2] and q[1] <= cy <= q[3]]
     if not inside:
         return None
-    q = min(inside, key=lambda q: ((q[0] + q[2]) / 2 - cx) ** 2 + ((q[1] + q[3]) / 2 - cy) ** 2)
-    return (round(q[0] / k + l), round(q[1] / k + t), round(q[2] / k + l), round(q[3] / k + t))
+    q, score = min(inside, key=lambda f: ((f[0][0] + f[0][2]) / 2 - cx) ** 2 + ((f[0][1] + f[0][3]) / 2 - cy) ** 2)
+    return (round(q[0] / k + l), round(q[1] / k + t), round(q[2] / k + l), round(q[3] / k + t)), score
 
 
 class _Nets:
@@ -253,9 +254,10 @@ class MtcnnDetector:
         return self._output(img, boxes, nets)
 
     def _boxes(self, img: np.ndarray) -> list[tuple[Box, float]]:
-        """MTCNN's faces on the working image, each with dlib's HOG box where HOG finds it on the face's
-        region (the box dlib's shape predictor was trained on), else a HOG-like box placed from MTCNN's
-        (:data:`HOG_BOX`) if MTCNN is at least ``confirm`` sure; with MTCNN's probability."""
+        """MTCNN's faces on the working image, each with dlib's HOG box and score where HOG finds it on the
+        face's region (the box dlib's shape predictor was trained on; the score every consumer of ``dlib``'s
+        knows, e.g. video's frame weights), else a HOG-like box placed from MTCNN's (:data:`HOG_BOX`) with
+        score 0 (HOG's threshold: a marginal face) if MTCNN is at least ``confirm`` sure."""
         h, w = img.shape[:2]
         boxes, _ = self.mtcnn(img, max(2 * CELL, self.min_face * max(h, w)))
         dx, dy, ds = HOG_BOX
@@ -264,9 +266,11 @@ class MtcnnDetector:
             side = max(x2 - x1, y2 - y1)
             cx, cy, s = (x1 + x2) / 2 + dx * side, (y1 + y2) / 2 + dy * side, ds * side
             placed = (round(cx - s / 2), round(cy - s / 2), round(cx + s / 2), round(cy + s / 2))
-            box = _hog_box(img, placed)
-            if box is not None or p >= self.confirm:
-                out.append((box or placed, float(p)))
+            found = _hog_box(img, placed)
+            if found is not None:
+                out.append(found)
+            elif p >= self.confirm:
+                out.append((placed, 0.0))
         return out
 
     def landmarks(self, image: np.ndarray, box: Box) -> tuple[Point, Point]:
