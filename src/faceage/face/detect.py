@@ -43,7 +43,8 @@ class Detection:
 class Detector(Protocol):
     """Anything with ``detect``. An optional ``max_side`` attribute (the longest side it
     works at) lets :class:`faceage.face.pipeline.FacePipeline` decode JPEGs at a reduced
-    scale for it."""
+    scale for it; an optional ``landmarks(image, box) -> eyes`` method lets the pipeline
+    landmark each face again on the sharper decode its crop is cut from."""
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces in an HxWx3 (or HxW) uint8 image, sorted by box area, largest first."""

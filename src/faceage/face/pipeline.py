@@ -13,7 +13,8 @@ detector's working size, and enlarged to it for the detector when smaller (a 300
 photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
 eyes are mapped back to the full-resolution photo, and each crop is cut from that
 decode when it holds enough pixels for the crop spec, otherwise from one sharper
-decode of the file (as small as the smallest face allows). Other inputs are decoded
+decode of the file (as small as the smallest face allows), where a detector with a
+``landmarks`` method (``mtcnn``) finds each face's eyes again. Other inputs are decoded
 (or taken) in full, once.
 """
 from __future__ import annotations
