@@ -316,11 +316,10 @@ class DlibDetector:
         return self._cnn(img) if self.use_cnn else []
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        img = as_rgb(image)
-        h, w = img.shape[:2]
-        if min(h, w) < MIN_SIDE:
+        if (prepared := working_image(image, self.max_side)) is None:
             return []
-        work = working_copy(img, self.max_side)
+        img, work = prepared
+        h, w = img.shape[:2]
         dets = self._passes(work)
         if work is not img:
             dets = scale_detections(dets, w / work.shape[1], h / work.shape[0])
@@ -376,6 +375,15 @@ def working_copy(img: np.ndarray, max_side: int, min_short: int = HOG_WINDOW) ->
         return img
     return np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR,
                                                   reducing_gap=2.0))
+
+
+def working_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A detector's input as RGB (:func:`as_rgb`) and its working copy (:func:`working_copy`), or None
+    when its shorter side is under :data:`MIN_SIDE`: too thin for any pass."""
+    img = as_rgb(image)
+    if min(img.shape[:2]) < MIN_SIDE:
+        return None
+    return img, working_copy(img, max_side)
 
 
 def _shrunk(img: np.ndarray, side: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from PIL import Image
 
 from faceage.errors import ConfigError, WeightsError
 from faceage.face.detect import Box, Detection, Point, scale_detections
-from faceage.face.dlib_detector import HOG_MIN_FACE, HOG_WINDOW, MIN_SIDE, as_rgb, eyes_in_box, hog_faces, working_copy
+from faceage.face.dlib_detector import HOG_MIN_FACE, HOG_WINDOW, eyes_in_box, hog_faces, working_image
 
 MODELS = Path(__file__).resolve().parent / "mtcnn_models"
 
@@ -163,6 +164,7 @@ class _Nets:
             return cls._sessions
 
 
+@dataclass(eq=False)
 class MtcnnDetector:
     """MTCNN's faces with dlib's boxes and eyes on large photos, dlib's passes on small ones (see the module
     docstring).
@@ -176,26 +178,26 @@ class MtcnnDetector:
     MMOD pass among them).
     """
 
-    def __init__(self, max_side: int = 1000, min_face: float = 0.024, small_side: int = 640,
-                 thresholds: tuple[float, ...] = (0.6, 0.7, 0.7), confirm: float = 0.99, factor: float = 0.709,
-                 recover: bool = True, cnn: bool = True):
-        self.max_side = int(max_side)
-        self.min_face = float(min_face)
-        self.small_side = int(small_side)
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self.factor = float(factor)
-        self.recover = bool(recover)
-        self.cnn = bool(cnn)
-        self.confirm = float(confirm)
+    max_side: int = 1000
+    min_face: float = 0.024
+    small_side: int = 640
+    thresholds: tuple[float, ...] = (0.6, 0.7, 0.7)
+    confirm: float = 0.99
+    factor: float = 0.709
+    recover: bool = True
+    cnn: bool = True
+
+    def __post_init__(self) -> None:
+        self.thresholds = tuple(float(t) for t in self.thresholds)
         if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
-            raise ConfigError(f"mtcnn thresholds must be three probabilities in (0, 1), got {thresholds}")
+            raise ConfigError(f"mtcnn thresholds must be three probabilities in (0, 1), got {self.thresholds}")
         if not 0.3 <= self.factor <= 0.9:
-            raise ConfigError(f"mtcnn factor must be in [0.3, 0.9], got {factor}")
+            raise ConfigError(f"mtcnn factor must be in [0.3, 0.9], got {self.factor}")
         if self.max_side and self.max_side < 4 * CELL:
-            raise ConfigError(f"mtcnn max_side must be 0 or at least {4 * CELL}, got {max_side}")
+            raise ConfigError(f"mtcnn max_side must be 0 or at least {4 * CELL}, got {self.max_side}")
         if not 0 < self.min_face < 1 or not 0 <= self.confirm <= 1 or self.small_side < 0:
             raise ConfigError(f"mtcnn min_face must be in (0, 1), confirm in [0, 1] and small_side at least 0, "
-                              f"got {min_face}, {confirm}, {small_side}")
+                              f"got {self.min_face}, {self.confirm}, {self.small_side}")
 
     # -- the three stages, on a uint8 RGB working image; boxes (x1, y1, x2, y2) in its pixels
     def _propose(self, img: np.ndarray, nets: dict, smallest: float) -> np.ndarray:
@@ -291,11 +293,10 @@ class MtcnnDetector:
         return get_detector("dlib", max_side=self.max_side, recover=self.recover, cnn=self.cnn)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        img = as_rgb(image)
-        h, w = img.shape[:2]
-        if min(h, w) < MIN_SIDE:
+        if (prepared := working_image(image, self.max_side)) is None:
             return []
-        work = working_copy(img, self.max_side)
+        img, work = prepared
+        h, w = img.shape[:2]
         small = max(work.shape[:2]) <= self.small_side
         if not small:  # boxes found on the working image, eyes landmarked on the image itself
             kx, ky = w / work.shape[1], h / work.shape[0]
