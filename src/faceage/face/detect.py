@@ -111,6 +111,18 @@ def _imported_detector(name: str) -> Callable[..., Detector]:
         raise ConfigError(f"face detector {name!r} cannot be imported ({exc})") from None
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A detector's input as a contiguous HxWx3 uint8 array (grey repeated, alpha dropped)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise TypeError(f"detect() needs a uint8 image, got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
+    return np.ascontiguousarray(img[:, :, :3])
+
+
 def scale_detections(dets: list[Detection], sx: float, sy: float) -> list[Detection]:
     """Detections of a resized image in the original's pixels (``sx``, ``sy`` = original / resized)."""
     def up(p: Point) -> Point:

@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image
 
 from faceage.errors import ConfigError
-from faceage.face.detect import Box, Detection, Point, scale_detections
+from faceage.face.detect import Box, Detection, Point, as_rgb, scale_detections
 
 
 #: dlib's model files, shipped in the package (public domain, from dlib-models; see MODEL_LICENSE)
@@ -352,18 +352,6 @@ def hog_faces(img: np.ndarray, threshold: float = 0.0) -> list[tuple[Box, float]
     with _DlibModels._lock:
         rects, scores, _ = hog.run(np.ascontiguousarray(img), 0, threshold)
     return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """A detector's input as a contiguous HxWx3 uint8 array (grey repeated, alpha dropped)."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise TypeError(f"detect() needs a uint8 image, got {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise ValueError(f"detect() needs an HxW or HxWx3 image, got shape {img.shape}")
-    return np.ascontiguousarray(img[:, :, :3])
 
 
 def working_copy(img: np.ndarray, max_side: int, min_short: int = HOG_WINDOW) -> np.ndarray:
