@@ -111,3 +111,16 @@ def test_a_server_loads_the_networks_at_start(monkeypatch):
     monkeypatch.setattr(md._Nets, "_sessions", None)
     create_app(warmup=True)
     assert md._Nets._sessions is not None and sorted(md._Nets._sessions) == ["onet", "pnet", "rnet"]
+
+
+def test_video_frames_get_the_same_dlib_passes_with_either_detector():
+    """Frames up to ``small_side`` go to mtcnn's dlib passes: video's settings reach them as they reach ``dlib``
+    (no quick close-up pass, no recovery), so a large face never hides the small ones around it."""
+    from faceage.video.pipeline import VIDEO_DETECTOR_OPTIONS
+
+    for side in (640, 800):
+        ours = get_detector("mtcnn", **VIDEO_DETECTOR_OPTIONS["mtcnn"](side))._dlib
+        theirs = get_detector("dlib", **VIDEO_DETECTOR_OPTIONS["dlib"](side))
+        assert (ours.fast_face, ours.recover, ours.use_cnn) == (theirs.fast_face, theirs.recover, theirs.use_cnn) \
+            == (0.0, False, False)
+    assert get_detector("mtcnn")._dlib.fast_face == get_detector("dlib").fast_face  # None: dlib's own default

@@ -174,8 +174,8 @@ class MtcnnDetector:
     never under 2 P-Net windows), ``small_side`` (working images up to this long go to dlib's passes;
     0: MTCNN everywhere), ``thresholds`` (P-, R- and O-Net's face probability), ``confirm`` (a face
     HOG does not find on its region is kept only if MTCNN is this sure), ``factor`` (pyramid step),
-    ``recover`` (where MTCNN finds nothing, dlib's passes, recovery included) and ``cnn`` (dlib's
-    MMOD pass among them).
+    ``recover`` (where MTCNN finds nothing, dlib's passes, recovery included), ``cnn`` (dlib's
+    MMOD pass among them) and ``fast_face`` (dlib's quick close-up pass; None: dlib's default).
     """
 
     max_side: int = 1000
@@ -186,6 +186,7 @@ class MtcnnDetector:
     factor: float = 0.709
     recover: bool = True
     cnn: bool = True
+    fast_face: float | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = tuple(float(t) for t in self.thresholds)
@@ -290,7 +291,8 @@ class MtcnnDetector:
         from faceage.face.detect import get_detector
 
         # its max_side keeps a sliver kept long (see working_copy) away from the slow passes, as dlib's own does
-        return get_detector("dlib", max_side=self.max_side, recover=self.recover, cnn=self.cnn)
+        passes = {} if self.fast_face is None else {"fast_face": self.fast_face}
+        return get_detector("dlib", max_side=self.max_side, recover=self.recover, cnn=self.cnn, **passes)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         if (prepared := working_image(image, self.max_side)) is None:
