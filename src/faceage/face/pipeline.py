@@ -9,8 +9,9 @@ detector serialises its own calls and alignment is pure.
 
 Decoding only what is needed: a JPEG given as a path or bytes is decoded at a
 reduced scale (:func:`faceage.core.imageio.load_image_scaled`) no smaller than 3/4 of the
-detector's working size, and enlarged to it for the detector when smaller (a 3000-px
-photo: decoded at 1500 px, detected at 2000, cheaper than a full decode); boxes and
+detector's working size, and enlarged to it for the detector when smaller (``dlib``,
+2000 px: a 3000-px photo decoded at 1500 px, detected at 2000, cheaper than a full decode;
+``mtcnn``, 1000 px: a 12 MP photo decoded at 1/4); boxes and
 eyes are mapped back to the full-resolution photo, and each crop is cut from that
 decode when it holds enough pixels for the crop spec, otherwise from one sharper
 decode of the file (as small as the smallest face allows), where a detector with a
