@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--every", nargs="+", type=int, default=[1, 5])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--no-annotate", action="store_true", help="skip the timing with annotated output")
+    ap.add_argument("--detector", default=None, help="the face detector (default: faceage's default)")
     add_output_arguments(ap)
     args = parse_args(ap)
 
@@ -51,7 +52,10 @@ def main() -> None:
     from faceage.video.io import VideoReader
     from faceage.video.writer import VideoWriter
 
-    est = AgeEstimator()
+    from faceage.face.detect import DEFAULT_DETECTOR
+
+    detector = args.detector or DEFAULT_DETECTOR
+    est = AgeEstimator(detector=detector)
     load_before = os.getloadavg()[0]
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,12 +85,12 @@ def main() -> None:
                 rows.append([size, every, entry["decode_fps"], entry["analyse_fps"], entry.get("annotate_fps", "-")])
                 print(rows[-1], flush=True)
     load_after = os.getloadavg()[0]
-    note = (f"{machine()}; one thread; 1-minute load average {load_before:.1f} before, {load_after:.1f} after; "
+    note = (f"{machine()}; detector {detector}; one thread; 1-minute load average {load_before:.1f} before, {load_after:.1f} after; "
             f"{args.frames}-frame clips from scripts/make_test_video.py (3 faces)")
     table = markdown_table(["size", "every", "decode frames/s", "analyse frames/s", "analyse + annotated mp4 frames/s"],
                            rows) + f"\n\n{note}"
     write_results("video_speed", {"machine": machine(), "load_before": load_before, "load_after": load_after,
-                                  "frames": args.frames, "results": results}, table, args.out)
+                                  "frames": args.frames, "detector": detector, "results": results}, table, args.out)
 
 
 if __name__ == "__main__":

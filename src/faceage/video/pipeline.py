@@ -33,8 +33,8 @@ Box = tuple[int, int, int, int]
 #: no recovery passes (the tracker bridges a face missed in one frame)
 _DLIB_FRAME = {"fast_face": 0, "recover": False, "cnn": False}
 #: the built-in detectors' options on frames of ``side`` px; MTCNN (whose small frames go to those same dlib
-#: passes) looks for faces from HOG's smallest there, which keeps video's frame rate (720p, every frame: 18.0
-#: frames/s against dlib's 18.2; faces from 2.4%: 11.6)
+#: passes) looks for faces from HOG's smallest there, which keeps video's frame rate (720p, every frame: 17.5
+#: frames/s against dlib's 18.7, ``python -m benchmarks.video_speed --every 1 --detector D``)
 VIDEO_DETECTOR_OPTIONS: dict[str, Callable[[int], dict]] = {
     "dlib": lambda side: {**_DLIB_FRAME, "max_side": side},
     "mtcnn": lambda side: {**_DLIB_FRAME, "max_side": side, "min_face": HOG_MIN_FACE / side},
