@@ -107,13 +107,14 @@ def make_views(batch: np.ndarray, tta: str) -> np.ndarray:
     n, h, w = batch.shape[:3]
     out = np.empty((len(views), n, h, w, 3), np.uint8)
     zooms = tuple(dict.fromkeys(f for f, _ in views if f != 1.0))
-    rows = _vertical(batch, zooms) if zooms else None  # every zoom's vertical pass at once
-    for view, (factor, mirror) in zip(out, views):
-        if factor == 1.0:
-            view[...] = batch[:, :, ::-1] if mirror else batch
-        else:
-            k = zooms.index(factor)
-            _horizontal(rows[:, k * h : (k + 1) * h], factor, mirror, view.reshape(n, h, w * 3))
+    for i in range(n):  # crop by crop: a whole batch's float rows would not stay in the CPU's cache (2x slower)
+        rows = _vertical(batch[i : i + 1], zooms) if zooms else None  # every zoom's vertical pass at once
+        for view, (factor, mirror) in zip(out, views):
+            if factor == 1.0:
+                view[i] = batch[i, :, ::-1] if mirror else batch[i]
+            else:
+                k = zooms.index(factor)
+                _horizontal(rows[:, k * h : (k + 1) * h], factor, mirror, view[i : i + 1].reshape(1, h, w * 3))
     return out.reshape(len(views) * n, h, w, 3)
 
 
