@@ -84,3 +84,6 @@ def test_views_are_exactly_zoom_then_mirror(tta):
         batch = rng.integers(0, 256, shape, dtype=np.uint8)
         batch[:, : shape[1] // 2] //= 3  # smooth and sharp regions, not just noise
         np.testing.assert_array_equal(make_views(batch, tta), _views_one_by_one(batch, tta))
+    mirrored = batch[:, :, ::-1]  # a view with negative strides: read as it is, written into a fresh array
+    np.testing.assert_array_equal(zoom(mirrored, 1.05), zoom(np.ascontiguousarray(mirrored), 1.05))
+    np.testing.assert_array_equal(make_views(mirrored, tta), make_views(np.ascontiguousarray(mirrored), tta))

@@ -84,6 +84,7 @@ def score(backend, crops: np.ndarray, tta: str, *, batch_size: int = 256) -> Sco
         lg, rg = average_views(lg, rg, tta)
         logits.append(lg)
         reg.append(rg)
+    # the empty first parts keep an empty input well-formed; one batch needs no concatenation
     logits, reg = (parts[1] if len(parts) == 2 else np.concatenate(parts) for parts in (logits, reg))
     if record.logit_bias is not None:  # the record's prior correction (faceage.data.sets.prior_correction)
         logits = logits + _as_array(tuple(record.logit_bias))

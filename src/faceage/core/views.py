@@ -93,7 +93,7 @@ def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
     """Bilinear zoom of an (N, H, W, 3) uint8 batch about the image centre."""
     if factor == 1.0:
         return batch
-    out = np.empty_like(batch)
+    out = np.empty(batch.shape, np.uint8)  # C-contiguous, so the reshape below is a view of it
     _horizontal(_vertical(batch, (factor,)), factor, False, out.reshape(len(batch), batch.shape[1], -1))
     return out
 
