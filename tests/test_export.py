@@ -85,6 +85,33 @@ def test_fp32_parity_with_torch(exported):
     assert ages.std() > 1.0, ages
 
 
+def test_graph_is_rewritten_for_blocked_cpu_kernels(exported, monkeypatch):
+    """cpu_friendly: spatial means are GlobalAveragePool, the hidden layer of every squeeze-and-excitation has a
+    multiple of 16 channels, the channel split has no shape arithmetic, and the outputs are the plain export's."""
+    import onnx
+    from onnx import numpy_helper
+
+    import faceage.export as export
+    from faceage.runtime.onnx_backend import OnnxBackend
+
+    m = onnx.load(str(exported["fp32"]))
+    ops = [n.op_type for n in m.graph.node]
+    assert "Shape" not in ops and ops.count("GlobalAveragePool") == 17  # 16 attention units + the features
+    means = [n for n in m.graph.node if n.op_type == "ReduceMean"]  # left: spatial attention's mean over channels
+    assert len(means) == 16 and all(list(onnx.helper.get_attribute_value(a)) == [1] for n in means
+                                    for a in n.attribute if a.name == "axes")
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    pooled = {n.output[0] for n in m.graph.node if n.op_type == "GlobalAveragePool"}
+    hidden = [inits[n.input[1]] for n in m.graph.node if n.op_type == "Conv" and n.input[0] in pooled]
+    assert len(hidden) == 16 and all(len(w) % export.CHANNEL_BLOCK == 0 for w in hidden)
+    assert any(not w[-1].any() for w in hidden)  # zero channels were added (the 0.5x model's hidden sizes are 8-24)
+    monkeypatch.setattr(export, "cpu_friendly", lambda path: None)
+    plain = export.export_onnx(exported["st"], exported["root"] / "m-plain.onnx")
+    crops = _crops(8, seed=5)
+    (l1, r1), (l2, r2) = OnnxBackend(exported["fp32"]).run(crops), OnnxBackend(plain).run(crops)
+    assert np.abs(l1 - l2).max() < 1e-4 and np.abs(r1 - r2).max() < 1e-3
+
+
 def test_half_weights_halve_the_file_and_keep_the_ages(exported):
     """--half-weights: fp16 storage, fp32 arithmetic: about half the bytes, ages as the fp32 file's."""
     from faceage.export import export_onnx, parity, read_onnx_record

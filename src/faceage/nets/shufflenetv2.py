@@ -48,7 +48,7 @@ class InvertedResidual(nn.Module):
         if stride == 1 and inp != oup:
             raise ValueError("a stride-1 unit keeps its channel count")
         self.stride = stride
-        half = oup // 2
+        self.split = half = oup // 2  # a Python int: the channel split exports as a constant Split
         if stride > 1:
             self.branch1 = nn.Sequential(
                 conv_bn(inp, inp, 3, stride, groups=inp, relu=False),
@@ -74,7 +74,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
-            x1, x2 = x.chunk(2, dim=1)
+            x1, x2 = x[:, : self.split], x[:, self.split :]
             out = torch.cat((x1, self._branch(x2)), dim=1)
         else:
             out = torch.cat((self.branch1(x), self._branch(x)), dim=1)
