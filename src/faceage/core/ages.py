@@ -9,9 +9,12 @@ import numpy as np
 @lru_cache(maxsize=8)
 def _steps(k: int, dtype: str = "float64", start: float = 0.0) -> np.ndarray:
     """``start, start + 1, ..., start + k - 1`` (read-only): the class ages, or their edges. Made once per size."""
-    out = np.arange(k, dtype=dtype) + np.asarray(start, dtype)
-    out.flags.writeable = False
-    return out
+    return _frozen(np.arange(k, dtype=dtype) + np.asarray(start, dtype))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -30,7 +33,7 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
 
     Quantiles are read off the piecewise-linear CDF, treating class ``i`` as ages [i - 0.5, i + 0.5].
     """
-    quantiles = [(1 - coverage) / 2, 1 - (1 - coverage) / 2]
+    quantiles = _quantiles(coverage)
     n, k = probs.shape
     cdf = np.zeros((n, k + 1))  # the CDF at the class edges, from 0 at the first
     np.cumsum(probs, axis=-1, out=cdf[:, 1:])
@@ -38,7 +41,14 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
     out = np.empty((n, 2))
     for i, row in enumerate(cdf):
         out[i] = np.interp(quantiles, row, edges)
-    return np.clip(out, 0, k - 1, out=out)
+    np.maximum(out, 0, out=out)  # np.clip's value, without its Python-level checks (NaN stays NaN)
+    return np.minimum(out, k - 1, out=out)
+
+
+@lru_cache(maxsize=8)
+def _quantiles(coverage: float) -> np.ndarray:
+    """The two quantiles of a central ``coverage`` interval (read-only)."""
+    return _frozen(np.array([(1 - coverage) / 2, 1 - (1 - coverage) / 2]))
 
 
 def median_age(probs: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ the same views, the same view averaging and the same age estimate.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
@@ -25,25 +26,36 @@ class Scores:
     estimate: str  # how ``age`` is made from them (the model record's estimate)
     interval_temperature: float = 1.0
 
-    @property
+    @cached_property
     def finite(self) -> np.ndarray:
         """(N,) bool: rows whose outputs are all finite. A NaN or infinite output (damaged weights, or
         a model that overflows on some inputs) has no age: callers report that row as a
         :data:`BAD_OUTPUT` error (:func:`bad_output_message`), never as an age."""
-        return np.isfinite(self.logits).all(axis=1) & np.isfinite(self.reg)
+        finite = np.isfinite(self.logits).all(axis=1) & np.isfinite(self.reg)
+        finite.flags.writeable = False
+        return finite
+
+    @cached_property
+    def _quiet(self) -> bool:
+        """Non-finite rows must stay NaN without warnings (see ``finite``); finite outputs raise none, so
+        numpy's error state is switched only when needed (the switch costs more than the softmax)."""
+        return not self.finite.all()
+
+    def _errors_ignored(self):
+        return np.errstate(invalid="ignore", over="ignore") if self._quiet else nullcontext()
 
     @property
     def age(self) -> np.ndarray:
         return self.ages(self.estimate)
 
     def ages(self, how: str) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows stay NaN: see `finite`
+        with self._errors_ignored():
             return combine(self.logits, self.reg, how, self.probs)
 
     @cached_property
     def probs(self) -> np.ndarray:
         """The predicted age distribution (ages 0..100); computed once (read-only), the ages use it too."""
-        with np.errstate(invalid="ignore", over="ignore"):
+        with self._errors_ignored():
             probs = softmax(self.logits.astype(np.float64))
         probs.flags.writeable = False
         return probs
@@ -51,7 +63,7 @@ class Scores:
     def interval(self, coverage: float = 0.8) -> np.ndarray:
         """(N, 2) central interval, from the distribution sharpened or widened by the record's
         calibrated temperature (so that about ``coverage`` of true ages fall inside)."""
-        with np.errstate(invalid="ignore", over="ignore"):
+        with self._errors_ignored():
             return age_interval(softmax(self.logits.astype(np.float64) / self.interval_temperature), coverage)
 
 
