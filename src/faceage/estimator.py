@@ -235,9 +235,9 @@ class AgeEstimator:
         """Ages for already-aligned crops: an (N, H, W, 3) uint8 array, a list of HxWx3 uint8
         arrays, or one HxWx3 crop. Other dtypes are rejected (ImageError), never silently cast."""
         scores = self.score_aligned(crops)
-        bad = bad_output_message(self.model_path.name)
         return [
-            AgeEstimate(round(a, 1), (round(lo, 1), round(hi, 1)), p) if ok else AgeEstimate(None, None, p, bad)
+            AgeEstimate(round(a, 1), (round(lo, 1), round(hi, 1)), p) if ok
+            else AgeEstimate(None, None, p, bad_output_message(self.model_path.name))
             for a, (lo, hi), p, ok in zip(scores.age.tolist(), scores.interval().tolist(), scores.probs, scores.finite)
         ]
 

@@ -71,7 +71,8 @@ def _vertical(batch: np.ndarray, zooms: tuple[float, ...]) -> np.ndarray:
     y0, y1, wy = _rows(h, zooms)
     flat = batch.reshape(n, h, w * 3)
     rows = flat.take(y0, axis=1).astype(np.float32)
-    step = flat.take(y1, axis=1) - rows
+    step = flat.take(y1, axis=1).astype(np.float32)  # then float minus float: numpy's uint8-float mix is slower
+    step -= rows
     step *= wy
     rows += step
     return rows
