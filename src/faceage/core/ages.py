@@ -9,12 +9,9 @@ import numpy as np
 @lru_cache(maxsize=8)
 def _steps(k: int, dtype: str = "float64", start: float = 0.0) -> np.ndarray:
     """``start, start + 1, ..., start + k - 1`` (read-only): the class ages, or their edges. Made once per size."""
-    return _frozen(np.arange(k, dtype=dtype) + np.asarray(start, dtype))
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
+    out = np.arange(k, dtype=dtype) + np.asarray(start, dtype)
+    out.flags.writeable = False
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -48,7 +45,9 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _quantiles(coverage: float) -> np.ndarray:
     """The two quantiles of a central ``coverage`` interval (read-only)."""
-    return _frozen(np.array([(1 - coverage) / 2, 1 - (1 - coverage) / 2]))
+    out = np.array([(1 - coverage) / 2, 1 - (1 - coverage) / 2])
+    out.flags.writeable = False
+    return out
 
 
 def median_age(probs: np.ndarray) -> np.ndarray:
