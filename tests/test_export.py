@@ -112,6 +112,38 @@ def test_graph_is_rewritten_for_blocked_cpu_kernels(exported, monkeypatch):
     assert np.abs(l1 - l2).max() < 1e-4 and np.abs(r1 - r2).max() < 1e-3
 
 
+def test_cpu_friendly_leaves_what_it_cannot_rewrite_exactly(tmp_path):
+    """A mean over axes 2 and 3 of a 5-D tensor is not a GlobalAveragePool; a grouped hidden convolution is
+    not padded (zero channels would shift its groups)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faceage.export import cpu_friendly
+
+    def f32(shape):
+        return helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+
+    five = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)], "g", [f32([1, 2, 3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1, 5])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name) for name, shape in
+               (("w1", (4, 4, 1, 1)), ("b1", (4,)), ("w2", (8, 4, 1, 1)))]  # group 2: 8 -> 4 channels
+    se = helper.make_model(helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Conv", ["p", "w1", "b1"], ["h"], group=2),
+         helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"])],
+        "g", [f32([1, 8, 5, 5])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])], weights),
+        opset_imports=[helper.make_opsetid("", 17)])
+    for name, model in (("five", five), ("se", se)):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(path))
+        cpu_friendly(path)
+        after = onnx.load(str(path)).graph
+        assert [n.op_type for n in after.node] == [n.op_type for n in model.graph.node]
+        assert [list(t.dims) for t in after.initializer] == [list(t.dims) for t in model.graph.initializer]
+
+
 def test_half_weights_halve_the_file_and_keep_the_ages(exported):
     """--half-weights: fp16 storage, fp32 arithmetic: about half the bytes, ages as the fp32 file's."""
     from faceage.export import export_onnx, parity, read_onnx_record

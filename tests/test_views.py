@@ -1,4 +1,6 @@
 """Test-time views: the numpy zoom against torch's grid_sample, and their use in AgeEstimator."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,19 @@ def test_views_are_exactly_zoom_then_mirror(tta):
     mirrored = batch[:, :, ::-1]  # a view with negative strides: read as it is, written into a fresh array
     np.testing.assert_array_equal(zoom(mirrored, 1.05), zoom(np.ascontiguousarray(mirrored), 1.05))
     np.testing.assert_array_equal(make_views(mirrored, tta), make_views(np.ascontiguousarray(mirrored), tta))
+
+
+def test_one_crop_batch_owns_writable_memory_and_empty_batches_zoom(small_model):
+    """One crop skips np.stack's copy, but the batch stays writable (torch.from_numpy warns on read-only
+    arrays), a read-only caller's crop is copied, and an empty batch zooms to an empty batch."""
+    from faceage.core.preprocess import input_batch
+
+    crop = np.random.default_rng(6).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    assert input_batch([crop], 112).flags.writeable
+    frozen = crop[:112, :112].copy()
+    frozen.flags.writeable = False
+    assert input_batch([frozen], 112).flags.writeable
+    assert zoom(np.zeros((0, 8, 8, 3), np.uint8), 1.05).shape == (0, 8, 8, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert AgeEstimator(small_model, backend="torch", tta="none").predict_aligned(crop)[0].age is not None

@@ -147,10 +147,14 @@ def cpu_friendly(path: str | Path) -> None:
 
     m = onnx.load(str(path))
     g = m.graph
+    known = onnx.shape_inference.infer_shapes(m).graph
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in (*known.input, *known.value_info)
+            if v.type.tensor_type.HasField("shape")}
     nodes = []
     for n in g.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if n.op_type != "ReduceMean" or list(attrs.get("axes", [])) not in ([2, 3], [-2, -1]):
+        if (n.op_type != "ReduceMean" or list(attrs.get("axes", [])) not in ([2, 3], [-2, -1])
+                or rank.get(n.input[0]) != 4):
             nodes.append(n)
         elif attrs.get("keepdims", 1):
             nodes.append(helper.make_node("GlobalAveragePool", [n.input[0]], [n.output[0]], name=n.name))
@@ -175,8 +179,9 @@ def cpu_friendly(path: str | Path) -> None:
         relu = fc1 and only_user(fc1.output[0], "Relu")
         fc2 = relu and only_user(relu.output[0], "Conv")
         weights = (*fc1.input[1:], fc2.input[1]) if fc2 else ()
-        if len(weights) != 3 or any(w not in inits or len(users[w]) != 1 for w in weights):
-            continue  # not squeeze-and-excitation with biased, unshared weights
+        grouped = fc2 and any(a.name == "group" and a.i != 1 for a in (*fc1.attribute, *fc2.attribute))
+        if len(weights) != 3 or grouped or any(w not in inits or len(users[w]) != 1 for w in weights):
+            continue  # not squeeze-and-excitation with biased, unshared, ungrouped weights
         w1, b1, w2 = (numpy_helper.to_array(inits[w]) for w in weights)
         pad = -len(w1) % CHANNEL_BLOCK
         if pad and w1.shape[2:] == (1, 1) and w2.shape[1:] == (len(w1), 1, 1):

@@ -21,7 +21,7 @@ def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
         top, left = (h - side) // 2, (w - side) // 2
         image = image[top : top + side, left : left + side]
     if image.shape[0] != size:
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))  # writable, unlike asarray
     return image
 
 
@@ -30,7 +30,9 @@ def input_batch(crops, size: int) -> np.ndarray:
     if isinstance(crops, np.ndarray) and crops.ndim == 4 and crops.shape[1:3] == (size, size):
         return np.ascontiguousarray(crops)
     resized = [resize_crop(np.asarray(c), size) for c in crops]
-    return resized[0][None] if len(resized) == 1 else np.stack(resized)
+    if len(resized) == 1 and resized[0].flags.writeable:  # one crop: no copy (a batch has its own memory)
+        return resized[0][None]
+    return np.stack(resized)
 
 
 def normalization(mean, std) -> tuple[np.ndarray, np.ndarray]:

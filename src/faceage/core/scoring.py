@@ -7,8 +7,8 @@ the same views, the same view averaging and the same age estimate.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -26,23 +26,25 @@ class Scores:
     estimate: str  # how ``age`` is made from them (the model record's estimate)
     interval_temperature: float = 1.0
 
-    @cached_property
+    # computed on first use (idempotent, so threads need no lock); replace() starts them afresh
+    _finite: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _probs: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
     def finite(self) -> np.ndarray:
         """(N,) bool: rows whose outputs are all finite. A NaN or infinite output (damaged weights, or
         a model that overflows on some inputs) has no age: callers report that row as a
         :data:`BAD_OUTPUT` error (:func:`bad_output_message`), never as an age."""
-        finite = np.isfinite(self.logits).all(axis=1) & np.isfinite(self.reg)
-        finite.flags.writeable = False
-        return finite
-
-    @cached_property
-    def _quiet(self) -> bool:
-        """Non-finite rows must stay NaN without warnings (see ``finite``); finite outputs raise none, so
-        numpy's error state is switched only when needed (the switch costs more than the softmax)."""
-        return not self.finite.all()
+        if self._finite is None:
+            finite = np.isfinite(self.logits).all(axis=1) & np.isfinite(self.reg)
+            finite.flags.writeable = False
+            self._finite = finite
+        return self._finite
 
     def _errors_ignored(self):
-        return np.errstate(invalid="ignore", over="ignore") if self._quiet else nullcontext()
+        """Non-finite rows must stay NaN without warnings (see ``finite``); finite outputs raise none, so
+        numpy's error state is switched only when needed (the switch costs more than the softmax)."""
+        return nullcontext() if self.finite.all() else np.errstate(invalid="ignore", over="ignore")
 
     @property
     def age(self) -> np.ndarray:
@@ -52,13 +54,15 @@ class Scores:
         with self._errors_ignored():
             return combine(self.logits, self.reg, how, self.probs)
 
-    @cached_property
+    @property
     def probs(self) -> np.ndarray:
         """The predicted age distribution (ages 0..100); computed once (read-only), the ages use it too."""
-        with self._errors_ignored():
-            probs = softmax(self.logits.astype(np.float64))
-        probs.flags.writeable = False
-        return probs
+        if self._probs is None:
+            with self._errors_ignored():
+                probs = softmax(self.logits.astype(np.float64))
+            probs.flags.writeable = False
+            self._probs = probs
+        return self._probs
 
     def interval(self, coverage: float = 0.8) -> np.ndarray:
         """(N, 2) central interval, from the distribution sharpened or widened by the record's

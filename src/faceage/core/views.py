@@ -95,7 +95,8 @@ def zoom(batch: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return batch
     out = np.empty(batch.shape, np.uint8)  # C-contiguous, so the reshape below is a view of it
-    _horizontal(_vertical(batch, (factor,)), factor, False, out.reshape(len(batch), batch.shape[1], -1))
+    n, h, w = batch.shape[:3]
+    _horizontal(_vertical(batch, (factor,)), factor, False, out.reshape(n, h, w * 3))
     return out
 
 
