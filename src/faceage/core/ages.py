@@ -32,7 +32,7 @@ def age_interval(probs: np.ndarray, coverage: float = 0.8) -> np.ndarray:
     """
     quantiles = _quantiles(coverage)
     n, k = probs.shape
-    cdf = np.zeros((n, k + 1))  # the CDF at the class edges, from 0 at the first
+    cdf = np.zeros((n, k + 1), probs.dtype)  # the CDF at the class edges, from 0 at the first
     np.cumsum(probs, axis=-1, out=cdf[:, 1:])
     edges = _steps(k + 1, start=-0.5)
     out = np.empty((n, 2))
