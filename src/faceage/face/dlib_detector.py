@@ -205,10 +205,7 @@ class DlibDetector:
         if round(min(h, w) * scale) * 2 ** upsample < HOG_WINDOW:
             return []
         hog, shape_pred = _DlibModels.hog_and_shape()
-        work = img
-        if scale != 1.0:
-            work = np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR,
-                                                          reducing_gap=2.0))
+        work = _scaled(img, scale) if scale != 1.0 else img
         with _DlibModels._lock:
             rects, scores, _ = hog.run(work, upsample, self.hog_threshold)
             out = []
@@ -361,6 +358,12 @@ def working_copy(img: np.ndarray, max_side: int, min_short: int = HOG_WINDOW) ->
     scale = min(1.0, max(max_side / max(h, w), min_short / min(h, w))) if max_side else 1.0
     if scale >= 1.0:
         return img
+    return _scaled(img, scale)
+
+
+def _scaled(img: np.ndarray, scale: float) -> np.ndarray:
+    """``img`` resized by ``scale`` (bilinear; a large reduction box-reduced first, Pillow's ``reducing_gap``)."""
+    h, w = img.shape[:2]
     return np.asarray(Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR,
                                                   reducing_gap=2.0))
 
