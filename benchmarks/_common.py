@@ -60,3 +60,12 @@ def write_results(name: str, data: dict, table: str, out: Path = RESULTS) -> Non
 def percentiles(seconds: list[float]) -> dict:
     a = np.asarray(seconds) * 1000
     return {"median_ms": round(float(np.median(a)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3)}
+
+
+def at_once(run, jobs: list[tuple]) -> list:
+    """``run(*job)`` for every job at the same time, one thread each (each job starts its own process, on its own
+    core): a shared host's drift in speed then reaches every contender alike. Results in the jobs' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lambda job: run(*job), jobs))

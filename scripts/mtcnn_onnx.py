@@ -107,7 +107,7 @@ def export(wheel: Path, out: Path) -> list[str]:
         for name, (cls, size, outputs) in NETS.items():
             state = torch.load(io.BytesIO(zf.read(f"facenet_pytorch/data/{name}.pt")), weights_only=True)
             net = cls().eval()
-            net.load_state_dict({k: v for k, v in state.items()})
+            net.load_state_dict(state)
             x = torch.rand(3, 3, size + (17 if name == "pnet" else 0), size + (5 if name == "pnet" else 0)) * 2 - 1
             axes = {"image": {0: "n", 2: "h", 3: "w"}} if name == "pnet" else {"image": {0: "n"}}
             axes.update({o: {0: "n"} for o in outputs})
